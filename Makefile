@@ -1,0 +1,129 @@
+# sluice - top-level build. `make` builds bin/sluice; `make test` and `make run`
+# do all set-up on a fresh machine (Debian packages, the model) first.
+#
+# Sources are picked up by folder, so a new module file needs no Makefile edit:
+#   engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c -> libsluice.a
+#   kernels/cuda/*.cu (nvcc)                      -> the CUDA backend (CUDA=1)
+#   api/main.c                                    -> bin/sluice
+#   bench/sluice_bench.c                          -> bin/sluice-bench
+#   tests/test_*.c (+ tests/support*.c)           -> build/tests/test_* (Criterion)
+#
+# Variables: CUDA=0|1 (default: 1 when nvcc is found), BUILD=dir, SAN=address|leak|...,
+# DEPS_ROOT=dir holding unpacked .deb files (a machine without our packages installed).
+
+BUILD ?= build
+BIN ?= bin
+MODEL_DIR ?= models/all-minilm-l6-v2
+
+CC ?= cc
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+ifeq ($(origin CUDA),undefined)
+  CUDA := $(if $(NVCC),1,0)
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+
+OPT ?= -O2
+CFLAGS_COMMON = $(OPT) -g -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I. -I/usr/include/hiredis -pthread
+WARN = -Wall -Wextra -Werror
+CFLAGS += -std=c11 $(CFLAGS_COMMON) $(WARN)
+LDLIBS += -lmicrohttpd -lhiredis -ljansson -lopenblas -lutf8proc -lcrypto -lm -lpthread
+TEST_LDLIBS = -lcriterion
+
+ifneq ($(DEPS_ROOT),)
+  DEPS_LIB = $(abspath $(DEPS_ROOT))/usr/lib/x86_64-linux-gnu
+  CFLAGS += -I$(DEPS_ROOT)/usr/include -I$(DEPS_ROOT)/usr/include/hiredis \
+            -I$(DEPS_ROOT)/usr/include/x86_64-linux-gnu
+  LDFLAGS += -L$(DEPS_LIB) -L$(DEPS_LIB)/openblas-pthread -Wl,-rpath,$(DEPS_LIB) \
+             -Wl,-rpath,$(DEPS_LIB)/openblas-pthread
+endif
+
+ifneq ($(SAN),)
+  CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=$(SAN)
+endif
+
+LIB_SRC := $(filter-out api/main.c,$(wildcard engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+
+ifeq ($(CUDA),1)
+  CU_SRC := $(wildcard kernels/cuda/*.cu)
+  CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
+  LDFLAGS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64
+  LDLIBS += -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
+  NVCCFLAGS ?= -O3 -std=c++17 $(CUDA_ARCH) -I. -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
+else
+  CU_OBJ := $(BUILD)/kernels/cuda/none.o
+endif
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/support*.c))
+BENCH_BIN := $(if $(wildcard bench/sluice_bench.c),$(BIN)/sluice-bench)
+
+.PHONY: all deps model test run tests clean cuda-note test-asan test-leak fixtures
+all: cuda-note $(BIN)/sluice $(BENCH_BIN)
+
+cuda-note:
+ifeq ($(CUDA),0)
+	@echo "sluice: building without the CUDA backend ($(if $(NVCC),CUDA=0 given,nvcc not found)); the CPU backend is used"
+endif
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/kernels/cuda/none.o: kernels/cuda/none.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libsluice.a: $(LIB_OBJ) $(CU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/sluice: $(BUILD)/api/main.o $(BUILD)/libsluice.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/sluice-bench: $(BUILD)/bench/sluice_bench.o $(BUILD)/libsluice.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJ) $(BUILD)/libsluice.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS)
+
+tests: $(TEST_BIN)
+
+deps:
+	@sh mk/deps.sh
+
+model: deps
+	@sh mk/model.sh $(MODEL_DIR)
+
+# All tests: set-up, build, every Criterion suite (each starts the services it
+# needs, e.g. its own redis-server), then the sanitizer runs.
+test: deps model
+	@$(MAKE) --no-print-directory all tests
+	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
+	    build/asan/tests/test_safetensors build/asan/tests/test_tokenizer build/asan/bin/sluice
+	@sh tests/run.sh $(BUILD) build/asan $(MODEL_DIR)
+
+# The main job on defaults.
+run: deps model
+	@$(MAKE) --no-print-directory all
+	@sh mk/run.sh $(MODEL_DIR)
+
+# Regenerate the reference fixtures from the model's own Python libraries
+# (needs PyPI; CI uses the committed fixtures and needs no Python packages).
+fixtures: model
+	@sh tests/tools/make_fixtures.sh $(MODEL_DIR)
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

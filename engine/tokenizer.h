@@ -1,0 +1,55 @@
+/* engine/tokenizer.h - BERT WordPiece tokenizer, identical to HF BertTokenizer.
+ *
+ * Pipeline (as HF tokenizers' BertNormalizer + BertPreTokenizer + WordPiece):
+ * clean text (drop U+0000, U+FFFD and control characters, map whitespace to
+ * spaces), put spaces around CJK ideographs, lower-case and strip accents
+ * (NFD, drop Mn) when configured, split on whitespace and punctuation, then
+ * greedy longest-match WordPiece with "##" continuation pieces; a word longer
+ * than 100 characters, or one with no full cover, becomes [UNK]. The output is
+ * [CLS] pieces... [SEP], truncated so the total is at most max_len.
+ *
+ * Invalid UTF-8 input is rejected with TOK_EUTF8 (the API answers 400): we do
+ * not guess what the bytes meant.
+ *
+ * Ownership: tok_t owns its vocabulary. tok_encode and the lookups are
+ * read-only and thread-safe on one tok_t.
+ */
+#ifndef SLUICE_TOKENIZER_H
+#define SLUICE_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { TOK_OK = 0, TOK_EIO = -1, TOK_EFORMAT = -2, TOK_ENOMEM = -3, TOK_EUTF8 = -4, TOK_EINVAL = -5 };
+
+typedef struct {
+    int lowercase;      /* 1 for uncased models */
+    int strip_accents;  /* 1 for uncased models (HF default: follows lowercase) */
+    int tokenize_cjk;   /* 1: spaces around CJK ideographs */
+    int max_len;        /* total ids including [CLS] and [SEP], >= 2 */
+} tok_options_t;
+
+typedef struct tok tok_t;
+
+/* vocab.txt: one piece per line, id = line number. Needs [CLS], [SEP], [UNK], [PAD]. */
+int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, char *err,
+               size_t errlen);
+void tok_destroy(tok_t *t); /* NULL is a no-op */
+
+/* Encode text (len bytes, need not be NUL-terminated) into ids (capacity
+ * max_ids; at most opt.max_len are written). Returns the count written (>= 2)
+ * or a negative TOK_E* code with a message in err. *n_untruncated, if not NULL,
+ * receives the count before truncation (so callers can refuse over-long input). */
+int tok_encode(const tok_t *t, const char *text, size_t len, int32_t *ids, int max_ids,
+               int *n_untruncated, char *err, size_t errlen);
+
+int tok_vocab_size(const tok_t *t);
+int tok_max_len(const tok_t *t);
+const char *tok_piece(const tok_t *t, int32_t id); /* NULL when out of range */
+int32_t tok_lookup(const tok_t *t, const char *piece); /* -1 when absent */
+int32_t tok_cls_id(const tok_t *t);
+int32_t tok_sep_id(const tok_t *t);
+int32_t tok_pad_id(const tok_t *t);
+int32_t tok_unk_id(const tok_t *t);
+
+#endif

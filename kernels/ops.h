@@ -1,0 +1,152 @@
+/* kernels/ops.h - the backend interface: one struct of op pointers per device.
+ *
+ * The engine runs every model through this table and never #ifdefs on CUDA.
+ * Two backends fill it: kernels/cpu (OpenBLAS + C, the reference) and
+ * kernels/cuda (our kernels + cuBLAS/cuBLASLt).
+ *
+ * Memory model
+ *   Every buffer passed to an op lives in the backend's memory space (host
+ *   memory for cpu, device memory for cuda). Buffers come from ops->mem_alloc
+ *   (one big allocation per arena; callers carve it by a pointer walk), and
+ *   cross the host boundary only through ops->upload / ops->download.
+ *
+ * Precision
+ *   ops->dtype is the activation and weight-matrix type of this instance:
+ *   OPS_F32 everywhere, OPS_BF16 on CUDA sm_80+ (fp32 accumulation).
+ *   "act" buffers below hold ops->dtype elements (ops_dtype_size(ops->dtype)
+ *   bytes each). Biases, LayerNorm gamma/beta, embedding tables and the pooled
+ *   output are always float32. Weight matrices (W of matmul) are in ops->dtype:
+ *   upload them with ops->upload_weight, which converts from float32.
+ *   Integer metadata (token ids, positions, sequence offsets) is int32.
+ *
+ * Packed batches
+ *   A batch of B sequences is laid end to end: T = total tokens, sequence b
+ *   covers tokens [seq_off[b], seq_off[b+1]), seq_off has B+1 entries,
+ *   seq_off[0] = 0, seq_off[B] = T. Attention never crosses a sequence border;
+ *   there is no padding.
+ *
+ * Ordering and threads
+ *   An ops_t is one stream of work: calls on it execute in order, possibly
+ *   asynchronously (cuda); ops->sync waits for all of them. An ops_t is used
+ *   by one thread at a time. ops->clone makes a sibling on the same device
+ *   with its own stream, so two batches can be in flight at once.
+ *
+ * Errors
+ *   Every op returns 0 or a negative OPS_E* code and, on error, writes a
+ *   message (statement, file, line for CUDA) that ops_last_error returns.
+ */
+#ifndef SLUICE_OPS_H
+#define SLUICE_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { OPS_F32 = 0, OPS_BF16 = 1 } ops_dtype_t;
+
+enum {
+    OPS_OK = 0,
+    OPS_EINVAL = -1,    /* bad shape or argument */
+    OPS_ENOMEM = -2,    /* allocation refused (budget or device) */
+    OPS_EDEVICE = -3,   /* device/runtime/library failure */
+    OPS_ENODEV = -4,    /* backend not available (no GPU, not built) */
+};
+
+typedef enum {
+    OPS_EPI_NONE = 0,      /* out = in @ W^T */
+    OPS_EPI_BIAS = 1,      /* out = in @ W^T + bias */
+    OPS_EPI_BIAS_GELU = 2, /* out = gelu_erf(in @ W^T + bias) */
+} ops_epilogue_t;
+
+typedef struct ops ops_t;
+
+struct ops {
+    const char *name;  /* "cpu" or "cuda" */
+    ops_dtype_t dtype; /* activation and weight-matrix type */
+    void *impl;        /* backend state, owned by the backend */
+    char err[512];     /* last error message */
+
+    /* ---- lifetime ---- */
+    void (*destroy)(ops_t *ops);
+    /* A sibling on the same device with its own stream (and its own
+     * BLAS handle). Buffers are shared. NULL on failure (message in ops->err). */
+    ops_t *(*clone)(ops_t *ops);
+
+    /* ---- memory ---- */
+    void *(*mem_alloc)(ops_t *ops, size_t bytes); /* NULL on failure */
+    void (*mem_free)(ops_t *ops, void *p);        /* NULL is a no-op */
+    /* Bytes the device has free and in total (host RAM on cpu). */
+    int (*mem_info)(ops_t *ops, size_t *free_bytes, size_t *total_bytes);
+    int (*upload)(ops_t *ops, void *dst, const void *src_host, size_t bytes);
+    int (*download)(ops_t *ops, void *dst_host, const void *src, size_t bytes);
+    /* Convert n float32 host values to a weight matrix in ops->dtype at dst. */
+    int (*upload_weight)(ops_t *ops, void *dst, const float *src_host, size_t n);
+    int (*sync)(ops_t *ops);
+
+    /* ---- ops ---- */
+
+    /* out(T,H) act = LayerNorm(word[ids[t]] + pos[pos_ids[t]] + type[0]) * gamma + beta
+     * word (V,H), pos (P,H), type (>=1,H), gamma/beta (H): float32.
+     * ids, pos_ids (T): int32, each checked against V and P by the caller. */
+    int (*embed_ln)(ops_t *ops, void *out, const int32_t *ids, const int32_t *pos_ids,
+                    const float *word, const float *pos, const float *type,
+                    const float *gamma, const float *beta, int T, int H, float eps);
+
+    /* out(T,N) act = epilogue(in(T,K) act @ W(N,K)^T + bias(N) f32).
+     * W is a weight matrix in ops->dtype, row-major (N,K) as in HF Linear.
+     * bias may be NULL only with OPS_EPI_NONE. out must not alias in. */
+    int (*matmul)(ops_t *ops, void *out, const void *in, const void *W, const float *bias,
+                  int T, int K, int N, ops_epilogue_t epi);
+
+    /* out(T,H) act = LayerNorm(x(T,H) act + bias(H) + residual(T,H) act) * gamma + beta.
+     * out may alias residual or x (in-place). bias may be NULL. */
+    int (*add_ln)(ops_t *ops, void *out, const void *x, const float *bias, const void *residual,
+                  const float *gamma, const float *beta, int T, int H, float eps);
+
+    /* Multi-head self-attention over packed sequences.
+     * qkv(T,3*H) act: token t holds [q(H) | k(H) | v(H)], head h at columns
+     * h*head_dim .. (h+1)*head_dim of each part (H = n_heads*head_dim).
+     * out(T,H) act = softmax(q k^T * scale) v within each sequence, heads concatenated.
+     * seq_off (B+1) int32 in backend memory; max_len = longest sequence (<= 512 on cuda). */
+    int (*attention)(ops_t *ops, void *out, const void *qkv, const int32_t *seq_off, int B,
+                     int max_len, int n_heads, int head_dim, float scale);
+
+    /* out(B,H) float32 = mean of x(T,H) act over each sequence's tokens,
+     * then divided by its L2 norm (max(norm, 1e-12)) when l2_normalize != 0. */
+    int (*mean_pool)(ops_t *ops, float *out, const void *x, const int32_t *seq_off, int B, int H,
+                     int l2_normalize);
+
+    /* ---- CUDA graphs (NULL on backends without them: run eagerly) ----
+     * capture_begin/capture_end record every op issued on this ops_t in
+     * between into a graph; graph_launch replays it on this ops_t's stream. */
+    int (*capture_begin)(ops_t *ops);
+    int (*capture_end)(ops_t *ops, void **graph);
+    int (*graph_launch)(ops_t *ops, void *graph);
+    void (*graph_destroy)(ops_t *ops, void *graph);
+};
+
+/* Bytes of one element of dtype. */
+size_t ops_dtype_size(ops_dtype_t dtype);
+const char *ops_dtype_name(ops_dtype_t dtype);
+
+/* The CPU backend: always available. threads <= 0 means one per core.
+ * Returns NULL only on allocation failure. */
+ops_t *ops_cpu_create(int threads);
+
+/* The CUDA backend on device `device` with activation/weight type dtype.
+ * Returns NULL and a one-line reason in err when there is no GPU, no driver,
+ * the dtype is unsupported on this card, or the binary was built without CUDA. */
+ops_t *ops_cuda_create(int device, ops_dtype_t dtype, char *err, size_t errlen);
+
+/* Pick a backend by name: "cpu", "cuda" or "auto" (cuda if a GPU is usable,
+ * else cpu, with the reason logged through note). dtype applies to cuda;
+ * "auto" dtype selection: pass OPS_BF16 to get bf16 where supported.
+ * Returns NULL with a message in err for an unknown name or an unavailable
+ * explicit "cuda". */
+ops_t *ops_create(const char *device, ops_dtype_t cuda_dtype, int cpu_threads, char *err,
+                  size_t errlen, char *note, size_t notelen);
+
+static inline void ops_destroy(ops_t *ops) {
+    if (ops) ops->destroy(ops);
+}
+
+#endif

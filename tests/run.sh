@@ -1,0 +1,51 @@
+#!/bin/sh
+# Run every Criterion suite, then the sanitizer suites, and print one total line.
+# usage: tests/run.sh BUILD_DIR ASAN_BUILD_DIR MODEL_DIR
+BUILD=${1:-build}
+ASAN=${2:-build/asan}
+export SLUICE_TEST_MODEL=${3:-models/all-minilm-l6-v2}
+export SLUICE_BIN=${SLUICE_BIN:-bin/sluice}
+LOG=$(mktemp -d)
+trap 'rm -rf "$LOG"' EXIT
+pass=0; fail=0; skip=0; bad=""
+
+run_suite() { # name, command...
+    name=$1; shift
+    echo "== $name"
+    "$@" >"$LOG/out" 2>&1
+    rc=$?
+    cat "$LOG/out"
+    line=$(grep 'Synthesis:' "$LOG/out" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')
+    if [ -n "$line" ]; then
+        t=$(echo "$line" | sed -n 's/.*Tested: \([0-9]*\).*/\1/p')
+        p=$(echo "$line" | sed -n 's/.*Passing: \([0-9]*\).*/\1/p')
+        f=$(echo "$line" | sed -n 's/.*Failing: \([0-9]*\).*/\1/p')
+        c=$(echo "$line" | sed -n 's/.*Crashing: \([0-9]*\).*/\1/p')
+        s=$(grep -c '\[SKIP\]' "$LOG/out")
+        pass=$((pass + p - s)); skip=$((skip + s)); fail=$((fail + f + c))
+        [ $((f + c)) -gt 0 ] && bad="$bad $name"
+    elif [ $rc -ne 0 ]; then
+        fail=$((fail + 1)); bad="$bad $name"
+    else
+        pass=$((pass + 1))
+    fi
+    [ $rc -ne 0 ] && [ -n "$line" ] && [ -z "$(echo "$bad" | grep -w "$name")" ] && { fail=$((fail+1)); bad="$bad $name"; }
+}
+
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    run_suite "$(basename "$t")" "$t" --jobs 2
+done
+# AddressSanitizer (with LeakSanitizer) over the loader, the tokenizer and the embed path.
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+for t in "$ASAN"/tests/test_*; do
+    [ -x "$t" ] || continue
+    run_suite "asan:$(basename "$t")" "$t" --jobs 1
+done
+if [ -x "$ASAN/bin/sluice" ]; then
+    run_suite "asan:sluice-embed" "$ASAN/bin/sluice" embed --device cpu --model "$SLUICE_TEST_MODEL" \
+        --text "A leak check of the whole embed path." --text "Short." --text ""
+fi
+[ -n "$bad" ] && echo "failed suites:$bad"
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]
