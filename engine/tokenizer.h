@@ -34,6 +34,10 @@ typedef struct tok tok_t;
 /* vocab.txt: one piece per line, id = line number. Needs [CLS], [SEP], [UNK], [PAD]. */
 int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, char *err,
                size_t errlen);
+/* Create the tokenizer a model folder describes: vocab.txt, tokenizer_config.json
+ * (do_lower_case, strip_accents, tokenize_chinese_chars) and
+ * sentence_bert_config.json (max_seq_length; else model_max_length, else 512). */
+int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t errlen);
 void tok_destroy(tok_t *t); /* NULL is a no-op */
 
 /* Encode text (len bytes, need not be NUL-terminated) into ids (capacity

@@ -115,6 +115,15 @@ struct ops {
     int (*mean_pool)(ops_t *ops, float *out, const void *x, const int32_t *seq_off, int B, int H,
                      int l2_normalize);
 
+    /* Similarity top-k (term expansion): scores = Q(nq,D) float32 @ X(N,D)^T, X a
+     * weight matrix in ops->dtype (rows are unit vectors, so scores are cosines).
+     * For each query, the k best (0 < k <= min(N, 1000)): out_idx (nq,k) int32 and
+     * out_score (nq,k) float32, best first, ties broken by the lower index.
+     * workspace: topk_workspace(ops, nq, N, k) bytes of backend memory. */
+    size_t (*topk_workspace)(ops_t *ops, int nq, int N, int k);
+    int (*similarity_topk)(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q,
+                           const void *X, int nq, int N, int D, int k, void *workspace);
+
     /* ---- CUDA graphs (NULL on backends without them: run eagerly) ----
      * capture_begin/capture_end record every op issued on this ops_t in
      * between into a graph; graph_launch replays it on this ops_t's stream. */
