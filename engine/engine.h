@@ -69,6 +69,12 @@ int engine_max_batch_seqs(const engine_model_t *m);
 /* Bytes the workspace needs for a batch of T tokens and B sequences. */
 size_t engine_workspace_need(const engine_info_t *info, ops_dtype_t dtype, int T, int B);
 
+/* Arena bytes a model folder will take with this dtype and these options, read
+ * from its config alone (nothing is loaded): weights and workspace. Lets a
+ * caller size an arena, or refuse a model that does not fit, with the numbers. */
+int engine_model_need(const char *dir, ops_dtype_t dtype, const engine_opts_t *opts, size_t *weight_bytes,
+                      size_t *workspace_bytes, char *err, size_t errlen);
+
 /* Forward pass: n sequences packed in ids (seq_off[n] tokens), seq_off (n+1)
  * host arrays. out (n, hidden) float32 host. Each sequence must hold 1 ..
  * max_seq_len tokens; T <= max_batch_tokens, n <= max_batch_seqs. */
