@@ -6,6 +6,7 @@
 #   kernels/cuda/*.cu (nvcc)                      -> the CUDA backend (CUDA=1)
 #   api/main.c                                    -> bin/sluice
 #   bench/sluice_bench.c                          -> bin/sluice-bench
+#   bench/NAME.c (any other)                      -> bin/bench-NAME (make bench)
 #   tests/test_*.c (+ tests/support*.c)           -> build/tests/test_* (Criterion)
 #
 # Variables: CUDA=0|1 (default: 1 when nvcc is found), BUILD=dir, SAN=address|leak|...,
@@ -62,7 +63,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/support*.c))
 BENCH_BIN := $(if $(wildcard bench/sluice_bench.c),$(BIN)/sluice-bench)
 
-.PHONY: all deps model test run tests clean cuda-note test-asan test-leak fixtures
+.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures
 all: cuda-note $(BIN)/sluice $(BENCH_BIN)
 
 cuda-note:
@@ -98,6 +99,14 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJ) $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS)
 
 tests: $(TEST_BIN)
+
+# Benchmark drivers: every bench/*.c but the load generator.
+BENCH_DRIVERS := $(patsubst bench/%.c,$(BIN)/bench-%,$(filter-out bench/sluice_bench.c,$(wildcard bench/*.c)))
+bench: $(BENCH_DRIVERS)
+
+$(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 deps:
 	@sh mk/deps.sh
