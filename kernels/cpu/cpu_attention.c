@@ -1,0 +1,107 @@
+/* kernels/cpu/cpu_attention.c - multi-head self-attention over packed sequences.
+ *
+ * One pool task per (sequence, head). A task walks its queries in blocks of
+ * ATTN_QUERY_BLOCK: scores = q k^T * scale with one sgemm (q, k, v are read in
+ * place from the packed qkv rows, lda = 3H), a max-subtracted softmax in
+ * float, then out = p v with a second sgemm and a 1/sum row scale. Scratch is
+ * one (block, L) score tile per worker, so memory grows with the longest
+ * sequence, never with T^2, and any length works.
+ */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include "kernels/cpu/cpu_internal.h"
+
+#define ATTN_QUERY_BLOCK 64
+
+typedef struct {
+    float *out;
+    const float *qkv;
+    const int32_t *seq_off;
+    int n_heads, head_dim;
+    float scale;
+    float **scratch; /* per worker: ATTN_QUERY_BLOCK * max_len scores + ATTN_QUERY_BLOCK sums */
+    int max_len;
+} attn_job_t;
+
+static void softmax_rows(float *restrict s, float *restrict sums, int rows, int L) {
+    for (int r = 0; r < rows; r++) {
+        float *restrict row = s + (size_t)r * L;
+        float m = row[0];
+        for (int j = 1; j < L; j++) m = row[j] > m ? row[j] : m;
+        float sum = 0.0f;
+        for (int j = 0; j < L; j++) {
+            row[j] = expf(row[j] - m);
+            sum += row[j];
+        }
+        sums[r] = sum;
+    }
+}
+
+static void attention_task(void *ctx, int task, int worker) {
+    const attn_job_t *j = ctx;
+    int b = task / j->n_heads, h = task % j->n_heads;
+    int t0 = j->seq_off[b], L = j->seq_off[b + 1] - t0;
+    if (L <= 0) return;
+    int H = j->n_heads * j->head_dim, ld = 3 * H, d = j->head_dim;
+    const float *q = j->qkv + (size_t)t0 * ld + (size_t)h * d;
+    const float *k = q + H;
+    const float *v = q + 2 * H;
+    float *o = j->out + (size_t)t0 * H + (size_t)h * d;
+    float *scores = j->scratch[worker];
+    float *sums = scores + (size_t)ATTN_QUERY_BLOCK * j->max_len;
+    for (int r0 = 0; r0 < L; r0 += ATTN_QUERY_BLOCK) {
+        int rows = L - r0 < ATTN_QUERY_BLOCK ? L - r0 : ATTN_QUERY_BLOCK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, d, j->scale, q + (size_t)r0 * ld, ld, k, ld,
+                    0.0f, scores, L);
+        softmax_rows(scores, sums, rows, L);
+        float *ob = o + (size_t)r0 * H;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, L, 1.0f, scores, L, v, ld, 0.0f, ob, H);
+        for (int r = 0; r < rows; r++) {
+            float inv = 1.0f / sums[r];
+            float *restrict orow = ob + (size_t)r * H;
+            for (int c = 0; c < d; c++) orow[c] *= inv;
+        }
+    }
+}
+
+/* Grows every worker's score tile to hold `floats`; done on the calling
+ * thread before the tasks start. */
+static int ensure_scratch(ops_t *ops, size_t floats) {
+    ops_cpu_impl_t *impl = ops->impl;
+    for (int w = 0; w < impl->threads; w++) {
+        if (impl->scratch_floats[w] >= floats) continue;
+        float *p = malloc(floats * sizeof(float));
+        if (!p)
+            return ops_cpu_fail(ops, OPS_ENOMEM, "attention: cannot allocate %zu bytes of scratch",
+                                floats * sizeof(float));
+        free(impl->scratch[w]);
+        impl->scratch[w] = p;
+        impl->scratch_floats[w] = floats;
+    }
+    return OPS_OK;
+}
+
+int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq_off, int B, int max_len,
+                      int n_heads, int head_dim, float scale) {
+    if (n_heads <= 0 || head_dim <= 0 || head_dim > INT_MAX / 3 / n_heads)
+        return ops_cpu_fail(ops, OPS_EINVAL, "attention: bad heads n_heads=%d head_dim=%d", n_heads, head_dim);
+    if (max_len < 0) return ops_cpu_fail(ops, OPS_EINVAL, "attention: max_len = %d (must be >= 0)", max_len);
+    if (!isfinite(scale)) return ops_cpu_fail(ops, OPS_EINVAL, "attention: scale = %g (must be finite)", scale);
+    int longest = ops_cpu_check_seq_off(ops, "attention", seq_off, B);
+    if (longest < 0) return longest;
+    if (longest > max_len)
+        return ops_cpu_fail(ops, OPS_EINVAL, "attention: a sequence has %d tokens but max_len = %d", longest, max_len);
+    if (B == 0 || seq_off[B] == 0) return OPS_OK;
+    if (!out || !qkv) return ops_cpu_fail(ops, OPS_EINVAL, "attention: NULL buffer");
+    if ((size_t)B * (size_t)n_heads > INT_MAX) return ops_cpu_fail(ops, OPS_EINVAL, "attention: B * n_heads too large");
+
+    /* Size the tile for the longest sequence actually present. */
+    int rc = ensure_scratch(ops, (size_t)ATTN_QUERY_BLOCK * longest + ATTN_QUERY_BLOCK);
+    if (rc) return rc;
+    ops_cpu_impl_t *impl = ops->impl;
+    attn_job_t j = {out, qkv, seq_off, n_heads, head_dim, scale, impl->scratch, longest};
+    ops_cpu_threadpool_run(impl->pool, attention_task, &j, B * n_heads);
+    return OPS_OK;
+}

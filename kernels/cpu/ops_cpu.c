@@ -1,0 +1,170 @@
+/* kernels/cpu/ops_cpu.c - the CPU backend: lifetime, host memory, the op table.
+ *
+ * The reference backend: every op is float32 on host memory. Our own ops run
+ * on a fixed thread pool sized to the cores; OpenBLAS is set to one thread and
+ * called from inside that pool on slices of the work, so our threads and
+ * OpenBLAS threads never compete for the cores (and a slice's epilogue runs
+ * while its output is still in cache).
+ */
+#include <cblas.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "kernels/cpu/cpu_internal.h"
+
+#define CPU_ALIGN 64
+
+int ops_cpu_fail(ops_t *ops, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ops->err, sizeof ops->err, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int ops_cpu_check_seq_off(ops_t *ops, const char *what, const int32_t *seq_off, int B) {
+    if (B < 0) return ops_cpu_fail(ops, OPS_EINVAL, "%s: B = %d sequences (must be >= 0)", what, B);
+    if (!seq_off) return ops_cpu_fail(ops, OPS_EINVAL, "%s: seq_off is NULL", what);
+    if (seq_off[0] != 0) return ops_cpu_fail(ops, OPS_EINVAL, "%s: seq_off[0] = %d (must be 0)", what, seq_off[0]);
+    int longest = 0;
+    for (int b = 0; b < B; b++) {
+        int len = seq_off[b + 1] - seq_off[b];
+        if (seq_off[b + 1] < seq_off[b])
+            return ops_cpu_fail(ops, OPS_EINVAL, "%s: seq_off decreases at sequence %d (%d -> %d)", what, b,
+                                seq_off[b], seq_off[b + 1]);
+        if (len > longest) longest = len;
+    }
+    return longest;
+}
+
+static void cpu_destroy(ops_t *ops) {
+    if (!ops) return;
+    ops_cpu_impl_t *impl = ops->impl;
+    if (impl) {
+        ops_cpu_threadpool_destroy(impl->pool);
+        if (impl->scratch)
+            for (int i = 0; i < impl->threads; i++) free(impl->scratch[i]);
+        free(impl->scratch);
+        free(impl->scratch_floats);
+        free(impl);
+    }
+    free(ops);
+}
+
+static ops_t *cpu_clone(ops_t *ops) {
+    ops_cpu_impl_t *impl = ops->impl;
+    ops_t *sibling = ops_cpu_create(impl->threads);
+    if (!sibling) ops_cpu_fail(ops, OPS_ENOMEM, "cpu clone: out of memory");
+    return sibling;
+}
+
+static void *cpu_mem_alloc(ops_t *ops, size_t bytes) {
+    size_t rounded = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    if (rounded < bytes) { /* overflow */
+        ops_cpu_fail(ops, OPS_ENOMEM, "cpu mem_alloc: %zu bytes is too large", bytes);
+        return NULL;
+    }
+    if (rounded == 0) rounded = CPU_ALIGN;
+    void *p = aligned_alloc(CPU_ALIGN, rounded);
+    if (!p) ops_cpu_fail(ops, OPS_ENOMEM, "cpu mem_alloc: cannot allocate %zu bytes", bytes);
+    return p;
+}
+
+static void cpu_mem_free(ops_t *ops, void *p) {
+    (void)ops;
+    free(p);
+}
+
+/* Host RAM from /proc/meminfo: MemAvailable is what a new allocation can get
+ * without swapping, so it is the "free" figure budgets are checked against. */
+static int cpu_mem_info(ops_t *ops, size_t *free_bytes, size_t *total_bytes) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return ops_cpu_fail(ops, OPS_EDEVICE, "cpu mem_info: cannot open /proc/meminfo");
+    unsigned long long avail_kb = 0, total_kb = 0;
+    int have_avail = 0, have_total = 0;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &avail_kb) == 1) have_avail = 1;
+        if (sscanf(line, "MemTotal: %llu kB", &total_kb) == 1) have_total = 1;
+    }
+    fclose(f);
+    if (!have_avail || !have_total)
+        return ops_cpu_fail(ops, OPS_EDEVICE, "cpu mem_info: MemAvailable/MemTotal missing from /proc/meminfo");
+    if (free_bytes) *free_bytes = (size_t)avail_kb * 1024;
+    if (total_bytes) *total_bytes = (size_t)total_kb * 1024;
+    return OPS_OK;
+}
+
+static int cpu_copy(ops_t *ops, void *dst, const void *src, size_t bytes) {
+    if (bytes == 0) return OPS_OK;
+    if (!dst || !src) return ops_cpu_fail(ops, OPS_EINVAL, "cpu copy: NULL buffer for %zu bytes", bytes);
+    memcpy(dst, src, bytes);
+    return OPS_OK;
+}
+
+static int cpu_upload_weight(ops_t *ops, void *dst, const float *src_host, size_t n) {
+    if (n > SIZE_MAX / sizeof(float)) return ops_cpu_fail(ops, OPS_EINVAL, "cpu upload_weight: n = %zu too large", n);
+    return cpu_copy(ops, dst, src_host, n * sizeof(float));
+}
+
+static int cpu_sync(ops_t *ops) {
+    (void)ops; /* every op completes before it returns */
+    return OPS_OK;
+}
+
+static long cpu_cores(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? n : 1;
+}
+
+ops_t *ops_cpu_create(int threads) {
+    if (threads <= 0) threads = (int)cpu_cores();
+    ops_t *ops = calloc(1, sizeof *ops);
+    ops_cpu_impl_t *impl = calloc(1, sizeof *impl);
+    if (!ops || !impl) goto fail;
+    *ops = (ops_t){
+        .name = "cpu",
+        .dtype = OPS_F32,
+        .impl = impl,
+        .destroy = cpu_destroy,
+        .clone = cpu_clone,
+        .mem_alloc = cpu_mem_alloc,
+        .mem_free = cpu_mem_free,
+        .mem_info = cpu_mem_info,
+        .upload = cpu_copy,
+        .download = cpu_copy,
+        .upload_weight = cpu_upload_weight,
+        .sync = cpu_sync,
+        .embed_ln = ops_cpu_embed_ln,
+        .matmul = ops_cpu_matmul,
+        .add_ln = ops_cpu_add_ln,
+        .attention = ops_cpu_attention,
+        .mean_pool = ops_cpu_mean_pool,
+        .topk_workspace = NULL,
+        .similarity_topk = NULL,
+        .capture_begin = NULL,
+        .capture_end = NULL,
+        .graph_launch = NULL,
+        .graph_destroy = NULL,
+    };
+    impl->threads = threads;
+    impl->scratch = calloc((size_t)threads, sizeof *impl->scratch);
+    impl->scratch_floats = calloc((size_t)threads, sizeof *impl->scratch_floats);
+    if (!impl->scratch || !impl->scratch_floats) goto fail;
+    impl->pool = ops_cpu_threadpool_create(threads);
+    if (!impl->pool) goto fail;
+    /* Parallelism comes from our pool, which hands OpenBLAS slices; a
+     * multi-threaded OpenBLAS inside it would oversubscribe the cores. */
+    openblas_set_num_threads(1);
+    return ops;
+fail:
+    if (ops && ops->impl) {
+        cpu_destroy(ops);
+    } else {
+        free(impl);
+        free(ops);
+    }
+    return NULL;
+}
