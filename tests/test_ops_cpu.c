@@ -1,0 +1,423 @@
+/* tests/test_ops_cpu.c - the CPU backend against the float64 references in
+ * tests/support_ref.c, on fresh random inputs at several shapes.
+ *
+ * Every run draws a new seed (printed in each failure; set SLUICE_TEST_SEED to
+ * replay). Outputs are poisoned with NaN before each op, so an element the op
+ * forgot to write fails; the bound is ||out - ref|| / ||ref|| <= 1e-5.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels/ops.h"
+#include "tests/support_ref.h"
+
+#define TOL 1e-5
+
+static uint64_t seed;
+static ref_rng_t rng;
+
+static void setup(void) {
+    seed = ref_seed_from_env_or_time();
+    ref_rng_init(&rng, seed);
+}
+
+TestSuite(ops_cpu, .init = setup, .timeout = 120);
+
+static ops_t *make_ops(int threads) {
+    ops_t *ops = ops_cpu_create(threads);
+    cr_assert_not_null(ops, "ops_cpu_create(%d) failed", threads);
+    cr_assert_str_eq(ops->name, "cpu");
+    cr_assert_eq(ops->dtype, OPS_F32);
+    return ops;
+}
+
+static float *host_floats(size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    cr_assert_not_null(p);
+    return p;
+}
+
+static double *host_doubles(size_t n) {
+    double *p = malloc((n ? n : 1) * sizeof *p);
+    cr_assert_not_null(p);
+    return p;
+}
+
+/* A backend buffer holding a copy of host (n floats), or NaN-poisoned when host is NULL. */
+static void *dev_floats(ops_t *ops, const float *host, size_t n) {
+    void *d = ops->mem_alloc(ops, (n ? n : 1) * sizeof(float));
+    cr_assert_not_null(d, "mem_alloc: %s", ops->err);
+    float *tmp = host_floats(n);
+    if (host) memcpy(tmp, host, n * sizeof(float));
+    else ref_fill_nan(tmp, n);
+    cr_assert_eq(ops->upload(ops, d, tmp, n * sizeof(float)), 0, "upload: %s", ops->err);
+    free(tmp);
+    return d;
+}
+
+static void *dev_ints(ops_t *ops, const int32_t *host, size_t n) {
+    void *d = ops->mem_alloc(ops, (n ? n : 1) * sizeof(int32_t));
+    cr_assert_not_null(d, "mem_alloc: %s", ops->err);
+    cr_assert_eq(ops->upload(ops, d, host, n * sizeof(int32_t)), 0, "upload: %s", ops->err);
+    return d;
+}
+
+/* Downloads n floats and checks them against ref: every element written and finite, rel error <= tol. */
+static void expect_close(ops_t *ops, const void *dev, const double *ref, size_t n, double tol, const char *what) {
+    float *out = host_floats(n);
+    cr_assert_eq(ops->download(ops, out, dev, n * sizeof(float)), 0, "download: %s", ops->err);
+    long bad = ref_first_nonfinite(out, n);
+    cr_assert_eq(bad, -1, "%s: element %ld is %f (not written or not finite) [seed %llu]", what, bad,
+                 bad >= 0 ? out[bad] : 0.0f, (unsigned long long)seed);
+    double err = ref_rel_error(out, ref, n);
+    cr_assert(err <= tol, "%s: relative error %.3e > %.0e [seed %llu]", what, err, tol, (unsigned long long)seed);
+    free(out);
+}
+
+/* Packed offsets for B sequences of lengths in [lo, hi]; returns T. */
+static int random_seq_off(int32_t *seq_off, int B, int lo, int hi) {
+    seq_off[0] = 0;
+    for (int b = 0; b < B; b++) seq_off[b + 1] = seq_off[b] + ref_rng_int(&rng, lo, hi);
+    return seq_off[B];
+}
+
+/* ---------------- matmul ---------------- */
+
+static void check_matmul(ops_t *ops, int T, int K, int N, ops_epilogue_t epi) {
+    float *in = host_floats((size_t)T * K), *W = host_floats((size_t)N * K), *bias = host_floats(N);
+    ref_fill_uniform(&rng, in, (size_t)T * K, -1, 1);
+    ref_fill_uniform(&rng, W, (size_t)N * K, -0.5, 0.5);
+    ref_fill_uniform(&rng, bias, N, -1, 1);
+    double *ref = host_doubles((size_t)T * N);
+    ref_matmul(ref, in, W, bias, T, K, N, (int)epi);
+
+    void *d_in = dev_floats(ops, in, (size_t)T * K), *d_b = dev_floats(ops, bias, N);
+    void *d_W = ops->mem_alloc(ops, (size_t)N * K * sizeof(float));
+    cr_assert_eq(ops->upload_weight(ops, d_W, W, (size_t)N * K), 0, "%s", ops->err);
+    void *d_out = dev_floats(ops, NULL, (size_t)T * N);
+    int rc = ops->matmul(ops, d_out, d_in, d_W, epi == OPS_EPI_NONE ? NULL : d_b, T, K, N, epi);
+    cr_assert_eq(rc, 0, "matmul T=%d K=%d N=%d epi=%d: %s", T, K, N, (int)epi, ops->err);
+    cr_assert_eq(ops->sync(ops), 0);
+    char what[96];
+    snprintf(what, sizeof what, "matmul T=%d K=%d N=%d epi=%d", T, K, N, (int)epi);
+    expect_close(ops, d_out, ref, (size_t)T * N, TOL, what);
+    ops->mem_free(ops, d_in);
+    ops->mem_free(ops, d_b);
+    ops->mem_free(ops, d_W);
+    ops->mem_free(ops, d_out);
+    free(in);
+    free(W);
+    free(bias);
+    free(ref);
+}
+
+Test(ops_cpu, matmul_bert_shapes_every_epilogue) {
+    ops_t *ops = make_ops(0);
+    static const int shapes[][3] = {{1, 384, 384}, {1, 384, 1536}, {16, 384, 1152}, {130, 384, 1536},
+                                    {512, 384, 384}, {257, 1536, 384}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int epi = 0; epi <= 2; epi++) check_matmul(ops, shapes[s][0], shapes[s][1], shapes[s][2], epi);
+    ops_destroy(ops);
+}
+
+Test(ops_cpu, matmul_odd_shapes_and_thread_counts) {
+    static const int shapes[][3] = {{1, 1, 1}, {3, 37, 5}, {37, 37, 37}, {200, 7, 300}, {129, 65, 33}};
+    for (int threads = 1; threads <= 3; threads++) {
+        ops_t *ops = make_ops(threads);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int epi = 0; epi <= 2; epi++) check_matmul(ops, shapes[s][0], shapes[s][1], shapes[s][2], epi);
+        ops_destroy(ops);
+    }
+}
+
+Test(ops_cpu, matmul_gelu_matches_erf_form_at_known_points) {
+    /* in = identity row picks W's column, so out = gelu(w + bias) exactly. */
+    ops_t *ops = make_ops(1);
+    float in[1] = {1.0f}, W[5] = {-3.0f, -1.0f, 0.0f, 1.0f, 3.0f}, bias[5] = {0}, out[5];
+    int rc = ops->matmul(ops, out, in, W, bias, 1, 1, 5, OPS_EPI_BIAS_GELU);
+    cr_assert_eq(rc, 0, "%s", ops->err);
+    for (int i = 0; i < 5; i++)
+        cr_assert_float_eq(out[i], ref_gelu_erf(W[i]), 1e-6, "gelu(%g) = %g, want %g", W[i], out[i],
+                           ref_gelu_erf(W[i]));
+    ops_destroy(ops);
+}
+
+/* ---------------- embed_ln ---------------- */
+
+static void check_embed_ln(ops_t *ops, int T, int H) {
+    int V = 50, P = 520;
+    float *word = host_floats((size_t)V * H), *pos = host_floats((size_t)P * H), *type = host_floats(2 * (size_t)H);
+    float *gamma = host_floats(H), *beta = host_floats(H);
+    ref_fill_uniform(&rng, word, (size_t)V * H, -2, 2);
+    ref_fill_uniform(&rng, pos, (size_t)P * H, -0.5, 0.5);
+    ref_fill_uniform(&rng, type, 2 * (size_t)H, 3, 4); /* an offset: the mean must come out */
+    ref_fill_uniform(&rng, gamma, H, 0.5, 1.5);
+    ref_fill_uniform(&rng, beta, H, -0.5, 0.5);
+    int32_t *ids = malloc((T ? T : 1) * sizeof *ids), *pos_ids = malloc((T ? T : 1) * sizeof *pos_ids);
+    for (int t = 0; t < T; t++) {
+        ids[t] = ref_rng_int(&rng, 0, V - 1);
+        pos_ids[t] = t % P;
+    }
+    double *ref = host_doubles((size_t)T * H);
+    ref_embed_ln(ref, ids, pos_ids, word, pos, type, gamma, beta, T, H, 1e-12);
+
+    void *d_word = dev_floats(ops, word, (size_t)V * H), *d_pos = dev_floats(ops, pos, (size_t)P * H);
+    void *d_type = dev_floats(ops, type, 2 * (size_t)H), *d_g = dev_floats(ops, gamma, H), *d_b = dev_floats(ops, beta, H);
+    void *d_ids = dev_ints(ops, ids, T), *d_pos_ids = dev_ints(ops, pos_ids, T);
+    void *d_out = dev_floats(ops, NULL, (size_t)T * H);
+    int rc = ops->embed_ln(ops, d_out, d_ids, d_pos_ids, d_word, d_pos, d_type, d_g, d_b, T, H, 1e-12f);
+    cr_assert_eq(rc, 0, "embed_ln T=%d H=%d: %s", T, H, ops->err);
+    char what[64];
+    snprintf(what, sizeof what, "embed_ln T=%d H=%d", T, H);
+    expect_close(ops, d_out, ref, (size_t)T * H, TOL, what);
+    void *bufs[] = {d_word, d_pos, d_type, d_g, d_b, d_ids, d_pos_ids, d_out};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ops->mem_free(ops, bufs[i]);
+    free(word), free(pos), free(type), free(gamma), free(beta), free(ids), free(pos_ids), free(ref);
+}
+
+Test(ops_cpu, embed_ln_shapes) {
+    ops_t *ops = make_ops(0);
+    static const int shapes[][2] = {{1, 384}, {17, 384}, {512, 384}, {1, 1}, {100, 37}, {33, 8}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) check_embed_ln(ops, shapes[s][0], shapes[s][1]);
+    ops_destroy(ops);
+}
+
+/* ---------------- add_ln ---------------- */
+
+/* alias: 0 none, 1 out == x, 2 out == residual */
+static void check_add_ln(ops_t *ops, int T, int H, int with_bias, int alias) {
+    size_t n = (size_t)T * H;
+    float *x = host_floats(n), *res = host_floats(n), *bias = host_floats(H), *gamma = host_floats(H),
+          *beta = host_floats(H);
+    ref_fill_uniform(&rng, x, n, -3, 3);
+    ref_fill_uniform(&rng, res, n, -1, 5);
+    ref_fill_uniform(&rng, bias, H, -1, 1);
+    ref_fill_uniform(&rng, gamma, H, 0.5, 1.5);
+    ref_fill_uniform(&rng, beta, H, -0.5, 0.5);
+    double *ref = host_doubles(n);
+    ref_add_ln(ref, x, with_bias ? bias : NULL, res, gamma, beta, T, H, 1e-12);
+
+    void *d_x = dev_floats(ops, x, n), *d_res = dev_floats(ops, res, n), *d_bias = dev_floats(ops, bias, H);
+    void *d_g = dev_floats(ops, gamma, H), *d_b = dev_floats(ops, beta, H);
+    void *d_out = alias == 1 ? d_x : alias == 2 ? d_res : dev_floats(ops, NULL, n);
+    int rc = ops->add_ln(ops, d_out, d_x, with_bias ? d_bias : NULL, d_res, d_g, d_b, T, H, 1e-12f);
+    cr_assert_eq(rc, 0, "add_ln T=%d H=%d: %s", T, H, ops->err);
+    char what[80];
+    snprintf(what, sizeof what, "add_ln T=%d H=%d bias=%d alias=%d", T, H, with_bias, alias);
+    expect_close(ops, d_out, ref, n, TOL, what);
+    if (alias == 0) ops->mem_free(ops, d_out);
+    ops->mem_free(ops, d_x), ops->mem_free(ops, d_res), ops->mem_free(ops, d_bias);
+    ops->mem_free(ops, d_g), ops->mem_free(ops, d_b);
+    free(x), free(res), free(bias), free(gamma), free(beta), free(ref);
+}
+
+Test(ops_cpu, add_ln_shapes_bias_and_in_place) {
+    ops_t *ops = make_ops(0);
+    static const int shapes[][2] = {{1, 384}, {33, 384}, {512, 384}, {7, 37}, {64, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int with_bias = 0; with_bias <= 1; with_bias++)
+            for (int alias = 0; alias <= 2; alias++) check_add_ln(ops, shapes[s][0], shapes[s][1], with_bias, alias);
+    ops_destroy(ops);
+}
+
+/* ---------------- attention ---------------- */
+
+static void check_attention(ops_t *ops, const int32_t *seq_off, int B, int n_heads, int head_dim, double amp,
+                            double tol, const char *label) {
+    int T = seq_off[B], H = n_heads * head_dim, max_len = 0;
+    for (int b = 0; b < B; b++)
+        if (seq_off[b + 1] - seq_off[b] > max_len) max_len = seq_off[b + 1] - seq_off[b];
+    size_t nqkv = (size_t)T * 3 * H, nout = (size_t)T * H;
+    float *qkv = host_floats(nqkv);
+    ref_fill_uniform(&rng, qkv, nqkv, -amp, amp);
+    double scale = 1.0 / sqrt((double)head_dim);
+    double *ref = host_doubles(nout);
+    ref_attention(ref, qkv, seq_off, B, n_heads, head_dim, scale);
+
+    void *d_qkv = dev_floats(ops, qkv, nqkv), *d_off = dev_ints(ops, seq_off, B + 1);
+    void *d_out = dev_floats(ops, NULL, nout);
+    int rc = ops->attention(ops, d_out, d_qkv, d_off, B, max_len, n_heads, head_dim, (float)scale);
+    cr_assert_eq(rc, 0, "attention %s: %s", label, ops->err);
+    char what[128];
+    snprintf(what, sizeof what, "attention %s (B=%d T=%d heads=%d d=%d)", label, B, T, n_heads, head_dim);
+    expect_close(ops, d_out, ref, nout, tol, what);
+    ops->mem_free(ops, d_qkv), ops->mem_free(ops, d_off), ops->mem_free(ops, d_out);
+    free(qkv), free(ref);
+}
+
+Test(ops_cpu, attention_one_token_and_one_long_sequence) {
+    ops_t *ops = make_ops(0);
+    int32_t one[] = {0, 1}, long512[] = {0, 512}, odd[] = {0, 129};
+    check_attention(ops, one, 1, 12, 32, 1.0, TOL, "1 token");
+    check_attention(ops, long512, 1, 12, 32, 1.0, TOL, "512 tokens");
+    check_attention(ops, odd, 1, 3, 37, 1.0, TOL, "129 tokens, odd head_dim");
+    ops_destroy(ops);
+}
+
+Test(ops_cpu, attention_many_short_sequences_packed) {
+    ops_t *ops = make_ops(0);
+    int32_t seq_off[201];
+    random_seq_off(seq_off, 200, 1, 20);
+    check_attention(ops, seq_off, 200, 12, 32, 1.0, TOL, "200 short");
+    random_seq_off(seq_off, 9, 1, 150); /* lengths across the 64-query blocks */
+    check_attention(ops, seq_off, 9, 5, 7, 1.0, TOL, "9 mixed, H=35");
+    int32_t with_empty[] = {0, 3, 3, 70, 70, 71};
+    check_attention(ops, with_empty, 5, 2, 16, 1.0, TOL, "empty sequences between");
+    ops_destroy(ops);
+}
+
+Test(ops_cpu, attention_single_thread_matches) {
+    ops_t *ops = make_ops(1);
+    int32_t seq_off[7];
+    random_seq_off(seq_off, 6, 1, 100);
+    check_attention(ops, seq_off, 6, 4, 16, 1.0, TOL, "1 thread");
+    ops_destroy(ops);
+}
+
+Test(ops_cpu, attention_softmax_is_stable_for_large_scores) {
+    /* Scores reach several hundred: exp without the max subtracted overflows float. The
+     * inputs themselves are ill-conditioned at this size (float rounding of a
+     * score of 500 moves a weight by ~1e-5), hence the looser bound. */
+    ops_t *ops = make_ops(0);
+    int32_t seq_off[] = {0, 40, 41, 140};
+    check_attention(ops, seq_off, 3, 4, 32, 12.0, 1e-3, "large scores");
+    ops_destroy(ops);
+}
+
+/* ---------------- mean_pool ---------------- */
+
+static void check_mean_pool(ops_t *ops, const int32_t *seq_off, int B, int H, int l2, int zero_first) {
+    int T = seq_off[B];
+    size_t n = (size_t)T * H;
+    float *x = host_floats(n);
+    ref_fill_uniform(&rng, x, n, -2, 2);
+    if (zero_first) memset(x, 0, (size_t)(seq_off[1] - seq_off[0]) * H * sizeof(float));
+    double *ref = host_doubles((size_t)B * H);
+    ref_mean_pool(ref, x, seq_off, B, H, l2);
+    void *d_x = dev_floats(ops, x, n), *d_off = dev_ints(ops, seq_off, B + 1);
+    void *d_out = dev_floats(ops, NULL, (size_t)B * H);
+    int rc = ops->mean_pool(ops, d_out, d_x, d_off, B, H, l2);
+    cr_assert_eq(rc, 0, "mean_pool: %s", ops->err);
+    char what[80];
+    snprintf(what, sizeof what, "mean_pool B=%d T=%d H=%d l2=%d zero=%d", B, T, H, l2, zero_first);
+    expect_close(ops, d_out, ref, (size_t)B * H, TOL, what);
+    ops->mem_free(ops, d_x), ops->mem_free(ops, d_off), ops->mem_free(ops, d_out);
+    free(x), free(ref);
+}
+
+Test(ops_cpu, mean_pool_with_and_without_l2) {
+    ops_t *ops = make_ops(0);
+    int32_t one[] = {0, 1}, long512[] = {0, 512}, seq_off[101];
+    random_seq_off(seq_off, 100, 1, 30);
+    for (int l2 = 0; l2 <= 1; l2++) {
+        check_mean_pool(ops, one, 1, 384, l2, 0);
+        check_mean_pool(ops, long512, 1, 384, l2, 0);
+        check_mean_pool(ops, seq_off, 100, 37, l2, 0);
+        check_mean_pool(ops, seq_off, 100, 384, l2, 1); /* a zero vector: the 1e-12 clamp, no NaN */
+    }
+    ops_destroy(ops);
+}
+
+/* ---------------- memory, clone ---------------- */
+
+Test(ops_cpu, memory_alignment_info_and_copies) {
+    ops_t *ops = make_ops(0);
+    for (size_t bytes = 1; bytes < 5000; bytes = bytes * 3 + 1) {
+        void *p = ops->mem_alloc(ops, bytes);
+        cr_assert_not_null(p);
+        cr_assert_eq((uintptr_t)p % 64, 0, "mem_alloc(%zu) = %p is not 64-byte aligned", bytes, p);
+        ops->mem_free(ops, p);
+    }
+    ops->mem_free(ops, NULL);
+    size_t free_b = 0, total_b = 0;
+    cr_assert_eq(ops->mem_info(ops, &free_b, &total_b), 0, "%s", ops->err);
+    cr_assert(total_b > 0 && free_b > 0 && free_b <= total_b, "mem_info: free %zu total %zu", free_b, total_b);
+    float src[100], back[100];
+    ref_fill_uniform(&rng, src, 100, -1, 1);
+    void *d = ops->mem_alloc(ops, sizeof src);
+    cr_assert_eq(ops->upload(ops, d, src, sizeof src), 0);
+    cr_assert_eq(ops->download(ops, back, d, sizeof back), 0);
+    cr_assert_arr_eq(src, back, sizeof src);
+    cr_assert_eq(ops->upload_weight(ops, d, src, 100), 0);
+    cr_assert_eq(ops->download(ops, back, d, sizeof back), 0);
+    cr_assert_arr_eq(src, back, sizeof src);
+    ops->mem_free(ops, d);
+    cr_assert_null(ops->capture_begin, "the CPU backend has no graphs: the engine runs eagerly");
+    ops_destroy(ops);
+    ops_destroy(NULL);
+}
+
+Test(ops_cpu, clone_computes_the_same_and_lives_alone) {
+    ops_t *ops = make_ops(2);
+    ops_t *sib = ops->clone(ops);
+    cr_assert_not_null(sib, "%s", ops->err);
+    cr_assert_neq(sib->impl, ops->impl);
+    int32_t seq_off[] = {0, 50, 77};
+    int T = 77, H = 64;
+    float *qkv = host_floats((size_t)T * 3 * H), *a = host_floats((size_t)T * H), *b = host_floats((size_t)T * H);
+    ref_fill_uniform(&rng, qkv, (size_t)T * 3 * H, -1, 1);
+    cr_assert_eq(ops->attention(ops, a, qkv, seq_off, 2, 50, 4, 16, 0.25f), 0);
+    ops_destroy(ops); /* the sibling must not depend on its parent */
+    cr_assert_eq(sib->attention(sib, b, qkv, seq_off, 2, 50, 4, 16, 0.25f), 0, "%s", sib->err);
+    cr_assert_arr_eq(a, b, (size_t)T * H * sizeof(float));
+    ops_destroy(sib);
+    free(qkv), free(a), free(b);
+}
+
+/* ---------------- shape validation ---------------- */
+
+#define EXPECT_EINVAL(call)                                                                  \
+    do {                                                                                     \
+        ops->err[0] = '\0';                                                                  \
+        int rc_ = (call);                                                                    \
+        cr_assert_eq(rc_, OPS_EINVAL, "%s returned %d, want OPS_EINVAL", #call, rc_);        \
+        cr_assert(ops->err[0] != '\0', "%s: no message in ops->err", #call);                 \
+    } while (0)
+
+Test(ops_cpu, bad_shapes_return_einval_with_a_message) {
+    ops_t *ops = make_ops(0);
+    float buf[4096];
+    int32_t ids[4] = {0, 1, 2, 3}, neg[2] = {0, -1};
+    memset(buf, 0, sizeof buf);
+
+    EXPECT_EINVAL(ops->matmul(ops, buf, buf + 100, buf + 200, buf + 300, -1, 4, 4, OPS_EPI_BIAS));
+    EXPECT_EINVAL(ops->matmul(ops, buf, buf + 100, buf + 200, buf + 300, 4, 0, 4, OPS_EPI_BIAS));
+    EXPECT_EINVAL(ops->matmul(ops, buf, buf + 100, buf + 200, buf + 300, 4, 4, 0, OPS_EPI_BIAS));
+    EXPECT_EINVAL(ops->matmul(ops, buf, buf + 100, buf + 200, NULL, 4, 4, 4, OPS_EPI_BIAS_GELU));
+    EXPECT_EINVAL(ops->matmul(ops, buf, buf + 100, buf + 200, buf + 300, 4, 4, 4, (ops_epilogue_t)7));
+    EXPECT_EINVAL(ops->matmul(ops, buf, buf, buf + 200, NULL, 4, 4, 4, OPS_EPI_NONE));
+
+    EXPECT_EINVAL(ops->embed_ln(ops, buf, ids, ids, buf, buf, buf, buf, buf, 4, 0, 1e-12f));
+    EXPECT_EINVAL(ops->embed_ln(ops, buf, ids, ids, buf, buf, buf, buf, buf, -2, 8, 1e-12f));
+    EXPECT_EINVAL(ops->embed_ln(ops, buf, neg, ids, buf, buf, buf, buf, buf, 2, 8, 1e-12f));
+    EXPECT_EINVAL(ops->embed_ln(ops, buf, ids, ids, buf, buf, buf, buf, buf, 2, 8, NAN));
+
+    EXPECT_EINVAL(ops->add_ln(ops, buf, buf, NULL, buf, buf, buf, 4, 0, 1e-12f));
+    EXPECT_EINVAL(ops->add_ln(ops, buf, buf, NULL, buf, buf, buf, -1, 8, 1e-12f));
+    EXPECT_EINVAL(ops->add_ln(ops, buf, buf, NULL, NULL, buf, buf, 2, 8, 1e-12f));
+
+    int32_t not_zero[] = {1, 4}, decreasing[] = {0, 5, 3}, ok[] = {0, 3, 8};
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, not_zero, 1, 8, 2, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, decreasing, 2, 8, 2, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, 2, 4, 2, 4, 0.5f)); /* max_len < 5 */
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, 2, 8, 0, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, 2, 8, 2, 0, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, -1, 8, 2, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, 2, 8, 2, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, 2, 8, 2, 4, INFINITY));
+
+    int32_t empty_seq[] = {0, 2, 2};
+    EXPECT_EINVAL(ops->mean_pool(ops, buf, buf + 1000, empty_seq, 2, 8, 1));
+    EXPECT_EINVAL(ops->mean_pool(ops, buf, buf + 1000, decreasing, 2, 8, 1));
+    EXPECT_EINVAL(ops->mean_pool(ops, buf, buf + 1000, ok, 2, 0, 1));
+
+    /* Empty batches are fine and touch nothing. */
+    int32_t zero[] = {0};
+    cr_assert_eq(ops->matmul(ops, NULL, NULL, NULL, NULL, 0, 4, 4, OPS_EPI_NONE), 0, "%s", ops->err);
+    cr_assert_eq(ops->attention(ops, NULL, NULL, zero, 0, 0, 2, 4, 0.5f), 0, "%s", ops->err);
+    cr_assert_eq(ops->mean_pool(ops, NULL, NULL, zero, 0, 8, 1), 0, "%s", ops->err);
+    cr_assert_eq(ops->add_ln(ops, NULL, NULL, NULL, NULL, NULL, NULL, 0, 8, 1e-12f), 0, "%s", ops->err);
+    ops_destroy(ops);
+}
