@@ -51,19 +51,35 @@ typedef struct {
     float *pooled;    /* (B, H) */
 } bert_workspace_t;
 
+#define MAX_RUNNERS 4
+#define GRAPH_T_BUCKETS 9 /* 16, 32, ... 4096 tokens */
+#define GRAPH_B_BUCKETS 13 /* 1, 2, 4, ... 4096 sequences */
+
+/* One batch in flight: a stream (ops), a workspace, host staging, graphs. */
+typedef struct {
+    ops_t *ops;       /* the model's ops for runner 0, a clone for the others */
+    int owns_ops;
+    bert_workspace_t ws;
+    int32_t *h_ids, *h_pos, *h_off; /* (max_tokens), (max_tokens), (max_seqs+1) host staging */
+    float *h_out;                   /* (max_seqs, H) host staging */
+    void *graphs[GRAPH_T_BUCKETS][GRAPH_B_BUCKETS];
+    int busy;
+} bert_runner_t;
+
 struct engine_model {
     engine_info_t info;
     ops_t *ops;
     arena_t *arena;
     tok_t *tok;
     bert_weights_t w;
-    bert_workspace_t ws;
     void **blocks; /* every arena block we own, freed at destroy */
     int n_blocks, cap_blocks;
     size_t weight_bytes, workspace_bytes;
-    int max_tokens, max_seqs;
-    int32_t *host_pos; /* (max_tokens) host scratch for position ids */
-    pthread_mutex_t mu; /* one forward pass at a time on the workspace */
+    int max_tokens, max_seqs, graphs;
+    bert_runner_t runners[MAX_RUNNERS];
+    int n_runners;
+    pthread_mutex_t mu; /* guards runner busy flags */
+    pthread_cond_t freed;
 };
 
 /* ---- small helpers ---- */
@@ -393,23 +409,70 @@ size_t engine_workspace_need(const engine_info_t *in, ops_dtype_t dtype, int T, 
            align_up(t * 3 * H * e) + align_up(t * (size_t)in->intermediate * e) + align_up((size_t)B * H * 4);
 }
 
-static int carve_workspace(engine_model_t *m, char *err, size_t errlen) {
+static int carve_workspace(engine_model_t *m, bert_runner_t *r, char *err, size_t errlen) {
     const engine_info_t *in = &m->info;
     size_t e = ops_dtype_size(m->ops->dtype), T = (size_t)m->max_tokens, H = (size_t)in->hidden;
     size_t need = engine_workspace_need(in, m->ops->dtype, m->max_tokens, m->max_seqs);
     char *p = model_alloc(m, need, "the batch workspace", err, errlen);
     if (!p) return -1;
-    m->workspace_bytes = need;
+    m->workspace_bytes += need;
     /* the pointer walk; sizes must match engine_workspace_need */
-    m->ws.ids = (int32_t *)p, p += align_up(T * 4);
-    m->ws.pos = (int32_t *)p, p += align_up(T * 4);
-    m->ws.seq_off = (int32_t *)p, p += align_up(((size_t)m->max_seqs + 1) * 4);
-    m->ws.x = p, p += align_up(T * H * e);
-    m->ws.ctx = p, p += align_up(T * H * e);
-    m->ws.qkv = p, p += align_up(T * 3 * H * e);
-    m->ws.ffn = p, p += align_up(T * (size_t)in->intermediate * e);
-    m->ws.pooled = (float *)p;
+    r->ws.ids = (int32_t *)p, p += align_up(T * 4);
+    r->ws.pos = (int32_t *)p, p += align_up(T * 4);
+    r->ws.seq_off = (int32_t *)p, p += align_up(((size_t)m->max_seqs + 1) * 4);
+    r->ws.x = p, p += align_up(T * H * e);
+    r->ws.ctx = p, p += align_up(T * H * e);
+    r->ws.qkv = p, p += align_up(T * 3 * H * e);
+    r->ws.ffn = p, p += align_up(T * (size_t)in->intermediate * e);
+    r->ws.pooled = (float *)p;
     return 0;
+}
+
+static void *host_alloc(ops_t *ops, size_t bytes) {
+    return ops->host_alloc ? ops->host_alloc(ops, bytes) : malloc(bytes);
+}
+
+static void host_free(ops_t *ops, void *p) {
+    if (!p) return;
+    if (ops->host_free) ops->host_free(ops, p);
+    else free(p);
+}
+
+static int runner_init(engine_model_t *m, int i, char *err, size_t errlen) {
+    bert_runner_t *r = &m->runners[i];
+    r->ops = m->ops;
+    if (i > 0) {
+        if (!m->ops->clone || !(r->ops = m->ops->clone(m->ops))) {
+            snprintf(err, errlen, "%s backend cannot make a second stream: %s", m->ops->name, m->ops->err);
+            r->ops = NULL;
+            return -1;
+        }
+        r->owns_ops = 1;
+    }
+    size_t T = (size_t)m->max_tokens, B = (size_t)m->max_seqs;
+    r->h_ids = host_alloc(r->ops, T * 4);
+    r->h_pos = host_alloc(r->ops, T * 4);
+    r->h_off = host_alloc(r->ops, (B + 1) * 4);
+    r->h_out = host_alloc(r->ops, B * (size_t)m->info.hidden * 4);
+    if (!r->h_ids || !r->h_pos || !r->h_off || !r->h_out) {
+        snprintf(err, errlen, "out of host memory for staging buffers");
+        return -1;
+    }
+    return carve_workspace(m, r, err, errlen);
+}
+
+static void runner_destroy(bert_runner_t *r) {
+    if (!r->ops) return;
+    r->ops->sync(r->ops);
+    for (int t = 0; t < GRAPH_T_BUCKETS; t++)
+        for (int b = 0; b < GRAPH_B_BUCKETS; b++)
+            if (r->graphs[t][b]) r->ops->graph_destroy(r->ops, r->graphs[t][b]);
+    host_free(r->ops, r->h_ids);
+    host_free(r->ops, r->h_pos);
+    host_free(r->ops, r->h_off);
+    host_free(r->ops, r->h_out);
+    if (r->owns_ops) ops_destroy(r->ops);
+    memset(r, 0, sizeof *r);
 }
 
 /* ---- public ---- */
@@ -430,8 +493,10 @@ int engine_model_need(const char *dir, ops_dtype_t dtype, const engine_opts_t *o
     int T = opts && opts->max_batch_tokens > 0 ? opts->max_batch_tokens : 16384;
     int B = opts && opts->max_batch_seqs > 0 ? opts->max_batch_seqs : 1024;
     if (T < m.info.max_seq_len) T = m.info.max_seq_len;
+    int runners = opts && opts->runners > 0 ? opts->runners : 1;
+    if (runners > MAX_RUNNERS) runners = MAX_RUNNERS;
     *weight_bytes = w;
-    *workspace_bytes = align_up(engine_workspace_need(&m.info, dtype, T, B));
+    *workspace_bytes = align_up(engine_workspace_need(&m.info, dtype, T, B)) * (size_t)runners;
     return ENGINE_OK;
 }
 
@@ -446,24 +511,27 @@ int engine_model_load(const char *dir, ops_t *ops, arena_t *arena, const engine_
     m->ops = ops;
     m->arena = arena;
     pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->freed, NULL);
     m->max_tokens = opts && opts->max_batch_tokens > 0 ? opts->max_batch_tokens : 16384;
     m->max_seqs = opts && opts->max_batch_seqs > 0 ? opts->max_batch_seqs : 1024;
+    m->n_runners = opts && opts->runners > 0 ? opts->runners : 1;
+    if (m->n_runners > MAX_RUNNERS) m->n_runners = MAX_RUNNERS;
+    m->graphs = opts && opts->graphs && ops->capture_begin != NULL;
     int rc = ENGINE_EMODEL;
     if (load_config(m, dir, err, errlen)) goto fail;
     if (tok_create_for_model(dir, &m->tok, err, errlen)) goto fail;
     if (tok_max_len(m->tok) < m->info.max_seq_len) m->info.max_seq_len = tok_max_len(m->tok);
     if (m->info.max_seq_len > m->info.max_positions) m->info.max_seq_len = m->info.max_positions;
     if (m->max_tokens < m->info.max_seq_len) m->max_tokens = m->info.max_seq_len;
-    m->host_pos = malloc((size_t)m->max_tokens * sizeof(int32_t));
-    if (!m->host_pos) {
-        snprintf(err, errlen, "out of host memory");
-        rc = ENGINE_ENOMEM;
-        goto fail;
-    }
-    if (load_weights(m, dir, err, errlen) || carve_workspace(m, err, errlen)) {
+    if (load_weights(m, dir, err, errlen)) {
         rc = strstr(err, "budget") ? ENGINE_ENOMEM : ENGINE_EMODEL;
         goto fail;
     }
+    for (int i = 0; i < m->n_runners; i++)
+        if (runner_init(m, i, err, errlen)) {
+            rc = strstr(err, "budget") ? ENGINE_ENOMEM : ENGINE_EDEVICE;
+            goto fail;
+        }
     *out = m;
     return ENGINE_OK;
 fail:
@@ -473,12 +541,14 @@ fail:
 
 void engine_model_destroy(engine_model_t *m) {
     if (!m) return;
-    if (m->ops) m->ops->sync(m->ops); /* no block may be freed under a running batch */
+    /* no block may be freed under a running batch: runners sync first */
+    for (int i = 0; i < MAX_RUNNERS; i++) runner_destroy(&m->runners[i]);
+    if (m->ops) m->ops->sync(m->ops);
     for (int i = 0; i < m->n_blocks; i++) arena_free(m->arena, m->blocks[i]);
     free(m->blocks);
     free(m->w.layers);
-    free(m->host_pos);
     tok_destroy(m->tok);
+    pthread_cond_destroy(&m->freed);
     pthread_mutex_destroy(&m->mu);
     free(m);
 }
@@ -527,27 +597,18 @@ static int check_batch(const engine_model_t *m, const int32_t *ids, const int32_
     do {                                                                \
         if ((call) != 0) {                                              \
             snprintf(err, errlen, "%s backend: %s", ops->name, ops->err); \
-            rc = ENGINE_EDEVICE;                                        \
-            goto done;                                                  \
+            return ENGINE_EDEVICE;                                      \
         }                                                               \
     } while (0)
 
-int engine_embed(engine_model_t *m, const int32_t *ids, const int32_t *seq_off, int n, float *out, char *err,
-                 size_t errlen) {
-    int max_len = 0;
-    if (check_batch(m, ids, seq_off, n, &max_len, err, errlen)) return ENGINE_EINVAL;
+/* Every op of the forward pass, from the uploaded inputs in r->ws to the
+ * pooled rows. T tokens, n sequences, the longest max_len tokens. */
+static int forward_ops(engine_model_t *m, bert_runner_t *r, int T, int n, int max_len, char *err, size_t errlen) {
     const engine_info_t *in = &m->info;
-    ops_t *ops = m->ops;
-    const bert_workspace_t *ws = &m->ws;
-    const int T = seq_off[n], H = in->hidden, I = in->intermediate;
+    ops_t *ops = r->ops;
+    const bert_workspace_t *ws = &r->ws;
+    const int H = in->hidden, I = in->intermediate;
     const float scale = 1.0f / sqrtf((float)in->head_dim);
-    int rc = ENGINE_OK;
-    pthread_mutex_lock(&m->mu);
-    for (int b = 0; b < n; b++)
-        for (int t = seq_off[b]; t < seq_off[b + 1]; t++) m->host_pos[t] = t - seq_off[b];
-    OPS_TRY(ops->upload(ops, ws->ids, ids, (size_t)T * 4));
-    OPS_TRY(ops->upload(ops, ws->pos, m->host_pos, (size_t)T * 4));
-    OPS_TRY(ops->upload(ops, ws->seq_off, seq_off, (size_t)(n + 1) * 4));
     OPS_TRY(ops->embed_ln(ops, ws->x, ws->ids, ws->pos, m->w.word, m->w.pos, m->w.type, m->w.ln_g, m->w.ln_b, T,
                           H, in->ln_eps));
     for (int l = 0; l < in->layers; l++) {
@@ -562,9 +623,76 @@ int engine_embed(engine_model_t *m, const int32_t *ids, const int32_t *seq_off, 
         OPS_TRY(ops->add_ln(ops, ws->x, dense, L->b_out, ws->x, L->ln2_g, L->ln2_b, T, H, in->ln_eps));
     }
     OPS_TRY(ops->mean_pool(ops, ws->pooled, ws->x, ws->seq_off, n, H, in->normalize));
-    OPS_TRY(ops->download(ops, out, ws->pooled, (size_t)n * H * sizeof(float)));
+    return ENGINE_OK;
+}
+
+static int bucket_index(int v, int first) { /* smallest i with first << i >= v */
+    int i = 0;
+    while ((first << i) < v) i++;
+    return i;
+}
+
+/* Run one checked batch on runner r. Small batches replay a graph captured for
+ * their (tokens, sequences) bucket: the batch is padded to the bucket with
+ * empty sequences and pad tokens that no sequence reads, and attention is
+ * launched for the model's longest sequence, so one graph serves every batch
+ * of its bucket. */
+static int run_batch(engine_model_t *m, bert_runner_t *r, const int32_t *ids, const int32_t *seq_off, int n,
+                     int max_len, float *out, char *err, size_t errlen) {
+    ops_t *ops = r->ops;
+    const int T = seq_off[n], H = m->info.hidden;
+    int tb = bucket_index(T, 16), bb = bucket_index(n, 1);
+    int use_graph = m->graphs && T <= ENGINE_GRAPH_MAX_TOKENS && tb < GRAPH_T_BUCKETS && bb < GRAPH_B_BUCKETS &&
+                    (16 << tb) <= m->max_tokens && (1 << bb) <= m->max_seqs;
+    int Tp = use_graph ? 16 << tb : T, np = use_graph ? 1 << bb : n;
+    memcpy(r->h_ids, ids, (size_t)T * 4);
+    memcpy(r->h_off, seq_off, (size_t)(n + 1) * 4);
+    for (int b = 0; b < n; b++)
+        for (int t = seq_off[b]; t < seq_off[b + 1]; t++) r->h_pos[t] = t - seq_off[b];
+    for (int t = T; t < Tp; t++) r->h_ids[t] = 0, r->h_pos[t] = 0;
+    for (int b = n + 1; b <= np; b++) r->h_off[b] = T;
+    OPS_TRY(ops->upload(ops, r->ws.ids, r->h_ids, (size_t)Tp * 4));
+    OPS_TRY(ops->upload(ops, r->ws.pos, r->h_pos, (size_t)Tp * 4));
+    OPS_TRY(ops->upload(ops, r->ws.seq_off, r->h_off, (size_t)(np + 1) * 4));
+    if (use_graph) {
+        void **g = &r->graphs[tb][bb];
+        if (!*g) {
+            OPS_TRY(ops->capture_begin(ops));
+            int rc = forward_ops(m, r, Tp, np, m->info.max_seq_len, err, errlen);
+            void *graph = NULL;
+            int crc = ops->capture_end(ops, &graph);
+            if (rc) return rc;
+            OPS_TRY(crc);
+            *g = graph;
+        }
+        OPS_TRY(ops->graph_launch(ops, *g));
+    } else {
+        int rc = forward_ops(m, r, T, n, max_len, err, errlen);
+        if (rc) return rc;
+    }
+    OPS_TRY(ops->download(ops, r->h_out, r->ws.pooled, (size_t)n * H * sizeof(float)));
     OPS_TRY(ops->sync(ops));
-done:
+    memcpy(out, r->h_out, (size_t)n * H * sizeof(float));
+    return ENGINE_OK;
+}
+
+int engine_embed(engine_model_t *m, const int32_t *ids, const int32_t *seq_off, int n, float *out, char *err,
+                 size_t errlen) {
+    int max_len = 0;
+    if (check_batch(m, ids, seq_off, n, &max_len, err, errlen)) return ENGINE_EINVAL;
+    pthread_mutex_lock(&m->mu);
+    bert_runner_t *r = NULL;
+    while (!r) {
+        for (int i = 0; i < m->n_runners && !r; i++)
+            if (!m->runners[i].busy) r = &m->runners[i];
+        if (!r) pthread_cond_wait(&m->freed, &m->mu);
+    }
+    r->busy = 1;
+    pthread_mutex_unlock(&m->mu);
+    int rc = run_batch(m, r, ids, seq_off, n, max_len, out, err, errlen);
+    pthread_mutex_lock(&m->mu);
+    r->busy = 0;
+    pthread_cond_signal(&m->freed);
     pthread_mutex_unlock(&m->mu);
     return rc;
 }

@@ -14,9 +14,10 @@
  *
  * Ownership: the model owns its tokenizer, its weights and its workspace (all
  * in the arena it was given; arena and ops must outlive the model).
- * Thread-safety: engine_embed on one model is called by one thread at a time
- * (the batcher's dispatch thread); the info/tokenizer getters are read-only
- * and safe from any thread.
+ * Thread-safety: engine_embed is safe from several threads: each call takes a
+ * free runner (waiting for one when all are busy), so with runners = 2 one
+ * thread can upload and launch a batch while another's computes. The getters
+ * are read-only and safe from any thread.
  */
 #ifndef SLUICE_ENGINE_H
 #define SLUICE_ENGINE_H
@@ -52,7 +53,15 @@ typedef struct {
 typedef struct {
     int max_batch_tokens; /* workspace is sized for this many packed tokens (default 16384) */
     int max_batch_seqs;   /* and this many sequences (default 1024) */
+    int runners;          /* batches that can be in flight at once, each with its own
+                           * stream and workspace (default 1; 2 on a GPU lets the CPU
+                           * prepare batch N+1 while batch N computes) */
+    int graphs;           /* 1: replay CUDA graphs captured per (tokens, sequences)
+                           * bucket for batches up to ENGINE_GRAPH_MAX_TOKENS, where the
+                           * backend has graphs; 0: always launch op by op */
 } engine_opts_t;
+
+#define ENGINE_GRAPH_MAX_TOKENS 4096
 
 typedef struct engine_model engine_model_t;
 

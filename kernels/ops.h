@@ -81,6 +81,10 @@ struct ops {
     /* Convert n float32 host values to a weight matrix in ops->dtype at dst. */
     int (*upload_weight)(ops_t *ops, void *dst, const float *src_host, size_t n);
     int (*sync)(ops_t *ops);
+    /* Host staging memory that copies can overlap with compute from (pinned on
+     * cuda). Optional: NULL means plain malloc/free serves. */
+    void *(*host_alloc)(ops_t *ops, size_t bytes);
+    void (*host_free)(ops_t *ops, void *p);
 
     /* ---- ops ---- */
 
