@@ -3,15 +3,23 @@
  * st_open maps the file read-only and validates everything before it returns:
  * header length within the file and under ST_MAX_HEADER, the header is
  * well-formed JSON object of tensors (plus an optional "__metadata__" object of
- * strings), every dtype is F32, F16 or BF16 (others: an error naming the dtype),
- * every shape is non-negative with product * dtype size == byte range, every
- * range lies inside the data section, and no two ranges overlap. Any failure
- * returns a negative code and a message naming the file and the tensor. After a
- * successful open, tensor data pointers are safe to read.
+ * strings), every shape is non-negative with product * dtype size == byte range,
+ * every range lies inside the data section, and no two ranges overlap. Any
+ * failure returns a negative code and a message naming the file and the tensor.
+ * After a successful open, tensor data pointers are safe to read.
+ *
+ * Dtypes: F32, F16 and BF16 tensors make up the table (st_count/st_get, sorted
+ * by name). Other float dtypes (F64, F8_*...) and unknown dtype strings are an
+ * error naming the dtype. Integer and BOOL entries are buffers, not weights (HF
+ * BERT files hold an I64 "embeddings.position_ids"): they are validated like the
+ * rest, then left out of the table, so st_find returns NULL for them.
+ * Data is aligned to its dtype only when the writer padded the header (the
+ * reference writer and st_write_f32 do); st_to_f32 reads any alignment.
  *
  * Ownership: st_file_t owns the mapping and the tensor table; st_tensor_t
  * pointers and their data stay valid until st_close. All read calls are
- * thread-safe on an open file.
+ * thread-safe on an open file. The file must not be truncated while it is open
+ * (as with any mapping, reading a vanished page faults).
  */
 #ifndef SLUICE_SAFETENSORS_H
 #define SLUICE_SAFETENSORS_H
