@@ -29,7 +29,7 @@ echo "| batch | system | sentences/s | tokens/s | sluice / system |"
 echo "| ---: | --- | ---: | ---: | ---: |"
 python3 - "$OUT" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+rows = [r for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")) if "system" in r]
 ours = {r["batch"]: r["sentences_per_s"] for r in rows if r["system"] == "sluice"}
 for r in sorted(rows, key=lambda r: (r["batch"], r["system"] != "sluice", r["system"])):
     ratio = ours.get(r["batch"], 0) / r["sentences_per_s"] if r["sentences_per_s"] else 0

@@ -103,4 +103,4 @@ texts_all, texts = texts, texts[:64]
 order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
 got = np.stack(ort_encode(64))
 print(json.dumps({"check": "onnxruntime vs sentence-transformers", "max_abs_diff": float(np.abs(got - ref).max())}),
-      file=sys.stderr)
+      flush=True)
