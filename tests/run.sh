@@ -22,7 +22,7 @@ run_suite() { # name, command...
         f=$(echo "$line" | sed -n 's/.*Failing: \([0-9]*\).*/\1/p')
         c=$(echo "$line" | sed -n 's/.*Crashing: \([0-9]*\).*/\1/p')
         s=$(grep -c '\[SKIP\]' "$LOG/out")
-        pass=$((pass + p - s)); skip=$((skip + s)); fail=$((fail + f + c))
+        pass=$((pass + p)); skip=$((skip + s)); fail=$((fail + f + c))
         [ $((f + c)) -gt 0 ] && bad="$bad $name"
     elif [ $rc -ne 0 ]; then
         fail=$((fail + 1)); bad="$bad $name"
@@ -34,13 +34,13 @@ run_suite() { # name, command...
 
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
-    run_suite "$(basename "$t")" "$t" --jobs 2
+    run_suite "$(basename "$t")" "$t" --jobs 2 --verbose
 done
 # AddressSanitizer (with LeakSanitizer) over the loader, the tokenizer and the embed path.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 for t in "$ASAN"/tests/test_*; do
     [ -x "$t" ] || continue
-    run_suite "asan:$(basename "$t")" "$t" --jobs 1
+    run_suite "asan:$(basename "$t")" "$t" --jobs 1 --verbose
 done
 if [ -x "$ASAN/bin/sluice" ]; then
     run_suite "asan:sluice-embed" "$ASAN/bin/sluice" embed --device cpu --model "$SLUICE_TEST_MODEL" \
