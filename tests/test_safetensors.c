@@ -5,6 +5,7 @@
  * (build/asan) it catches any read outside the mapping or the header.
  */
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <errno.h>
 #include <ftw.h>
 #include <math.h>
@@ -521,7 +522,7 @@ Test(bad_files, control_bytes_in_name_are_not_echoed) {
     cr_assert_lt(st_open(p, &f, NULL, 0), 0);
 }
 
-/* ---- random mutation of a valid file ---- */
+/* ---- random mutation of valid files ---- */
 
 static uint64_t rng_next(uint64_t *s) {
     *s ^= *s << 13;
@@ -530,7 +531,68 @@ static uint64_t rng_next(uint64_t *s) {
     return *s;
 }
 
-Test(safetensors, random_mutations_fail_cleanly, .timeout = 120) {
+static uint64_t fuzz_seed(void) {
+    const char *env = getenv("SLUICE_FUZZ_SEED"); /* to replay a failure */
+    return env ? strtoull(env, NULL, 0) : 0x5eed5a17u;
+}
+
+static int cmp_tensor_data(const void *a, const void *b) {
+    const char *x = (*(const st_tensor_t *const *)a)->data;
+    const char *y = (*(const st_tensor_t *const *)b)->data;
+    return (x > y) - (x < y);
+}
+
+/* Write bytes as the file and open it: a refusal must be clean and name the
+ * file; an acceptance must give tensors that are consistent, disjoint and
+ * inside the data section. Returns 1 when the file opened. */
+static int open_mutant(const char *path, const unsigned char *buf, size_t n, uint64_t seed,
+                       int iter) {
+    FILE *fp = fopen(path, "wb");
+    cr_assert(fp && (n == 0 || fwrite(buf, 1, n, fp) == n) && fclose(fp) == 0);
+    st_file_t *f = (st_file_t *)1;
+    char err[512] = "";
+    if (st_open(path, &f, err, sizeof err) != ST_OK) {
+        cr_assert_null(f);
+        cr_assert(strstr(err, path), "seed %llu iter %d: %s", (unsigned long long)seed, iter, err);
+        return 0;
+    }
+    uint64_t hlen;
+    memcpy(&hlen, buf, 8);
+    cr_assert_leq(8 + hlen, n);
+    int count = st_count(f);
+    const st_tensor_t **by_data = calloc((size_t)count + 1, sizeof *by_data);
+    for (int i = 0; i < count; i++) {
+        const st_tensor_t *t = by_data[i] = st_get(f, i);
+        int64_t numel = 1;
+        for (int d = 0; d < t->ndim; d++) numel *= t->shape[d];
+        cr_assert_eq(numel, t->numel);
+        cr_assert_eq(t->nbytes, (size_t)numel * st_dtype_size(t->dtype));
+        float *out = malloc(t->nbytes * 2 + 4); /* reads every byte of the tensor */
+        st_to_f32(t, out);
+        free(out);
+    }
+    qsort(by_data, (size_t)count, sizeof *by_data, cmp_tensor_data);
+    const char *end = NULL; /* furthest byte of a non-empty tensor so far */
+    for (int i = 0; i < count; i++) {
+        const char *p = by_data[i]->data;
+        if (by_data[i]->nbytes == 0) continue;
+        cr_assert(!end || p >= end, "seed %llu iter %d: '%s' overlaps", (unsigned long long)seed,
+                  iter, by_data[i]->name);
+        end = p + by_data[i]->nbytes;
+    }
+    if (count > 0) {
+        const char *lo = by_data[0]->data;
+        cr_assert_leq((uint64_t)(end ? end - lo : 0), n - 8 - hlen,
+                      "seed %llu iter %d: tensors span past the data", (unsigned long long)seed,
+                      iter);
+    }
+    free(by_data);
+    st_close(f);
+    return 1;
+}
+
+/* Byte-level damage: bit flips, JSON punctuation, truncation, length field. */
+Test(safetensors, random_byte_mutations, .timeout = 120) {
     float a[6] = {1, 2, 3, 4, 5, 6}, b[3] = {7, 8, 9}, c = 10;
     const char *names[] = {"enc.a", "enc.b", "c"};
     int nd[] = {2, 1, 0};
@@ -546,15 +608,14 @@ Test(safetensors, random_mutations_fail_cleanly, .timeout = 120) {
     unsigned char orig[1024], buf[1024];
     size_t len = fread(orig, 1, sizeof orig, fp);
     fclose(fp);
+    cr_assert_lt(len, sizeof orig);
     uint64_t hlen;
     memcpy(&hlen, orig, 8);
-    cr_assert_lt(len, sizeof orig);
 
-    static const char interesting[] = "0123456789-[]{},:\"eE.\\ 9";
-    const char *env_seed = getenv("SLUICE_FUZZ_SEED");
-    uint64_t seed = env_seed ? strtoull(env_seed, NULL, 0) : 0x5eed5a17u, s = seed | 1;
-    int opened = 0, failed = 0;
-    for (int iter = 0; iter < 2000; iter++) {
+    static const char punct[] = "0123456789-[]{},:\"eE.\\ 9";
+    uint64_t seed = fuzz_seed(), s = seed | 1;
+    int opened = 0, iters = 2000;
+    for (int iter = 0; iter < iters; iter++) {
         memcpy(buf, orig, len);
         size_t n = len;
         int edits = 1 + (int)(rng_next(&s) % 4);
@@ -564,52 +625,117 @@ Test(safetensors, random_mutations_fail_cleanly, .timeout = 120) {
             switch (r % 6) {
             case 0: buf[(r >> 8) % n] ^= (unsigned char)(1u << ((r >> 40) % 8)); break;
             case 1:
-            case 2:
-                buf[at] = (unsigned char)interesting[(r >> 40) % (sizeof interesting - 1)];
-                break;
+            case 2: buf[at] = (unsigned char)punct[(r >> 40) % (sizeof punct - 1)]; break;
             case 3: buf[at] = (unsigned char)(r >> 40); break;
             case 4: n = (size_t)((r >> 8) % (len + 1)); break;           /* truncate */
             case 5: buf[(r >> 8) % 8] = (unsigned char)(r >> 40); break; /* length field */
             }
         }
-        fp = fopen(path, "wb");
-        cr_assert(fp && (n == 0 || fwrite(buf, 1, n, fp) == n) && fclose(fp) == 0);
-
-        st_file_t *f = NULL;
-        err[0] = 0;
-        int rc = st_open(path, &f, err, sizeof err);
-        if (rc != ST_OK) {
-            cr_assert_null(f);
-            cr_assert(strstr(err, path), "seed %llu iter %d: %s", (unsigned long long)seed, iter,
-                      err);
-            failed++;
-            continue;
-        }
-        opened++;
-        uint64_t mh;
-        memcpy(&mh, buf, 8);
-        cr_assert_leq(8 + mh, n);
-        const char *lo = NULL, *hi = NULL;
-        for (int i = 0; i < st_count(f); i++) {
-            const st_tensor_t *t = st_get(f, i);
-            int64_t numel = 1;
-            for (int d = 0; d < t->ndim; d++) numel *= t->shape[d];
-            cr_assert_eq(numel, t->numel);
-            cr_assert_eq(t->nbytes, (size_t)numel * st_dtype_size(t->dtype));
-            const char *p = t->data;
-            if (!lo || p < lo) lo = p;
-            if (!hi || p + t->nbytes > hi) hi = p + t->nbytes;
-            float *out = malloc(t->nbytes * 2 + 4); /* reads every byte of the tensor */
-            st_to_f32(t, out);
-            free(out);
-        }
-        if (lo)
-            cr_assert_leq((uint64_t)(hi - lo), n - 8 - mh, "iter %d: tensors span past the data",
-                          iter);
-        st_close(f);
+        opened += open_mutant(path, buf, n, seed, iter);
     }
-    cr_log_info("mutations: %d opened, %d refused (seed %llu)", opened, failed,
+    cr_log_info("byte mutations: %d opened, %d refused (seed %llu)", opened, iters - opened,
                 (unsigned long long)seed);
-    cr_assert_gt(failed, 0);
     cr_assert_gt(opened, 0);
+    cr_assert_lt(opened, iters);
+}
+
+/* Add one delta to both data_offsets of a random tensor in hdr. */
+static void shift_a_range(char *hdr, size_t cap, uint64_t r) {
+    static const long long deltas[] = {-16, -8, -4, -2, -1, 1, 2, 4, 6, 8, 16, 24};
+    const char *key = "\"data_offsets\":[";
+    char *at[16];
+    int n = 0;
+    for (char *p = strstr(hdr, key); p && n < 16; p = strstr(p + 1, key)) at[n++] = p + strlen(key);
+    long long b, e, d = deltas[(r >> 8) % (sizeof deltas / sizeof deltas[0])];
+    int used;
+    if (n == 0 || sscanf(at[r % (uint64_t)n], "%lld,%lld]%n", &b, &e, &used) != 2 || b + d < 0)
+        return;
+    char *start = at[r % (uint64_t)n], rest[1024];
+    snprintf(rest, sizeof rest, "%s", start + used);
+    snprintf(start, cap - (size_t)(start - hdr), "%lld,%lld]%s", b + d, e + d, rest);
+}
+
+/* Header-aware damage: numbers in the header replaced by edge values (the
+ * header length kept right), so shapes and offsets get past the JSON parser
+ * and exercise the range, size and overlap checks. */
+Test(safetensors, random_number_mutations, .timeout = 120) {
+    static const char header[] =
+        "{\"__metadata__\":{\"format\":\"pt\"},"
+        "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+        "\"h\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[24,30]},"
+        "\"s\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[30,32]},"
+        "\"ids\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[32,40]},"
+        "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[40,40]}}";
+    static const char *const edge[] = {"0",
+                                       "1",
+                                       "2",
+                                       "3",
+                                       "4",
+                                       "6",
+                                       "8",
+                                       "16",
+                                       "23",
+                                       "24",
+                                       "30",
+                                       "32",
+                                       "39",
+                                       "40",
+                                       "41",
+                                       "-1",
+                                       "-0",
+                                       "1.5",
+                                       "1e1",
+                                       "255",
+                                       "256",
+                                       "65536",
+                                       "4294967296",
+                                       "4611686018427387904",
+                                       "9223372036854775807",
+                                       "9223372036854775808",
+                                       "18446744073709551616",
+                                       "00"};
+    const size_t n_edge = sizeof edge / sizeof edge[0], data_len = 40;
+    const char *path = path_in_dir("num.safetensors");
+    unsigned char data[40];
+    for (size_t i = 0; i < data_len; i++) data[i] = (unsigned char)(i * 37 + 11);
+    char hdr[1024], next[1024];
+    unsigned char buf[8 + 1024 + 40];
+    uint64_t seed = fuzz_seed(), s = seed | 1;
+    int opened = 0, iters = 2000;
+    for (int iter = 0; iter < iters; iter++) {
+        strcpy(hdr, header);
+        int edits = 1 + (int)(rng_next(&s) % 3);
+        for (int k = 0; k < edits; k++) {
+            if (rng_next(&s) % 3 == 0) { /* move one tensor's range: overlaps, gaps, overruns */
+                shift_a_range(hdr, sizeof hdr, rng_next(&s));
+                continue;
+            }
+            /* the k-th run of digits (with its sign), chosen at random */
+            size_t runs[64], run_len[64], n_runs = 0;
+            for (size_t i = 0; hdr[i] && n_runs < 64; i++) {
+                if (!strchr("-0123456789", hdr[i]) ||
+                    (i > 0 && (isalnum((unsigned char)hdr[i - 1]) || strchr("-.", hdr[i - 1]))))
+                    continue; /* inside a number, or a dtype name like F32 */
+                size_t j = i + 1;
+                while (hdr[j] && strchr("0123456789.eE", hdr[j])) j++;
+                runs[n_runs] = i, run_len[n_runs++] = j - i;
+            }
+            if (n_runs == 0) break;
+            uint64_t r = rng_next(&s);
+            size_t pick = (size_t)(r % n_runs);
+            const char *with = edge[(r >> 16) % n_edge];
+            snprintf(next, sizeof next, "%.*s%s%s", (int)runs[pick], hdr, with,
+                     hdr + runs[pick] + run_len[pick]);
+            strcpy(hdr, next);
+        }
+        uint64_t hlen = strlen(hdr);
+        memcpy(buf, &hlen, 8);
+        memcpy(buf + 8, hdr, hlen);
+        memcpy(buf + 8 + hlen, data, data_len);
+        opened += open_mutant(path, buf, 8 + hlen + data_len, seed, iter);
+    }
+    cr_log_info("number mutations: %d opened, %d refused (seed %llu)", opened, iters - opened,
+                (unsigned long long)seed);
+    cr_assert_gt(opened, 0);
+    cr_assert_lt(opened, iters);
 }
