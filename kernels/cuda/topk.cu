@@ -1,0 +1,373 @@
+/* kernels/cuda/topk.cu - similarity top-k on the GPU: cuBLAS scores, then our
+ * radix-select + bitonic-sort kernel per segment, merged level by level.
+ *
+ * Why this shape: k goes up to 1000 and N to millions, with few queries per
+ * batch, so one block per query would leave the GPU idle. Each (query,
+ * segment) block instead reduces TOPK_SEG scores to its k best; merge passes
+ * (same kernel, candidates as input) reduce groups of segments until one
+ * remains. Scores are mapped to order-preserving uint32 keys; the k-th
+ * largest key T is found by 4 passes of an 8-bit histogram, all keys above T
+ * are taken, and the keys equal to T are taken in position order (a block
+ * scan), which is index order: within a segment by construction, and in a
+ * merge because each input group is sorted (score desc, index asc) and groups
+ * are laid out in index order. A short group pads its output with (-inf,
+ * INT32_MAX), which sorts after every finite score.
+ */
+#include <cub/block/block_scan.cuh>
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdio.h>
+#include "kernels/cuda/topk.cuh"
+
+enum {
+    TOPK_THREADS = 256,
+    TOPK_MAX_K = 1000,
+    TOPK_SORT_MAX = 1024,          /* bitonic sort width: next power of two >= TOPK_MAX_K */
+    TOPK_SEG = 4096,               /* scores per first-level block (>= 4 * TOPK_MAX_K) */
+    TOPK_MERGE_ELEMS = 16384,      /* candidates a merge block aims to take */
+    TOPK_COL_CHUNK = 64 * TOPK_SEG /* index rows per GEMM, a multiple of TOPK_SEG */
+};
+
+static const size_t TOPK_SCORE_CAP = (size_t)64 << 20; /* bytes of fp32 scores per GEMM */
+static const size_t TOPK_CAND_CAP = (size_t)64 << 20;  /* bytes of first-level candidates */
+static const size_t TOPK_Q16_BYTES = (size_t)1 << 20;  /* bf16 copy of a chunk of queries */
+static const int TOPK_MAX_QCHUNK = 4096;               /* grid.y bound and a sane chunk */
+
+#define TOPK_CHECK_CUDA(stmt)                                                                   \
+    do {                                                                                        \
+        cudaError_t e_ = (stmt);                                                                \
+        if (e_ != cudaSuccess) {                                                                \
+            snprintf(err, errlen, "%s failed: %s (%s:%d)", #stmt, cudaGetErrorString(e_), __FILE__, \
+                     __LINE__);                                                                 \
+            return OPS_EDEVICE;                                                                 \
+        }                                                                                       \
+    } while (0)
+
+#define TOPK_CHECK_CUBLAS(stmt)                                                                     \
+    do {                                                                                            \
+        cublasStatus_t s_ = (stmt);                                                                 \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                          \
+            snprintf(err, errlen, "%s failed: %s (%s:%d)", #stmt, cublasGetStatusString(s_), __FILE__, \
+                     __LINE__);                                                                     \
+            return OPS_EDEVICE;                                                                     \
+        }                                                                                           \
+    } while (0)
+
+/* ---- keys ---- */
+
+/* float -> uint32 whose unsigned order is the float order; -0 maps with +0. */
+static __device__ __forceinline__ uint32_t topk_key(float f) {
+    uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+static __device__ __forceinline__ float topk_unkey(uint32_t key) {
+    return __uint_as_float((key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key);
+}
+
+/* ---- the select kernel ---- */
+
+typedef struct {
+    const float *in_score;    /* row q at in_score + q * in_row_stride */
+    const int32_t *in_idx;    /* same layout; NULL: index = idx_base + position */
+    long long in_row_stride;  /* elements */
+    int n_row;                /* valid elements per row */
+    int group_len;            /* elements per block */
+    int idx_base;
+    float *out_score;         /* block (g, q) writes k entries at q * out_row_stride + (out_group0 + g) * k */
+    int32_t *out_idx;
+    long long out_row_stride; /* elements */
+    int out_group0;
+    int k;
+} topk_select_args_t;
+
+/* a goes before b: higher key, or the same key at a lower index. */
+static __device__ __forceinline__ bool topk_before(uint32_t ka, int32_t ia, uint32_t kb, int32_t ib) {
+    return ka > kb || (ka == kb && ia < ib);
+}
+
+/* Sort keys/idx[0..P) best first; P a power of two, called by the whole block. */
+static __device__ void topk_bitonic_sort(uint32_t *keys, int32_t *idx, int P) {
+    for (int size = 2; size <= P; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            __syncthreads();
+            for (int i = threadIdx.x; i < P / 2; i += blockDim.x) {
+                int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+                bool want_first = (lo & size) == 0; /* this run ends best first */
+                bool ordered = topk_before(keys[lo], idx[lo], keys[hi], idx[hi]);
+                if (ordered != want_first) {
+                    uint32_t tk = keys[lo];
+                    keys[lo] = keys[hi];
+                    keys[hi] = tk;
+                    int32_t ti = idx[lo];
+                    idx[lo] = idx[hi];
+                    idx[hi] = ti;
+                }
+            }
+        }
+    }
+    __syncthreads();
+}
+
+static __global__ void __launch_bounds__(TOPK_THREADS) topk_select_kernel(topk_select_args_t a) {
+    typedef cub::BlockScan<unsigned, TOPK_THREADS> scan_t;
+    __shared__ typename scan_t::TempStorage scan_tmp;
+    __shared__ unsigned hist[256];
+    __shared__ unsigned s_digit, s_rest, s_gt;
+    __shared__ uint32_t keys[TOPK_SORT_MAX];
+    __shared__ int32_t idx[TOPK_SORT_MAX];
+
+    const int tid = threadIdx.x, g = blockIdx.x, q = blockIdx.y;
+    const int start = g * a.group_len;
+    const int n = min(a.group_len, a.n_row - start);
+    const float *in = a.in_score + (long long)q * a.in_row_stride + start;
+    const int32_t *in_idx = a.in_idx ? a.in_idx + (long long)q * a.in_row_stride + start : NULL;
+    const int32_t idx0 = a.idx_base + start;
+    const int kk = min(a.k, n); /* real entries this block outputs */
+
+    /* Radix select: after the loop, prefix is the key of rank kk and rest is
+     * how many keys equal to it belong to the answer. */
+    uint32_t prefix = 0, mask = 0;
+    unsigned rest = (unsigned)kk;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        hist[tid] = 0;
+        __syncthreads();
+        for (int p = tid; p < n; p += TOPK_THREADS) {
+            uint32_t key = topk_key(in[p]);
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        /* thread t holds digit 255 - t: an inclusive scan counts keys with digit >= it */
+        unsigned count = hist[255 - tid], above_incl;
+        scan_t(scan_tmp).InclusiveSum(count, above_incl);
+        unsigned above_excl = above_incl - count;
+        if (above_excl < rest && above_incl >= rest) {
+            s_digit = 255u - (unsigned)tid;
+            s_rest = rest - above_excl;
+        }
+        __syncthreads();
+        prefix |= s_digit << shift;
+        mask |= 255u << shift;
+        rest = s_rest;
+        __syncthreads(); /* s_digit, s_rest and hist are rewritten next pass */
+    }
+    const uint32_t T = prefix;
+    const unsigned n_gt = (unsigned)kk - rest;
+
+    /* Gather: every key above T (any order), then the first `rest` keys equal
+     * to T in position order; the bitonic sort orders them afterwards. */
+    if (tid == 0) s_gt = 0;
+    __syncthreads();
+    unsigned eq_seen = 0;
+    for (int base = 0; base < n; base += TOPK_THREADS) {
+        int p = base + tid;
+        uint32_t key = p < n ? topk_key(in[p]) : 0u;
+        bool gt = p < n && key > T, eq = p < n && key == T;
+        int32_t id = 0;
+        if (gt || eq) id = in_idx ? in_idx[p] : idx0 + p;
+        if (gt) {
+            unsigned slot = atomicAdd(&s_gt, 1u);
+            keys[slot] = key;
+            idx[slot] = id;
+        }
+        unsigned rank, eq_total;
+        scan_t(scan_tmp).ExclusiveSum(eq ? 1u : 0u, rank, eq_total);
+        if (eq && eq_seen + rank < rest) {
+            keys[n_gt + eq_seen + rank] = key;
+            idx[n_gt + eq_seen + rank] = id;
+        }
+        eq_seen += eq_total;
+        __syncthreads(); /* scan_tmp is reused */
+    }
+
+    int P = 1;
+    while (P < kk) P <<= 1;
+    for (int j = kk + tid; j < P; j += TOPK_THREADS) { /* padding sorts last */
+        keys[j] = 0u;
+        idx[j] = INT32_MAX;
+    }
+    topk_bitonic_sort(keys, idx, P);
+
+    float *out_s = a.out_score + (long long)q * a.out_row_stride + (long long)(a.out_group0 + g) * a.k;
+    int32_t *out_i = a.out_idx + (long long)q * a.out_row_stride + (long long)(a.out_group0 + g) * a.k;
+    for (int j = tid; j < a.k; j += TOPK_THREADS) {
+        out_s[j] = j < kk ? topk_unkey(keys[j]) : -INFINITY;
+        out_i[j] = j < kk ? idx[j] : INT32_MAX;
+    }
+}
+
+static __global__ void topk_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16(src[i]);
+}
+
+/* ---- plan: chunk sizes and workspace layout, the same for sizing and running ---- */
+
+typedef struct {
+    int qc;           /* queries per chunk */
+    int nc;           /* index rows per GEMM (multiple of TOPK_SEG, or N) */
+    int nseg;         /* first-level segments per query */
+    int fan_in;       /* segments' candidate groups merged per block */
+    size_t q16_bytes, score_bytes, cand_bytes, cand2_bytes;
+} topk_plan_t;
+
+static size_t topk_align(size_t b) { return (b + 255) & ~(size_t)255; }
+
+static int topk_merge_groups(int groups, int fan_in) { return (groups + fan_in - 1) / fan_in; }
+
+static topk_plan_t topk_make_plan(ops_dtype_t dtype, int nq, int N, int k, int D) {
+    topk_plan_t p;
+    p.nc = N < TOPK_COL_CHUNK ? N : TOPK_COL_CHUNK;
+    p.nseg = (N + TOPK_SEG - 1) / TOPK_SEG;
+    p.fan_in = TOPK_MERGE_ELEMS / k < 2 ? 2 : TOPK_MERGE_ELEMS / k;
+    size_t per_q_score = (size_t)p.nc * sizeof(float);
+    size_t per_q_cand = p.nseg > 1 ? (size_t)p.nseg * k * (sizeof(float) + sizeof(int32_t)) : 0;
+    size_t qc = TOPK_SCORE_CAP / per_q_score;
+    if (per_q_cand && TOPK_CAND_CAP / per_q_cand < qc) qc = TOPK_CAND_CAP / per_q_cand;
+    if (dtype == OPS_BF16 && D > 0 && TOPK_Q16_BYTES / ((size_t)D * 2) < qc)
+        qc = TOPK_Q16_BYTES / ((size_t)D * 2);
+    if (qc > (size_t)nq) qc = nq;
+    if (qc > (size_t)TOPK_MAX_QCHUNK) qc = TOPK_MAX_QCHUNK;
+    if (qc < 1) qc = 1;
+    p.qc = (int)qc;
+    p.q16_bytes = dtype == OPS_BF16 ? TOPK_Q16_BYTES : 0;
+    p.score_bytes = qc * per_q_score;
+    p.cand_bytes = qc * per_q_cand;
+    p.cand2_bytes = p.nseg > 1 ? qc * (size_t)topk_merge_groups(p.nseg, p.fan_in) * k *
+                                     (sizeof(float) + sizeof(int32_t))
+                               : 0;
+    return p;
+}
+
+size_t topk_cuda_workspace(ops_dtype_t dtype, int nq, int N, int k) {
+    if (nq <= 0 || N <= 0 || k <= 0) return 0;
+    topk_plan_t p = topk_make_plan(dtype, nq, N, k, 0);
+    return topk_align(p.q16_bytes) + topk_align(p.score_bytes) + topk_align(p.cand_bytes) +
+           topk_align(p.cand2_bytes);
+}
+
+/* A candidate buffer of `groups` groups of k per query: scores, then indices. */
+typedef struct {
+    float *score;
+    int32_t *idx;
+} topk_cand_t;
+
+static topk_cand_t topk_cand_at(char *base, int qc, int groups, int k) {
+    topk_cand_t c;
+    c.score = (float *)base;
+    c.idx = (int32_t *)(base + (size_t)qc * groups * k * sizeof(float));
+    return c;
+}
+
+static int topk_launch_select(cudaStream_t stream, const topk_select_args_t *a, int groups, int rows,
+                              char *err, size_t errlen) {
+    dim3 grid((unsigned)groups, (unsigned)rows);
+    topk_select_kernel<<<grid, TOPK_THREADS, 0, stream>>>(*a);
+    TOPK_CHECK_CUDA(cudaGetLastError());
+    return OPS_OK;
+}
+
+int topk_cuda_run(cudaStream_t stream, cublasHandle_t blas, ops_dtype_t dtype, int32_t *out_idx,
+                  float *out_score, const float *Q, const void *X, int nq, int N, int D, int k,
+                  void *workspace, char *err, size_t errlen) {
+    if (!out_idx || !out_score || !Q || !X || !workspace || nq <= 0 || N <= 0 || D <= 0 || k <= 0 ||
+        k > (N < TOPK_MAX_K ? N : TOPK_MAX_K)) {
+        snprintf(err, errlen,
+                 "similarity_topk: bad arguments (nq=%d N=%d D=%d k=%d, k must be 1..min(N,%d), "
+                 "buffers non-NULL)",
+                 nq, N, D, k, TOPK_MAX_K);
+        return OPS_EINVAL;
+    }
+    if (dtype == OPS_BF16 && (size_t)D * 2 > TOPK_Q16_BYTES) {
+        snprintf(err, errlen, "similarity_topk: D=%d is over the bf16 query buffer (%zu bytes)", D,
+                 TOPK_Q16_BYTES);
+        return OPS_EINVAL;
+    }
+    /* the workspace was sized without D: a smaller chunk only uses less of it */
+    topk_plan_t plan = topk_make_plan(dtype, nq, N, k, D);
+    topk_plan_t sized = topk_make_plan(dtype, nq, N, k, 0);
+    char *ws = (char *)workspace;
+    __nv_bfloat16 *q16 = (__nv_bfloat16 *)ws;
+    float *scores = (float *)(ws + topk_align(sized.q16_bytes));
+    char *cand_a = ws + topk_align(sized.q16_bytes) + topk_align(sized.score_bytes);
+    char *cand_b = cand_a + topk_align(sized.cand_bytes);
+    const float one = 1.0f, zero = 0.0f;
+    const bool bf16 = dtype == OPS_BF16;
+    const size_t x_elem = bf16 ? 2 : 4;
+
+    TOPK_CHECK_CUBLAS(cublasSetStream(blas, stream));
+    for (int q0 = 0; q0 < nq; q0 += plan.qc) {
+        int qcc = nq - q0 < plan.qc ? nq - q0 : plan.qc;
+        const void *Qc = Q + (size_t)q0 * D;
+        if (bf16) {
+            size_t n = (size_t)qcc * D;
+            unsigned blocks = (unsigned)((n + 255) / 256 < 1024 ? (n + 255) / 256 : 1024);
+            topk_to_bf16_kernel<<<blocks, 256, 0, stream>>>(q16, Q + (size_t)q0 * D, n);
+            TOPK_CHECK_CUDA(cudaGetLastError());
+            Qc = q16;
+        }
+        topk_cand_t first = topk_cand_at(cand_a, qcc, plan.nseg, k);
+        for (int c0 = 0; c0 < N; c0 += plan.nc) {
+            int ncc = N - c0 < plan.nc ? N - c0 : plan.nc;
+            /* column-major view: scores^T (ncc, qcc) = X_chunk (D, ncc)^T x Q_chunk (D, qcc),
+             * which is the row-major (qcc, ncc) score block */
+            TOPK_CHECK_CUBLAS(cublasGemmEx(
+                blas, CUBLAS_OP_T, CUBLAS_OP_N, ncc, qcc, D, &one,
+                (const char *)X + (size_t)c0 * D * x_elem, bf16 ? CUDA_R_16BF : CUDA_R_32F, D, Qc,
+                bf16 ? CUDA_R_16BF : CUDA_R_32F, D, &zero, scores, CUDA_R_32F, ncc,
+                bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+            topk_select_args_t a;
+            a.in_score = scores;
+            a.in_idx = NULL;
+            a.in_row_stride = ncc;
+            a.n_row = ncc;
+            a.group_len = TOPK_SEG;
+            a.idx_base = c0;
+            a.k = k;
+            if (plan.nseg == 1) { /* one segment: straight to the answer */
+                a.out_score = out_score + (size_t)q0 * k;
+                a.out_idx = out_idx + (size_t)q0 * k;
+                a.out_row_stride = k;
+                a.out_group0 = 0;
+            } else {
+                a.out_score = first.score;
+                a.out_idx = first.idx;
+                a.out_row_stride = (long long)plan.nseg * k;
+                a.out_group0 = c0 / TOPK_SEG;
+            }
+            int rc = topk_launch_select(stream, &a, (ncc + TOPK_SEG - 1) / TOPK_SEG, qcc, err, errlen);
+            if (rc) return rc;
+        }
+        /* merge passes, ping-ponging between the two candidate buffers */
+        topk_cand_t src = first;
+        char *spare = cand_b;
+        for (int groups = plan.nseg; groups > 1;) {
+            int out_groups = topk_merge_groups(groups, plan.fan_in);
+            topk_cand_t dst = topk_cand_at(spare, qcc, out_groups, k);
+            topk_select_args_t a;
+            a.in_score = src.score;
+            a.in_idx = src.idx;
+            a.in_row_stride = (long long)groups * k;
+            a.n_row = groups * k;
+            a.group_len = plan.fan_in * k;
+            a.idx_base = 0;
+            a.k = k;
+            a.out_group0 = 0;
+            if (out_groups == 1) {
+                a.out_score = out_score + (size_t)q0 * k;
+                a.out_idx = out_idx + (size_t)q0 * k;
+                a.out_row_stride = k;
+            } else {
+                a.out_score = dst.score;
+                a.out_idx = dst.idx;
+                a.out_row_stride = (long long)out_groups * k;
+            }
+            int rc = topk_launch_select(stream, &a, out_groups, qcc, err, errlen);
+            if (rc) return rc;
+            spare = (char *)src.score;
+            src = dst;
+            groups = out_groups;
+        }
+    }
+    return OPS_OK;
+}
