@@ -44,6 +44,14 @@ Test(topk, cpu, .timeout = 120) {
     ops_destroy(ops);
 }
 
+/* Three pool threads split the index into uneven ranges whose heaps are merged. */
+Test(topk, cpu_three_threads, .timeout = 120) {
+    ops_t *ops = ops_cpu_create(3);
+    cr_assert_not_null(ops);
+    topk_run_cases(ops);
+    ops_destroy(ops);
+}
+
 Test(topk, cuda_f32, .timeout = 120) {
     ops_t *ops = topk_cuda_or_skip(OPS_F32);
     topk_run_cases(ops);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/topk.h"
 
 #define CPU_ALIGN 64
 
@@ -142,8 +143,8 @@ ops_t *ops_cpu_create(int threads) {
         .add_ln = ops_cpu_add_ln,
         .attention = ops_cpu_attention,
         .mean_pool = ops_cpu_mean_pool,
-        .topk_workspace = NULL,
-        .similarity_topk = NULL,
+        .topk_workspace = cpu_topk_workspace,
+        .similarity_topk = cpu_similarity_topk,
         .capture_begin = NULL,
         .capture_end = NULL,
         .graph_launch = NULL,
