@@ -17,6 +17,16 @@
 
 #include "engine/safetensors.h"
 
+/* Criterion counts a test that passed as passed even when LeakSanitizer then
+ * reports at exit, so under ASan each test asks for a leak check itself. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define assert_no_leaks()                                                                          \
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked (report above)")
+#else
+#define assert_no_leaks() ((void)0)
+#endif
+
 /* ---- a temp dir per test (each Criterion test runs in its own process) ---- */
 
 static char g_dir[256];
@@ -79,6 +89,7 @@ static void expect_open_fails(const char *path, const char *tensor, const char *
     if (tensor)
         cr_assert(strstr(err, tensor), "message does not name tensor '%s': %s", tensor, err);
     if (detail) cr_assert(strstr(err, detail), "message lacks '%s': %s", detail, err);
+    assert_no_leaks();
 }
 
 static st_file_t *open_ok(const char *path) {
@@ -165,6 +176,7 @@ Test(safetensors, real_model) {
     cr_assert_leq((size_t)(hi - lo), (size_t)sb.st_size);
     cr_assert_leq(total, (size_t)(hi - lo));
     st_close(f);
+    assert_no_leaks();
 }
 
 /* ---- writer round trip ---- */
@@ -237,6 +249,7 @@ Test(safetensors, write_read_round_trip) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "test $(ls -A '%s' | wc -l) -eq 1", g_dir);
     cr_assert_eq(system(cmd), 0, "temporary files left in %s", g_dir);
+    assert_no_leaks();
 }
 
 Test(safetensors, write_rejects_bad_input) {
@@ -279,6 +292,7 @@ Test(safetensors, write_rejects_bad_input) {
     int rc = st_write_f32(nowhere, 2, names, nd, shapes, data, 0, NULL, NULL, err, sizeof err);
     cr_assert_eq(rc, ST_EIO);
     cr_assert(strstr(err, nowhere), "%s", err);
+    assert_no_leaks();
 }
 
 /* ---- exact half-precision conversion ---- */
@@ -324,6 +338,7 @@ Test(safetensors, f16_bf16_known_bits) {
     st_to_f32(st_find(f, "nb"), out);
     cr_assert_eq(float_bits(out[0]), 0x7fc10000u);
     st_close(f);
+    assert_no_leaks();
 }
 
 /* All 65536 half values against an independent double-precision decode. */
@@ -352,6 +367,7 @@ Test(safetensors, f16_exhaustive) {
     free(out);
     free(all);
     st_close(f);
+    assert_no_leaks();
 }
 
 /* ---- files that are valid ---- */
@@ -366,6 +382,7 @@ Test(safetensors, integer_buffers_are_checked_and_left_out) {
     cr_assert_null(st_find(f, "ids"));
     cr_assert_null(st_find(f, "mask"));
     st_close(f);
+    assert_no_leaks();
 }
 
 Test(safetensors, empty_header_object_and_padding) {
@@ -385,6 +402,7 @@ Test(safetensors, empty_header_object_and_padding) {
     cr_assert_eq(st_count(NULL), 0);
     cr_assert_null(st_find(NULL, "a"));
     cr_assert_null(st_metadata(NULL, "a"));
+    assert_no_leaks();
 }
 
 /* ---- crafted bad files: the file itself ---- */
@@ -520,6 +538,7 @@ Test(bad_files, control_bytes_in_name_are_not_echoed) {
     cr_assert_lt(st_open(p, &f, small, sizeof small), 0);
     cr_assert_eq(strlen(small), 7);
     cr_assert_lt(st_open(p, &f, NULL, 0), 0);
+    assert_no_leaks();
 }
 
 /* ---- random mutation of valid files ---- */
@@ -637,6 +656,7 @@ Test(safetensors, random_byte_mutations, .timeout = 120) {
                 (unsigned long long)seed);
     cr_assert_gt(opened, 0);
     cr_assert_lt(opened, iters);
+    assert_no_leaks();
 }
 
 /* Add one delta to both data_offsets of a random tensor in hdr. */
@@ -738,4 +758,5 @@ Test(safetensors, random_number_mutations, .timeout = 120) {
                 (unsigned long long)seed);
     cr_assert_gt(opened, 0);
     cr_assert_lt(opened, iters);
+    assert_no_leaks();
 }
