@@ -29,6 +29,11 @@ run_suite() { # name, command...
     else
         pass=$((pass + 1))
     fi
+    # a sanitizer report fails the suite even where Criterion counted a pass
+    if grep -q 'ERROR: \(Address\|Leak\|UndefinedBehavior\)Sanitizer' "$LOG/out"; then
+        echo "$name: sanitizer report"
+        fail=$((fail + 1)); bad="$bad $name"
+    fi
     [ $rc -ne 0 ] && [ -n "$line" ] && [ -z "$(echo "$bad" | grep -w "$name")" ] && { fail=$((fail+1)); bad="$bad $name"; }
 }
 
