@@ -1,0 +1,146 @@
+/* kernels/cuda/gemm.cu - the linear layers: out(T,N) = in(T,K) @ W(N,K)^T,
+ * then bias and GELU. The product is cuBLASLt (tensor cores for bf16; fp32
+ * with CUBLAS_COMPUTE_32F, no TF32, so it matches the CPU backend to 1e-5).
+ *
+ * Why bias and GELU are our own fused kernel and not a cuBLASLt epilogue:
+ * the model needs the exact erf GELU, and cuBLASLt documents its GELU
+ * epilogue only as "GELU" (it is the tanh approximation in practice); and its
+ * bias vector must have D's type, which for bf16 would round our float32
+ * biases. One extra pass over out, in exchange for the exact function.
+ *
+ * Row-major to cuBLASLt's column-major: out^T(N,T) = W(N,K) @ in^T(K,T), so
+ * A = W seen as (K,N) col-major, transposed; B = in seen as (K,T) col-major;
+ * D = out seen as (N,T) col-major. */
+#include <string.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+#define BIAS_ACT_THREADS 256
+
+template <typename T, bool GELU>
+static __global__ void bias_act_kernel(T *out, const float *bias, int T_, int N) {
+    for (int64_t r = blockIdx.x; r < T_; r += gridDim.x) {
+        T *row = out + r * N;
+        for (int c = threadIdx.x; c < N; c += blockDim.x) {
+            float v = to_f32(row[c]) + (bias ? bias[c] : 0.0f);
+            if (GELU) v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f));
+            row[c] = from_f32<T>(v);
+        }
+    }
+}
+
+template <typename T>
+static int bias_act_launch(ops_t *ops, T *out, const float *bias, int T_, int N, bool gelu) {
+    const unsigned blocks = (unsigned)(T_ < 65535 ? T_ : 65535);
+    cudaStream_t s = cuda_impl(ops)->stream;
+    if (gelu)
+        bias_act_kernel<T, true><<<blocks, BIAS_ACT_THREADS, 0, s>>>(out, bias, T_, N);
+    else
+        bias_act_kernel<T, false><<<blocks, BIAS_ACT_THREADS, 0, s>>>(out, bias, T_, N);
+    CUDA_CHECK_LAUNCH();
+    return OPS_OK;
+}
+
+/* Largest power of two (<= 256) dividing the address: what cuBLASLt may assume. */
+static uint32_t ptr_alignment(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && (a & (al - 1))) al >>= 1;
+    return al;
+}
+
+/* Destroys whatever of the four descriptors exists. */
+typedef struct gemm_descs {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulPreference_t pref;
+} gemm_descs_t;
+
+static void gemm_descs_free(gemm_descs_t *g) {
+    if (g->pref) cublasLtMatmulPreferenceDestroy(g->pref);
+    if (g->d) cublasLtMatrixLayoutDestroy(g->d);
+    if (g->b) cublasLtMatrixLayoutDestroy(g->b);
+    if (g->a) cublasLtMatrixLayoutDestroy(g->a);
+    if (g->op) cublasLtMatmulDescDestroy(g->op);
+}
+
+static int gemm_run(ops_t *ops, gemm_descs_t *g, void *out, const void *in, const void *W, int T, int K, int N) {
+    cuda_impl_t *c = cuda_impl(ops);
+    const cudaDataType_t dt = ops->dtype == OPS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->a, dt, (uint64_t)K, (uint64_t)N, (int64_t)K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->b, dt, (uint64_t)K, (uint64_t)T, (int64_t)K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->d, dt, (uint64_t)N, (uint64_t)T, (int64_t)N));
+
+    const uint32_t al[3] = {ptr_alignment(W), ptr_alignment(in), ptr_alignment(out)};
+    const cublasLtMatmulAlgo_t *algo = NULL;
+    for (int i = 0; i < GEMM_ALGO_CACHE; i++) {
+        gemm_algo_entry_t *e = &c->gemm_cache[i];
+        if (e->used && e->T == T && e->K == K && e->N == N && !memcmp(e->align, al, sizeof al)) {
+            algo = &e->algo;
+            break;
+        }
+    }
+    if (!algo) {
+        const uint64_t ws = c->lt_workspace_bytes;
+        CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&g->pref));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                          sizeof ws));
+        /* The engine carves buffers from an arena: tell cuBLASLt the real alignment
+         * (it assumes 256 bytes otherwise and may pick a kernel that faults). */
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                          &al[0], sizeof al[0]));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                          &al[1], sizeof al[1]));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                          &al[2], sizeof al[2]));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                          &al[2], sizeof al[2]));
+        cublasLtMatmulHeuristicResult_t res;
+        int found = 0;
+        memset(&res, 0, sizeof res);
+        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->a, g->b, g->d, g->d, g->pref, 1, &res, &found));
+        if (found < 1)
+            return cuda_fail(ops, OPS_EDEVICE, "matmul: cuBLASLt has no algorithm for T=%d K=%d N=%d %s (%s:%d)", T,
+                             K, N, ops_dtype_name(ops->dtype), __FILE__, __LINE__);
+        gemm_algo_entry_t *e = &c->gemm_cache[c->gemm_cache_next];
+        c->gemm_cache_next = (c->gemm_cache_next + 1) % GEMM_ALGO_CACHE;
+        e->T = T;
+        e->K = K;
+        e->N = N;
+        memcpy(e->align, al, sizeof al);
+        e->algo = res.algo;
+        e->used = 1;
+        algo = &e->algo;
+    }
+    /* beta = 0: D is not read, so out may hold anything (NaN poison included). */
+    const float alpha = 1.0f, beta = 0.0f;
+    CUBLAS_CHECK(cublasLtMatmul(c->lt, g->op, &alpha, W, g->a, in, g->b, &beta, out, g->d, out, g->d, algo,
+                                c->lt_workspace, c->lt_workspace_bytes, c->stream));
+    return OPS_OK;
+}
+
+int cuda_matmul(ops_t *ops, void *out, const void *in, const void *W, const float *bias, int T, int K, int N,
+                ops_epilogue_t epi) {
+    if (T < 0 || K <= 0 || N <= 0)
+        return cuda_fail(ops, OPS_EINVAL, "matmul: bad shape T=%d K=%d N=%d", T, K, N);
+    if (epi != OPS_EPI_NONE && epi != OPS_EPI_BIAS && epi != OPS_EPI_BIAS_GELU)
+        return cuda_fail(ops, OPS_EINVAL, "matmul: unknown epilogue %d", (int)epi);
+    if (epi != OPS_EPI_NONE && !bias) return cuda_fail(ops, OPS_EINVAL, "matmul: epilogue needs a bias");
+    if (T == 0) return OPS_OK;
+    if (!out || !in || !W) return cuda_fail(ops, OPS_EINVAL, "matmul: NULL buffer");
+    if (out == in) return cuda_fail(ops, OPS_EINVAL, "matmul: out must not alias in");
+    int rc = cuda_enter(ops);
+    if (rc) return rc;
+    gemm_descs_t g;
+    memset(&g, 0, sizeof g);
+    rc = gemm_run(ops, &g, out, in, W, T, K, N);
+    gemm_descs_free(&g);
+    if (rc || epi == OPS_EPI_NONE) return rc;
+    const bool gelu = epi == OPS_EPI_BIAS_GELU;
+    if (ops->dtype == OPS_BF16) return bias_act_launch(ops, (__nv_bfloat16 *)out, bias, T, N, gelu);
+    return bias_act_launch(ops, (float *)out, bias, T, N, gelu);
+}
