@@ -104,6 +104,12 @@ tests: $(TEST_BIN)
 BENCH_DRIVERS := $(patsubst bench/%.c,$(BIN)/bench-%,$(filter-out bench/sluice_bench.c,$(wildcard bench/*.c)))
 bench: $(BENCH_DRIVERS)
 
+# The GPU parity driver runs the checks of the CUDA tests without Criterion.
+$(BIN)/bench-gpu_parity: $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o \
+                         $(BUILD)/tests/support_ref.o $(BUILD)/libsluice.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

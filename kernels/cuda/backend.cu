@@ -103,6 +103,25 @@ static int cuda_mem_info(ops_t *ops, size_t *free_bytes, size_t *total_bytes) {
     return OPS_OK;
 }
 
+/* Pinned host memory: copies from and to it overlap compute. Portable, so a
+ * sibling on another thread may use it too. */
+static void *cuda_host_alloc(ops_t *ops, size_t bytes) {
+    void *p = NULL;
+    if (cuda_enter(ops) != OPS_OK) return NULL;
+    cudaError_t rc = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable);
+    if (rc != cudaSuccess) {
+        cudaGetLastError();
+        cuda_fail(ops, OPS_ENOMEM, "cudaHostAlloc(%zu bytes): %s", bytes, cudaGetErrorString(rc));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_host_free(ops_t *ops, void *p) {
+    if (!p || cuda_enter(ops) != OPS_OK) return;
+    cudaFreeHost(p);
+}
+
 /* Copies are asynchronous on this ops_t's stream; from or to pinned host
  * memory the host buffer must stay alive until ops->sync. */
 static int cuda_upload(ops_t *ops, void *dst, const void *src_host, size_t bytes) {
@@ -262,6 +281,8 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
         .download = cuda_download,
         .upload_weight = cuda_upload_weight,
         .sync = cuda_sync,
+        .host_alloc = cuda_host_alloc,
+        .host_free = cuda_host_free,
         .embed_ln = cuda_embed_ln,
         .matmul = cuda_matmul,
         .add_ln = cuda_add_ln,

@@ -1,0 +1,72 @@
+/* bench/gpu_parity.c - the CUDA backend's parity checks for a GPU machine
+ * without Criterion: every check of tests/support_cuda_parity.c, for fp32 and
+ * bf16, against the CPU backend. One line per check, a summary last; exits 1
+ * on any failure (a missing GPU included), 0 when everything passed.
+ *
+ * usage: bench-gpu_parity [family...]     (default: every family)
+ *        SLUICE_TEST_SEED=N replays a run; the seed is printed. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "kernels/ops.h"
+#include "tests/support_cuda_parity.h"
+#include "tests/support_ref.h"
+
+typedef struct tally {
+    int checks, failed;
+} tally_t;
+
+static void print_result(const cuda_parity_result_t *r, void *ctx) {
+    tally_t *t = ctx;
+    t->checks++;
+    if (!r->passed) t->failed++;
+    printf("%s %-4s %-70s rel_err %-9.2e tol %.0e%s%s\n", r->passed ? "PASS" : "FAIL", ops_dtype_name(r->dtype),
+           r->name, r->rel_err, r->tol, r->passed ? "" : "  ", r->msg);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    uint64_t seed = ref_seed_from_env_or_time();
+    printf("gpu-parity: seed %llu (SLUICE_TEST_SEED=%llu replays)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    for (int i = 1; i < argc; i++) {
+        int known = 0;
+        for (int f = 0; cuda_parity_families[f]; f++) known |= !strcmp(argv[i], cuda_parity_families[f]);
+        if (!known) {
+            fprintf(stderr, "gpu-parity: unknown family '%s' (known:", argv[i]);
+            for (int f = 0; cuda_parity_families[f]; f++) fprintf(stderr, " %s", cuda_parity_families[f]);
+            fprintf(stderr, ")\n");
+            return 2;
+        }
+    }
+    ops_t *cpu = ops_cpu_create(0);
+    if (!cpu) {
+        fprintf(stderr, "gpu-parity: cannot create the CPU backend\n");
+        return 1;
+    }
+    tally_t t = {0, 0};
+    static const ops_dtype_t dtypes[] = {OPS_F32, OPS_BF16};
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        char err[512];
+        ops_t *gpu = ops_cuda_create(0, dtypes[d], err, sizeof err);
+        if (!gpu) {
+            printf("FAIL %-4s no CUDA backend: %s\n", ops_dtype_name(dtypes[d]), err);
+            t.checks++, t.failed++;
+            continue;
+        }
+        size_t free_b = 0, total_b = 0;
+        if (gpu->mem_info(gpu, &free_b, &total_b) == 0)
+            printf("cuda %s: device memory %.1f GiB free of %.1f GiB\n", ops_dtype_name(dtypes[d]),
+                   free_b / 1073741824.0, total_b / 1073741824.0);
+        for (int f = 0; cuda_parity_families[f]; f++) {
+            int wanted = argc < 2;
+            for (int i = 1; i < argc; i++) wanted |= !strcmp(argv[i], cuda_parity_families[f]);
+            if (wanted) cuda_parity_run(gpu, cpu, cuda_parity_families[f], seed, print_result, &t);
+        }
+        ops_destroy(gpu);
+    }
+    ops_destroy(cpu);
+    printf("gpu-parity: %d checks, %d passed, %d failed (seed %llu)\n", t.checks, t.checks - t.failed, t.failed,
+           (unsigned long long)seed);
+    return t.failed ? 1 : 0;
+}
