@@ -1,0 +1,507 @@
+/* queue/conn.c - the Redis connection of a queue_conn_t: URL parsing,
+ * connect (AUTH, SELECT, SCRIPT LOAD), and script calls that survive Redis
+ * restarts and SCRIPT FLUSH.
+ *
+ * Every round trip has a socket timeout (command_timeout_ms), so a dead
+ * Redis cannot hang a thread. A broken or timed-out connection is dropped
+ * (its stream may be out of step) and the call reconnects with backoff for up
+ * to reconnect_ms, then repeats the script once connected: each script is
+ * safe to repeat (see queue.h). LOADING (Redis replaying its AOF) and
+ * NOSCRIPT (scripts flushed, or a fresh server) are retried the same way.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include "queue/conn.h"
+
+/* ---- script texts: prelude + body, and their SHA1s, built once ---- */
+
+static char *script_text[QS_COUNT];
+static char script_sha[QS_COUNT][41];
+static int scripts_ok;
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static void scripts_build(void) {
+    size_t plen = strlen(queue_script_prelude);
+    for (int i = 0; i < QS_COUNT; i++) {
+        size_t blen = strlen(queue_script_body[i]);
+        script_text[i] = malloc(plen + blen + 1);
+        if (!script_text[i]) return;
+        memcpy(script_text[i], queue_script_prelude, plen);
+        memcpy(script_text[i] + plen, queue_script_body[i], blen + 1);
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        if (!EVP_Digest(script_text[i], plen + blen, md, &mdlen, EVP_sha1(), NULL) || mdlen != 20) return;
+        for (unsigned j = 0; j < 20; j++) snprintf(script_sha[i] + 2 * j, 3, "%02x", md[j]);
+    }
+    scripts_ok = 1;
+}
+
+/* ---- small helpers ---- */
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static struct timeval tv_ms(int64_t ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+int queue_set_err(queue_conn_t *c, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+double queue_rand01(queue_conn_t *c) {
+    uint64_t x = c->rng; /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c->rng = x;
+    return (double)(x >> 11) / 9007199254740992.0;
+}
+
+int64_t queue_reply_int(const redisReply *r) {
+    if (!r) return 0;
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) return strtoll(r->str, NULL, 10);
+    return 0;
+}
+
+char *queue_reply_dup(const redisReply *r, size_t *len) {
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS)) {
+        if (len) *len = 0;
+        return NULL;
+    }
+    char *s = malloc(r->len + 1);
+    if (!s) return NULL;
+    memcpy(s, r->str, r->len);
+    s[r->len] = 0;
+    if (len) *len = r->len;
+    return s;
+}
+
+/* ---- arguments ---- */
+
+void queue_args_init(queue_args_t *a) { memset(a, 0, sizeof *a); }
+
+void queue_args_free(queue_args_t *a) {
+    for (int i = 0; i < a->nowned; i++) free(a->owned[i]);
+    free(a->owned);
+    free(a->v);
+    free(a->len);
+    memset(a, 0, sizeof *a);
+}
+
+static int args_grow(queue_args_t *a) {
+    if (a->n < a->cap) return 0;
+    int cap = a->cap ? a->cap * 2 : 32;
+    const char **v = realloc(a->v, cap * sizeof *v);
+    if (v) a->v = v;
+    size_t *len = realloc(a->len, cap * sizeof *len);
+    if (len) a->len = len;
+    char **owned = realloc(a->owned, cap * sizeof *owned);
+    if (owned) a->owned = owned;
+    if (!v || !len || !owned) return a->failed = 1, -1;
+    a->cap = cap;
+    return 0;
+}
+
+void queue_args_add(queue_args_t *a, const char *s, size_t len) {
+    if (a->failed || args_grow(a)) return;
+    a->v[a->n] = s ? s : "";
+    a->len[a->n] = s ? len : 0;
+    a->n++;
+}
+
+void queue_args_str(queue_args_t *a, const char *s) { queue_args_add(a, s, s ? strlen(s) : 0); }
+
+static void args_own(queue_args_t *a, const char *text) {
+    if (a->failed || args_grow(a)) return;
+    char *s = strdup(text);
+    if (!s) {
+        a->failed = 1;
+        return;
+    }
+    a->owned[a->nowned++] = s;
+    queue_args_add(a, s, strlen(s));
+}
+
+void queue_args_int(queue_args_t *a, int64_t v) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%lld", (long long)v);
+    args_own(a, buf);
+}
+
+void queue_args_double(queue_args_t *a, double v) {
+    char buf[40];
+    snprintf(buf, sizeof buf, "%.17g", v);
+    args_own(a, buf);
+}
+
+/* ---- URL ---- */
+
+int queue_url_parse(const char *url, queue_url_t *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    snprintf(out->host, sizeof out->host, "127.0.0.1");
+    out->port = 6379;
+    if (!url || !*url) return 0;
+    const char *p = url;
+    if (!strncmp(p, "redis://", 8)) p += 8;
+    else if (strstr(p, "://")) {
+        snprintf(err, errlen, "redis URL '%s': only redis:// is supported", url);
+        return QUEUE_EINVAL;
+    }
+    const char *slash = strchr(p, '/');
+    const char *end = slash ? slash : p + strlen(p);
+    const char *at = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@') at = q; /* the last '@': passwords may hold one */
+    if (at) {
+        const char *colon = memchr(p, ':', at - p);
+        size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
+        const char *pw = colon ? colon + 1 : NULL;
+        if (!colon) { /* redis://password@host is accepted as a password */
+            pw = p;
+            ulen = 0;
+        }
+        size_t plen = at - pw;
+        if (ulen >= sizeof out->user || plen >= sizeof out->password) {
+            snprintf(err, errlen, "redis URL '%s': user or password too long", url);
+            return QUEUE_EINVAL;
+        }
+        memcpy(out->user, p, ulen);
+        memcpy(out->password, pw, plen);
+        p = at + 1;
+    }
+    const char *hend = end;
+    const char *colon = NULL;
+    if (*p == '[') { /* [ipv6]:port */
+        const char *rb = memchr(p, ']', end - p);
+        if (!rb) {
+            snprintf(err, errlen, "redis URL '%s': unclosed '['", url);
+            return QUEUE_EINVAL;
+        }
+        if ((size_t)(rb - p - 1) >= sizeof out->host) goto bad_host;
+        memcpy(out->host, p + 1, rb - p - 1);
+        out->host[rb - p - 1] = 0;
+        colon = rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        colon = memchr(p, ':', end - p);
+        if (colon) hend = colon;
+        if (hend > p) {
+            if ((size_t)(hend - p) >= sizeof out->host) goto bad_host;
+            memcpy(out->host, p, hend - p);
+            out->host[hend - p] = 0;
+        }
+    }
+    if (colon) {
+        char *e;
+        long port = strtol(colon + 1, &e, 10);
+        if (e != end || port < 1 || port > 65535) {
+            snprintf(err, errlen, "redis URL '%s': bad port", url);
+            return QUEUE_EINVAL;
+        }
+        out->port = (int)port;
+    }
+    if (slash && slash[1]) {
+        char *e;
+        long db = strtol(slash + 1, &e, 10);
+        if (*e || db < 0 || db > INT_MAX) {
+            snprintf(err, errlen, "redis URL '%s': bad database number", url);
+            return QUEUE_EINVAL;
+        }
+        out->db = (int)db;
+    }
+    return 0;
+bad_host:
+    snprintf(err, errlen, "redis URL '%s': host too long", url);
+    return QUEUE_EINVAL;
+}
+
+/* ---- connection ---- */
+
+static void drop_ctx(queue_conn_t *c) {
+    if (c->ctx) redisFree(c->ctx);
+    c->ctx = NULL;
+}
+
+/* A command outside the retry loop (connect-time set-up): 0 or -1 + c->err. */
+static int simple_command(queue_conn_t *c, int argc, const char **argv, const size_t *lens) {
+    redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
+    if (!r) return queue_set_err(c, -1, "redis %s:%d: %s", c->url.host, c->url.port, c->ctx->errstr);
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ERROR)
+        rc = queue_set_err(c, -1, "redis %s:%d: %s: %s", c->url.host, c->url.port, argv[0], r->str);
+    freeReplyObject(r);
+    return rc;
+}
+
+static int load_scripts(queue_conn_t *c) {
+    for (int i = 0; i < QS_COUNT; i++) {
+        const char *argv[3] = {"SCRIPT", "LOAD", script_text[i]};
+        size_t lens[3] = {6, 4, strlen(script_text[i])};
+        if (redisAppendCommandArgv(c->ctx, 3, argv, lens) != REDIS_OK)
+            return queue_set_err(c, -1, "redis: %s", c->ctx->errstr);
+    }
+    int rc = 0;
+    for (int i = 0; i < QS_COUNT; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK || !r)
+            return queue_set_err(c, -1, "redis %s:%d: %s", c->url.host, c->url.port, c->ctx->errstr);
+        if (r->type == REDIS_REPLY_ERROR)
+            rc = queue_set_err(c, -1, "redis: loading script %s: %s", queue_script_name[i], r->str);
+        else if (r->type != REDIS_REPLY_STRING || strcmp(r->str, script_sha[i]))
+            rc = queue_set_err(c, -1, "redis: script %s loaded under an unexpected SHA", queue_script_name[i]);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+static int open_ctx(queue_conn_t *c) {
+    drop_ctx(c);
+    c->ctx = redisConnectWithTimeout(c->url.host, c->url.port, tv_ms(c->cfg.connect_timeout_ms));
+    if (!c->ctx) return queue_set_err(c, -1, "redis %s:%d: out of memory", c->url.host, c->url.port);
+    if (c->ctx->err) {
+        queue_set_err(c, -1, "redis %s:%d: %s", c->url.host, c->url.port, c->ctx->errstr);
+        drop_ctx(c);
+        return -1;
+    }
+    redisSetTimeout(c->ctx, tv_ms(c->cfg.command_timeout_ms));
+    redisEnableKeepAlive(c->ctx);
+    if (c->url.password[0]) {
+        const char *argv[3] = {"AUTH", c->url.user, c->url.password};
+        size_t lens[3] = {4, strlen(c->url.user), strlen(c->url.password)};
+        int rc = c->url.user[0] ? simple_command(c, 3, argv, lens)
+                                : simple_command(c, 2, (const char *[]){"AUTH", c->url.password},
+                                                 (size_t[]){4, lens[2]});
+        if (rc) goto fail;
+    }
+    if (c->url.db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", c->url.db);
+        if (simple_command(c, 2, (const char *[]){"SELECT", db}, (size_t[]){6, strlen(db)})) goto fail;
+    }
+    if (load_scripts(c)) goto fail;
+    return 0;
+fail:
+    drop_ctx(c);
+    return -1;
+}
+
+/* Transient answers: Redis is starting, replaying, or busy with a script. */
+static int transient_error(const char *s) {
+    return !strncmp(s, "LOADING", 7) || !strncmp(s, "BUSY", 4) || !strncmp(s, "MASTERDOWN", 10) ||
+           !strncmp(s, "TRYAGAIN", 8);
+}
+
+int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *a, redisReply **reply) {
+    *reply = NULL;
+    if (a->failed) return queue_set_err(c, QUEUE_ENOMEM, "out of memory building a %s call", queue_script_name[s]);
+    int argc = a->n + 4;
+    const char **argv = malloc(argc * sizeof *argv);
+    size_t *lens = malloc(argc * sizeof *lens);
+    if (!argv || !lens) {
+        free(argv);
+        free(lens);
+        return queue_set_err(c, QUEUE_ENOMEM, "out of memory building a %s call", queue_script_name[s]);
+    }
+    argv[0] = "EVALSHA", lens[0] = 7;
+    argv[1] = script_sha[s], lens[1] = 40;
+    argv[2] = "1", lens[2] = 1;
+    argv[3] = c->prefix, lens[3] = strlen(c->prefix);
+    memcpy(argv + 4, a->v, a->n * sizeof *argv);
+    memcpy(lens + 4, a->len, a->n * sizeof *lens);
+
+    int64_t deadline = mono_ms() + c->cfg.reconnect_ms;
+    int64_t backoff = 20;
+    int rc = QUEUE_EREDIS, noscript = 0;
+    for (;;) {
+        if (c->ctx || open_ctx(c) == 0) {
+            redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
+            if (!r) {
+                queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: %s: %s", c->url.host, c->url.port,
+                              queue_script_name[s], c->ctx->errstr[0] ? c->ctx->errstr : "connection lost");
+                drop_ctx(c);
+            } else if (r->type != REDIS_REPLY_ERROR) {
+                *reply = r;
+                rc = QUEUE_OK;
+                break;
+            } else if (!strncmp(r->str, "NOSCRIPT", 8) && noscript++ < 3) {
+                freeReplyObject(r);
+                if (load_scripts(c) == 0) continue; /* at once: nothing is wrong with Redis */
+                drop_ctx(c);
+            } else if (transient_error(r->str)) {
+                queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: %s: %s", c->url.host, c->url.port,
+                              queue_script_name[s], r->str);
+                freeReplyObject(r);
+            } else {
+                queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: %s: %s", c->url.host, c->url.port,
+                              queue_script_name[s], r->str);
+                freeReplyObject(r);
+                break;
+            }
+        }
+        int64_t now = mono_ms();
+        if (now >= deadline) break;
+        int64_t wait = backoff / 2 + (int64_t)(queue_rand01(c) * backoff / 2);
+        sleep_ms(wait < deadline - now ? wait : deadline - now);
+        backoff = backoff * 2 < 1000 ? backoff * 2 : 1000;
+    }
+    free(argv);
+    free(lens);
+    return rc;
+}
+
+int queue_conn_blpop(queue_conn_t *c, const char *key, int64_t timeout_ms) {
+    if (!c->ctx && open_ctx(c) != 0) return QUEUE_EREDIS;
+    char secs[32];
+    snprintf(secs, sizeof secs, "%.3f", (timeout_ms < 10 ? 10 : timeout_ms) / 1000.0);
+    /* The socket must outlast the server-side wait. */
+    redisSetTimeout(c->ctx, tv_ms(timeout_ms + c->cfg.command_timeout_ms));
+    redisReply *r = redisCommandArgv(c->ctx, 3, (const char *[]){"BLPOP", key, secs},
+                                     (size_t[]){5, strlen(key), strlen(secs)});
+    if (!r) {
+        queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: BLPOP: %s", c->url.host, c->url.port, c->ctx->errstr);
+        drop_ctx(c);
+        return QUEUE_EREDIS;
+    }
+    redisSetTimeout(c->ctx, tv_ms(c->cfg.command_timeout_ms));
+    int rc = r->type == REDIS_REPLY_ARRAY ? 1 : 0;
+    if (r->type == REDIS_REPLY_ERROR) rc = queue_set_err(c, QUEUE_EREDIS, "redis: BLPOP: %s", r->str);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- public: config, connect, close ---- */
+
+void queue_config_defaults(queue_config_t *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->connect_timeout_ms = 1000;
+    cfg->command_timeout_ms = 2000;
+    cfg->reconnect_ms = 3000;
+    cfg->max_attempts = 3;
+    cfg->result_ttl_ms = 3600000;
+    cfg->dedup_ttl_ms = 3600000;
+    cfg->backoff_base_ms = 1000;
+    cfg->backoff_cap_ms = 60000;
+    cfg->backoff_jitter = 0.2;
+    cfg->dlq_max_length = 100000;
+    cfg->dlq_max_age_ms = 7LL * 24 * 3600 * 1000;
+    cfg->reap_interval_ms = 1000;
+}
+
+static int name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n < 1 || n > QUEUE_NAME_MAX) return 0;
+    for (; *s; s++)
+        if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') || ('0' <= *s && *s <= '9') ||
+              strchr("_.:-", *s)))
+            return 0;
+    return 1;
+}
+
+queue_conn_t *queue_connect(const queue_config_t *cfg, char *err, size_t errlen) {
+    queue_conn_t *c = NULL;
+    queue_config_t def;
+    if (!cfg) {
+        queue_config_defaults(&def);
+        cfg = &def;
+    }
+    pthread_once(&scripts_once, scripts_build);
+    if (!scripts_ok) {
+        snprintf(err, errlen, "queue: could not prepare the Lua scripts (out of memory)");
+        return NULL;
+    }
+    const char *name = cfg->name ? cfg->name : "sluice";
+    if (!name_ok(name)) {
+        snprintf(err, errlen, "queue name '%s': use 1..%d of [A-Za-z0-9_.:-]", name, QUEUE_NAME_MAX);
+        return NULL;
+    }
+    if (cfg->connect_timeout_ms <= 0 || cfg->command_timeout_ms <= 0 || cfg->reconnect_ms < 0 ||
+        cfg->max_attempts < 1 || cfg->result_ttl_ms <= 0 || cfg->dedup_ttl_ms <= 0 ||
+        cfg->backoff_base_ms < 0 || cfg->backoff_cap_ms < 0 || cfg->backoff_jitter < 0 ||
+        cfg->backoff_jitter > 1 || cfg->max_length < 0 || cfg->dlq_max_length < 0 ||
+        cfg->dlq_max_age_ms < 0 || cfg->reap_interval_ms <= 0) {
+        snprintf(err, errlen, "queue config: a timeout, TTL, attempt count or limit is out of range");
+        return NULL;
+    }
+    c = calloc(1, sizeof *c);
+    if (!c) goto nomem;
+    c->cfg = *cfg;
+    c->url_copy = strdup(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0");
+    c->name_copy = strdup(name);
+    if (!c->url_copy || !c->name_copy) goto nomem;
+    c->cfg.url = c->url_copy;
+    c->cfg.name = c->name_copy;
+    if (cfg->signing_key) {
+        if (!cfg->signing_key_len) {
+            snprintf(err, errlen, "queue config: empty task signing key");
+            goto fail;
+        }
+        c->key_copy = malloc(cfg->signing_key_len);
+        if (!c->key_copy) goto nomem;
+        memcpy(c->key_copy, cfg->signing_key, cfg->signing_key_len);
+        c->cfg.signing_key = c->key_copy;
+    }
+    if (queue_url_parse(c->url_copy, &c->url, err, errlen)) goto fail;
+    snprintf(c->prefix, sizeof c->prefix, "{%s}:", name);
+    if (getrandom(&c->rng, sizeof c->rng, 0) != sizeof c->rng) c->rng = (uint64_t)mono_ms();
+    c->rng |= 1;
+    /* A write to a socket Redis closed must be an error, not a SIGPIPE death. */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+
+    int64_t deadline = mono_ms() + c->cfg.reconnect_ms;
+    int64_t backoff = 50;
+    while (open_ctx(c) != 0) {
+        int64_t now = mono_ms();
+        if (now + backoff > deadline) {
+            snprintf(err, errlen, "%s", c->err);
+            goto fail;
+        }
+        sleep_ms(backoff);
+        backoff = backoff * 2 < 1000 ? backoff * 2 : 1000;
+    }
+    return c;
+nomem:
+    snprintf(err, errlen, "queue: out of memory");
+fail:
+    queue_close(c);
+    return NULL;
+}
+
+void queue_close(queue_conn_t *c) {
+    if (!c) return;
+    drop_ctx(c);
+    free(c->url_copy);
+    free(c->name_copy);
+    if (c->key_copy) {
+        OPENSSL_cleanse(c->key_copy, c->cfg.signing_key_len);
+        free(c->key_copy);
+    }
+    free(c);
+}
+
+const char *queue_last_error(const queue_conn_t *c) { return c ? c->err : "no connection"; }
+const char *queue_name(const queue_conn_t *c) { return c->cfg.name; }

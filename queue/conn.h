@@ -1,0 +1,54 @@
+/* queue/conn.h - internal to queue/: the connection behind a queue_conn_t and
+ * the one way every operation talks to Redis (script calls with timeouts,
+ * reconnect with backoff, NOSCRIPT reload). Not part of the public API. */
+#ifndef SLUICE_QUEUE_CONN_H
+#define SLUICE_QUEUE_CONN_H
+
+#include <hiredis.h>
+#include <stdint.h>
+#include "queue/queue.h"
+#include "queue/scripts.h"
+
+struct queue_conn {
+    queue_config_t cfg;        /* string fields point at the copies below */
+    char *url_copy, *name_copy;
+    unsigned char *key_copy;
+    queue_url_t url;
+    char prefix[QUEUE_NAME_MAX + 4]; /* "{name}:" - KEYS[1] of every script */
+    redisContext *ctx;         /* NULL while disconnected */
+    uint64_t rng;              /* xorshift state for jitter */
+    char err[512];
+};
+
+/* Arguments of one command; numbers are formatted into owned storage. */
+typedef struct {
+    const char **v;
+    size_t *len;
+    char **owned; /* strings to free with the args */
+    int n, cap, nowned;
+    int failed;   /* an allocation failed; the call answers QUEUE_ENOMEM */
+} queue_args_t;
+
+void queue_args_init(queue_args_t *a);
+void queue_args_free(queue_args_t *a);
+void queue_args_add(queue_args_t *a, const char *s, size_t len);
+void queue_args_str(queue_args_t *a, const char *s);
+void queue_args_int(queue_args_t *a, int64_t v);
+void queue_args_double(queue_args_t *a, double v);
+
+/* EVALSHA script with KEYS[1] = prefix and the given ARGV. On 0, *reply is
+ * the answer (never an error reply; free it). Reconnects and retries as
+ * the header of queue.h says. */
+int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *argv, redisReply **reply);
+
+/* BLPOP key for up to timeout_ms, no retry: 1 popped, 0 timed out, <0 error. */
+int queue_conn_blpop(queue_conn_t *c, const char *key, int64_t timeout_ms);
+
+int queue_set_err(queue_conn_t *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+int64_t queue_reply_int(const redisReply *r);    /* INTEGER or numeric STRING; 0 otherwise */
+char *queue_reply_dup(const redisReply *r, size_t *len); /* STRING copy (NUL-ended), NULL for nil */
+double queue_rand01(queue_conn_t *c);            /* uniform in [0, 1) */
+
+#endif
