@@ -9,5 +9,6 @@
 
 int cli_embed(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
+int cli_queue(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ typedef struct {
 static const command_t commands[] = {
     {"embed", cli_embed, "print sentence embeddings as JSON lines"},
     {"tokenize", cli_tokenize, "print token ids and pieces"},
+    {"queue", cli_queue, "Redis task queue: enqueue, get, cancel, stats, dlq"},
 };
 
 static void usage(FILE *out) {
