@@ -14,9 +14,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "engine/tokenizer.h"
+
+/* Criterion counts a passed test as passed even when LeakSanitizer reports at
+ * exit, so under ASan the tests that allocate ask for a leak check themselves. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define assert_no_leaks() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked")
+#else
+#define assert_no_leaks() ((void)0)
+#endif
 
 #define FIXTURE "tests/fixtures/tokenizer_ids.jsonl"
 #define MAX_IDS 100000
@@ -184,6 +194,7 @@ static void check_fixture(tok_t *t, int truncate_to) {
     free_fixture(ref, n);
     cr_assert_eq(bad, 0, "%d of %d fixture lines differ from HF tokenizers (first ones logged above)",
                  bad, n);
+    assert_no_leaks();
 }
 
 Test(tokenizer, parity_untruncated) {
@@ -368,6 +379,7 @@ Test(tokenizer, create_errors, .init = make_tmpdir, .fini = rm_tmpdir) {
     cr_assert_eq(rc, TOK_EINVAL, "max_len 1 leaves no room for [CLS] [SEP]");
     cr_assert_eq(tok_create(NULL, &o, &t, err, sizeof err), TOK_EINVAL);
     tok_destroy(NULL);
+    assert_no_leaks();
 }
 
 Test(tokenizer, small_vocab_semantics, .init = make_tmpdir, .fini = rm_tmpdir) {
@@ -452,6 +464,7 @@ Test(tokenizer, model_folder, .init = make_tmpdir, .fini = rm_tmpdir) {
     cr_assert_eq(tok_create_for_model(tmpdir, &t, err, sizeof err), TOK_EFORMAT);
     cr_assert(strstr(err, "BPE"), "%s", err);
     cr_assert_null(t);
+    assert_no_leaks();
 }
 
 /* ------------------------------------------------------ thread safety */
@@ -494,4 +507,96 @@ Test(tokenizer, concurrent_encode_on_one_tokenizer) {
         cr_assert_eq(w[i].mismatches, 0, "thread %d saw different ids", i);
     }
     tok_destroy(t);
+}
+
+/* ------------------------------------------------------------------ CLI */
+
+static const char *sluice_bin(void) {
+    const char *b = getenv("SLUICE_BIN");
+    b = b && *b ? b : "bin/sluice";
+    cr_assert_eq(access(b, X_OK), 0, "no %s (build it with make, or set SLUICE_BIN)", b);
+    return b;
+}
+
+/* Run a shell command; its exit status, stdout in *out (malloc'ed), stderr lines counted. */
+static int run_cli(const char *args, char **out, int *err_lines, char *first_err, size_t cap) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s tokenize %s 2>%s/err.txt", sluice_bin(), args, tmpdir);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = 0, size = 1 << 16;
+    *out = malloc(size);
+    size_t got;
+    while ((got = fread(*out + n, 1, size - n - 1, p)) > 0) {
+        n += got;
+        if (n + 1 == size) *out = realloc(*out, size *= 2);
+    }
+    (*out)[n] = 0;
+    int st = pclose(p);
+    snprintf(cmd, sizeof cmd, "%s/err.txt", tmpdir);
+    FILE *e = fopen(cmd, "r");
+    cr_assert_not_null(e);
+    char line[1024];
+    *err_lines = 0;
+    first_err[0] = 0;
+    while (fgets(line, sizeof line, e))
+        if ((*err_lines)++ == 0) snprintf(first_err, cap, "%s", line);
+    fclose(e);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(tokenizer_cli, prints_ids_and_pieces, .init = make_tmpdir, .fini = rm_tmpdir) {
+    char model[2048], *out, first[1024];
+    int nerr;
+    const char *lines = "Hello, world!\nCafé 中文 [MASK]\n";
+    const char *path = write_file("in.txt", lines, strlen(lines));
+    snprintf(model, sizeof model, "--model '%s' --text 'A short one.' --file '%s'", model_dir(), path);
+    int rc = run_cli(model, &out, &nerr, first, sizeof first);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, first);
+    cr_assert_eq(nerr, 0, "stderr: %s", first);
+    tok_t *t = make_model_tok();
+    const char *inputs[] = {"A short one.", "Hello, world!", "Café 中文 [MASK]"};
+    char *save = NULL, *line = strtok_r(out, "\n", &save);
+    for (int i = 0; i < 3; i++, line = strtok_r(NULL, "\n", &save)) {
+        cr_assert_not_null(line, "output line %d missing", i);
+        json_error_t je;
+        json_t *j = json_loads(line, 0, &je);
+        cr_assert_not_null(j, "line %d is not JSON: %s", i, line);
+        cr_assert_eq(json_integer_value(json_object_get(j, "index")), i);
+        int32_t ids[64];
+        int n = encode(t, inputs[i], ids, 64);
+        json_t *jids = json_object_get(j, "ids"), *pieces = json_object_get(j, "pieces");
+        cr_assert_eq((int)json_array_size(jids), n, "line %d: %s", i, line);
+        cr_assert_eq((int)json_array_size(pieces), n);
+        for (int k = 0; k < n; k++) {
+            cr_assert_eq(json_integer_value(json_array_get(jids, k)), ids[k]);
+            cr_assert_str_eq(json_string_value(json_array_get(pieces, k)), tok_piece(t, ids[k]));
+        }
+        cr_assert(json_is_false(json_object_get(j, "truncated")));
+        json_decref(j);
+    }
+    cr_assert_null(line, "extra output: %s", line);
+    tok_destroy(t);
+    free(out);
+}
+
+Test(tokenizer_cli, bad_input_exits_2_with_one_line, .init = make_tmpdir, .fini = rm_tmpdir) {
+    static const struct { const char *args, *says; } cases[] = {
+        {"--model /nonexistent-model --text hi", "/nonexistent-model/vocab.txt"},
+        {"--file /nonexistent-input.txt", "/nonexistent-input.txt"},
+        {"--text \"$(printf 'ok \\377')\"", "invalid UTF-8 at byte 3"},
+        {"", "no input"},
+        {"--bogus 1", "--bogus"},
+        {"--text", "needs a value"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out, first[1024];
+        int nerr;
+        int rc = run_cli(cases[i].args, &out, &nerr, first, sizeof first);
+        cr_assert_eq(rc, 2, "`tokenize %s`: exit %d", cases[i].args, rc);
+        cr_assert_eq(nerr, 1, "`tokenize %s`: %d lines on stderr", cases[i].args, nerr);
+        cr_assert(strstr(first, cases[i].says), "`tokenize %s` said: %s", cases[i].args, first);
+        cr_assert_str_eq(out, "", "no output on error");
+        free(out);
+    }
 }
