@@ -1,0 +1,66 @@
+/* api/config.h - the settings of `sluice serve`, from four places.
+ *
+ * One table (api/config.c) names every setting once; it drives the flags
+ * (--max-batch-seqs 32), the environment (SLUICE_MAX_BATCH_SEQS=32), the
+ * JSON config file ({"max_batch_seqs": 32}) and --help. Later sources win:
+ * defaults < config file < environment < flags.
+ *
+ * Sizes accept K/M/G/T suffixes (powers of 1024); durations are in the unit
+ * their name says (_ms).
+ */
+#ifndef SLUICE_API_CONFIG_H
+#define SLUICE_API_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct {
+    /* HTTP */
+    char host[64];
+    int port;                 /* 0: any free port (see port_file) */
+    int http_threads;
+    int max_connections;
+    size_t max_body_bytes;
+    int max_inputs;           /* inputs per request */
+    int request_timeout_ms;   /* default deadline of an HTTP request */
+    char port_file[512];      /* write the bound port here once listening */
+    /* models and device */
+    char models[512];
+    char preload[512];        /* comma-separated model names, or "all" */
+    char device[16];          /* auto | cpu | cuda */
+    size_t gpu_memory_budget; /* bytes; 0: 80% of free device memory */
+    size_t host_memory_budget;/* bytes; 0: min(2 GiB, half the RAM) */
+    int cpu_threads;
+    int bf16;
+    int workspace_tokens;     /* engine workspace: tokens per batch at most */
+    int workspace_seqs;       /* and sequences */
+    /* batching */
+    int max_batch_seqs;
+    int max_batch_tokens;
+    int max_queue_delay_ms;
+    int max_pending_items;
+    size_t max_pending_bytes;
+    /* Redis */
+    char redis[256];          /* redis://host:port/db; "" or "none": no Redis intake */
+    char queue[128];          /* queue names, comma-separated */
+    int lease_ms;
+    int result_ttl_s;
+    /* lifecycle */
+    int drain_timeout_ms;
+    char log_level[16];
+} api_config_t;
+
+void api_config_defaults(api_config_t *c);
+
+/* Apply the config file named by --config / SLUICE_CONFIG (if any), then
+ * SLUICE_* variables, then the flags in argv (argv[0] is skipped).
+ * Returns 0, 1 when --help was printed to `help_out`, or -1 with a message. */
+int api_config_load(api_config_t *c, int argc, char **argv, FILE *help_out, char *err,
+                    size_t errlen);
+/* Set one setting by its name ("max_batch_seqs" or "max-batch-seqs"). */
+int api_config_set(api_config_t *c, const char *name, const char *value, char *err, size_t errlen);
+void api_config_help(FILE *out);
+/* Parse "64M", "2G", "1048576" into bytes; -1 on error. */
+long long api_parse_size(const char *s);
+
+#endif

@@ -1,0 +1,33 @@
+/* api/tasks.h - the Redis intake of `sluice serve` and the /v1/tasks routes.
+ *
+ * Per Redis queue: one intake thread leases only as many tasks as the
+ * batcher has room for (so under load the backlog waits in Redis, not in our
+ * memory), decodes and tokenizes them into work items, renews the leases of
+ * everything it holds while it waits or computes, and reaps expired leases
+ * periodically; one completion thread acks results and fails errors in
+ * pipelined batches. Each thread has its own Redis connection. When Redis is
+ * unreachable both keep reconnecting and api_tasks_up answers 0; HTTP goes on.
+ *
+ * Thread-safety: api_tasks_up is safe from any thread; start/stop/destroy are
+ * called by the server's owner thread.
+ */
+#ifndef SLUICE_API_TASKS_H
+#define SLUICE_API_TASKS_H
+
+#include <stddef.h>
+
+typedef struct api_serve api_serve_t;
+typedef struct api_tasks api_tasks_t;
+
+int api_tasks_start(api_serve_t *s, api_tasks_t **out, char *err, size_t errlen);
+/* Stop leasing (shutdown step 1); leases held stay renewed until their items end. */
+void api_tasks_stop_intake(api_tasks_t *t);
+/* Stop the threads after flushing acks, fails and lease hand-backs. NULL: no-op. */
+void api_tasks_destroy(api_tasks_t *t);
+/* 1: every queue's connections are up; 0: some are down (reconnecting). */
+int api_tasks_up(api_tasks_t *t);
+
+/* For the routes (api/server.c owns the pointer). */
+api_tasks_t *api_srv_tasks(api_serve_t *s);
+
+#endif

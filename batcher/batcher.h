@@ -1,0 +1,186 @@
+/* batcher/batcher.h - work items, per-model pending queues, micro-batches, dispatch.
+ *
+ * Both intakes (HTTP and Redis) hand the batcher *work items*: one request of
+ * n sequences (token ids, already tokenized) for one model and one op. The
+ * batcher keeps a pending queue per model, ordered by priority (higher first)
+ * then age, and bounded in items and bytes: a submit that does not fit gets
+ * BATCHER_EBUSY (HTTP answers 429, the Redis intake stops leasing), so the
+ * backlog waits outside our memory.
+ *
+ * Per device, one dispatch thread and one worker per engine runner
+ * (registry_engine_opts(reg)->runners: 1 on cpu, 2 on cuda):
+ *   - the dispatch thread forms the next micro-batch (one model, one op) from
+ *     the pending queue, bounded by max sequences, max tokens and the engine's
+ *     workspace (engine_max_batch_tokens/seqs), and packs it while the worker
+ *     computes the current one. A batch leaves when it is full or when its
+ *     oldest item has waited max_queue_delay. Until the worker takes it, a
+ *     prepared batch is topped up with items that arrive meanwhile. Items past
+ *     their deadline are answered EXPIRED without compute, cancelled ones
+ *     CANCELLED.
+ *   - the worker runs batches through the op's handler (embed now; expand
+ *     plugs into the same table), loads models on first use (lazy) and
+ *     unloads them; every engine call for a device happens on its worker, so
+ *     engine_embed is never called concurrently on one model.
+ * An item larger than one batch is split across consecutive batches (its
+ * sequences stay in order); it completes when its last sequence is computed.
+ *
+ * Ownership: the submitter allocates the item and the buffers it points to
+ * (ids, seq_off, out) and keeps them alive until `done` is called; `done` is
+ * called exactly once per accepted item, never under the batcher's lock and
+ * never from inside batcher_submit; after it returns the item belongs to the
+ * submitter again. `done` runs on a batcher thread (or on the thread calling
+ * batcher_cancel/batcher_destroy) and must not block: queue a response, wake
+ * a connection, push to a completion queue.
+ *
+ * Thread-safety: every public call is thread-safe.
+ */
+#ifndef SLUICE_BATCHER_H
+#define SLUICE_BATCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "engine/registry.h"
+
+#define BATCHER_RID_MAX 64 /* request id bytes incl. NUL */
+
+/* Ops: each has a handler in batcher.c's table (name, result size, run). */
+typedef enum { BATCHER_OP_EMBED = 0, BATCHER_OP_COUNT } batcher_op_t;
+
+enum {
+    BATCHER_OK = 0,
+    BATCHER_EINVAL = -1,   /* bad item (no sequences, ids out of range, unknown op/model) */
+    BATCHER_EBUSY = -2,    /* the model's pending queue is full (items or bytes) */
+    BATCHER_EPAUSED = -3,  /* paused or draining: not taking work */
+    BATCHER_ENOMEM = -4,   /* the model does not fit its device budget */
+    BATCHER_EMODEL = -5,   /* the model failed to load */
+    BATCHER_ECOMPUTE = -6, /* the forward pass failed */
+    BATCHER_ESTOPPED = -7, /* shutting down */
+};
+
+typedef enum {
+    BATCHER_DONE_OK = 0,        /* out holds the result */
+    BATCHER_DONE_EXPIRED = 1,   /* deadline passed before compute started */
+    BATCHER_DONE_CANCELLED = 2, /* batcher_cancel before compute started */
+    BATCHER_DONE_FAILED = 3,    /* err_code (BATCHER_E*) and err say why */
+    BATCHER_DONE_SHUTDOWN = 4,  /* not computed: the batcher stopped (hand the work back) */
+} batcher_outcome_t;
+
+typedef struct batcher_item batcher_item_t;
+typedef void (*batcher_done_fn)(batcher_item_t *item, void *user);
+
+struct batcher_item {
+    /* ---- in: filled by the submitter ---- */
+    int model;                      /* registry index */
+    batcher_op_t op;
+    int priority;                   /* higher runs first */
+    int64_t deadline_ns;            /* CLOCK_MONOTONIC ns (batcher_now_ns); 0 = none */
+    char request_id[BATCHER_RID_MAX];
+    int n_seqs;                     /* >= 1 */
+    const int32_t *ids;             /* (seq_off[n_seqs]) token ids, sequences end to end */
+    const int32_t *seq_off;         /* (n_seqs+1), seq_off[0] = 0; each sequence 1..max_seq_len */
+    float *out;                     /* (n_seqs, batcher_result_floats) float32, written on OK */
+    batcher_done_fn done;
+    void *user;
+
+    /* ---- out: set before done() ---- */
+    uint64_t id;                    /* assigned by batcher_submit (for batcher_cancel) */
+    batcher_outcome_t outcome;
+    int err_code;                   /* BATCHER_E* when FAILED */
+    char err[256];
+    int64_t t_submit_ns, t_start_ns, t_end_ns; /* submit, first batch start, completion */
+    double compute_s;               /* seconds of the batches it rode in */
+    int batches;                    /* how many batches carried it */
+
+    /* ---- private to the batcher ---- */
+    batcher_item_t *prev, *next;
+    int next_seq;                   /* first sequence not yet in a batch */
+    int seqs_done;
+    size_t bytes;                   /* counted against the pending budget */
+    int cancelled;
+};
+
+typedef struct {
+    int max_batch_seqs;       /* sequences per batch (clamped to the engine's workspace) */
+    int max_batch_tokens;     /* tokens per batch (clamped to the engine's workspace) */
+    int max_queue_delay_us;   /* longest an item waits for a fuller batch */
+    int max_pending_items;    /* per model queue */
+    size_t max_pending_bytes; /* per model queue: items + ids + results */
+} batcher_limits_t;
+
+#define BATCHER_HIST 16 /* histogram buckets: bucket i counts values <= 2^i (last: everything) */
+
+typedef struct {
+    uint64_t batches;
+    uint64_t seqs;             /* sequences computed */
+    uint64_t tokens;           /* tokens computed */
+    uint64_t items_ok, items_expired, items_cancelled, items_failed, items_shutdown;
+    uint64_t items_rejected;   /* submits refused BUSY */
+    uint64_t batch_seqs_hist[BATCHER_HIST];   /* sequences per batch */
+    uint64_t batch_tokens_hist[BATCHER_HIST]; /* tokens per batch, bucket i: <= 16*2^i */
+    uint64_t queue_wait_hist[BATCHER_HIST];   /* seconds, bucket i: <= 1e-4*2^i */
+    int max_batch_seqs_seen;
+    double queue_wait_s;       /* sum over items of submit -> first batch start */
+    double compute_s;          /* sum over batches of forward-pass seconds */
+    double item_compute_s;     /* sum over items of the compute of their batches */
+    double pack_s;             /* sum over batches of formation + packing seconds */
+    int pending_items;         /* all models: accepted, not yet completed */
+    size_t pending_bytes;
+    int in_flight_batches;     /* prepared + computing */
+    int paused, draining;
+} batcher_stats_t;
+
+typedef struct batcher batcher_t;
+
+/* Defaults: 64 seqs, 8192 tokens, 5 ms delay, 4096 items, 256 MiB per model. */
+void batcher_limits_default(batcher_limits_t *l);
+int batcher_limits_check(const batcher_limits_t *l, char *err, size_t errlen);
+
+/* Start the threads of one device over the registry (which must outlive the batcher). */
+int batcher_create(registry_t *reg, const batcher_limits_t *limits, batcher_t **out, char *err,
+                   size_t errlen);
+/* Stop the threads: the batches computing finish, items not yet computed
+ * complete SHUTDOWN, later submits get ESTOPPED; stats still answer.
+ * Idempotent. Does not unload models (the registry owns them). */
+void batcher_stop(batcher_t *b);
+/* Stop (if not yet) and free. NULL is a no-op. */
+void batcher_destroy(batcher_t *b);
+
+/* Accept an item (0) or refuse it with BATCHER_E* and a message; a refused
+ * item's done() is never called. */
+int batcher_submit(batcher_t *b, batcher_item_t *item, char *err, size_t errlen);
+/* Cancel an item not yet started: 0 (done() is called with CANCELLED),
+ * -1 when it is unknown, already computing or finished. */
+int batcher_cancel(batcher_t *b, uint64_t item_id);
+
+/* How many more items the model's queue takes now (0 when paused); model -1:
+ * the least over all models (what a shared intake like Redis may lease). */
+int batcher_room(batcher_t *b, int model);
+/* Floats of result per sequence for this op on this model (embed: hidden). */
+int batcher_result_floats(batcher_t *b, batcher_op_t op, int model);
+
+/* Live limits (PATCH /v1/admin/config): checked, then applied to the next batch. */
+int batcher_set_limits(batcher_t *b, const batcher_limits_t *l, char *err, size_t errlen);
+void batcher_get_limits(batcher_t *b, batcher_limits_t *l);
+
+/* Intake control: pause refuses new work (EPAUSED) and pending work still runs;
+ * resume takes work again; drain refuses new work, dispatches what is pending
+ * without waiting for fuller batches and waits up to timeout_ms for it all to
+ * finish. Returns the items still pending (0: drained). */
+void batcher_pause(batcher_t *b);
+void batcher_resume(batcher_t *b);
+int batcher_drain(batcher_t *b, int timeout_ms);
+
+/* Model lifecycle on the device worker: load now (preload), or unload once
+ * its in-flight batches finish (pending items of that model load it again).
+ * Asynchronous; watch registry_info for the state. */
+int batcher_request_load(batcher_t *b, int model);
+int batcher_request_unload(batcher_t *b, int model);
+
+void batcher_stats(batcher_t *b, batcher_stats_t *out);
+
+const char *batcher_op_name(batcher_op_t op);
+int batcher_op_parse(const char *name, batcher_op_t *op); /* 0 or BATCHER_EINVAL */
+const char *batcher_outcome_name(batcher_outcome_t o);
+int64_t batcher_now_ns(void); /* CLOCK_MONOTONIC */
+
+#endif
