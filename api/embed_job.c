@@ -286,7 +286,7 @@ char *api_embed_result_json(api_embed_job_t *j, size_t *len) {
     float *row = malloc((size_t)j->dims * sizeof *row);
     if (!row) return NULL;
     sb_str(&b, "{\"object\":\"list\",\"data\":[");
-    char num[48];
+    char num[160];
     for (int i = 0; i < j->n; i++) {
         const float *src = j->out + (size_t)i * j->hidden;
         memcpy(row, src, (size_t)j->dims * sizeof *row);

@@ -45,7 +45,7 @@ void api_log(api_log_level_t level, const char *msg, json_t *fields) {
     json_object_set_new(o, "msg", json_string(msg ? msg : ""));
     if (json_is_object(fields)) json_object_update(o, fields);
     json_decref(fields);
-    char *line = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+    char *line = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
     json_decref(o);
     if (!line) return;
     size_t n = strlen(line);

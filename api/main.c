@@ -13,6 +13,7 @@ static const command_t commands[] = {
     {"embed", cli_embed, "print sentence embeddings as JSON lines"},
     {"tokenize", cli_tokenize, "print token ids and pieces"},
     {"queue", cli_queue, "Redis task queue: enqueue, get, cancel, stats, dlq"},
+    {"serve", cli_serve, "serve embeddings over HTTP and Redis queues"},
 };
 
 static void usage(FILE *out) {

@@ -110,7 +110,9 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
     if (status == 429) s->st.rejected_busy++;
     s->st.request_s += dur;
     pthread_mutex_unlock(&s->mu);
-    api_log_level_t lvl = status >= 500 ? API_LOG_WARN : API_LOG_INFO;
+    /* probes are polled often: their lines only at debug */
+    int probe = !strcmp(r->path, "/healthz") || !strcmp(r->path, "/readyz") || !strcmp(r->path, "/metrics");
+    api_log_level_t lvl = probe ? API_LOG_DEBUG : status >= 500 ? API_LOG_WARN : API_LOG_INFO;
     if (lvl >= api_log_level())
         api_log(lvl, "request",
                 json_pack("{s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method,

@@ -822,25 +822,19 @@ int batcher_drain(batcher_t *b, int timeout_ms) {
     return left;
 }
 
-int batcher_request_load(batcher_t *b, int model) {
+/* A load or an unload for the worker; the later request wins. */
+static int request_model_change(batcher_t *b, int model, int load) {
     if (model < 0 || model >= b->n_models) return BATCHER_EINVAL;
     pthread_mutex_lock(&b->mu);
-    b->q[model].load_wanted = 1;
-    b->q[model].unload_wanted = 0;
+    b->q[model].load_wanted = load;
+    b->q[model].unload_wanted = !load;
     pthread_cond_signal(&b->wake_worker);
     pthread_mutex_unlock(&b->mu);
     return BATCHER_OK;
 }
 
-int batcher_request_unload(batcher_t *b, int model) {
-    if (model < 0 || model >= b->n_models) return BATCHER_EINVAL;
-    pthread_mutex_lock(&b->mu);
-    b->q[model].unload_wanted = 1;
-    b->q[model].load_wanted = 0;
-    pthread_cond_signal(&b->wake_worker);
-    pthread_mutex_unlock(&b->mu);
-    return BATCHER_OK;
-}
+int batcher_request_load(batcher_t *b, int model) { return request_model_change(b, model, 1); }
+int batcher_request_unload(batcher_t *b, int model) { return request_model_change(b, model, 0); }
 
 void batcher_stats(batcher_t *b, batcher_stats_t *out) {
     pthread_mutex_lock(&b->mu);
