@@ -80,7 +80,8 @@ void ref_embed_ln(double *out, const int32_t *ids, const int32_t *pos_ids, const
     free(v);
 }
 
-double ref_gelu_erf(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+/* 1 + erf(x / sqrt 2) written as erfc(-x / sqrt 2): no cancellation for large negative x. */
+double ref_gelu_erf(double x) { return 0.5 * x * erfc(-x / sqrt(2.0)); }
 
 void ref_matmul(double *out, const float *in, const float *W, const float *bias, int T, int K, int N, int epi) {
     for (int t = 0; t < T; t++)

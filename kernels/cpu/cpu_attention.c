@@ -7,11 +7,14 @@
  * one (block, L) score tile per worker, so memory grows with the longest
  * sequence, never with T^2, and any length works.
  */
+/* Let loops with selects vectorise (see cpu_math.h). */
+#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic")
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_math.h"
 
 #define ATTN_QUERY_BLOCK 64
 
@@ -25,16 +28,32 @@ typedef struct {
     int max_len;
 } attn_job_t;
 
-static void softmax_rows(float *restrict s, float *restrict sums, int rows, int L) {
+/* Each row: exp(x - max) in place, its sum in sums[r]. */
+CPU_HOT static void softmax_rows(float *restrict s, float *restrict sums, int rows, int L) {
     for (int r = 0; r < rows; r++) {
         float *restrict row = s + (size_t)r * L;
+        float lane[CPU_VEC_BLOCK];
+        for (int k = 0; k < CPU_VEC_BLOCK; k++) lane[k] = row[0];
+        int j = 0;
+        for (; j + CPU_VEC_BLOCK <= L; j += CPU_VEC_BLOCK)
+            for (int k = 0; k < CPU_VEC_BLOCK; k++) lane[k] = lane[k] > row[j + k] ? lane[k] : row[j + k];
         float m = row[0];
-        for (int j = 1; j < L; j++) m = row[j] > m ? row[j] : m;
+        for (int k = 0; k < CPU_VEC_BLOCK; k++) m = m > lane[k] ? m : lane[k];
+        for (; j < L; j++) m = m > row[j] ? m : row[j];
+
+        for (int k = 0; k < CPU_VEC_BLOCK; k++) lane[k] = 0.0f;
+        j = 0;
+        for (; j + CPU_VEC_BLOCK <= L; j += CPU_VEC_BLOCK)
+            for (int k = 0; k < CPU_VEC_BLOCK; k++) {
+                row[j + k] = cpu_expf(row[j + k] - m);
+                lane[k] += row[j + k];
+            }
         float sum = 0.0f;
-        for (int j = 0; j < L; j++) {
-            row[j] = expf(row[j] - m);
+        for (; j < L; j++) {
+            row[j] = cpu_expf(row[j] - m);
             sum += row[j];
         }
+        for (int k = 0; k < CPU_VEC_BLOCK; k++) sum += lane[k];
         sums[r] = sum;
     }
 }

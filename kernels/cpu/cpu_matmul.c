@@ -5,9 +5,11 @@
  * on the tile, then the bias / bias+GELU epilogue on the same tile while it is
  * still in cache.
  */
+/* Let loops with selects vectorise (see cpu_math.h). */
+#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic")
 #include <cblas.h>
-#include <math.h>
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_math.h"
 
 typedef struct {
     float *out;
@@ -21,19 +23,18 @@ typedef struct {
     int col_tasks; /* tasks along N */
 } matmul_job_t;
 
-/* gelu_erf(x) = 0.5 x (1 + erf(x / sqrt 2)), the form BERT uses. */
-static void epilogue_rows(float *out, int rows, int cols, int ldc, const float *bias, ops_epilogue_t epi) {
-    const float inv_sqrt2 = 0.70710678118654752440f;
+/* out rows += bias, then GELU (erf form, as BERT) for OPS_EPI_BIAS_GELU. */
+CPU_HOT static void epilogue_rows(float *out, int rows, int cols, int ldc, const float *bias, ops_epilogue_t epi) {
     for (int r = 0; r < rows; r++) {
         float *restrict o = out + (size_t)r * ldc;
         if (epi == OPS_EPI_BIAS) {
             for (int c = 0; c < cols; c++) o[c] += bias[c];
-        } else {
-            for (int c = 0; c < cols; c++) {
-                float v = o[c] + bias[c];
-                o[c] = 0.5f * v * (1.0f + erff(v * inv_sqrt2));
-            }
+            continue;
         }
+        int c = 0;
+        for (; c + CPU_VEC_BLOCK <= cols; c += CPU_VEC_BLOCK)
+            for (int k = 0; k < CPU_VEC_BLOCK; k++) o[c + k] = cpu_gelu_erf(o[c + k] + bias[c + k]);
+        for (; c < cols; c++) o[c] = cpu_gelu_erf(o[c] + bias[c]);
     }
 }
 

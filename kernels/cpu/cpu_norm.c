@@ -6,8 +6,11 @@
  * vectorises and which keep the rounding error well under 1e-6 for BERT
  * widths). Rows are independent, so blocks of rows are pool tasks.
  */
+/* Let loops with selects vectorise (see cpu_math.h). */
+#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic")
 #include <math.h>
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_math.h"
 
 #define NORM_ROWS_PER_TASK 32
 
@@ -55,7 +58,7 @@ typedef struct {
     float eps;
 } embed_job_t;
 
-static void embed_task(void *ctx, int task, int worker) {
+CPU_HOT static void embed_task(void *ctx, int task, int worker) {
     (void)worker;
     const embed_job_t *j = ctx;
     int t1 = (task + 1) * NORM_ROWS_PER_TASK < j->T ? (task + 1) * NORM_ROWS_PER_TASK : j->T;
@@ -96,7 +99,7 @@ typedef struct {
     float eps;
 } add_ln_job_t;
 
-static void add_ln_task(void *ctx, int task, int worker) {
+CPU_HOT static void add_ln_task(void *ctx, int task, int worker) {
     (void)worker;
     const add_ln_job_t *j = ctx;
     int t1 = (task + 1) * NORM_ROWS_PER_TASK < j->T ? (task + 1) * NORM_ROWS_PER_TASK : j->T;

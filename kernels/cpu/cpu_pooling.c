@@ -1,8 +1,11 @@
 /* kernels/cpu/cpu_pooling.c - mean pooling over each packed sequence, with an
  * optional L2 normalisation (sentence-transformers' Pooling + Normalize).
  * One pool task per sequence; the column sums accumulate in the output row. */
+/* Let loops with selects vectorise (see cpu_math.h). */
+#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic")
 #include <math.h>
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_math.h"
 
 typedef struct {
     float *out;
@@ -11,7 +14,7 @@ typedef struct {
     int H, l2_normalize;
 } pool_job_t;
 
-static void mean_pool_task(void *ctx, int b, int worker) {
+CPU_HOT static void mean_pool_task(void *ctx, int b, int worker) {
     (void)worker;
     const pool_job_t *j = ctx;
     int H = j->H, t0 = j->seq_off[b], t1 = j->seq_off[b + 1];

@@ -1,0 +1,77 @@
+/* kernels/cpu/cpu_math.h - branch-free float exp and GELU for the CPU backend's
+ * element-wise loops.
+ *
+ * libm's expf/erff are scalar calls; in softmax and the GELU epilogue they
+ * cost more than the matrix products around them. These versions are plain
+ * arithmetic (no branches, no calls), so the compiler vectorises loops over
+ * them. Loops use fixed CPU_VEC_BLOCK-wide inner blocks, which -O2's cheap
+ * vectoriser accepts, and the same function on the tail, so an element's
+ * value never depends on where it sits in a row.
+ *
+ * The .c files with hot loops say
+ *   #pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic")
+ * GCC will not if-convert a select (the clamps and the sign choice here) while
+ * it must preserve floating-point traps, and -O2's very-cheap cost model
+ * refuses most loops; neither option changes a computed value, and we never
+ * read the floating-point exception flags.
+ *
+ * Accuracy: cpu_expf is Cephes' expf polynomial (about 1 ulp on its range);
+ * cpu_gelu_erf uses the Numerical Recipes erfc fit (relative error < 1.2e-7)
+ * in its 2 - erfc / erfc form, so the result is accurate to a few ulp
+ * relative for large negative inputs too, where 1 + erf cancels.
+ */
+#ifndef SLUICE_CPU_MATH_H
+#define SLUICE_CPU_MATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define CPU_VEC_BLOCK 16
+
+/* multiversioned hot loops: AVX2+FMA where the CPU has it, SSE2 otherwise */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define CPU_HOT __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define CPU_HOT
+#endif
+
+/* e^x for x in [-87.3, 88.3] (2^n stays a normal float); inputs outside are clamped (softmax feeds x <= 0). */
+static inline __attribute__((always_inline)) float cpu_expf(float x) {
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.3f ? 88.3f : x;
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick (no rint call), r = x - n ln 2 */
+    const float magic = 12582912.0f;
+    float n = (x * 1.44269504088896341f + magic) - magic;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23; /* 2^n, n in [-126, 127] */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* 0.5 x (1 + erf(x / sqrt 2)) */
+static inline __attribute__((always_inline)) float cpu_gelu_erf(float x) {
+    float z = (x < 0.0f ? -x : x) * 0.70710678118654752440f;
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float poly = -0.82215223f + t * 0.17087277f;
+    poly = 1.48851587f + t * poly;
+    poly = -1.13520398f + t * poly;
+    poly = 0.27886807f + t * poly;
+    poly = -0.18628806f + t * poly;
+    poly = 0.09678418f + t * poly;
+    poly = 0.37409196f + t * poly;
+    poly = 1.00002368f + t * poly;
+    poly = -1.26551223f + t * poly;
+    float erfc_z = t * cpu_expf(-z * z + poly);
+    return 0.5f * x * (x < 0.0f ? erfc_z : 2.0f - erfc_z);
+}
+
+#endif
