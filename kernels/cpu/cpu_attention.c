@@ -8,7 +8,7 @@
  * sequence, never with T^2, and any length works.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
-#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic")
+#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>

@@ -6,7 +6,7 @@
  * still in cache.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
-#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic")
+#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
 #include <cblas.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_math.h"

@@ -7,7 +7,7 @@
  * widths). Rows are independent, so blocks of rows are pool tasks.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
-#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic")
+#pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
 #include <math.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_math.h"
