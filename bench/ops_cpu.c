@@ -5,8 +5,11 @@
  *
  * Times ops->matmul for the four linear layers of a BERT layer at several
  * token counts, next to a bare multi-threaded OpenBLAS sgemm of the same shape
- * (no epilogue) as the yardstick, and ops->attention at 128-token sequences.
- * Each figure is the median of repeated runs. Random inputs; numbers only.
+ * (no epilogue) as the yardstick, ops->attention at 128-token sequences, and
+ * one whole encoder layer (the seven ops the engine issues, in its order) on
+ * packed batches, with each op's share. Each figure is the median of repeated
+ * runs (wall time; the load average is printed, since this box is shared).
+ * Random inputs; numbers only.
  */
 #include <cblas.h>
 #include <math.h>
@@ -90,6 +93,66 @@ static void bench_attention(ops_t *ops, int B, int len) {
     free(qkv), free(out), free(seq_off);
 }
 
+/* One encoder layer as engine/bert.c issues it, on B sequences of random
+ * lengths in [lo, hi]; prints tokens/s and each op's share of the time. */
+static void bench_layer(ops_t *ops, int B, int lo, int hi) {
+    enum { H = 384, FFN = 1536, HEADS = 12, D = 32, N_OPS = 7 };
+    int32_t *seq_off = malloc((B + 1) * sizeof *seq_off);
+    int max_len = 0;
+    seq_off[0] = 0;
+    for (int b = 0; b < B; b++) {
+        int len = lo + rand() % (hi - lo + 1);
+        seq_off[b + 1] = seq_off[b] + len;
+        if (len > max_len) max_len = len;
+    }
+    int T = seq_off[B];
+    float *x = random_floats((size_t)T * H, 1.0f), *qkv = random_floats((size_t)T * 3 * H, 1.0f);
+    float *ctx = random_floats((size_t)T * H, 1.0f), *dense = random_floats((size_t)T * H, 1.0f);
+    float *ffn = random_floats((size_t)T * FFN, 1.0f);
+    float *w_qkv = random_floats((size_t)3 * H * H, 0.05f), *w_ao = random_floats((size_t)H * H, 0.05f);
+    float *w_in = random_floats((size_t)FFN * H, 0.05f), *w_out = random_floats((size_t)H * FFN, 0.03f);
+    float *bias = random_floats(3 * H > FFN ? 3 * H : FFN, 0.1f), *gamma = random_floats(H, 1.0f);
+    static const char *names[N_OPS] = {"qkv", "attention", "attn-out", "add_ln", "ffn-up+gelu", "ffn-down", "add_ln"};
+    double op_s[N_OPS][REPS], total[REPS];
+    for (int r = -1; r < REPS; r++) { /* r = -1: warm-up */
+        double t[N_OPS + 1];
+        int rc = 0;
+        t[0] = now_s();
+        rc |= ops->matmul(ops, qkv, x, w_qkv, bias, T, H, 3 * H, OPS_EPI_BIAS);
+        t[1] = now_s();
+        rc |= ops->attention(ops, ctx, qkv, seq_off, B, max_len, HEADS, D, 1.0f / sqrtf((float)D));
+        t[2] = now_s();
+        rc |= ops->matmul(ops, dense, ctx, w_ao, NULL, T, H, H, OPS_EPI_NONE);
+        t[3] = now_s();
+        rc |= ops->add_ln(ops, x, dense, bias, x, gamma, bias, T, H, 1e-12f);
+        t[4] = now_s();
+        rc |= ops->matmul(ops, ffn, x, w_in, bias, T, H, FFN, OPS_EPI_BIAS_GELU);
+        t[5] = now_s();
+        rc |= ops->matmul(ops, dense, ffn, w_out, NULL, T, FFN, H, OPS_EPI_NONE);
+        t[6] = now_s();
+        rc |= ops->add_ln(ops, x, dense, bias, x, gamma, bias, T, H, 1e-12f);
+        t[7] = now_s();
+        if (rc) {
+            fprintf(stderr, "layer: %s\n", ops->err);
+            exit(1);
+        }
+        if (r < 0) continue;
+        for (int i = 0; i < N_OPS; i++) op_s[i][r] = t[i + 1] - t[i];
+        total[r] = t[N_OPS] - t[0];
+    }
+    qsort(total, REPS, sizeof total[0], cmp_double);
+    double med = total[REPS / 2];
+    printf("layer B=%4d len %3d..%3d T=%6d  %8.3f ms/layer %9.0f tokens/s/layer (6 layers: %7.0f tokens/s)\n  ", B,
+           lo, hi, T, med * 1e3, T / med, T / med / 6);
+    for (int i = 0; i < N_OPS; i++) {
+        qsort(op_s[i], REPS, sizeof op_s[i][0], cmp_double);
+        printf(" %s %.0f%%", names[i], 100.0 * op_s[i][REPS / 2] / med);
+    }
+    printf("\n");
+    free(seq_off), free(x), free(qkv), free(ctx), free(dense), free(ffn);
+    free(w_qkv), free(w_ao), free(w_in), free(w_out), free(bias), free(gamma);
+}
+
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 0;
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -98,7 +161,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cannot create the CPU backend\n");
         return 1;
     }
-    printf("CPU backend, %d threads\n", threads);
+    double load[3] = {0};
+    getloadavg(load, 3);
+    printf("CPU backend, %d threads (load average %.2f)\n", threads, load[0]);
     static const int tokens[] = {16, 128, 2048};
     for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
         int T = tokens[i];
@@ -110,6 +175,10 @@ int main(int argc, char **argv) {
     bench_attention(ops, 1, 128);
     bench_attention(ops, 16, 128);
     bench_attention(ops, 128, 16);
+    bench_layer(ops, 1, 12, 12);
+    bench_layer(ops, 32, 5, 40);
+    bench_layer(ops, 256, 5, 60);
+    bench_layer(ops, 16, 128, 128);
     ops_destroy(ops);
     return 0;
 }
