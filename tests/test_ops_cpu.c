@@ -262,8 +262,9 @@ static void check_attention(ops_t *ops, const int32_t *seq_off, int B, int n_hea
 
 Test(ops_cpu, attention_one_token_and_one_long_sequence) {
     ops_t *ops = make_ops(0);
-    int32_t one[] = {0, 1}, long512[] = {0, 512}, odd[] = {0, 129};
+    int32_t one[] = {0, 1}, long512[] = {0, 512}, odd[] = {0, 129}, longer[] = {0, 1100};
     check_attention(ops, one, 1, 12, 32, 1.0, TOL, "1 token");
+    check_attention(ops, longer, 1, 2, 16, 1.0, TOL, "1100 tokens (past any GPU limit)");
     check_attention(ops, long512, 1, 12, 32, 1.0, TOL, "512 tokens");
     check_attention(ops, odd, 1, 3, 37, 1.0, TOL, "129 tokens, odd head_dim");
     ops_destroy(ops);
