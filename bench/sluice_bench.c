@@ -1,0 +1,1417 @@
+/* bench/sluice_bench.c - sluice-bench, the load generator for sluice (and for
+ * any server with the OpenAI embeddings API).
+ *
+ *   bin/sluice-bench [http] --url http://127.0.0.1:8080 [--concurrency N | --rate R] [options]
+ *   bin/sluice-bench queue --redis redis://127.0.0.1:6379/0 [--queue NAME] [options]
+ *   bin/sluice-bench --sweep --p99-target-ms MS [options]          (open-loop rate sweep, PNG)
+ *
+ * HTTP mode sends POST {url}/v1/embeddings. Closed loop (the default): N
+ * keep-alive connections, each sends its next request as soon as its answer
+ * is in. Open loop (--rate R): requests arrive as a Poisson process at R per
+ * second whatever the server does; one that finds every connection busy waits
+ * in the client, and its latency counts from its scheduled arrival, so a slow
+ * server cannot hide its queueing (no coordinated omission). One thread drives
+ * every connection with epoll; the client does little per request (no JSON
+ * parse of the answer, only its status and usage.total_tokens), so on a small
+ * machine it leaves the cores to the server.
+ *
+ * Queue mode enqueues the same requests as Redis tasks (queue/queue.h) and
+ * times each from enqueue to its terminal state (queue_wait), one thread and
+ * one Redis connection per concurrent task.
+ *
+ * Measured window: requests scheduled after the warm-up and before the end of
+ * --duration; each of them is waited for (up to --timeout). Throughput is the
+ * measured answers over the time from the window's start to the last of them;
+ * latency percentiles are over the 200 answers (nearest rank); every other
+ * answer is counted by status. The server's own batch figures come from the
+ * difference of two /metrics scrapes around the window (when it has them).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/cli_common.h"
+
+#define BENCH_MAX_CONNS 4096
+#define BENCH_MAX_STATUS 600
+
+enum { MODE_HTTP = 0, MODE_QUEUE = 1 };
+
+typedef struct {
+    int mode;
+    const char *url;             /* base URL: http://host[:port][/prefix] */
+    const char *model;           /* sent as "model"; NULL: left out (a server with one model) */
+    const char *corpus;          /* one text per line */
+    const char *vocab;           /* generated inputs: whole-word tokens from this vocab.txt */
+    int gen_tokens, gen_tokens_sd; /* generated inputs: words (= tokens) per text, normal(mean, sd) */
+    int limit;                   /* corpus lines used; 0: all */
+    int inputs_per_request;
+    int concurrency;             /* closed loop: connections; open loop: most connections */
+    double rate;                 /* requests/s; 0: closed loop */
+    double warmup_s, duration_s, timeout_s;
+    const char *json_path, *png_path, *api_key, *encoding_format, *metrics_url;
+    int sweep, max_steps;
+    double p99_target_ms, rate_step;
+    const char *redis_url, *queue_name, *op;
+    unsigned long long seed;
+    int progress;                /* 1 on, 0 off, -1 auto (a line a second on a tty, every 5 s otherwise) */
+} bench_opts_t;
+
+typedef struct {
+    char **texts;
+    int n;
+    double mean_chars;
+    const char *source;          /* for the report */
+} bench_inputs_t;
+
+/* Figures of one measured run. */
+typedef struct {
+    double *lat;                 /* seconds, of each 200 answer in the window */
+    size_t n_lat, cap_lat;
+    long status[BENCH_MAX_STATUS]; /* answers by HTTP status (queue mode: 200 done, 500 failed, 504 expired) */
+    long conn_errors, timeouts, unsent;
+    long sent, ok, inputs, tokens;
+    int tokens_known;            /* some answer carried usage.total_tokens */
+    double t0, t_last;           /* window start; last measured answer */
+    double offered_rate;         /* open loop: requests/s asked for; 0 closed */
+    int concurrency;
+    /* server figures (deltas of /metrics over the window); have_* 0 when absent */
+    int have_batch_size, have_batch_tokens, have_queue_wait;
+    double batch_size, batch_tokens, queue_wait_ms;
+    /* summary */
+    double rps, ips, tps, p50, p90, p99, p999, mean, max, elapsed;
+    long errors;
+} run_stats_t;
+
+static volatile sig_atomic_t g_stop;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- random numbers (xorshift64*) ---- */
+
+static unsigned long long g_rng = 0x9E3779B97F4A7C15ULL;
+static double rng_uniform(void) {
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return ((g_rng * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
+}
+static double rng_exp(double rate) { return -log(1.0 - rng_uniform()) / rate; }
+static double rng_normal(void) {
+    double u = rng_uniform(), v = rng_uniform();
+    return sqrt(-2.0 * log(1.0 - u)) * cos(2 * M_PI * v);
+}
+
+/* ---- growable string ---- */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} sbuf_t;
+
+static int sb_reserve(sbuf_t *b, size_t more) {
+    if (b->n + more + 1 <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + more + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+static int sb_add(sbuf_t *b, const char *s, size_t len) {
+    if (sb_reserve(b, len)) return -1;
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    b->p[b->n] = 0;
+    return 0;
+}
+static int sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sb_printf(sbuf_t *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (len < 0 || sb_reserve(b, (size_t)len)) return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)len;
+    return 0;
+}
+/* A JSON string literal of s (UTF-8 passes through). */
+static int sb_json_str(sbuf_t *b, const char *s) {
+    if (sb_add(b, "\"", 1)) return -1;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            if (sb_add(b, esc, 2)) return -1;
+        } else if (*p < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            if (sb_add(b, esc, 6)) return -1;
+        } else if (sb_add(b, (const char *)p, 1)) {
+            return -1;
+        }
+    }
+    return sb_add(b, "\"", 1);
+}
+
+/* ---- inputs ---- */
+
+static int inputs_from_corpus(const char *path, int limit, bench_inputs_t *in, char *err, size_t errlen) {
+    char **lines = NULL;
+    int n = 0;
+    if (cli_read_lines(path, &lines, &n, err, errlen)) return -1;
+    int m = 0;
+    double chars = 0;
+    for (int i = 0; i < n; i++) { /* empty lines are not inputs (the server answers 400 to them) */
+        if (lines[i][0] && (limit <= 0 || m < limit)) {
+            chars += strlen(lines[i]);
+            lines[m++] = lines[i];
+        } else {
+            free(lines[i]);
+        }
+    }
+    if (m == 0) {
+        snprintf(err, errlen, "%s: no non-empty line", path);
+        free(lines);
+        return -1;
+    }
+    in->texts = lines;
+    in->n = m;
+    in->mean_chars = chars / m;
+    in->source = path;
+    return 0;
+}
+
+/* Generated texts of a stated length: each word a whole-word entry of the
+ * model's WordPiece vocabulary (lowercase letters only), so a text of w words
+ * is w tokens, w + 2 with [CLS] and [SEP]. w ~ normal(mean, sd), at least 1. */
+static int inputs_generated(const char *vocab, int mean, int sd, int count, bench_inputs_t *in, char *err,
+                            size_t errlen) {
+    char **lines = NULL;
+    int n = 0;
+    if (cli_read_lines(vocab, &lines, &n, err, errlen)) return -1;
+    int w = 0;
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(lines[i]);
+        int ok = len >= 2;
+        for (size_t k = 0; ok && k < len; k++) ok = lines[i][k] >= 'a' && lines[i][k] <= 'z';
+        if (ok) lines[w++] = lines[i];
+        else free(lines[i]);
+    }
+    if (w < 100) {
+        snprintf(err, errlen, "%s: only %d whole-word entries; is it a WordPiece vocab.txt?", vocab, w);
+        cli_free_lines(lines, w);
+        return -1;
+    }
+    in->texts = calloc((size_t)count, sizeof *in->texts);
+    if (!in->texts) {
+        cli_free_lines(lines, w);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    double chars = 0;
+    for (int i = 0; i < count; i++) {
+        int words = (int)lround(mean + sd * rng_normal());
+        if (words < 1) words = 1;
+        sbuf_t b = {0};
+        for (int k = 0; k < words; k++) {
+            const char *word = lines[(int)(rng_uniform() * w)];
+            if ((k && sb_add(&b, " ", 1)) || sb_add(&b, word, strlen(word))) {
+                free(b.p);
+                cli_free_lines(in->texts, i);
+                cli_free_lines(lines, w);
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+        }
+        in->texts[i] = b.p;
+        chars += b.n;
+    }
+    cli_free_lines(lines, w);
+    in->n = count;
+    in->mean_chars = chars / count;
+    in->source = "generated";
+    return 0;
+}
+
+/* Append the next k inputs (wrapping round the texts) as a JSON array. */
+static int sb_inputs(sbuf_t *b, const bench_opts_t *o, const bench_inputs_t *in, int *cursor) {
+    int bad = sb_add(b, "[", 1);
+    for (int i = 0; i < o->inputs_per_request; i++) {
+        if (i) bad |= sb_add(b, ",", 1);
+        bad |= sb_json_str(b, in->texts[*cursor]);
+        *cursor = (*cursor + 1) % in->n;
+    }
+    return bad | sb_add(b, "]", 1);
+}
+
+/* The JSON body of one embeddings request. */
+static char *build_body(const bench_opts_t *o, const bench_inputs_t *in, int *cursor, size_t *len) {
+    sbuf_t b = {0};
+    int bad = sb_add(&b, "{", 1);
+    if (o->model) bad |= sb_add(&b, "\"model\":", 8) | sb_json_str(&b, o->model) | sb_add(&b, ",", 1);
+    if (o->encoding_format)
+        bad |= sb_add(&b, "\"encoding_format\":", 18) | sb_json_str(&b, o->encoding_format) | sb_add(&b, ",", 1);
+    bad |= sb_add(&b, "\"input\":", 8) | sb_inputs(&b, o, in, cursor) | sb_add(&b, "}", 1);
+    if (bad) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.n;
+    return b.p;
+}
+
+/* usage.total_tokens of an answer (it sits at the end of sluice's and
+ * OpenAI's answers; the whole body is searched otherwise), or -1. */
+static long parse_total_tokens(const char *body, size_t len) {
+    static const char key[] = "\"total_tokens\"";
+    const char *p = NULL;
+    size_t tail = len > 256 ? 256 : len;
+    p = memmem(body + len - tail, tail, key, sizeof key - 1);
+    if (!p) p = memmem(body, len, key, sizeof key - 1);
+    if (!p) return -1;
+    p += sizeof key - 1;
+    const char *end = body + len;
+    while (p < end && (*p == ' ' || *p == ':')) p++;
+    if (p >= end || !isdigit((unsigned char)*p)) return -1;
+    return strtol(p, NULL, 10);
+}
+
+/* ---- URL and the blocking GET (for /metrics and the reachability check) ---- */
+
+typedef struct {
+    char host[256];
+    char port[16];
+    char prefix[256];            /* path before /v1/..., without a trailing '/' */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+} target_t;
+
+static int target_parse(const char *url, target_t *t, char *err, size_t errlen) {
+    memset(t, 0, sizeof *t);
+    if (strncmp(url, "http://", 7)) {
+        snprintf(err, errlen, "--url %s: only http:// URLs are supported", url);
+        return -1;
+    }
+    const char *h = url + 7, *slash = strchr(h, '/');
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    char hostport[sizeof t->host];
+    if (hl == 0 || hl >= sizeof hostport) {
+        snprintf(err, errlen, "--url %s: no host", url);
+        return -1;
+    }
+    memcpy(hostport, h, hl);
+    hostport[hl] = 0;
+    char *colon = strrchr(hostport, ':');
+    if (hostport[0] == '[') { /* [v6]:port */
+        char *close = strchr(hostport, ']');
+        if (!close) {
+            snprintf(err, errlen, "--url %s: bad IPv6 host", url);
+            return -1;
+        }
+        *close = 0;
+        snprintf(t->host, sizeof t->host, "%s", hostport + 1);
+        snprintf(t->port, sizeof t->port, "%s", close[1] == ':' ? close + 2 : "80");
+    } else if (colon) {
+        *colon = 0;
+        snprintf(t->host, sizeof t->host, "%s", hostport);
+        snprintf(t->port, sizeof t->port, "%s", colon + 1);
+    } else {
+        snprintf(t->host, sizeof t->host, "%s", hostport);
+        snprintf(t->port, sizeof t->port, "80");
+    }
+    snprintf(t->prefix, sizeof t->prefix, "%s", slash ? slash : "");
+    size_t pl = strlen(t->prefix);
+    while (pl && t->prefix[pl - 1] == '/') t->prefix[--pl] = 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(t->host, t->port, &hints, &res);
+    if (rc || !res) {
+        snprintf(err, errlen, "--url %s: %s", url, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
+    t->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* Decode a chunked body in place; returns its length, or -1 when incomplete. */
+static long dechunk(char *body, size_t len) {
+    size_t in = 0, out = 0;
+    for (;;) {
+        char *eol = memmem(body + in, len - in, "\r\n", 2);
+        if (!eol) return -1;
+        long size = strtol(body + in, NULL, 16);
+        in = (size_t)(eol - body) + 2;
+        if (size == 0) return (long)out;
+        if (size < 0 || in + (size_t)size + 2 > len) return -1;
+        memmove(body + out, body + in, (size_t)size);
+        out += (size_t)size;
+        in += (size_t)size + 2;
+    }
+}
+
+/* GET url (absolute http URL) with a deadline; returns the status with the
+ * body in *body (malloc'd, NUL-terminated), or -1 with err. */
+static int http_get(const char *url, double timeout_s, char **body, char *err, size_t errlen) {
+    target_t t;
+    *body = NULL;
+    if (target_parse(url, &t, err, errlen)) return -1;
+    int fd = socket(t.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    double deadline = now_s() + timeout_s;
+    sbuf_t req = {0}, resp = {0};
+    int status = -1;
+    if (connect(fd, (struct sockaddr *)&t.addr, t.addrlen) && errno != EINPROGRESS) {
+        snprintf(err, errlen, "connect %s:%s: %s", t.host, t.port, strerror(errno));
+        goto out;
+    }
+    struct pollfd pf = {.fd = fd, .events = POLLOUT};
+    if (poll(&pf, 1, (int)(timeout_s * 1000)) != 1) {
+        snprintf(err, errlen, "connect %s:%s: timed out", t.host, t.port);
+        goto out;
+    }
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+    if (soerr) {
+        snprintf(err, errlen, "connect %s:%s: %s", t.host, t.port, strerror(soerr));
+        goto out;
+    }
+    if (sb_printf(&req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n", t.prefix[0] ? t.prefix : "/",
+                  t.host, t.port)) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (send(fd, req.p, req.n, MSG_NOSIGNAL) != (ssize_t)req.n) { /* a few hundred bytes fit any socket buffer */
+        snprintf(err, errlen, "send: %s", strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        double left = deadline - now_s();
+        pf.events = POLLIN;
+        if (left <= 0 || poll(&pf, 1, (int)(left * 1000) + 1) != 1) {
+            snprintf(err, errlen, "GET %s: timed out", url);
+            goto out;
+        }
+        if (sb_reserve(&resp, 65536)) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        ssize_t k = recv(fd, resp.p + resp.n, 65536, 0);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (k < 0) {
+            snprintf(err, errlen, "recv: %s", strerror(errno));
+            goto out;
+        }
+        if (k == 0) break;
+        resp.n += (size_t)k;
+        resp.p[resp.n] = 0;
+    }
+    char *hdr_end = resp.p ? strstr(resp.p, "\r\n\r\n") : NULL;
+    if (!hdr_end || sscanf(resp.p, "HTTP/1.%*d %d", &status) != 1) {
+        snprintf(err, errlen, "GET %s: not an HTTP answer", url);
+        status = -1;
+        goto out;
+    }
+    char *b = hdr_end + 4;
+    size_t blen = resp.n - (size_t)(b - resp.p);
+    *hdr_end = 0;
+    int chunked = strcasestr(resp.p, "\ntransfer-encoding: chunked") != NULL;
+    if (chunked) {
+        long l = dechunk(b, blen);
+        blen = l < 0 ? 0 : (size_t)l;
+    }
+    *body = malloc(blen + 1);
+    if (*body) {
+        memcpy(*body, b, blen);
+        (*body)[blen] = 0;
+    }
+out:
+    close(fd);
+    free(req.p);
+    free(resp.p);
+    return status;
+}
+
+/* ---- the server's /metrics (Prometheus text) ---- */
+
+typedef struct {
+    int ok;
+    double v[6];                 /* batch size sum,count; batch tokens sum,count; queue wait sum,count */
+    int seen[3];
+} metrics_snap_t;
+
+/* Histogram names we know, by figure; the first one present wins. */
+static const char *const METRIC_NAMES[3][4] = {
+    {"sluice_batch_size", "sluice_batch_sequences", "sluice_batch_inputs", NULL},
+    {"sluice_batch_tokens", NULL},
+    {"sluice_queue_wait_seconds", "sluice_batch_queue_wait_seconds", NULL},
+};
+
+static void metrics_scrape(const bench_opts_t *o, metrics_snap_t *m) {
+    memset(m, 0, sizeof *m);
+    if (!o->metrics_url || !o->metrics_url[0]) return;
+    char *body = NULL, err[256];
+    int st = http_get(o->metrics_url, 5.0, &body, err, sizeof err);
+    if (st != 200 || !body) {
+        free(body);
+        return;
+    }
+    m->ok = 1;
+    int chosen[3] = {-1, -1, -1};
+    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '#') continue;
+        size_t nl = strcspn(line, "{ ");
+        char *val = strrchr(line, ' ');
+        if (!val) continue;
+        for (int f = 0; f < 3; f++) {
+            for (int c = 0; METRIC_NAMES[f][c]; c++) {
+                size_t bl = strlen(METRIC_NAMES[f][c]);
+                if (nl < bl || strncmp(line, METRIC_NAMES[f][c], bl)) continue;
+                int which = !strncmp(line + bl, "_sum", 4) && nl == bl + 4     ? 0
+                            : !strncmp(line + bl, "_count", 6) && nl == bl + 6 ? 1
+                                                                                : -1;
+                if (which < 0 || (chosen[f] >= 0 && chosen[f] != c)) continue;
+                chosen[f] = c;
+                m->seen[f] = 1;
+                m->v[2 * f + which] += strtod(val + 1, NULL); /* summed over label sets (models) */
+            }
+        }
+    }
+    free(body);
+}
+
+static void metrics_delta(const metrics_snap_t *a, const metrics_snap_t *b, run_stats_t *s) {
+    if (!a->ok || !b->ok) return;
+    for (int f = 0; f < 3; f++) {
+        double sum = b->v[2 * f] - a->v[2 * f], cnt = b->v[2 * f + 1] - a->v[2 * f + 1];
+        if (!a->seen[f] || !b->seen[f] || cnt <= 0) continue;
+        if (f == 0) s->have_batch_size = 1, s->batch_size = sum / cnt;
+        if (f == 1) s->have_batch_tokens = 1, s->batch_tokens = sum / cnt;
+        if (f == 2) s->have_queue_wait = 1, s->queue_wait_ms = 1e3 * sum / cnt;
+    }
+}
+
+/* ---- statistics ---- */
+
+static void stats_init(run_stats_t *s, double rate, int concurrency) {
+    memset(s, 0, sizeof *s);
+    s->offered_rate = rate;
+    s->concurrency = concurrency;
+}
+static void stats_free(run_stats_t *s) {
+    free(s->lat);
+    s->lat = NULL;
+}
+static void stats_latency(run_stats_t *s, double lat) {
+    if (s->n_lat == s->cap_lat) {
+        size_t cap = s->cap_lat ? 2 * s->cap_lat : 4096;
+        double *p = realloc(s->lat, cap * sizeof *p);
+        if (!p) return; /* out of memory: the sample is left out, the counts stay right */
+        s->lat = p;
+        s->cap_lat = cap;
+    }
+    s->lat[s->n_lat++] = lat;
+}
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double pct(const double *v, size_t n, double p) { /* nearest rank */
+    if (!n) return 0;
+    size_t k = (size_t)ceil(p * n);
+    return v[k ? k - 1 : 0];
+}
+static void stats_summarize(run_stats_t *s) {
+    s->elapsed = s->t_last > s->t0 ? s->t_last - s->t0 : 0;
+    s->errors = s->conn_errors + s->timeouts;
+    for (int i = 0; i < BENCH_MAX_STATUS; i++)
+        if (i != 200) s->errors += s->status[i];
+    if (s->elapsed > 0) {
+        s->rps = s->ok / s->elapsed;
+        s->ips = s->inputs / s->elapsed;
+        s->tps = s->tokens_known ? s->tokens / s->elapsed : 0;
+    }
+    qsort(s->lat, s->n_lat, sizeof *s->lat, cmp_double);
+    double sum = 0;
+    for (size_t i = 0; i < s->n_lat; i++) sum += s->lat[i];
+    s->mean = s->n_lat ? 1e3 * sum / s->n_lat : 0;
+    s->max = s->n_lat ? 1e3 * s->lat[s->n_lat - 1] : 0;
+    s->p50 = 1e3 * pct(s->lat, s->n_lat, 0.50);
+    s->p90 = 1e3 * pct(s->lat, s->n_lat, 0.90);
+    s->p99 = 1e3 * pct(s->lat, s->n_lat, 0.99);
+    s->p999 = 1e3 * pct(s->lat, s->n_lat, 0.999);
+}
+
+/* ---- progress line ---- */
+
+typedef struct {
+    int on, tty;
+    double every, next, t_last;
+    long ok_last;
+} progress_t;
+
+static void progress_init(progress_t *p, const bench_opts_t *o, double t) {
+    p->tty = isatty(2);
+    p->on = o->progress < 0 ? 1 : o->progress;
+    p->every = p->tty ? 1.0 : 5.0;
+    p->next = t + p->every;
+    p->t_last = t;
+    p->ok_last = 0;
+}
+static void progress_tick(progress_t *p, double t, double t_measure, double t_end, long done, long errors,
+                          int in_flight, long backlog) {
+    if (!p->on || t < p->next) return;
+    double rate = (done - p->ok_last) / (t - p->t_last);
+    const char *phase = t < t_measure ? "warm-up" : t < t_end ? "measure" : "drain";
+    double left = t < t_end ? t_end - t : 0;
+    fprintf(stderr, "%s[%-7s %5.0fs left] %8.1f answers/s  in flight %4d  waiting %5ld  errors %ld%s",
+            p->tty ? "\r\033[K" : "", phase, left, rate, in_flight, backlog, errors, p->tty ? "" : "\n");
+    p->ok_last = done;
+    p->t_last = t;
+    p->next = t + p->every;
+}
+static void progress_end(progress_t *p) {
+    if (p->on && p->tty) fprintf(stderr, "\r\033[K");
+}
+
+/* ---- HTTP mode: one epoll loop over keep-alive connections ---- */
+
+enum { C_FREE = 0, C_IDLE, C_CONNECTING, C_SENDING, C_RECEIVING };
+
+typedef struct {
+    int fd;                      /* -1 when C_FREE */
+    int state;
+    int reused;                  /* a request went out on it before: a silent close gets one resend */
+    int resent;
+    char *req;                   /* headers + body of the request in flight */
+    size_t req_len, req_off;
+    char *resp;                  /* the answer so far */
+    size_t resp_len, resp_cap;
+    size_t body_off;             /* 0 until the headers are in */
+    long content_len;            /* -1: chunked or until close */
+    int chunked, conn_close, status;
+    double t_sched;              /* latency counts from here (arrival, open loop; send, closed) */
+    double retry_at;             /* closed loop: after a connection error, wait before the next request */
+    int n_inputs, measured;
+} hconn_t;
+
+typedef struct {
+    const bench_opts_t *o;
+    const bench_inputs_t *in;
+    target_t t;
+    char hdr_prefix[768];        /* request line and fixed headers */
+    hconn_t *c;
+    int nc, epfd, in_flight;
+    int cursor;
+    double t_measure, t_end, t_hard_end;
+    double *backlog;             /* open loop: scheduled arrivals waiting for a connection (ring) */
+    size_t bl_head, bl_n, bl_cap;
+    run_stats_t *s;
+    long done_all, err_all;      /* every answer, warm-up included (progress line) */
+} hrun_t;
+
+static void hconn_close(hrun_t *h, hconn_t *c) {
+    if (c->fd >= 0) {
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->state = C_FREE;
+    c->reused = 0;
+}
+
+static void hconn_watch(hrun_t *h, hconn_t *c, uint32_t events) {
+    struct epoll_event ev = {.events = events, .data.u32 = (uint32_t)(c - h->c)};
+    epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void hconn_count_error(hrun_t *h, hconn_t *c, int timeout) {
+    h->err_all++;
+    if (c->measured) {
+        if (timeout) h->s->timeouts++;
+        else h->s->conn_errors++;
+        h->s->t_last = now_s();
+    }
+    h->in_flight--;
+    c->retry_at = now_s() + 0.1;
+    free(c->req);
+    c->req = NULL;
+    hconn_close(h, c);
+}
+
+static int hconn_connect(hrun_t *h, hconn_t *c) {
+    c->fd = socket(h->t.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) return -1;
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)(c - h->c)};
+    if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, c->fd, &ev)) {
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    if (connect(c->fd, (struct sockaddr *)&h->t.addr, h->t.addrlen) && errno != EINPROGRESS) {
+        hconn_close(h, c);
+        return -1;
+    }
+    c->state = C_CONNECTING;
+    return 0;
+}
+
+static void hconn_send_some(hrun_t *h, hconn_t *c) {
+    while (c->req_off < c->req_len) {
+        ssize_t k = send(c->fd, c->req + c->req_off, c->req_len - c->req_off, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EAGAIN) {
+            hconn_watch(h, c, EPOLLOUT);
+            return;
+        }
+        if (k <= 0) {
+            if (c->reused && !c->resent) { /* the server closed an idle keep-alive connection: resend */
+                c->resent = 1;
+                hconn_close(h, c);
+                if (hconn_connect(h, c) == 0) return;
+            }
+            hconn_count_error(h, c, 0);
+            return;
+        }
+        c->req_off += (size_t)k;
+    }
+    c->state = C_RECEIVING;
+    c->resp_len = 0;
+    c->body_off = 0;
+    hconn_watch(h, c, EPOLLIN);
+}
+
+/* Start one request on c, scheduled at t_sched. */
+static void hconn_start(hrun_t *h, hconn_t *c, double t_sched) {
+    size_t blen = 0;
+    char *body = build_body(h->o, h->in, &h->cursor, &blen);
+    sbuf_t r = {0};
+    if (!body || sb_printf(&r, "%sContent-Length: %zu\r\n\r\n", h->hdr_prefix, blen) || sb_add(&r, body, blen)) {
+        free(body);
+        free(r.p);
+        fprintf(stderr, "sluice-bench: out of memory building a request\n");
+        g_stop = 1;
+        return;
+    }
+    free(body);
+    c->req = r.p;
+    c->req_len = r.n;
+    c->req_off = 0;
+    c->t_sched = t_sched;
+    c->n_inputs = h->o->inputs_per_request;
+    c->measured = t_sched >= h->t_measure && t_sched < h->t_end;
+    c->resent = 0;
+    if (c->measured) h->s->sent++;
+    h->in_flight++;
+    if (c->state == C_FREE) {
+        if (hconn_connect(h, c)) hconn_count_error(h, c, 0);
+        return;
+    }
+    c->state = C_SENDING;
+    hconn_send_some(h, c);
+}
+
+static void hconn_finish(hrun_t *h, hconn_t *c, const char *body, size_t blen) {
+    double t = now_s();
+    h->done_all++;
+    if (c->status != 200) h->err_all++;
+    if (c->measured) {
+        run_stats_t *s = h->s;
+        s->t_last = t;
+        if (c->status > 0 && c->status < BENCH_MAX_STATUS) s->status[c->status]++;
+        if (c->status == 200) {
+            s->ok++;
+            s->inputs += c->n_inputs;
+            stats_latency(s, t - c->t_sched);
+            long tok = parse_total_tokens(body, blen);
+            if (tok >= 0) {
+                s->tokens += tok;
+                s->tokens_known = 1;
+            }
+        }
+    }
+    h->in_flight--;
+    free(c->req);
+    c->req = NULL;
+    c->reused = 1;
+    if (c->conn_close) {
+        hconn_close(h, c);
+    } else {
+        c->state = C_IDLE;
+        hconn_watch(h, c, EPOLLIN); /* notices a close by the server */
+    }
+}
+
+/* Parse what has arrived; finish the request when the answer is whole. */
+static void hconn_parse(hrun_t *h, hconn_t *c) {
+    if (!c->body_off) {
+        char *e = memmem(c->resp, c->resp_len, "\r\n\r\n", 4);
+        if (!e) return;
+        c->body_off = (size_t)(e - c->resp) + 4;
+        *e = 0;
+        c->status = 0;
+        if (sscanf(c->resp, "HTTP/1.%*d %d", &c->status) != 1) c->status = 0;
+        c->content_len = -1;
+        c->chunked = 0;
+        c->conn_close = !strncmp(c->resp, "HTTP/1.0", 8);
+        for (char *l = strstr(c->resp, "\r\n"); l; l = strstr(l + 2, "\r\n")) {
+            char *v = l + 2;
+            if (!strncasecmp(v, "content-length:", 15)) c->content_len = strtol(v + 15, NULL, 10);
+            else if (!strncasecmp(v, "transfer-encoding:", 18) && strcasestr(v, "chunked")) c->chunked = 1;
+            else if (!strncasecmp(v, "connection:", 11) && strcasestr(v, "close")) c->conn_close = 1;
+        }
+        *e = '\r';
+        if (c->status == 100) { /* 100 Continue: drop it and read on */
+            memmove(c->resp, c->resp + c->body_off, c->resp_len - c->body_off);
+            c->resp_len -= c->body_off;
+            c->body_off = 0;
+            hconn_parse(h, c);
+            return;
+        }
+    }
+    char *body = c->resp + c->body_off;
+    size_t have = c->resp_len - c->body_off;
+    if (c->chunked) {
+        if (have < 5 || memcmp(body + have - 5, "0\r\n\r\n", 5)) return;
+        long l = dechunk(body, have);
+        if (l < 0) return;
+        hconn_finish(h, c, body, (size_t)l);
+    } else if (c->content_len >= 0) {
+        if (have < (size_t)c->content_len) return;
+        hconn_finish(h, c, body, (size_t)c->content_len);
+    }
+    /* no length and not chunked: the answer ends when the server closes */
+}
+
+static void hconn_readable(hrun_t *h, hconn_t *c) {
+    for (;;) {
+        if (c->resp_len + 65536 + 1 > c->resp_cap) {
+            size_t cap = c->resp_cap ? c->resp_cap * 2 : 131072;
+            while (cap < c->resp_len + 65536 + 1) cap *= 2;
+            char *p = realloc(c->resp, cap);
+            if (!p) {
+                hconn_count_error(h, c, 0);
+                return;
+            }
+            c->resp = p;
+            c->resp_cap = cap;
+        }
+        ssize_t k = recv(c->fd, c->resp + c->resp_len, c->resp_cap - c->resp_len - 1, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EAGAIN) break;
+        if (k <= 0) {
+            if (c->state == C_IDLE) { /* the server closed an idle connection: fine */
+                hconn_close(h, c);
+                return;
+            }
+            if (c->body_off && !c->chunked && c->content_len < 0) { /* answer delimited by the close */
+                c->conn_close = 1;
+                hconn_finish(h, c, c->resp + c->body_off, c->resp_len - c->body_off);
+                return;
+            }
+            if (c->resp_len == 0 && c->reused && !c->resent) { /* closed before our request was read */
+                c->resent = 1;
+                hconn_close(h, c);
+                c->req_off = 0;
+                if (hconn_connect(h, c) == 0) return;
+            }
+            hconn_count_error(h, c, 0);
+            return;
+        }
+        if (c->state == C_IDLE) continue; /* bytes nobody asked for: ignore */
+        c->resp_len += (size_t)k;
+        hconn_parse(h, c);
+        if (c->state != C_RECEIVING) return;
+    }
+}
+
+static void hconn_event(hrun_t *h, hconn_t *c, uint32_t ev) {
+    if (c->state == C_CONNECTING) {
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr || (ev & (EPOLLERR | EPOLLHUP))) {
+            hconn_count_error(h, c, 0);
+            return;
+        }
+        c->state = C_SENDING;
+        hconn_send_some(h, c);
+        return;
+    }
+    if (c->state == C_SENDING && (ev & EPOLLOUT)) {
+        hconn_send_some(h, c);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) hconn_readable(h, c);
+}
+
+static void backlog_push(hrun_t *h, double t) {
+    if (h->bl_n == h->bl_cap) {
+        size_t cap = h->bl_cap ? 2 * h->bl_cap : 1024;
+        double *p = malloc(cap * sizeof *p);
+        if (!p) {
+            if (t >= h->t_measure) h->s->unsent++;
+            return;
+        }
+        for (size_t i = 0; i < h->bl_n; i++) p[i] = h->backlog[(h->bl_head + i) % h->bl_cap];
+        free(h->backlog);
+        h->backlog = p;
+        h->bl_cap = cap;
+        h->bl_head = 0;
+    }
+    h->backlog[(h->bl_head + h->bl_n) % h->bl_cap] = t;
+    h->bl_n++;
+}
+
+/* One measured run over HTTP. rate 0: closed loop at concurrency. */
+static int run_http(const bench_opts_t *o, const bench_inputs_t *in, double rate, int concurrency, run_stats_t *s,
+                    char *err, size_t errlen) {
+    hrun_t h = {.o = o, .in = in, .s = s, .epfd = -1};
+    stats_init(s, rate, concurrency);
+    if (target_parse(o->url, &h.t, err, errlen)) return -1;
+    int l = snprintf(h.hdr_prefix, sizeof h.hdr_prefix,
+                     "POST %s/v1/embeddings HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
+                     "User-Agent: sluice-bench\r\n%s%s%s",
+                     h.t.prefix, h.t.host, h.t.port, o->api_key ? "Authorization: Bearer " : "",
+                     o->api_key ? o->api_key : "", o->api_key ? "\r\n" : "");
+    if (l < 0 || (size_t)l >= sizeof h.hdr_prefix) {
+        snprintf(err, errlen, "URL or API key too long");
+        return -1;
+    }
+    h.nc = concurrency;
+    h.c = calloc((size_t)h.nc, sizeof *h.c);
+    h.epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (!h.c || h.epfd < 0) {
+        snprintf(err, errlen, "out of memory or epoll: %s", strerror(errno));
+        free(h.c);
+        if (h.epfd >= 0) close(h.epfd);
+        return -1;
+    }
+    for (int i = 0; i < h.nc; i++) h.c[i].fd = -1;
+    metrics_snap_t m0, m1;
+    double t_start = now_s();
+    h.t_measure = t_start + o->warmup_s;
+    h.t_end = h.t_measure + o->duration_s;
+    h.t_hard_end = h.t_end + o->timeout_s;
+    s->t0 = h.t_measure;
+    int scraped = 0;
+    double next_arrival = rate > 0 ? t_start + rng_exp(rate) : 0;
+    progress_t pr;
+    progress_init(&pr, o, t_start);
+    struct epoll_event evs[256];
+    for (;;) {
+        double t = now_s();
+        if (g_stop && h.t_end > t) { /* Ctrl-C: end the window now, report what was measured */
+            h.t_end = t;
+            h.t_hard_end = t + o->timeout_s;
+            if (h.t_measure > t) h.t_measure = t;
+        }
+        if (!scraped && t >= h.t_measure) {
+            metrics_scrape(o, &m0);
+            scraped = 1;
+            t = now_s();
+        }
+        if (t < h.t_end) {
+            if (rate > 0) {
+                while (next_arrival <= t && next_arrival < h.t_end) {
+                    backlog_push(&h, next_arrival);
+                    next_arrival += rng_exp(rate);
+                }
+            }
+            for (int i = 0; i < h.nc; i++) {
+                hconn_t *c = &h.c[i];
+                if (c->state != C_FREE && c->state != C_IDLE) continue;
+                if (rate > 0) {
+                    if (!h.bl_n) break;
+                    double ts = h.backlog[h.bl_head];
+                    h.bl_head = (h.bl_head + 1) % h.bl_cap;
+                    h.bl_n--;
+                    hconn_start(&h, c, ts);
+                } else if (t >= c->retry_at) {
+                    hconn_start(&h, c, t);
+                }
+            }
+        } else {
+            for (; h.bl_n; h.bl_n--) { /* arrivals the client never got a connection for */
+                if (h.backlog[h.bl_head] >= h.t_measure) s->unsent++;
+                h.bl_head = (h.bl_head + 1) % h.bl_cap;
+            }
+            if (!h.in_flight) break;
+            if (t >= h.t_hard_end) {
+                for (int i = 0; i < h.nc; i++)
+                    if (h.c[i].state >= C_CONNECTING) hconn_count_error(&h, &h.c[i], 1);
+                break;
+            }
+        }
+        /* timeouts of single requests */
+        for (int i = 0; i < h.nc; i++) {
+            hconn_t *c = &h.c[i];
+            if (c->state >= C_CONNECTING && t - c->t_sched > o->timeout_s) hconn_count_error(&h, c, 1);
+        }
+        progress_tick(&pr, t, h.t_measure, h.t_end, h.done_all, h.err_all, h.in_flight, (long)h.bl_n);
+        double wake = t + 0.25;
+        if (rate > 0 && next_arrival < wake && t < h.t_end) wake = next_arrival;
+        if (rate == 0 && t < h.t_end)
+            for (int i = 0; i < h.nc; i++)
+                if (h.c[i].state <= C_IDLE && h.c[i].retry_at < wake) wake = h.c[i].retry_at;
+        int ms = wake > t ? (int)ceil((wake - t) * 1000) : 0;
+        int n = epoll_wait(h.epfd, evs, 256, ms);
+        for (int i = 0; i < n; i++) hconn_event(&h, &h.c[evs[i].data.u32], evs[i].events);
+    }
+    progress_end(&pr);
+    if (scraped) {
+        metrics_scrape(o, &m1);
+        metrics_delta(&m0, &m1, s);
+    }
+    for (int i = 0; i < h.nc; i++) {
+        hconn_close(&h, &h.c[i]);
+        free(h.c[i].req);
+        free(h.c[i].resp);
+    }
+    free(h.c);
+    free(h.backlog);
+    close(h.epfd);
+    stats_summarize(s);
+    return 0;
+}
+
+/* ---- reports ---- */
+
+static void print_row_header(FILE *f) {
+    fprintf(f, "| load | requests/s | inputs/s | tokens/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | "
+               "server batch | batch tokens | queue wait ms |\n");
+    fprintf(f, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |\n");
+}
+
+static void errors_text(const run_stats_t *s, char *out, size_t len) {
+    size_t l = 0;
+    out[0] = 0;
+    for (int i = 0; i < BENCH_MAX_STATUS; i++)
+        if (i != 200 && s->status[i] && l < len)
+            l += (size_t)snprintf(out + l, len - l, "%s%d: %ld", l ? ", " : "", i, s->status[i]);
+    if (s->conn_errors && l < len) l += (size_t)snprintf(out + l, len - l, "%sconn: %ld", l ? ", " : "", s->conn_errors);
+    if (s->timeouts && l < len) l += (size_t)snprintf(out + l, len - l, "%stimeout: %ld", l ? ", " : "", s->timeouts);
+    if (s->unsent && l < len) l += (size_t)snprintf(out + l, len - l, "%sunsent: %ld", l ? ", " : "", s->unsent);
+    if (!l) snprintf(out, len, "0");
+}
+
+static void print_row(FILE *f, const run_stats_t *s) {
+    char load[64], errs[256], bs[32] = "n/a", bt[32] = "n/a", qw[32] = "n/a", tps[32] = "n/a";
+    if (s->offered_rate > 0) snprintf(load, sizeof load, "open %.1f req/s", s->offered_rate);
+    else snprintf(load, sizeof load, "closed c=%d", s->concurrency);
+    errors_text(s, errs, sizeof errs);
+    if (s->have_batch_size) snprintf(bs, sizeof bs, "%.2f", s->batch_size);
+    if (s->have_batch_tokens) snprintf(bt, sizeof bt, "%.0f", s->batch_tokens);
+    if (s->have_queue_wait) snprintf(qw, sizeof qw, "%.2f", s->queue_wait_ms);
+    if (s->tokens_known) snprintf(tps, sizeof tps, "%.0f", s->tps);
+    fprintf(f, "| %s | %.1f | %.1f | %s | %.1f | %.1f | %.1f | %.1f | %s | %s | %s | %s |\n", load, s->rps, s->ips,
+            tps, s->p50, s->p90, s->p99, s->p999, errs, bs, bt, qw);
+}
+
+static json_t *run_json(const run_stats_t *s) {
+    json_t *st = json_object();
+    for (int i = 0; i < BENCH_MAX_STATUS; i++)
+        if (s->status[i]) {
+            char k[8];
+            snprintf(k, sizeof k, "%d", i);
+            json_object_set_new(st, k, json_integer(s->status[i]));
+        }
+    json_t *r = json_pack("{s:s, s:f, s:i, s:f, s:I, s:I, s:I, s:I, s:f, s:f, s:o, s:o,"
+                          " s:{s:f, s:f, s:f, s:f, s:f, s:f}, s:{s:o, s:I, s:I, s:I, s:I}}",
+                          "loop", s->offered_rate > 0 ? "open" : "closed", "offered_requests_per_s", s->offered_rate,
+                          "concurrency", s->concurrency, "seconds", s->elapsed, "requests_sent", (json_int_t)s->sent,
+                          "requests_ok", (json_int_t)s->ok, "inputs", (json_int_t)s->inputs, "tokens",
+                          (json_int_t)s->tokens, "requests_per_s", s->rps, "inputs_per_s", s->ips, "tokens_per_s",
+                          s->tokens_known ? json_real(s->tps) : json_null(), "latency_samples",
+                          json_integer((json_int_t)s->n_lat), "latency_ms", "p50", s->p50, "p90", s->p90, "p99",
+                          s->p99, "p99.9", s->p999, "mean", s->mean, "max", s->max, "errors", "by_status", st,
+                          "connection", (json_int_t)s->conn_errors, "timeout", (json_int_t)s->timeouts, "unsent",
+                          (json_int_t)s->unsent, "total", (json_int_t)s->errors);
+    json_t *srv = json_object();
+    if (s->have_batch_size) json_object_set_new(srv, "mean_batch_size", json_real(s->batch_size));
+    if (s->have_batch_tokens) json_object_set_new(srv, "mean_batch_tokens", json_real(s->batch_tokens));
+    if (s->have_queue_wait) json_object_set_new(srv, "mean_queue_wait_ms", json_real(s->queue_wait_ms));
+    json_object_set_new(r, "server", srv);
+    return r;
+}
+
+static json_t *report_head(const bench_opts_t *o, const bench_inputs_t *in) {
+    char host[256] = "", cpu[256] = "", date[64];
+    gethostname(host, sizeof host - 1);
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+                snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
+                cpu[strcspn(cpu, "\n")] = 0;
+                break;
+            }
+        fclose(f);
+    }
+    time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    return json_pack("{s:s, s:s, s:s, s:s?, s:s, s:i, s:f, s:i, s:f, s:f, s:f, s:{s:s, s:s, s:I}}", "tool",
+                     "sluice-bench", "mode", o->mode == MODE_HTTP ? "http" : "queue", "target",
+                     o->mode == MODE_HTTP ? o->url : o->redis_url, "model", o->model, "inputs", in->source,
+                     "input_texts", in->n, "mean_input_chars", in->mean_chars, "inputs_per_request",
+                     o->inputs_per_request, "warmup_s", o->warmup_s, "duration_s", o->duration_s, "timeout_s",
+                     o->timeout_s, "machine", "host", host, "cpu", cpu, "cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN),
+                     "date", date);
+}
+
+/* ---- queue mode ---- */
+
+static int run_queue(const bench_opts_t *o, const bench_inputs_t *in, double rate, int concurrency, run_stats_t *s,
+                     char *err, size_t errlen);
+
+/* ---- sweep ---- */
+
+static int draw_sweep(const bench_opts_t *o, run_stats_t *steps, int n, const char *png) {
+    char dat[] = "/tmp/sluice-bench-XXXXXX";
+    int fd = mkstemp(dat);
+    if (fd < 0) return -1;
+    FILE *f = fdopen(fd, "w");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%.3f %.3f %.3f %.3f %.3f\n", steps[i].ips, steps[i].p50, steps[i].p90, steps[i].p99,
+                steps[i].p999);
+    fclose(f);
+    char gp[] = "/tmp/sluice-bench-gp-XXXXXX";
+    fd = mkstemp(gp);
+    if (fd < 0) {
+        unlink(dat);
+        return -1;
+    }
+    f = fdopen(fd, "w");
+    fprintf(f,
+            "set terminal pngcairo size 900,560 font 'sans,10'\n"
+            "set output '%s'\n"
+            "set title 'sluice-bench: latency vs throughput (open loop, %d input%s per request)'\n"
+            "set xlabel 'throughput (inputs/s)'\nset ylabel 'latency (ms)'\n"
+            "set grid\nset key left top\nset yrange [0:*]\n"
+            "plot '%s' using 1:2 with linespoints title 'p50', '' using 1:3 with linespoints title 'p90', "
+            "'' using 1:4 with linespoints title 'p99', %g with lines dashtype 2 title 'p99 target'\n",
+            png, o->inputs_per_request, o->inputs_per_request == 1 ? "" : "s", dat, o->p99_target_ms);
+    fclose(f);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>&1", gp);
+    int rc = system(cmd);
+    unlink(dat);
+    unlink(gp);
+    return rc == 0 ? 0 : -1;
+}
+
+typedef int (*run_fn)(const bench_opts_t *, const bench_inputs_t *, double, int, run_stats_t *, char *, size_t);
+
+/* ---- options ---- */
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: sluice-bench [http|queue] [options]\n"
+            "Load generator for sluice's POST /v1/embeddings (or any OpenAI-compatible embeddings server),\n"
+            "or for its Redis task queue.\n\n"
+            "load\n"
+            "  --url URL               server base URL (default http://127.0.0.1:8080)\n"
+            "  --concurrency N         closed loop: N keep-alive connections (default 8);\n"
+            "                          open loop: at most N connections (default 256)\n"
+            "  --rate R                open loop: Poisson arrivals at R requests/s (default: closed loop)\n"
+            "  --warmup S              seconds before measuring (default 2)\n"
+            "  --duration S            seconds measured (default 10)\n"
+            "  --timeout S             per request, and for the drain after the window (default 30)\n"
+            "  --model NAME            \"model\" sent (default: none, the server's only model)\n"
+            "  --inputs-per-request K  texts per request (default 1)\n"
+            "  --encoding-format F     float | base64 (default: not sent, float)\n"
+            "  --api-key KEY           sent as Authorization: Bearer KEY\n"
+            "inputs\n"
+            "  --corpus FILE           one text per line (bench/fetch_corpus.sh writes bench/data/fortunes.txt)\n"
+            "  --limit N               use the first N lines\n"
+            "  --gen-tokens MEAN[:SD]  generated texts of MEAN words (normal, SD default 0), each word one\n"
+            "                          whole-word token of --vocab, so MEAN+2 tokens with [CLS]/[SEP]\n"
+            "  --vocab FILE            (default models/all-minilm-l6-v2/vocab.txt)\n"
+            "  --seed N                random seed (arrivals, generated texts; default 1)\n"
+            "report\n"
+            "  --json FILE             write the JSON report\n"
+            "  --metrics-url URL       server metrics (default URL/metrics; 'none' to skip)\n"
+            "  --progress on|off|auto  progress line on stderr (auto: every second on a tty, else every 5 s)\n"
+            "sweep\n"
+            "  --sweep                 open-loop rate steps until p99 breaks --p99-target-ms\n"
+            "  --p99-target-ms MS      (default 100)\n"
+            "  --rate R --rate-step D  first rate and step (default: from a closed-loop probe of capacity)\n"
+            "  --max-steps N           (default 12)\n"
+            "  --png FILE              latency-vs-throughput plot (default sluice-bench-sweep.png)\n"
+            "queue mode\n"
+            "  --redis URL             (default redis://127.0.0.1:6379/0)\n"
+            "  --queue NAME            (default sluice)\n"
+            "  --op NAME               task op (default embeddings)\n");
+}
+
+static int parse_opts(int argc, char **argv, bench_opts_t *o, char *err, size_t errlen) {
+    static char metrics[600];
+    *o = (bench_opts_t){.url = "http://127.0.0.1:8080", .inputs_per_request = 1, .concurrency = 0, .warmup_s = 2,
+                        .duration_s = 10, .timeout_s = 30, .p99_target_ms = 100, .max_steps = 12,
+                        .redis_url = "redis://127.0.0.1:6379/0", .queue_name = "sluice", .op = "embeddings",
+                        .seed = 1, .progress = -1, .vocab = "models/all-minilm-l6-v2/vocab.txt"};
+    int i = 1;
+    if (i < argc && !strcmp(argv[i], "http")) i++;
+    else if (i < argc && !strcmp(argv[i], "queue")) o->mode = MODE_QUEUE, i++;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define FLAG(name) (!strcmp(a, name))
+#define NEED()                                                              \
+    do {                                                                    \
+        if (!v) {                                                           \
+            snprintf(err, errlen, "option %s needs a value", a);            \
+            return -1;                                                      \
+        }                                                                   \
+        i++;                                                                \
+    } while (0)
+        if (FLAG("--help") || FLAG("-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (FLAG("--sweep")) {
+            o->sweep = 1;
+        } else if (FLAG("--url")) { NEED(); o->url = v; }
+        else if (FLAG("--model")) { NEED(); o->model = v; }
+        else if (FLAG("--corpus")) { NEED(); o->corpus = v; }
+        else if (FLAG("--vocab")) { NEED(); o->vocab = v; }
+        else if (FLAG("--gen-tokens")) {
+            NEED();
+            if (sscanf(v, "%d:%d", &o->gen_tokens, &o->gen_tokens_sd) < 1 || o->gen_tokens < 1) {
+                snprintf(err, errlen, "--gen-tokens MEAN[:SD], MEAN >= 1");
+                return -1;
+            }
+        } else if (FLAG("--limit")) { NEED(); o->limit = atoi(v); }
+        else if (FLAG("--inputs-per-request")) { NEED(); o->inputs_per_request = atoi(v); }
+        else if (FLAG("--concurrency")) { NEED(); o->concurrency = atoi(v); }
+        else if (FLAG("--rate")) { NEED(); o->rate = atof(v); }
+        else if (FLAG("--rate-step")) { NEED(); o->rate_step = atof(v); }
+        else if (FLAG("--max-steps")) { NEED(); o->max_steps = atoi(v); }
+        else if (FLAG("--warmup")) { NEED(); o->warmup_s = atof(v); }
+        else if (FLAG("--duration")) { NEED(); o->duration_s = atof(v); }
+        else if (FLAG("--timeout")) { NEED(); o->timeout_s = atof(v); }
+        else if (FLAG("--json")) { NEED(); o->json_path = v; }
+        else if (FLAG("--png")) { NEED(); o->png_path = v; }
+        else if (FLAG("--api-key")) { NEED(); o->api_key = v; }
+        else if (FLAG("--encoding-format")) { NEED(); o->encoding_format = v; }
+        else if (FLAG("--metrics-url")) { NEED(); o->metrics_url = v; }
+        else if (FLAG("--p99-target-ms")) { NEED(); o->p99_target_ms = atof(v); }
+        else if (FLAG("--redis")) { NEED(); o->redis_url = v; }
+        else if (FLAG("--queue")) { NEED(); o->queue_name = v; }
+        else if (FLAG("--op")) { NEED(); o->op = v; }
+        else if (FLAG("--seed")) { NEED(); o->seed = strtoull(v, NULL, 10); }
+        else if (FLAG("--progress")) {
+            NEED();
+            o->progress = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? 0 : -1;
+        } else {
+            snprintf(err, errlen, "unknown option '%s' (try --help)", a);
+            return -1;
+        }
+#undef FLAG
+#undef NEED
+    }
+    if (!o->corpus && !o->gen_tokens) {
+        snprintf(err, errlen, "give --corpus FILE or --gen-tokens MEAN[:SD] (try --help)");
+        return -1;
+    }
+    if (o->inputs_per_request < 1 || o->duration_s <= 0 || o->warmup_s < 0 || o->timeout_s <= 0 || o->rate < 0 ||
+        o->concurrency < 0 || o->concurrency > BENCH_MAX_CONNS) {
+        snprintf(err, errlen, "need --inputs-per-request >= 1, --duration > 0, --timeout > 0, --warmup >= 0, "
+                              "--rate >= 0, --concurrency 1..%d",
+                 BENCH_MAX_CONNS);
+        return -1;
+    }
+    if (!o->metrics_url) {
+        snprintf(metrics, sizeof metrics, "%s/metrics", o->url);
+        size_t l = strlen(o->url);
+        if (l && o->url[l - 1] == '/') snprintf(metrics, sizeof metrics, "%smetrics", o->url);
+        o->metrics_url = o->mode == MODE_HTTP ? metrics : "";
+    } else if (!strcmp(o->metrics_url, "none")) {
+        o->metrics_url = "";
+    }
+    if (!o->png_path) o->png_path = "sluice-bench-sweep.png";
+    g_rng ^= o->seed * 0xD1B54A32D192ED03ULL;
+    if (!g_rng) g_rng = 1;
+    return 0;
+}
+
+static int write_json(const char *path, json_t *doc) {
+    if (!path) return 0;
+    if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_REAL_PRECISION(6))) {
+        fprintf(stderr, "sluice-bench: cannot write %s\n", path);
+        return -1;
+    }
+    fprintf(stderr, "sluice-bench: JSON report in %s\n", path);
+    return 0;
+}
+
+static void print_server_note(const bench_opts_t *o, const run_stats_t *s) {
+    if (!o->metrics_url[0]) return;
+    if (!s->have_batch_size && !s->have_batch_tokens && !s->have_queue_wait)
+        printf("\nserver figures: %s has no batch histograms (or did not answer); columns show n/a\n",
+               o->metrics_url);
+}
+
+int main(int argc, char **argv) {
+    bench_opts_t o;
+    char err[512];
+    if (parse_opts(argc, argv, &o, err, sizeof err)) {
+        fprintf(stderr, "sluice-bench: %s\n", err);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_sigint};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    bench_inputs_t in = {0};
+    int rc = o.corpus ? inputs_from_corpus(o.corpus, o.limit, &in, err, sizeof err)
+                      : inputs_generated(o.vocab, o.gen_tokens, o.gen_tokens_sd, 4096, &in, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "sluice-bench: %s\n", err);
+        return 2;
+    }
+    run_fn run = o.mode == MODE_HTTP ? run_http : run_queue;
+    if (o.mode == MODE_HTTP) { /* fail fast, with the reason, when nothing listens there */
+        char *body = NULL, url[600];
+        snprintf(url, sizeof url, "%s/healthz", o.url);
+        int st = http_get(url, 5.0, &body, err, sizeof err);
+        free(body);
+        if (st < 0) {
+            fprintf(stderr, "sluice-bench: %s is not answering: %s\n", o.url, err);
+            cli_free_lines(in.texts, in.n);
+            return 1;
+        }
+    }
+    fprintf(stderr, "sluice-bench: %s %s, %d texts from %s (mean %.0f chars), %d per request\n",
+            o.mode == MODE_HTTP ? "http" : "queue", o.mode == MODE_HTTP ? o.url : o.redis_url, in.n, in.source,
+            in.mean_chars, o.inputs_per_request);
+    json_t *doc = report_head(&o, &in), *runs = json_array();
+    int status = 0;
+    if (!o.sweep) {
+        run_stats_t s;
+        int conc = o.concurrency ? o.concurrency : o.rate > 0 ? 256 : 8;
+        if (run(&o, &in, o.rate, conc, &s, err, sizeof err)) {
+            fprintf(stderr, "sluice-bench: %s\n", err);
+            status = 1;
+        } else {
+            json_array_append_new(runs, run_json(&s));
+            printf("\n");
+            print_row_header(stdout);
+            print_row(stdout, &s);
+            print_server_note(&o, &s);
+            if (s.ok == 0) status = 1;
+        }
+        stats_free(&s);
+    } else {
+        double start = o.rate, step = o.rate_step;
+        int conc = o.concurrency ? o.concurrency : 256;
+        if (start <= 0) { /* probe capacity: closed loop, then step from a quarter of it */
+            run_stats_t probe;
+            bench_opts_t po = o;
+            po.duration_s = o.duration_s / 2 > 3 ? o.duration_s / 2 : 3;
+            fprintf(stderr, "sluice-bench: probing capacity (closed loop, concurrency 16, %.0f s)\n", po.duration_s);
+            if (run(&po, &in, 0, 16, &probe, err, sizeof err) || probe.rps <= 0) {
+                fprintf(stderr, "sluice-bench: capacity probe failed: %s\n", probe.rps <= 0 ? "no answer" : err);
+                stats_free(&probe);
+                status = 1;
+                goto done;
+            }
+            fprintf(stderr, "sluice-bench: capacity about %.1f requests/s; p50 %.1f ms at concurrency 16\n",
+                    probe.rps, probe.p50);
+            start = probe.rps * 0.2;
+            if (step <= 0) step = probe.rps * 0.1;
+            stats_free(&probe);
+        }
+        if (step <= 0) step = start;
+        run_stats_t *steps = calloc((size_t)o.max_steps, sizeof *steps);
+        int n = 0;
+        double best = 0;
+        printf("\n");
+        print_row_header(stdout);
+        for (; n < o.max_steps && !g_stop; n++) {
+            double rate = start + n * step;
+            if (run(&o, &in, rate, conc, &steps[n], err, sizeof err)) {
+                fprintf(stderr, "sluice-bench: %s\n", err);
+                status = 1;
+                break;
+            }
+            print_row(stdout, &steps[n]);
+            fflush(stdout);
+            json_array_append_new(runs, run_json(&steps[n]));
+            long asked = steps[n].sent + steps[n].unsent;
+            int broke = steps[n].p99 > o.p99_target_ms || steps[n].errors > 0.01 * (asked ? asked : 1) ||
+                        steps[n].rps < 0.9 * rate;
+            if (!broke && steps[n].ips > best) best = steps[n].ips;
+            if (broke) {
+                fprintf(stderr, "sluice-bench: the target broke at %.1f requests/s offered (p99 %.1f ms, %ld errors, "
+                                "%.1f requests/s answered)\n",
+                        rate, steps[n].p99, steps[n].errors, steps[n].rps);
+                n++;
+                break;
+            }
+        }
+        printf("\nsustained under p99 %.0f ms: %.1f inputs/s\n", o.p99_target_ms, best);
+        json_object_set_new(doc, "sweep",
+                            json_pack("{s:f, s:f, s:s}", "p99_target_ms", o.p99_target_ms,
+                                      "max_inputs_per_s_under_target", best, "png", o.png_path));
+        if (n > 0) {
+            if (draw_sweep(&o, steps, n, o.png_path) == 0) fprintf(stderr, "sluice-bench: plot in %s\n", o.png_path);
+            else fprintf(stderr, "sluice-bench: gnuplot failed or is missing (make deps installs it); no plot\n");
+        }
+        for (int i = 0; i < n; i++) stats_free(&steps[i]);
+        free(steps);
+    }
+done:
+    json_object_set_new(doc, "runs", runs);
+    if (write_json(o.json_path, doc)) status = 1;
+    json_decref(doc);
+    cli_free_lines(in.texts, in.n);
+    return status;
+}
+
+/* Queue mode needs queue/ (the Redis reliable queue); until it is built
+ * into libsluice.a this says so. */
+static int run_queue(const bench_opts_t *o, const bench_inputs_t *in, double rate, int concurrency, run_stats_t *s,
+                     char *err, size_t errlen) {
+    (void)o, (void)in, (void)rate, (void)concurrency;
+    stats_init(s, rate, concurrency);
+    snprintf(err, errlen, "queue mode is not built yet (queue/queue.h)");
+    return -1;
+}
