@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "api/cli_common.h"
+#include "queue/queue.h"
 
 #define BENCH_MAX_CONNS 4096
 #define BENCH_MAX_STATUS 600
@@ -99,6 +100,7 @@ typedef struct {
     /* summary */
     double rps, ips, tps, p50, p90, p99, p999, mean, max, elapsed;
     long errors;
+    char first_error[256];       /* the first failure, for the reader: an answer's body or a message */
 } run_stats_t;
 
 static volatile sig_atomic_t g_stop;
@@ -533,6 +535,16 @@ static void stats_init(run_stats_t *s, double rate, int concurrency) {
     s->offered_rate = rate;
     s->concurrency = concurrency;
 }
+static void stats_note_error(run_stats_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void stats_note_error(run_stats_t *s, const char *fmt, ...) {
+    if (s->first_error[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->first_error, sizeof s->first_error, fmt, ap);
+    va_end(ap);
+    for (char *p = s->first_error; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+}
 static void stats_free(run_stats_t *s) {
     free(s->lat);
     s->lat = NULL;
@@ -660,13 +672,14 @@ static void hconn_watch(hrun_t *h, hconn_t *c, uint32_t events) {
     epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-static void hconn_count_error(hrun_t *h, hconn_t *c, int timeout) {
+static void hconn_count_error(hrun_t *h, hconn_t *c, int timeout, const char *why) {
     h->err_all++;
     if (c->measured) {
         if (timeout) h->s->timeouts++;
         else h->s->conn_errors++;
         h->s->t_last = now_s();
     }
+    stats_note_error(h->s, "%s%s", timeout ? "" : "connection: ", why);
     h->in_flight--;
     c->retry_at = now_s() + 0.1;
     free(c->req);
@@ -707,7 +720,7 @@ static void hconn_send_some(hrun_t *h, hconn_t *c) {
                 hconn_close(h, c);
                 if (hconn_connect(h, c) == 0) return;
             }
-            hconn_count_error(h, c, 0);
+            hconn_count_error(h, c, 0, k < 0 ? strerror(errno) : "connection closed while sending");
             return;
         }
         c->req_off += (size_t)k;
@@ -741,7 +754,7 @@ static void hconn_start(hrun_t *h, hconn_t *c, double t_sched) {
     if (c->measured) h->s->sent++;
     h->in_flight++;
     if (c->state == C_FREE) {
-        if (hconn_connect(h, c)) hconn_count_error(h, c, 0);
+        if (hconn_connect(h, c)) hconn_count_error(h, c, 0, strerror(errno));
         return;
     }
     c->state = C_SENDING;
@@ -756,6 +769,7 @@ static void hconn_finish(hrun_t *h, hconn_t *c, const char *body, size_t blen) {
         run_stats_t *s = h->s;
         s->t_last = t;
         if (c->status > 0 && c->status < BENCH_MAX_STATUS) s->status[c->status]++;
+        if (c->status != 200) stats_note_error(s, "HTTP %d: %.200s", c->status, blen ? body : "(no body)");
         if (c->status == 200) {
             s->ok++;
             s->inputs += c->n_inputs;
@@ -827,7 +841,7 @@ static void hconn_readable(hrun_t *h, hconn_t *c) {
             while (cap < c->resp_len + 65536 + 1) cap *= 2;
             char *p = realloc(c->resp, cap);
             if (!p) {
-                hconn_count_error(h, c, 0);
+                hconn_count_error(h, c, 0, "out of memory for an answer");
                 return;
             }
             c->resp = p;
@@ -852,7 +866,7 @@ static void hconn_readable(hrun_t *h, hconn_t *c) {
                 c->req_off = 0;
                 if (hconn_connect(h, c) == 0) return;
             }
-            hconn_count_error(h, c, 0);
+            hconn_count_error(h, c, 0, k < 0 ? strerror(errno) : "connection closed before the answer was whole");
             return;
         }
         if (c->state == C_IDLE) continue; /* bytes nobody asked for: ignore */
@@ -868,7 +882,7 @@ static void hconn_event(hrun_t *h, hconn_t *c, uint32_t ev) {
         socklen_t sl = sizeof soerr;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
         if (soerr || (ev & (EPOLLERR | EPOLLHUP))) {
-            hconn_count_error(h, c, 0);
+            hconn_count_error(h, c, 0, strerror(soerr ? soerr : ECONNREFUSED));
             return;
         }
         c->state = C_SENDING;
@@ -976,14 +990,14 @@ static int run_http(const bench_opts_t *o, const bench_inputs_t *in, double rate
             if (!h.in_flight) break;
             if (t >= h.t_hard_end) {
                 for (int i = 0; i < h.nc; i++)
-                    if (h.c[i].state >= C_CONNECTING) hconn_count_error(&h, &h.c[i], 1);
+                    if (h.c[i].state >= C_CONNECTING) hconn_count_error(&h, &h.c[i], 1, "request timed out");
                 break;
             }
         }
         /* timeouts of single requests */
         for (int i = 0; i < h.nc; i++) {
             hconn_t *c = &h.c[i];
-            if (c->state >= C_CONNECTING && t - c->t_sched > o->timeout_s) hconn_count_error(&h, c, 1);
+            if (c->state >= C_CONNECTING && t - c->t_sched > o->timeout_s) hconn_count_error(&h, c, 1, "request timed out");
         }
         progress_tick(&pr, t, h.t_measure, h.t_end, h.done_all, h.err_all, h.in_flight, (long)h.bl_n);
         double wake = t + 0.25;
@@ -1099,8 +1113,304 @@ static json_t *report_head(const bench_opts_t *o, const bench_inputs_t *in) {
 
 /* ---- queue mode ---- */
 
+/* Closed loop: `concurrency` threads, each with its own Redis connection,
+ * enqueue a task and wait for its end, again and again. Open loop: one
+ * producer thread enqueues at the Poisson times and hands each id to the
+ * waiter threads (FIFO). A waiter busy with an earlier task reaches a later
+ * one only when it is free, so with more tasks in flight than waiters the
+ * latency of those is overstated by that lag (it is never understated):
+ * give --concurrency above the expected tasks in flight. A task ends done
+ * (counted as 200), in the DLQ (500), expired (504) or cancelled (499); an
+ * enqueue refused because the queue is full counts as 429. */
+
+typedef struct {
+    char id[QUEUE_ID_MAX];
+    double t_sched;
+    int measured;
+} qtask_t;
+
+typedef struct {
+    const bench_opts_t *o;
+    const bench_inputs_t *in;
+    queue_config_t cfg;
+    double rate, t_measure, t_end, t_hard_end;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int cursor;
+    qtask_t *ring;               /* open loop: enqueued, not yet waited on */
+    size_t r_head, r_n, r_cap;
+    int producer_done;
+    int in_flight;
+    long done_all, err_all;
+    run_stats_t *s;
+    char err[256];               /* first connection failure */
+} qrun_t;
+
+static char *qrun_payload(qrun_t *q) {
+    pthread_mutex_lock(&q->mu);
+    sbuf_t b = {0};
+    int bad = sb_inputs(&b, q->o, q->in, &q->cursor);
+    pthread_mutex_unlock(&q->mu);
+    char err[128];
+    char *p = bad ? NULL : queue_payload_build(q->o->model, q->o->op, b.p, NULL, NULL, err, sizeof err);
+    free(b.p);
+    return p;
+}
+
+/* Record the end of one task (status 0: connection error, -1: timed out). */
+static void qrun_record(qrun_t *q, const qtask_t *t, int status, const char *result, size_t result_len) {
+    double now = now_s();
+    pthread_mutex_lock(&q->mu);
+    q->done_all++;
+    q->in_flight--;
+    if (status != 200) q->err_all++;
+    if (t->measured) {
+        run_stats_t *s = q->s;
+        s->t_last = now;
+        if (status == 0) s->conn_errors++;
+        else if (status < 0) s->timeouts++;
+        else s->status[status]++;
+        if (status == 200) {
+            s->ok++;
+            s->inputs += q->o->inputs_per_request;
+            stats_latency(s, now - t->t_sched);
+            long tok = result ? parse_total_tokens(result, result_len) : -1;
+            if (tok >= 0) {
+                s->tokens += tok;
+                s->tokens_known = 1;
+            }
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+static int qrun_status(queue_state_t st) {
+    switch (st) {
+    case QUEUE_S_DONE: return 200;
+    case QUEUE_S_DLQ: return 500;
+    case QUEUE_S_EXPIRED: return 504;
+    case QUEUE_S_CANCELLED: return 499;
+    default: return -1;
+    }
+}
+
+/* Enqueue one task: QUEUE_OK, or a negative QUEUE_E* (EBUSY: the queue is full). */
+static int qrun_enqueue(qrun_t *q, queue_conn_t *c, qtask_t *t) {
+    pthread_mutex_lock(&q->mu);
+    q->in_flight++;
+    if (t->measured) q->s->sent++;
+    pthread_mutex_unlock(&q->mu);
+    char *payload = qrun_payload(q);
+    if (!payload) return QUEUE_ENOMEM;
+    queue_task_t task = {.payload = payload, .payload_len = strlen(payload)};
+    int rc = queue_enqueue(c, &task, t->id, NULL);
+    free(payload);
+    return rc;
+}
+
+/* Record a refused enqueue: 429 when the queue is full, else a connection error. */
+static void qrun_refused(qrun_t *q, queue_conn_t *c, const qtask_t *t, int rc) {
+    pthread_mutex_lock(&q->mu);
+    stats_note_error(q->s, "enqueue: %s", rc == QUEUE_ENOMEM ? "cannot build the payload" : queue_last_error(c));
+    pthread_mutex_unlock(&q->mu);
+    qrun_record(q, t, rc == QUEUE_EBUSY ? 429 : 0, NULL, 0);
+}
+
+static void qrun_wait(qrun_t *q, queue_conn_t *c, const qtask_t *t) {
+    double left = q->t_hard_end - now_s();
+    double per = q->o->timeout_s - (now_s() - t->t_sched);
+    if (per < left) left = per;
+    queue_info_t info;
+    if (left <= 0) {
+        qrun_record(q, t, -1, NULL, 0);
+        return;
+    }
+    int rc = queue_wait(c, t->id, (int64_t)(left * 1000) + 1, &info);
+    if (rc) {
+        pthread_mutex_lock(&q->mu);
+        stats_note_error(q->s, "wait: %s", queue_last_error(c));
+        pthread_mutex_unlock(&q->mu);
+        qrun_record(q, t, 0, NULL, 0);
+        return;
+    }
+    int st = qrun_status(info.state);
+    if (st != 200) {
+        pthread_mutex_lock(&q->mu);
+        stats_note_error(q->s, "task %s ended %s: %.200s", t->id, queue_state_name(info.state),
+                         info.error ? info.error : "(no error text)");
+        pthread_mutex_unlock(&q->mu);
+    }
+    qrun_record(q, t, st, info.result, info.result_len);
+    queue_info_clear(&info);
+}
+
+static queue_conn_t *qrun_connect(qrun_t *q) {
+    char err[256];
+    queue_conn_t *c = queue_connect(&q->cfg, err, sizeof err);
+    if (!c) {
+        pthread_mutex_lock(&q->mu);
+        if (!q->err[0]) snprintf(q->err, sizeof q->err, "%s", err);
+        pthread_mutex_unlock(&q->mu);
+    }
+    return c;
+}
+
+static void *qrun_closed_thread(void *arg) {
+    qrun_t *q = arg;
+    queue_conn_t *c = qrun_connect(q);
+    if (!c) return NULL;
+    while (!g_stop) {
+        double t = now_s();
+        if (t >= q->t_end) break;
+        qtask_t task = {.t_sched = t, .measured = t >= q->t_measure};
+        int rc = qrun_enqueue(q, c, &task);
+        if (rc) {
+            qrun_refused(q, c, &task, rc);
+            usleep(rc == QUEUE_EBUSY ? 10000 : 100000); /* full or Redis trouble: do not spin */
+            continue;
+        }
+        qrun_wait(q, c, &task);
+    }
+    queue_close(c);
+    return NULL;
+}
+
+static void *qrun_waiter_thread(void *arg) {
+    qrun_t *q = arg;
+    queue_conn_t *c = qrun_connect(q);
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->r_n && !q->producer_done) pthread_cond_wait(&q->cv, &q->mu);
+        if (!q->r_n) break;
+        qtask_t t = q->ring[q->r_head];
+        q->r_head = (q->r_head + 1) % q->r_cap;
+        q->r_n--;
+        pthread_mutex_unlock(&q->mu);
+        if (c) qrun_wait(q, c, &t);
+        else qrun_record(q, &t, 0, NULL, 0);
+        pthread_mutex_lock(&q->mu);
+    }
+    pthread_mutex_unlock(&q->mu);
+    queue_close(c);
+    return NULL;
+}
+
+static void *qrun_producer_thread(void *arg) {
+    qrun_t *q = arg;
+    queue_conn_t *c = qrun_connect(q);
+    double next = now_s() + rng_exp(q->rate);
+    while (c && !g_stop && next < q->t_end) {
+        double t = now_s();
+        if (next > t) {
+            usleep((useconds_t)((next - t) * 1e6));
+            continue;
+        }
+        qtask_t task = {.t_sched = next, .measured = next >= q->t_measure};
+        next += rng_exp(q->rate);
+        int rc = qrun_enqueue(q, c, &task);
+        if (rc) {
+            qrun_refused(q, c, &task, rc);
+            continue;
+        }
+        pthread_mutex_lock(&q->mu);
+        if (q->r_n == q->r_cap) {
+            size_t cap = q->r_cap ? 2 * q->r_cap : 1024;
+            qtask_t *p = malloc(cap * sizeof *p);
+            if (!p) {
+                pthread_mutex_unlock(&q->mu);
+                qrun_record(q, &task, 0, NULL, 0);
+                continue;
+            }
+            for (size_t i = 0; i < q->r_n; i++) p[i] = q->ring[(q->r_head + i) % q->r_cap];
+            free(q->ring);
+            q->ring = p;
+            q->r_cap = cap;
+            q->r_head = 0;
+        }
+        q->ring[(q->r_head + q->r_n) % q->r_cap] = task;
+        q->r_n++;
+        pthread_cond_signal(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_lock(&q->mu);
+    q->producer_done = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    queue_close(c);
+    return NULL;
+}
+
 static int run_queue(const bench_opts_t *o, const bench_inputs_t *in, double rate, int concurrency, run_stats_t *s,
-                     char *err, size_t errlen);
+                     char *err, size_t errlen) {
+    qrun_t q = {.o = o, .in = in, .rate = rate, .s = s};
+    stats_init(s, rate, concurrency);
+    queue_config_defaults(&q.cfg);
+    q.cfg.url = o->redis_url;
+    q.cfg.name = o->queue_name;
+    queue_conn_t *probe = queue_connect(&q.cfg, err, errlen); /* fail fast with the reason */
+    if (!probe) return -1;
+    queue_close(probe);
+    pthread_mutex_init(&q.mu, NULL);
+    pthread_cond_init(&q.cv, NULL);
+    int nth = concurrency + (rate > 0);
+    pthread_t *th = calloc((size_t)nth, sizeof *th);
+    if (!th) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    metrics_snap_t m0, m1;
+    double t_start = now_s();
+    q.t_measure = t_start + o->warmup_s;
+    q.t_end = q.t_measure + o->duration_s;
+    q.t_hard_end = q.t_end + o->timeout_s;
+    s->t0 = q.t_measure;
+    int started = 0;
+    for (int i = 0; i < nth; i++) {
+        void *(*fn)(void *) = rate <= 0 ? qrun_closed_thread : i == 0 ? qrun_producer_thread : qrun_waiter_thread;
+        if (pthread_create(&th[i], NULL, fn, &q)) break;
+        started++;
+    }
+    if (started == 0 || (rate > 0 && started < 2)) { /* no producer or no waiter: nothing would end */
+        g_stop = 1;
+        for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+        free(th);
+        snprintf(err, errlen, "cannot start threads");
+        return -1;
+    }
+    progress_t pr;
+    progress_init(&pr, o, t_start);
+    int scraped = 0;
+    for (;;) { /* the main thread only watches: progress, /metrics, the end */
+        double t = now_s();
+        if (!scraped && t >= q.t_measure) {
+            metrics_scrape(o, &m0);
+            scraped = 1;
+        }
+        pthread_mutex_lock(&q.mu);
+        long done = q.done_all, errs = q.err_all, waiting = (long)q.r_n;
+        int fl = q.in_flight, finished = (t >= q.t_end || g_stop) && (rate <= 0 || q.producer_done) && fl == 0;
+        pthread_mutex_unlock(&q.mu);
+        progress_tick(&pr, t, q.t_measure, q.t_end, done, errs, fl, waiting);
+        if (finished || t > q.t_hard_end + 5) break;
+        usleep(50000);
+    }
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    progress_end(&pr);
+    if (scraped) {
+        metrics_scrape(o, &m1);
+        metrics_delta(&m0, &m1, s);
+    }
+    free(th);
+    free(q.ring);
+    pthread_mutex_destroy(&q.mu);
+    pthread_cond_destroy(&q.cv);
+    if (q.err[0] && s->ok == 0) {
+        snprintf(err, errlen, "%s", q.err);
+        return -1;
+    }
+    stats_summarize(s);
+    return 0;
+}
 
 /* ---- sweep ---- */
 
@@ -1247,6 +1557,10 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o, char *err, size_t 
 #undef FLAG
 #undef NEED
     }
+    if (o->mode == MODE_QUEUE && !o->model) {
+        snprintf(err, errlen, "queue mode needs --model NAME (a task names its model)");
+        return -1;
+    }
     if (!o->corpus && !o->gen_tokens) {
         snprintf(err, errlen, "give --corpus FILE or --gen-tokens MEAN[:SD] (try --help)");
         return -1;
@@ -1283,6 +1597,7 @@ static int write_json(const char *path, json_t *doc) {
 }
 
 static void print_server_note(const bench_opts_t *o, const run_stats_t *s) {
+    if (s->first_error[0]) printf("\nfirst error: %s\n", s->first_error);
     if (!o->metrics_url[0]) return;
     if (!s->have_batch_size && !s->have_batch_tokens && !s->have_queue_wait)
         printf("\nserver figures: %s has no batch histograms (or did not answer); columns show n/a\n",
@@ -1373,6 +1688,7 @@ int main(int argc, char **argv) {
                 break;
             }
             print_row(stdout, &steps[n]);
+            if (steps[n].first_error[0]) printf("  (first error: %s)\n", steps[n].first_error);
             fflush(stdout);
             json_array_append_new(runs, run_json(&steps[n]));
             long asked = steps[n].sent + steps[n].unsent;
@@ -1406,12 +1722,3 @@ done:
     return status;
 }
 
-/* Queue mode needs queue/ (the Redis reliable queue); until it is built
- * into libsluice.a this says so. */
-static int run_queue(const bench_opts_t *o, const bench_inputs_t *in, double rate, int concurrency, run_stats_t *s,
-                     char *err, size_t errlen) {
-    (void)o, (void)in, (void)rate, (void)concurrency;
-    stats_init(s, rate, concurrency);
-    snprintf(err, errlen, "queue mode is not built yet (queue/queue.h)");
-    return -1;
-}
