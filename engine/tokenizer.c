@@ -44,6 +44,7 @@
 #define WORD_MAX_BYTES (WORD_MAX_CHARS * 4)
 #define VOCAB_MAX_BYTES (256u << 20)    /* a vocab file larger than this is refused */
 #define DECOMP_MAX 32                   /* NFD of one code point (Unicode max is 4) */
+#define FILTER_LOG2 18                  /* 32 KiB filter per map: ~11% false hits at 30k keys */
 
 typedef struct {
     uint32_t hash;  /* FNV-1a of the key */
@@ -56,6 +57,7 @@ typedef struct {
     vocab_slot_t *slots;
     uint32_t mask;  /* slots - 1 (a power of two, at least twice the keys) */
     int max_key;    /* longest key, bytes */
+    uint64_t *seen; /* (FILTER_BITS / 64) bit per high hash bits: most misses end here */
 } vocab_map_t;
 
 typedef struct {
@@ -100,7 +102,8 @@ static int map_init(vocab_map_t *m, int n_keys) {
     uint32_t cap = 16;
     while (cap < (uint32_t)n_keys * 2u) cap <<= 1;
     m->slots = malloc(cap * sizeof *m->slots);
-    if (!m->slots) return -1;
+    m->seen = calloc((1u << FILTER_LOG2) / 64, sizeof *m->seen);
+    if (!m->slots || !m->seen) return -1;
     for (uint32_t i = 0; i < cap; i++) m->slots[i].id = -1;
     m->mask = cap - 1;
     m->max_key = 0;
@@ -109,7 +112,8 @@ static int map_init(vocab_map_t *m, int n_keys) {
 
 /* Later duplicates win, as when HF reads a vocab file into a HashMap. */
 static void map_put(vocab_map_t *m, const char *blob, uint32_t off, uint32_t len, int32_t id) {
-    uint32_t h = fnv(blob + off, len);
+    uint32_t h = fnv(blob + off, len), bit = h >> (32 - FILTER_LOG2);
+    m->seen[bit / 64] |= 1ull << (bit % 64);
     for (uint32_t i = h & m->mask;; i = (i + 1) & m->mask) {
         vocab_slot_t *s = &m->slots[i];
         if (s->id < 0) {
@@ -124,12 +128,21 @@ static void map_put(vocab_map_t *m, const char *blob, uint32_t off, uint32_t len
     }
 }
 
+/* Keys are a few bytes long: a plain loop beats a call to memcmp. */
+static inline int same_bytes(const char *a, const char *b, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
 static int32_t map_get(const vocab_map_t *m, const char *blob, const char *key, uint32_t len,
                        uint32_t h) {
+    uint32_t bit = h >> (32 - FILTER_LOG2);
+    if (!(m->seen[bit / 64] >> (bit % 64) & 1)) return -1;
     for (uint32_t i = h & m->mask;; i = (i + 1) & m->mask) {
         const vocab_slot_t *s = &m->slots[i];
         if (s->id < 0) return -1;
-        if (s->hash == h && s->len == len && !memcmp(blob + s->off, key, len)) return s->id;
+        if (s->hash == h && s->len == len && same_bytes(blob + s->off, key, len)) return s->id;
     }
 }
 
@@ -183,16 +196,26 @@ static int hf_category_override(int32_t c) {
     return -1;
 }
 
-static int category(int32_t c) {
+static int category_of(int32_t c, const utf8proc_property_t *p) {
+    int cat = p->category;
+    /* letters, numbers, enclosing marks and all symbols but So classify the
+     * same under either category: no need to search the overrides */
+    if (cat <= UTF8PROC_CATEGORY_LO || cat == UTF8PROC_CATEGORY_ME ||
+        (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) ||
+        (cat >= UTF8PROC_CATEGORY_SM && cat <= UTF8PROC_CATEGORY_SK))
+        return cat;
     int o = hf_category_override(c);
-    return o >= 0 ? o : utf8proc_get_property(c)->category;
+    return o >= 0 ? o : cat;
 }
 
-/* Class of a raw code point for clean_text: dropped, whitespace, or kept. */
-static int clean_class(int32_t c) {
+static int category(int32_t c) { return category_of(c, utf8proc_get_property(c)); }
+
+/* Class of a raw code point (of category cat) for clean_text: dropped,
+ * whitespace, or kept. */
+static int clean_class(int32_t c, int cat) {
     if (c == '\t' || c == '\n' || c == '\r') return CLS_SPACE;
     if (c == 0 || c == 0xFFFD) return CLS_DROP;
-    switch (category(c)) {
+    switch (cat) {
     case UTF8PROC_CATEGORY_CC:
     case UTF8PROC_CATEGORY_CF:
     case UTF8PROC_CATEGORY_CO:
@@ -204,11 +227,10 @@ static int clean_class(int32_t c) {
     }
 }
 
-static int is_punct(int32_t c) {
+static int is_punct(int32_t c, int cat) {
     if (c < 0x80)
         return c > 0x20 && c < 0x7F && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
                                          (c >= 'A' && c <= 'Z'));
-    int cat = category(c);
     return cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO;
 }
 
@@ -217,8 +239,8 @@ static uint8_t ascii_class[128];
 
 static void ascii_class_init(void) {
     for (int c = 0; c < 128; c++) {
-        int k = clean_class(c);
-        ascii_class[c] = (uint8_t)(k == CLS_OTHER && is_punct(c) ? CLS_PUNCT : k);
+        int k = clean_class(c, category(c));
+        ascii_class[c] = (uint8_t)(k == CLS_OTHER && is_punct(c, -1) ? CLS_PUNCT : k);
     }
 }
 
@@ -291,20 +313,22 @@ static inline void word_append(enc_t *e, int32_t c) {
     e->wchars++;
 }
 
-/* A normalised code point (after NFD and accent stripping): lower-case it and
- * let it extend or end the word. */
-static void emit(enc_t *e, int32_t c) {
+/* A normalised code point (after NFD and accent stripping) of category cat:
+ * lower-case it and let it extend or end the word. Whitespace is only ' ' by
+ * now: clean_text mapped the rest, and neither NFD nor lower-casing makes any. */
+static void emit(enc_t *e, int32_t c, int cat) {
     if (e->t->opt.lowercase) {
         if (c == 0x130) { /* full mapping: i + combining dot above */
             word_append(e, 'i');
             word_append(e, 0x307);
             return;
         }
-        c = utf8proc_tolower(c);
+        int32_t lc = utf8proc_tolower(c);
+        if (lc != c) cat = category(c = lc);
     }
-    if (c < 0x80 ? ascii_class[c] == CLS_SPACE : clean_class(c) == CLS_SPACE) {
+    if (c == ' ') {
         end_word(e);
-    } else if (is_punct(c)) {
+    } else if (is_punct(c, cat)) {
         end_word(e);
         word_append(e, c);
         end_word(e);
@@ -329,15 +353,16 @@ static void flush_run(enc_t *e) {
         e->run[j] = c;
         e->run_ccc[j] = k;
     }
-    for (int i = 0; i < n; i++) emit(e, e->run[i]);
+    for (int i = 0; i < n; i++) emit(e, e->run[i], category(e->run[i]));
     for (int i = n; i < e->nrun; i++) word_append(e, 'x'); /* only the count matters now */
     e->nrun = 0;
 }
 
-/* A cleaned code point: decompose and strip accents when configured. */
-static void normalize(enc_t *e, int32_t c) {
+/* A cleaned code point of category cat: decompose and strip accents when
+ * configured. */
+static void normalize(enc_t *e, int32_t c, int cat) {
     if (!e->t->opt.strip_accents) {
-        emit(e, c);
+        emit(e, c, cat);
         return;
     }
     utf8proc_int32_t d[DECOMP_MAX];
@@ -346,10 +371,11 @@ static void normalize(enc_t *e, int32_t c) {
     if (n < 0 || n > DECOMP_MAX) { d[0] = c; n = 1; }
     for (utf8proc_ssize_t i = 0; i < n; i++) {
         const utf8proc_property_t *p = utf8proc_get_property(d[i]);
-        int mn = category(d[i]) == UTF8PROC_CATEGORY_MN;
+        int dcat = d[i] == c ? cat : category_of(d[i], p);
+        int mn = dcat == UTF8PROC_CATEGORY_MN;
         if (p->combining_class == 0) {
             if (e->nrun) flush_run(e);
-            if (!mn) emit(e, d[i]);
+            if (!mn) emit(e, d[i], dcat);
         } else if (!mn) {
             if (e->nrun < WORD_MAX_CHARS + 1) {
                 e->run[e->nrun] = d[i];
@@ -436,15 +462,17 @@ int tok_encode(const tok_t *t, const char *text, size_t len, int32_t *ids, int m
             return TOK_EUTF8;
         }
         i += (size_t)n;
-        int k = clean_class(c);
+        int cat = category(c);
+        int k = clean_class(c, cat);
         if (k == CLS_DROP) continue;
-        if (k == CLS_SPACE) c = ' ';
-        if (cjk && is_cjk(c)) {
-            normalize(&e, ' ');
-            normalize(&e, c);
-            normalize(&e, ' ');
+        if (k == CLS_SPACE) {
+            normalize(&e, ' ', UTF8PROC_CATEGORY_ZS);
+        } else if (cjk && is_cjk(c)) {
+            normalize(&e, ' ', UTF8PROC_CATEGORY_ZS);
+            normalize(&e, c, cat);
+            normalize(&e, ' ', UTF8PROC_CATEGORY_ZS);
         } else {
-            normalize(&e, c);
+            normalize(&e, c, cat);
         }
     }
     end_segment(&e);
@@ -616,7 +644,9 @@ void tok_destroy(tok_t *t) {
     if (!t) return;
     set_specials(t, NULL, 0);
     free(t->whole.slots);
+    free(t->whole.seen);
     free(t->cont.slots);
+    free(t->cont.seen);
     free(t->piece_off);
     free(t->blob);
     free(t);

@@ -20,7 +20,8 @@ ids always come from HF.
 
 Needs only `tokenizers` (pip install tokenizers; a throwaway venv is fine):
     python3 -m venv /tmp/venv-tok && /tmp/venv-tok/bin/pip install tokenizers
-    /tmp/venv-tok/bin/python tests/tools/gen_tokenizer_fixture.py [--build-corpus]
+    /tmp/venv-tok/bin/python tests/tools/gen_tokenizer_fixture.py [MODEL_DIR] [--build-corpus]
+(`make fixtures` runs it through tests/tools/make_fixtures.sh.)
 """
 import argparse
 import ast
@@ -249,11 +250,14 @@ def build_corpus(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model_dir", nargs="?", help="model folder (same as --model)")
     ap.add_argument("--model", default="models/all-minilm-l6-v2")
     ap.add_argument("--corpus", default=os.path.join(FIX, "tokenizer_corpus.jsonl"))
     ap.add_argument("--out", default=os.path.join(FIX, "tokenizer_ids.jsonl"))
     ap.add_argument("--build-corpus", action="store_true", help="rewrite the corpus first")
     args = ap.parse_args()
+    if args.model_dir:
+        args.model = args.model_dir
     from tokenizers import Tokenizer, __version__ as tk_version
 
     if args.build_corpus:
