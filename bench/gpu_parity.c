@@ -1,12 +1,14 @@
 /* bench/gpu_parity.c - the CUDA backend's parity checks for a GPU machine
  * without Criterion: every check of tests/support_cuda_parity.c, for fp32 and
- * bf16, against the CPU backend. One line per check, a summary last; exits 1
- * on any failure (a missing GPU included), 0 when everything passed.
+ * bf16 (and the matmul family again through the fallback GEMM), against the
+ * CPU backend. One line per check, a summary last; exits 1 on any failure
+ * (a missing GPU included), 0 when everything passed.
  *
  * usage: bench-gpu_parity [family...]     (default: every family)
  *        SLUICE_TEST_SEED=N replays a run; the seed is printed. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "kernels/ops.h"
 #include "tests/support_cuda_parity.h"
@@ -65,6 +67,19 @@ int main(int argc, char **argv) {
         }
         ops_destroy(gpu);
     }
+    /* The fallback GEMM (what runs where cuBLASLt offers no algorithm), forced. */
+    int want_matmul = argc < 2;
+    for (int i = 1; i < argc; i++) want_matmul |= !strcmp(argv[i], "matmul");
+    setenv("SLUICE_CUDA_SIMPLE_GEMM", "1", 1);
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0] && want_matmul; d++) {
+        char err[512];
+        ops_t *gpu = ops_cuda_create(0, dtypes[d], err, sizeof err);
+        if (!gpu) continue; /* already counted above */
+        printf("cuda %s with SLUICE_CUDA_SIMPLE_GEMM=1 (the fallback GEMM):\n", ops_dtype_name(dtypes[d]));
+        cuda_parity_run(gpu, cpu, "matmul", seed, print_result, &t);
+        ops_destroy(gpu);
+    }
+    unsetenv("SLUICE_CUDA_SIMPLE_GEMM");
     ops_destroy(cpu);
     printf("gpu-parity: %d checks, %d passed, %d failed (seed %llu)\n", t.checks, t.checks - t.failed, t.failed,
            (unsigned long long)seed);

@@ -4,6 +4,7 @@
  * Without a usable GPU every GPU test reports itself skipped, with the reason. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "kernels/ops.h"
 #include "tests/support_cuda_parity.h"
@@ -122,3 +123,13 @@ PARITY_TESTS(add_ln)
 PARITY_TESTS(attention)
 PARITY_TESTS(mean_pool)
 PARITY_TESTS(graph)
+
+/* The fallback GEMM, forced (each Criterion test runs in its own process). */
+Test(ops_cuda, matmul_fallback_fp32) {
+    setenv("SLUICE_CUDA_SIMPLE_GEMM", "1", 1);
+    parity(OPS_F32, "matmul");
+}
+Test(ops_cuda, matmul_fallback_bf16) {
+    setenv("SLUICE_CUDA_SIMPLE_GEMM", "1", 1);
+    parity(OPS_BF16, "matmul");
+}

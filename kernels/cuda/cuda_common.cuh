@@ -28,6 +28,7 @@ typedef struct gemm_algo_entry {
     int T, K, N;          /* problem shape */
     uint32_t align[3];    /* bytes: W, in, out base-pointer alignment the choice was made for */
     cublasLtMatmulAlgo_t algo;
+    int simple;           /* cuBLASLt offered no algorithm: our own kernel runs it */
     int used;             /* slot holds a choice */
 } gemm_algo_entry_t;
 #define GEMM_ALGO_CACHE 64
@@ -43,6 +44,7 @@ typedef struct cuda_impl {
     float *staging;             /* device, staging_n floats: upload_weight converts through it */
     size_t staging_n;           /* floats */
     int capturing;              /* a graph capture is open on stream */
+    int simple_gemm;            /* $SLUICE_CUDA_SIMPLE_GEMM=1 at create: every matmul takes the fallback kernel */
     gemm_algo_entry_t gemm_cache[GEMM_ALGO_CACHE]; /* filled round-robin */
     int gemm_cache_next;                           /* next slot to replace */
 } cuda_impl_t;

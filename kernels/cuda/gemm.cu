@@ -8,6 +8,9 @@
  * bias vector must have D's type, which for bf16 would round our float32
  * biases. One extra pass over out, in exchange for the exact function.
  *
+ * When cuBLASLt offers no algorithm for a shape or alignment, our own simple
+ * tiled kernel computes the product instead (the choice is cached per shape).
+ *
  * Row-major to cuBLASLt's column-major: out^T(N,T) = W(N,K) @ in^T(K,T), so
  * A = W seen as (K,N) col-major, transposed; B = in seen as (K,T) col-major;
  * D = out seen as (N,T) col-major. */
@@ -49,6 +52,59 @@ static uint32_t ptr_alignment(const void *p) {
     return al;
 }
 
+/* The fallback product, for shapes or alignments cuBLASLt has no algorithm
+ * for: 32x32 output tiles, K in chunks of 32 through shared memory (rows
+ * padded by one so the column reads of W do not conflict), fp32 sums. Slow
+ * and simple; the parity checks run it too (SLUICE_CUDA_SIMPLE_GEMM=1). */
+#define SG_TILE 32
+#define SG_ROWS 8 /* threads per tile column: each thread sums 4 rows */
+
+template <typename T>
+static __global__ void __launch_bounds__(SG_TILE * SG_ROWS)
+    simple_gemm_kernel(T *out, const T *in, const T *W, int T_, int K, int N) {
+    __shared__ float As[SG_TILE][SG_TILE + 1]; /* in rows t0.., k chunk */
+    __shared__ float Ws[SG_TILE][SG_TILE + 1]; /* W rows n0.., k chunk */
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int64_t t0 = (int64_t)blockIdx.y * SG_TILE;
+    const int n0 = blockIdx.x * SG_TILE;
+    float acc[SG_TILE / SG_ROWS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int k0 = 0; k0 < K; k0 += SG_TILE) {
+        __syncthreads(); /* the previous chunk is no longer read */
+#pragma unroll
+        for (int r = 0; r < SG_TILE / SG_ROWS; r++) {
+            const int row = ty + SG_ROWS * r, k = k0 + tx;
+            As[row][tx] = (t0 + row < T_ && k < K) ? to_f32(in[(t0 + row) * K + k]) : 0.0f;
+            Ws[row][tx] = (n0 + row < N && k < K) ? to_f32(W[(int64_t)(n0 + row) * K + k]) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int k = 0; k < SG_TILE; k++) {
+            const float w = Ws[tx][k];
+#pragma unroll
+            for (int r = 0; r < SG_TILE / SG_ROWS; r++) acc[r] = fmaf(As[ty + SG_ROWS * r][k], w, acc[r]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < SG_TILE / SG_ROWS; r++) {
+        const int64_t t = t0 + ty + SG_ROWS * r;
+        if (t < T_ && n0 + tx < N) out[t * N + n0 + tx] = from_f32<T>(acc[r]);
+    }
+}
+
+static int simple_gemm_launch(ops_t *ops, void *out, const void *in, const void *W, int T, int K, int N) {
+    const dim3 grid((unsigned)((N + SG_TILE - 1) / SG_TILE), (unsigned)(((int64_t)T + SG_TILE - 1) / SG_TILE));
+    const dim3 block(SG_TILE, SG_ROWS);
+    if (grid.y > 65535) return cuda_fail(ops, OPS_EINVAL, "matmul: T=%d too large for the fallback kernel", T);
+    cudaStream_t s = cuda_impl(ops)->stream;
+    if (ops->dtype == OPS_BF16)
+        simple_gemm_kernel<__nv_bfloat16><<<grid, block, 0, s>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)in,
+                                                                 (const __nv_bfloat16 *)W, T, K, N);
+    else
+        simple_gemm_kernel<float><<<grid, block, 0, s>>>((float *)out, (const float *)in, (const float *)W, T, K, N);
+    CUDA_CHECK_LAUNCH();
+    return OPS_OK;
+}
+
 /* Destroys whatever of the four descriptors exists. */
 typedef struct gemm_descs {
     cublasLtMatmulDesc_t op;
@@ -76,15 +132,12 @@ static int gemm_run(ops_t *ops, gemm_descs_t *g, void *out, const void *in, cons
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->d, dt, (uint64_t)N, (uint64_t)T, (int64_t)N));
 
     const uint32_t al[3] = {ptr_alignment(W), ptr_alignment(in), ptr_alignment(out)};
-    const cublasLtMatmulAlgo_t *algo = NULL;
-    for (int i = 0; i < GEMM_ALGO_CACHE; i++) {
-        gemm_algo_entry_t *e = &c->gemm_cache[i];
-        if (e->used && e->T == T && e->K == K && e->N == N && !memcmp(e->align, al, sizeof al)) {
-            algo = &e->algo;
-            break;
-        }
+    const gemm_algo_entry_t *hit = NULL;
+    for (int i = 0; i < GEMM_ALGO_CACHE && !hit; i++) {
+        const gemm_algo_entry_t *e = &c->gemm_cache[i];
+        if (e->used && e->T == T && e->K == K && e->N == N && !memcmp(e->align, al, sizeof al)) hit = e;
     }
-    if (!algo) {
+    if (!hit) {
         const uint64_t ws = c->lt_workspace_bytes;
         CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&g->pref));
         CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
@@ -102,10 +155,10 @@ static int gemm_run(ops_t *ops, gemm_descs_t *g, void *out, const void *in, cons
         cublasLtMatmulHeuristicResult_t res;
         int found = 0;
         memset(&res, 0, sizeof res);
-        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->a, g->b, g->d, g->d, g->pref, 1, &res, &found));
-        if (found < 1)
-            return cuda_fail(ops, OPS_EDEVICE, "matmul: cuBLASLt has no algorithm for T=%d K=%d N=%d %s (%s:%d)", T,
-                             K, N, ops_dtype_name(ops->dtype), __FILE__, __LINE__);
+        /* NOT_SUPPORTED (or nothing found) is an answer, not an error: the fallback kernel runs. */
+        cublasStatus_t hrc = cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->a, g->b, g->d, g->d, g->pref, 1, &res,
+                                                            &found);
+        if (hrc != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(hrc);
         gemm_algo_entry_t *e = &c->gemm_cache[c->gemm_cache_next];
         c->gemm_cache_next = (c->gemm_cache_next + 1) % GEMM_ALGO_CACHE;
         e->T = T;
@@ -113,12 +166,14 @@ static int gemm_run(ops_t *ops, gemm_descs_t *g, void *out, const void *in, cons
         e->N = N;
         memcpy(e->align, al, sizeof al);
         e->algo = res.algo;
+        e->simple = hrc == CUBLAS_STATUS_NOT_SUPPORTED || found < 1;
         e->used = 1;
-        algo = &e->algo;
+        hit = e;
     }
+    if (hit->simple) return simple_gemm_launch(ops, out, in, W, T, K, N);
     /* beta = 0: D is not read, so out may hold anything (NaN poison included). */
     const float alpha = 1.0f, beta = 0.0f;
-    CUBLAS_CHECK(cublasLtMatmul(c->lt, g->op, &alpha, W, g->a, in, g->b, &beta, out, g->d, out, g->d, algo,
+    CUBLAS_CHECK(cublasLtMatmul(c->lt, g->op, &alpha, W, g->a, in, g->b, &beta, out, g->d, out, g->d, &hit->algo,
                                 c->lt_workspace, c->lt_workspace_bytes, c->stream));
     return OPS_OK;
 }
@@ -135,10 +190,14 @@ int cuda_matmul(ops_t *ops, void *out, const void *in, const void *W, const floa
     if (out == in) return cuda_fail(ops, OPS_EINVAL, "matmul: out must not alias in");
     int rc = cuda_enter(ops);
     if (rc) return rc;
-    gemm_descs_t g;
-    memset(&g, 0, sizeof g);
-    rc = gemm_run(ops, &g, out, in, W, T, K, N);
-    gemm_descs_free(&g);
+    if (cuda_impl(ops)->simple_gemm) {
+        rc = simple_gemm_launch(ops, out, in, W, T, K, N);
+    } else {
+        gemm_descs_t g;
+        memset(&g, 0, sizeof g);
+        rc = gemm_run(ops, &g, out, in, W, T, K, N);
+        gemm_descs_free(&g);
+    }
     if (rc || epi == OPS_EPI_NONE) return rc;
     const bool gelu = epi == OPS_EPI_BIAS_GELU;
     if (ops->dtype == OPS_BF16) return bias_act_launch(ops, (__nv_bfloat16 *)out, bias, T, N, gelu);
