@@ -122,7 +122,7 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
 }
 
 int api_respond_json(api_req_t *r, unsigned status, json_t *body) {
-    char *text = json_dumps(body, JSON_COMPACT);
+    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)); /* float32 round-trips */
     json_decref(body);
     if (!text) text = strdup("{}");
     return api_respond_raw(r, status, text, strlen(text), "application/json");
@@ -516,11 +516,17 @@ int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_
             goto fail;
         }
     }
+    /* the Redis URL may carry a password: log host and port only */
+    char redis_where[300] = "off";
+    if (s->tasks) {
+        const char *at = strrchr(cfg->redis, '@'), *sl = strstr(cfg->redis, "://");
+        snprintf(redis_where, sizeof redis_where, "%s", at ? at + 1 : sl ? sl + 3 : cfg->redis);
+    }
     api_log(API_LOG_INFO, "listening",
             json_pack("{s:s,s:i,s:s,s:s,s:I,s:i,s:s}", "host", cfg->host, "port", s->port, "device",
                       registry_device_name(s->reg), "precision", registry_precision(s->reg),
                       "memory_budget_bytes", (json_int_t)registry_budget(s->reg), "models",
-                      registry_count(s->reg), "redis", s->tasks ? cfg->redis : "off"));
+                      registry_count(s->reg), "redis", redis_where));
     *out = s;
     return 0;
 fail:
@@ -542,8 +548,7 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
     int left = 0;
     if (s->bat) {
         left = batcher_drain(s->bat, drain_timeout_ms);
-        batcher_destroy(s->bat); /* what is left: HTTP 503, Redis leases handed back */
-        s->bat = NULL;
+        batcher_stop(s->bat); /* what is left: HTTP 503, Redis leases handed back */
     }
     /* Every suspended request has been woken; give the HTTP threads a moment to answer. */
     pthread_mutex_lock(&s->mu);
@@ -567,6 +572,8 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
         api_tasks_destroy(s->tasks); /* flushes acks and lease hand-backs */
         s->tasks = NULL;
     }
+    batcher_destroy(s->bat);
+    s->bat = NULL;
     if (s->reg) {
         for (int i = 0; i < registry_count(s->reg); i++) registry_unload(s->reg, i);
     }
