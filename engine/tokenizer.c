@@ -690,17 +690,25 @@ static int json_flag(json_t *o, const char *key, int dflt) {
  * normalizer flags, the WordPiece model's parameters, the added tokens. */
 static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, json_t **added,
                                 char *err, size_t errlen) {
-    json_t *norm = json_object_get(tj, "normalizer");
-    if (json_is_object(norm)) {
+    json_t *norm = json_object_get(tj, "normalizer"), *pre = json_object_get(tj, "pre_tokenizer");
+    if (norm) { /* HF runs no normalizer at all when it is null: not something we do */
         const char *type = json_string_value(json_object_get(norm, "type"));
         if (!type || strcmp(type, "BertNormalizer") || !json_flag(norm, "clean_text", 1)) {
             set_err(err, errlen, "%s/tokenizer.json: normalizer %s is not supported (BertNormalizer "
-                    "with clean_text only)", dir, type ? type : "?");
+                    "with clean_text only)", dir, type ? type : "null");
             return TOK_EFORMAT;
         }
         o->lowercase = json_flag(norm, "lowercase", 1);
         o->strip_accents = json_flag(norm, "strip_accents", o->lowercase);
         o->tokenize_cjk = json_flag(norm, "handle_chinese_chars", 1);
+    }
+    if (pre) {
+        const char *type = json_string_value(json_object_get(pre, "type"));
+        if (!type || strcmp(type, "BertPreTokenizer")) {
+            set_err(err, errlen, "%s/tokenizer.json: pre_tokenizer %s is not supported "
+                    "(BertPreTokenizer only)", dir, type ? type : "null");
+            return TOK_EFORMAT;
+        }
     }
     json_t *model = json_object_get(tj, "model");
     if (json_is_object(model)) {

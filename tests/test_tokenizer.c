@@ -459,11 +459,30 @@ Test(tokenizer, model_folder, .init = make_tmpdir, .fini = rm_tmpdir) {
     cr_assert_eq(tok_create_for_model(tmpdir, &t, err, sizeof err), TOK_EFORMAT);
     cr_assert(strstr(err, "max_seq_length"), "%s", err);
     write_file("sentence_bert_config.json", sb, sizeof sb - 1);
-    const char bpe[] = "{\"normalizer\": null, \"model\": {\"type\": \"BPE\"}}";
-    write_file("tokenizer.json", bpe, sizeof bpe - 1);
-    cr_assert_eq(tok_create_for_model(tmpdir, &t, err, sizeof err), TOK_EFORMAT);
-    cr_assert(strstr(err, "BPE"), "%s", err);
-    cr_assert_null(t);
+    static const struct { const char *json, *says; } tj[] = {
+        {"{\"model\": {\"type\": \"BPE\"}}", "BPE"},
+        {"{\"normalizer\": null}", "normalizer null"},
+        {"{\"normalizer\": {\"type\": \"NFKC\"}}", "NFKC"},
+        {"{\"pre_tokenizer\": {\"type\": \"Whitespace\"}}", "Whitespace"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"max_input_chars_per_word\": 200}}", "200"},
+        {"{\"added_tokens\": [{\"id\": 99999, \"content\": \"[X]\"}]}", "added_tokens[0]"},
+    };
+    for (size_t i = 0; i < sizeof tj / sizeof tj[0]; i++) {
+        write_file("tokenizer.json", tj[i].json, strlen(tj[i].json));
+        cr_assert_eq(tok_create_for_model(tmpdir, &t, err, sizeof err), TOK_EFORMAT, "%s", tj[i].json);
+        cr_assert(strstr(err, tj[i].says) && strstr(err, "tokenizer.json"), "%s: %s", tj[i].json, err);
+        cr_assert_null(t);
+    }
+    /* a tokenizer.json with its own added token: matched in text like [MASK] */
+    const char added[] = "{\"added_tokens\": [{\"id\": 1996, \"content\": \"<THE>\"}]}";
+    write_file("tokenizer.json", added, sizeof added - 1);
+    cr_assert_eq(tok_create_for_model(tmpdir, &t, err, sizeof err), TOK_OK, "%s", err);
+    int32_t ids2[16];
+    int n2 = encode(t, "a<THE>b [MASK]", ids2, 16);
+    cr_assert_eq(n2, 8, "[CLS] a <THE> b [ MASK ] [SEP]");
+    cr_assert_eq(ids2[2], 1996);
+    cr_assert_str_eq(tok_piece(t, ids2[4]), "[", "[MASK] is special only if tokenizer.json lists it");
+    tok_destroy(t);
     assert_no_leaks();
 }
 
@@ -485,7 +504,8 @@ static void *worker(void *arg) {
     int nref[5];
     char err[128];
     for (int i = 0; i < 5; i++)
-        nref[i] = tok_encode(w->t, sentences[i], strlen(sentences[i]), ref[i], 64, NULL, err, sizeof err);
+        nref[i] =
+            tok_encode(w->t, sentences[i], strlen(sentences[i]), ref[i], 64, NULL, err, sizeof err);
     for (int round = 0; round < 2000; round++) {
         int i = round % 5;
         int n = tok_encode(w->t, sentences[i], strlen(sentences[i]), ids, 64, NULL, err, sizeof err);
