@@ -250,18 +250,18 @@ typedef struct {
     const tok_t *t;
     int32_t *ids;       /* output; body pieces go to ids[1 + i] for i < cap */
     int cap;            /* room for body pieces (limit - 2) */
-    int n;              /* body pieces so far, untruncated */
+    int n;              /* body pieces so far, untruncated (saturates) */
     char word[WORD_MAX_BYTES + 4];
     uint16_t end[WORD_MAX_CHARS + 1]; /* byte offset after each char of the word */
-    int wchars;         /* chars seen in the word, may pass WORD_MAX_CHARS */
+    int wchars;         /* chars in the word, up to WORD_MAX_CHARS + 1 (too long) */
     int32_t run[WORD_MAX_CHARS + 1]; /* kept marks (ccc > 0) awaiting canonical ordering */
     uint8_t run_ccc[WORD_MAX_CHARS + 1];
-    int nrun;           /* marks seen in the run, may pass the buffer */
+    int nrun;           /* marks in the run, up to one past the buffer (too long) */
 } enc_t;
 
 static inline void put_id(enc_t *e, int32_t id) {
     if (e->n < e->cap) e->ids[1 + e->n] = id;
-    e->n++;
+    if (e->n < INT_MAX - 2) e->n++; /* saturates: gigabytes of input stay defined */
 }
 
 /* Greedy longest-match WordPiece over the finished word. */
@@ -310,7 +310,7 @@ static inline void word_append(enc_t *e, int32_t c) {
         at += (int)utf8proc_encode_char(c, (utf8proc_uint8_t *)e->word + at);
         e->end[e->wchars] = (uint16_t)at;
     }
-    e->wchars++;
+    if (e->wchars <= WORD_MAX_CHARS) e->wchars++; /* past the limit only "too long" matters */
 }
 
 /* A normalised code point (after NFD and accent stripping) of category cat:
@@ -381,7 +381,7 @@ static void normalize(enc_t *e, int32_t c, int cat) {
                 e->run[e->nrun] = d[i];
                 e->run_ccc[e->nrun] = (uint8_t)p->combining_class;
             }
-            e->nrun++;
+            if (e->nrun <= WORD_MAX_CHARS + 1) e->nrun++;
         }
     }
 }
@@ -450,7 +450,7 @@ int tok_encode(const tok_t *t, const char *text, size_t len, int32_t *ids, int m
                     e.word[at] = (char)(lower && b >= 'A' && b <= 'Z' ? b + 32 : b);
                     e.end[e.wchars] = (uint16_t)(at + 1);
                 }
-                e.wchars++;
+                if (e.wchars <= WORD_MAX_CHARS) e.wchars++;
             }
             i++;
             continue;

@@ -620,3 +620,74 @@ Test(tokenizer_cli, bad_input_exits_2_with_one_line, .init = make_tmpdir, .fini 
         free(out);
     }
 }
+
+/* ------------------------------------------------------------ robustness */
+
+/* Whatever the bytes: a clean error or [CLS] ... [SEP] with ids inside the vocab. */
+static void check_invariants(const tok_t *t, const char *s, size_t len, int cap) {
+    int32_t ids[300];
+    char err[128];
+    int untrunc = -1;
+    int n = tok_encode(t, s, len, ids, cap, &untrunc, err, sizeof err);
+    if (n == TOK_EUTF8) return;
+    cr_assert(n >= 2 && n <= cap && n <= tok_max_len(t), "n %d (cap %d): %s", n, cap, err);
+    cr_assert(untrunc >= n, "n_untruncated %d < %d", untrunc, n);
+    cr_assert_eq(ids[0], tok_cls_id(t));
+    cr_assert_eq(ids[n - 1], tok_sep_id(t));
+    for (int i = 0; i < n; i++) cr_assert(ids[i] >= 0 && ids[i] < tok_vocab_size(t), "id %d", ids[i]);
+}
+
+Test(tokenizer, random_bytes_never_crash) {
+    tok_t *t = make_model_tok();
+    static const char *bits[] = {"a", "Z", " ", ".", "[MASK]", "[", "\xC3\xA9", "e\xCC\x81", "\xE4\xB8\xAD",
+                                 "\xF0\x9F\x98\x80", "\xE2\x80\x8D", "\x00", "\t", "\xEF\xBF\xBD",
+                                 "\xCC\x81", "\xF0\x9D\x85\xA5", "\xC4\xB0", "##", "\xFF", "\xE2\x82"};
+    unsigned seed = 12345;
+    char buf[1024];
+    for (int round = 0; round < 20000; round++) {
+        size_t len = 0, want = (size_t)(rand_r(&seed) % 200);
+        if (round % 2) { /* raw bytes */
+            for (; len < want; len++) buf[len] = (char)(rand_r(&seed) & 0xFF);
+        } else { /* mostly valid pieces, sometimes cut */
+            while (len < want) {
+                const char *b = bits[rand_r(&seed) % (sizeof bits / sizeof bits[0])];
+                size_t bl = b[0] ? strlen(b) : 1;
+                memcpy(buf + len, b, bl);
+                len += bl;
+            }
+        }
+        check_invariants(t, buf, len, 2 + rand_r(&seed) % 298);
+    }
+    tok_destroy(t);
+    assert_no_leaks();
+}
+
+Test(tokenizer, pathological_inputs) {
+    tok_t *t = make_model_tok();
+    size_t big = 1u << 20;
+    char *s = malloc(big * 2);
+    /* 1 MiB of words: cut to 256, counted in full */
+    for (size_t i = 0; i < big; i++) s[i] = "ab. "[i % 4];
+    int32_t ids[256];
+    char err[128];
+    int untrunc = 0;
+    cr_assert_eq(tok_encode(t, s, big, ids, 256, &untrunc, err, sizeof err), 256);
+    cr_assert_eq(untrunc, (int)(big / 4) * 2 + 2, "'ab' and '.' per 4 bytes");
+    /* one 1 MiB word, 500k combining marks, and a run of marks HF would reorder */
+    memset(s, 'x', big);
+    cr_assert_eq(tok_encode(t, s, big, ids, 256, NULL, err, sizeof err), 3);
+    cr_assert_eq(ids[1], tok_unk_id(t));
+    for (size_t i = 0; i + 1 < big; i += 2) memcpy(s + i, "\xCC\x81", 2);
+    cr_assert_eq(tok_encode(t, s, big, ids, 256, NULL, err, sizeof err), 2, "all stripped");
+    size_t n = 1;
+    s[0] = 'x';
+    while (n + 4 <= big) { /* MUSICAL SYMBOL COMBINING STEM: Mc, ccc 216, kept */
+        memcpy(s + n, "\xF0\x9D\x85\xA5", 4);
+        n += 4;
+    }
+    cr_assert_eq(tok_encode(t, s, n, ids, 256, NULL, err, sizeof err), 3);
+    cr_assert_eq(ids[1], tok_unk_id(t));
+    free(s);
+    tok_destroy(t);
+    assert_no_leaks();
+}
