@@ -11,8 +11,8 @@
  * without their prefix, so a lookup never builds a string. For each start the
  * hashes of all candidate ends come from one incremental FNV-1a pass.
  *
- * Character classes follow HF exactly, through utf8proc's Unicode data (no
- * tables of our own):
+ * Character classes follow HF exactly, through utf8proc's Unicode data (our
+ * only table is the short list of exceptions described below):
  *   whitespace  White_Space (Zs, Zl, Zp, U+0009..U+000D, U+0085) -> ' '
  *   control     Cc, Cf, Co (Cn kept), but not \t \n \r -> dropped, as are
  *               U+0000 and U+FFFD; so U+000B, U+000C, U+0085 are dropped too
@@ -57,7 +57,7 @@ typedef struct {
     vocab_slot_t *slots;
     uint32_t mask;  /* slots - 1 (a power of two, at least twice the keys) */
     int max_key;    /* longest key, bytes */
-    uint64_t *seen; /* (FILTER_BITS / 64) bit per high hash bits: most misses end here */
+    uint64_t *seen; /* (2^FILTER_LOG2 / 64) bitset over the top hash bits: most misses end here */
 } vocab_map_t;
 
 typedef struct {
@@ -110,7 +110,8 @@ static int map_init(vocab_map_t *m, int n_keys) {
     return 0;
 }
 
-/* Later duplicates win, as when HF reads a vocab file into a HashMap. */
+/* Later duplicates win, as when HF reads a vocab file into a HashMap. The
+ * slots array is sized for every key, so a free slot is always found. */
 static void map_put(vocab_map_t *m, const char *blob, uint32_t off, uint32_t len, int32_t id) {
     uint32_t h = fnv(blob + off, len), bit = h >> (32 - FILTER_LOG2);
     m->seen[bit / 64] |= 1ull << (bit % 64);
