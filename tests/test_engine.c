@@ -142,7 +142,8 @@ Test(engine, result_does_not_depend_on_batch_company) {
     const int H = engine_info(model)->hidden;
     const int n = 40;
     int idx[40], rev[40];
-    for (int i = 0; i < n; i++) idx[i] = (i * 7) % n_refs, rev[i] = idx[n - 1 - i];
+    for (int i = 0; i < n; i++) idx[i] = (i * 7) % n_refs;
+    for (int i = 0; i < n; i++) rev[i] = idx[n - 1 - i];
     float *together = malloc(sizeof(float) * (size_t)H * n), *reversed = malloc(sizeof(float) * (size_t)H * n);
     float alone[4096];
     embed_refs(idx, n, together);
