@@ -238,16 +238,33 @@ static int route_metrics(api_req_t *r) {
     batcher_stats(s->bat, &b);
     api_http_stats_t h;
     api_serve_http_stats(s, &h);
-    size_t cap = 8192, n = 0;
+    size_t cap = 16384, n = 0;
     char *t = malloc(cap);
     if (!t) return api_respond_error(r, 500, "oom", NULL, "out of memory");
 #define P(...) n += (size_t)snprintf(t + n, n < cap ? cap - n : 0, __VA_ARGS__)
     P("# TYPE sluice_batches_total counter\nsluice_batches_total %llu\n", (unsigned long long)b.batches);
-    P("# TYPE sluice_batch_sequences_total counter\nsluice_batch_sequences_total %llu\n", (unsigned long long)b.seqs);
-    P("# TYPE sluice_batch_tokens_total counter\nsluice_batch_tokens_total %llu\n", (unsigned long long)b.tokens);
     P("# TYPE sluice_batch_sequences_max gauge\nsluice_batch_sequences_max %d\n", b.max_batch_seqs_seen);
+    /* histograms from the batcher's power-of-two buckets */
+    uint64_t waits = 0;
+    for (int i = 0; i < BATCHER_HIST; i++) waits += b.queue_wait_hist[i];
+    struct { const char *name; const uint64_t *h; double first, sum; uint64_t count; } hs[] = {
+        {"sluice_batch_size", b.batch_seqs_hist, 1, (double)b.seqs, b.batches},
+        {"sluice_batch_tokens", b.batch_tokens_hist, 16, (double)b.tokens, b.batches},
+        {"sluice_queue_wait_seconds", b.queue_wait_hist, 1e-4, b.queue_wait_s, waits},
+    };
+    for (size_t k = 0; k < sizeof hs / sizeof hs[0]; k++) {
+        P("# TYPE %s histogram\n", hs[k].name);
+        uint64_t cum = 0;
+        double edge = hs[k].first;
+        for (int i = 0; i < BATCHER_HIST - 1; i++, edge *= 2) {
+            cum += hs[k].h[i];
+            P("%s_bucket{le=\"%g\"} %llu\n", hs[k].name, edge, (unsigned long long)cum);
+        }
+        P("%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", hs[k].name, (unsigned long long)hs[k].count,
+          hs[k].name, hs[k].sum, hs[k].name, (unsigned long long)hs[k].count);
+    }
     P("# TYPE sluice_compute_seconds_total counter\nsluice_compute_seconds_total %.6f\n", b.compute_s);
-    P("# TYPE sluice_queue_wait_seconds_total counter\nsluice_queue_wait_seconds_total %.6f\n", b.queue_wait_s);
+    P("# TYPE sluice_pack_seconds_total counter\nsluice_pack_seconds_total %.6f\n", b.pack_s);
     P("# TYPE sluice_items_total counter\n");
     P("sluice_items_total{outcome=\"ok\"} %llu\n", (unsigned long long)b.items_ok);
     P("sluice_items_total{outcome=\"expired\"} %llu\n", (unsigned long long)b.items_expired);
