@@ -41,6 +41,9 @@ for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
     run_suite "$(basename "$t")" "$t" --jobs 2 --verbose
 done
+# A real third-party client: the OpenAI Python SDK against `sluice serve`, compared
+# with `sluice embed` (its virtualenv is made once under $BUILD; PyPI needed then).
+[ -x "$SLUICE_BIN" ] && run_suite "openai-client" sh tests/tools/openai_client_check.sh "$SLUICE_BIN" "$SLUICE_TEST_MODEL" "$BUILD"
 # AddressSanitizer (with LeakSanitizer) over the loader, the tokenizer and the embed path.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 for t in "$ASAN"/tests/test_*; do
