@@ -17,6 +17,7 @@
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include "kernels/cuda/topk.cuh"
 
 enum {
@@ -43,14 +44,14 @@ static const int TOPK_MAX_QCHUNK = 4096;               /* grid.y bound and a san
         }                                                                                       \
     } while (0)
 
-#define TOPK_CHECK_CUBLAS(stmt)                                                                     \
-    do {                                                                                            \
-        cublasStatus_t s_ = (stmt);                                                                 \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                          \
-            snprintf(err, errlen, "%s failed: %s (%s:%d)", #stmt, cublasGetStatusString(s_), __FILE__, \
-                     __LINE__);                                                                     \
-            return OPS_EDEVICE;                                                                     \
-        }                                                                                           \
+#define TOPK_CHECK_CUBLAS(stmt)                                                                       \
+    do {                                                                                              \
+        cublasStatus_t s_ = (stmt);                                                                   \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                            \
+            snprintf(err, errlen, "%s failed: %s (%s:%d)", #stmt, cublasLtGetStatusString(s_), __FILE__, \
+                     __LINE__);                                                                       \
+            return OPS_EDEVICE;                                                                       \
+        }                                                                                             \
     } while (0)
 
 /* ---- keys ---- */
@@ -201,6 +202,76 @@ static __global__ void topk_to_bf16_kernel(__nv_bfloat16 *dst, const float *src,
         dst[i] = __float2bfloat16(src[i]);
 }
 
+/* ---- scores: one cuBLASLt GEMM, bf16 or fp32 in, fp32 out, fp32 accumulation ---- */
+
+typedef struct {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulPreference_t pref;
+} topk_gemm_descs_t;
+
+static void topk_gemm_descs_free(topk_gemm_descs_t *g) {
+    if (g->pref) cublasLtMatmulPreferenceDestroy(g->pref);
+    if (g->d) cublasLtMatrixLayoutDestroy(g->d);
+    if (g->b) cublasLtMatrixLayoutDestroy(g->b);
+    if (g->a) cublasLtMatrixLayoutDestroy(g->a);
+    if (g->op) cublasLtMatmulDescDestroy(g->op);
+}
+
+/* Largest power of two (<= 256) dividing the address: what cuBLASLt may assume. */
+static uint32_t topk_ptr_alignment(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && (a & (al - 1))) al >>= 1;
+    return al;
+}
+
+static int topk_gemm_run(const topk_cuda_ctx_t *ctx, topk_gemm_descs_t *g, cudaDataType_t in_type, const void *X,
+                         const void *Q, float *scores, int ncc, int qcc, int D, char *err, size_t errlen) {
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    TOPK_CHECK_CUBLAS(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    TOPK_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    TOPK_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    TOPK_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g->a, in_type, (uint64_t)D, (uint64_t)ncc, (int64_t)D));
+    TOPK_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g->b, in_type, (uint64_t)D, (uint64_t)qcc, (int64_t)D));
+    TOPK_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, (uint64_t)ncc, (uint64_t)qcc, (int64_t)ncc));
+    const uint64_t ws = ctx->lt_workspace_bytes;
+    const uint32_t al_a = topk_ptr_alignment(X), al_b = topk_ptr_alignment(Q), al_d = topk_ptr_alignment(scores);
+    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&g->pref));
+    TOPK_CHECK_CUBLAS(
+        cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                           &al_a, sizeof al_a));
+    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                           &al_b, sizeof al_b));
+    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                           &al_d, sizeof al_d));
+    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                           &al_d, sizeof al_d));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    memset(&res, 0, sizeof res);
+    TOPK_CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(ctx->lt, g->op, g->a, g->b, g->d, g->d, g->pref, 1, &res, &found));
+    if (found < 1) {
+        snprintf(err, errlen, "similarity_topk: cuBLASLt has no algorithm for %d x %d x %d (%s:%d)", ncc, qcc, D,
+                 __FILE__, __LINE__);
+        return OPS_EDEVICE;
+    }
+    const float alpha = 1.0f, beta = 0.0f;
+    TOPK_CHECK_CUBLAS(cublasLtMatmul(ctx->lt, g->op, &alpha, X, g->a, Q, g->b, &beta, scores, g->d, scores, g->d,
+                                     &res.algo, ctx->lt_workspace, ctx->lt_workspace_bytes, ctx->stream));
+    return OPS_OK;
+}
+
+static int topk_gemm(const topk_cuda_ctx_t *ctx, cudaDataType_t in_type, const void *X, const void *Q,
+                     float *scores, int ncc, int qcc, int D, char *err, size_t errlen) {
+    topk_gemm_descs_t g;
+    memset(&g, 0, sizeof g);
+    int rc = topk_gemm_run(ctx, &g, in_type, X, Q, scores, ncc, qcc, D, err, errlen);
+    topk_gemm_descs_free(&g);
+    return rc;
+}
+
 /* ---- plan: chunk sizes and workspace layout, the same for sizing and running ---- */
 
 typedef struct {
@@ -267,9 +338,9 @@ static int topk_launch_select(cudaStream_t stream, const topk_select_args_t *a, 
     return OPS_OK;
 }
 
-int topk_cuda_run(cudaStream_t stream, cublasHandle_t blas, ops_dtype_t dtype, int32_t *out_idx,
-                  float *out_score, const float *Q, const void *X, int nq, int N, int D, int k,
-                  void *workspace, char *err, size_t errlen) {
+int topk_cuda_run(const topk_cuda_ctx_t *ctx, ops_dtype_t dtype, int32_t *out_idx, float *out_score,
+                  const float *Q, const void *X, int nq, int N, int D, int k, void *workspace, char *err,
+                  size_t errlen) {
     if (!out_idx || !out_score || !Q || !X || !workspace || nq <= 0 || N <= 0 || D <= 0 || k <= 0 ||
         k > (N < TOPK_MAX_K ? N : TOPK_MAX_K)) {
         snprintf(err, errlen,
@@ -291,11 +362,10 @@ int topk_cuda_run(cudaStream_t stream, cublasHandle_t blas, ops_dtype_t dtype, i
     float *scores = (float *)(ws + topk_align(sized.q16_bytes));
     char *cand_a = ws + topk_align(sized.q16_bytes) + topk_align(sized.score_bytes);
     char *cand_b = cand_a + topk_align(sized.cand_bytes);
-    const float one = 1.0f, zero = 0.0f;
     const bool bf16 = dtype == OPS_BF16;
     const size_t x_elem = bf16 ? 2 : 4;
 
-    TOPK_CHECK_CUBLAS(cublasSetStream(blas, stream));
+    cudaStream_t stream = ctx->stream;
     for (int q0 = 0; q0 < nq; q0 += plan.qc) {
         int qcc = nq - q0 < plan.qc ? nq - q0 : plan.qc;
         const void *Qc = Q + (size_t)q0 * D;
@@ -311,11 +381,9 @@ int topk_cuda_run(cudaStream_t stream, cublasHandle_t blas, ops_dtype_t dtype, i
             int ncc = N - c0 < plan.nc ? N - c0 : plan.nc;
             /* column-major view: scores^T (ncc, qcc) = X_chunk (D, ncc)^T x Q_chunk (D, qcc),
              * which is the row-major (qcc, ncc) score block */
-            TOPK_CHECK_CUBLAS(cublasGemmEx(
-                blas, CUBLAS_OP_T, CUBLAS_OP_N, ncc, qcc, D, &one,
-                (const char *)X + (size_t)c0 * D * x_elem, bf16 ? CUDA_R_16BF : CUDA_R_32F, D, Qc,
-                bf16 ? CUDA_R_16BF : CUDA_R_32F, D, &zero, scores, CUDA_R_32F, ncc,
-                bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+            int rc = topk_gemm(ctx, bf16 ? CUDA_R_16BF : CUDA_R_32F, (const char *)X + (size_t)c0 * D * x_elem, Qc,
+                               scores, ncc, qcc, D, err, errlen);
+            if (rc) return rc;
             topk_select_args_t a;
             a.in_score = scores;
             a.in_idx = NULL;
@@ -335,7 +403,7 @@ int topk_cuda_run(cudaStream_t stream, cublasHandle_t blas, ops_dtype_t dtype, i
                 a.out_row_stride = (long long)plan.nseg * k;
                 a.out_group0 = c0 / TOPK_SEG;
             }
-            int rc = topk_launch_select(stream, &a, (ncc + TOPK_SEG - 1) / TOPK_SEG, qcc, err, errlen);
+            rc = topk_launch_select(stream, &a, (ncc + TOPK_SEG - 1) / TOPK_SEG, qcc, err, errlen);
             if (rc) return rc;
         }
         /* merge passes, ping-ponging between the two candidate buffers */
