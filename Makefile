@@ -106,7 +106,7 @@ bench: $(BENCH_DRIVERS)
 
 # The GPU parity driver runs the checks of the CUDA tests without Criterion.
 $(BIN)/bench-gpu_parity: $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o \
-                         $(BUILD)/tests/support_ref.o $(BUILD)/libsluice.a
+                         $(BUILD)/tests/support_ref.o $(BUILD)/tests/support_topk.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -1,8 +1,9 @@
 /* bench/gpu_parity.c - the CUDA backend's parity checks for a GPU machine
  * without Criterion: every check of tests/support_cuda_parity.c, for fp32 and
  * bf16 (and the matmul family again through the fallback GEMM), against the
- * CPU backend. One line per check, a summary last; exits 1 on any failure
- * (a missing GPU included), 0 when everything passed.
+ * CPU backend, and similarity top-k against a brute-force sort (family
+ * "topk"). One line per check, a summary last; exits 1 on any failure (a
+ * missing GPU included), 0 when everything passed.
  *
  * usage: bench-gpu_parity [family...]     (default: every family)
  *        SLUICE_TEST_SEED=N replays a run; the seed is printed. */
@@ -13,6 +14,7 @@
 #include "kernels/ops.h"
 #include "tests/support_cuda_parity.h"
 #include "tests/support_ref.h"
+#include "tests/support_topk.h"
 
 typedef struct tally {
     int checks, failed;
@@ -27,15 +29,30 @@ static void print_result(const cuda_parity_result_t *r, void *ctx) {
     fflush(stdout);
 }
 
+/* Similarity top-k is checked against a brute-force sort (tests/support_topk.c),
+ * not against the CPU backend: one line per case. */
+static void run_topk(ops_t *gpu, tally_t *t) {
+    for (int i = 0; i < topk_parity_n_cases; i++) {
+        const topk_case_t *c = &topk_parity_cases[i];
+        char msg[512] = "";
+        int failed = topk_parity_check(gpu, c, msg, sizeof msg) != 0;
+        t->checks++;
+        t->failed += failed;
+        printf("%s %-4s topk nq=%d N=%d D=%d k=%d levels=%d%s%s\n", failed ? "FAIL" : "PASS",
+               ops_dtype_name(gpu->dtype), c->nq, c->N, c->D, c->k, c->levels, failed ? "  " : "", msg);
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv) {
     uint64_t seed = ref_seed_from_env_or_time();
     printf("gpu-parity: seed %llu (SLUICE_TEST_SEED=%llu replays)\n", (unsigned long long)seed,
            (unsigned long long)seed);
     for (int i = 1; i < argc; i++) {
-        int known = 0;
+        int known = !strcmp(argv[i], "topk");
         for (int f = 0; cuda_parity_families[f]; f++) known |= !strcmp(argv[i], cuda_parity_families[f]);
         if (!known) {
-            fprintf(stderr, "gpu-parity: unknown family '%s' (known:", argv[i]);
+            fprintf(stderr, "gpu-parity: unknown family '%s' (known: topk", argv[i]);
             for (int f = 0; cuda_parity_families[f]; f++) fprintf(stderr, " %s", cuda_parity_families[f]);
             fprintf(stderr, ")\n");
             return 2;
@@ -65,6 +82,9 @@ int main(int argc, char **argv) {
             for (int i = 1; i < argc; i++) wanted |= !strcmp(argv[i], cuda_parity_families[f]);
             if (wanted) cuda_parity_run(gpu, cpu, cuda_parity_families[f], seed, print_result, &t);
         }
+        int want_topk = argc < 2;
+        for (int i = 1; i < argc; i++) want_topk |= !strcmp(argv[i], "topk");
+        if (want_topk) run_topk(gpu, &t);
         ops_destroy(gpu);
     }
     /* The fallback GEMM (what runs where cuBLASLt offers no algorithm), forced. */

@@ -7,6 +7,22 @@
 #include <time.h>
 #include "tests/support_topk.h"
 
+const topk_case_t topk_parity_cases[] = {
+    {.nq = 5, .N = 5003, .D = 48, .k = 1, .levels = 3},
+    {.nq = 9, .N = 10007, .D = 48, .k = 10, .levels = 5},
+    {.nq = 4, .N = 9001, .D = 32, .k = 1000, .levels = 3},
+    {.nq = 3, .N = 777, .D = 40, .k = 777, .levels = 3},     /* k = N */
+    {.nq = 2, .N = 1000, .D = 8, .k = 1000, .levels = 3},    /* k = N = 1000 */
+    {.nq = 1, .N = 12345, .D = 64, .k = 100, .levels = 3},   /* one query */
+    {.nq = 300, .N = 4500, .D = 24, .k = 37, .levels = 7},   /* several query blocks */
+    {.nq = 3, .N = 1, .D = 16, .k = 1, .levels = 3},         /* one row */
+    {.nq = 2, .N = 70001, .D = 16, .k = 1000, .levels = 2},  /* many segments, heavy ties */
+    {.nq = 2, .N = 300001, .D = 8, .k = 5, .levels = 2},     /* several GEMM chunks on cuda */
+    {.nq = 16, .N = 20011, .D = 384, .k = 100, .levels = 0}, /* real-valued unit vectors */
+    {.nq = 7, .N = 3001, .D = 100, .k = 1000, .levels = 0},
+};
+const int topk_parity_n_cases = sizeof topk_parity_cases / sizeof topk_parity_cases[0];
+
 static uint64_t topk_rng_next(uint64_t *s) { /* splitmix64 */
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

@@ -26,6 +26,12 @@ typedef struct {
     unsigned long seed;  /* 0: a fresh one from the clock (printed on failure) */
 } topk_case_t;
 
+/* The cases every backend is checked on: k = 1, 10, 1000 and N, one query and
+ * several query blocks, heavy ties, real-valued rows; N is never a multiple of
+ * a backend's block size. */
+extern const topk_case_t topk_parity_cases[];
+extern const int topk_parity_n_cases;
+
 /* 0 when the backend agrees with the reference; otherwise nonzero with the
  * first disagreement (and the seed) in msg. */
 int topk_parity_check(ops_t *ops, const topk_case_t *c, char *msg, size_t msglen);

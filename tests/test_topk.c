@@ -6,26 +6,10 @@
 #include "kernels/ops.h"
 #include "tests/support_topk.h"
 
-/* N is never a multiple of a block size (CPU 4096 rows / 256 queries, CUDA
- * segments); levels 3 makes most scores tie. */
-static topk_case_t topk_cases[] = {
-    {.nq = 5, .N = 5003, .D = 48, .k = 1, .levels = 3},
-    {.nq = 9, .N = 10007, .D = 48, .k = 10, .levels = 5},
-    {.nq = 4, .N = 9001, .D = 32, .k = 1000, .levels = 3},
-    {.nq = 3, .N = 777, .D = 40, .k = 777, .levels = 3},     /* k = N */
-    {.nq = 2, .N = 1000, .D = 8, .k = 1000, .levels = 3},    /* k = N = 1000 */
-    {.nq = 1, .N = 12345, .D = 64, .k = 100, .levels = 3},   /* one query */
-    {.nq = 300, .N = 4500, .D = 24, .k = 37, .levels = 7},   /* several query blocks */
-    {.nq = 3, .N = 1, .D = 16, .k = 1, .levels = 3},         /* one row */
-    {.nq = 2, .N = 70001, .D = 16, .k = 1000, .levels = 2},  /* many segments, heavy ties */
-    {.nq = 16, .N = 20011, .D = 384, .k = 100, .levels = 0}, /* real-valued unit vectors */
-    {.nq = 7, .N = 3001, .D = 100, .k = 1000, .levels = 0},
-};
-
 static void topk_run_cases(ops_t *ops) {
-    for (size_t i = 0; i < sizeof topk_cases / sizeof topk_cases[0]; i++) {
+    for (int i = 0; i < topk_parity_n_cases; i++) {
         char msg[512];
-        int rc = topk_parity_check(ops, &topk_cases[i], msg, sizeof msg);
+        int rc = topk_parity_check(ops, &topk_parity_cases[i], msg, sizeof msg);
         cr_expect_eq(rc, 0, "%s", msg);
     }
 }

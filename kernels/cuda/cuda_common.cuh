@@ -170,6 +170,9 @@ int cuda_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq_of
                    int n_heads, int head_dim, float scale);
 int cuda_mean_pool(ops_t *ops, float *out, const void *x, const int32_t *seq_off, int B, int H,
                    int l2_normalize);
+size_t cuda_topk_workspace(ops_t *ops, int nq, int N, int k);
+int cuda_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q, const void *X, int nq,
+                         int N, int D, int k, void *workspace);
 
 /* float32 -> bf16 conversion on the device (backend.cu), n elements. */
 int cuda_f32_to_bf16(ops_t *ops, __nv_bfloat16 *dst, const float *src, int64_t n);

@@ -1,5 +1,11 @@
-/* kernels/cuda/topk.cu - similarity top-k on the GPU: cuBLAS scores, then our
+/* kernels/cuda/topk.cu - similarity top-k on the GPU: cuBLASLt scores, then our
  * radix-select + bitonic-sort kernel per segment, merged level by level.
+ *
+ * The contract is ops->similarity_topk's (kernels/ops.h). Scores come from one
+ * cuBLASLt GEMM per chunk of queries and index rows on the backend's handle
+ * and scratch (fp32: fp32 compute, no TF32; bf16: Q converted to bf16 in the
+ * workspace, fp32 accumulation and output). The workspace is bounded whatever
+ * nq is: queries are processed in chunks sized to it.
  *
  * Why this shape: k goes up to 1000 and N to millions, with few queries per
  * batch, so one block per query would leave the GPU idle. Each (query,
@@ -14,11 +20,9 @@
  * INT32_MAX), which sorts after every finite score.
  */
 #include <cub/block/block_scan.cuh>
-#include <cuda_bf16.h>
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
-#include "kernels/cuda/topk.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 enum {
     TOPK_THREADS = 256,
@@ -33,26 +37,6 @@ static const size_t TOPK_SCORE_CAP = (size_t)64 << 20; /* bytes of fp32 scores p
 static const size_t TOPK_CAND_CAP = (size_t)64 << 20;  /* bytes of first-level candidates */
 static const size_t TOPK_Q16_BYTES = (size_t)1 << 20;  /* bf16 copy of a chunk of queries */
 static const int TOPK_MAX_QCHUNK = 4096;               /* grid.y bound and a sane chunk */
-
-#define TOPK_CHECK_CUDA(stmt)                                                                   \
-    do {                                                                                        \
-        cudaError_t e_ = (stmt);                                                                \
-        if (e_ != cudaSuccess) {                                                                \
-            snprintf(err, errlen, "%s failed: %s (%s:%d)", #stmt, cudaGetErrorString(e_), __FILE__, \
-                     __LINE__);                                                                 \
-            return OPS_EDEVICE;                                                                 \
-        }                                                                                       \
-    } while (0)
-
-#define TOPK_CHECK_CUBLAS(stmt)                                                                       \
-    do {                                                                                              \
-        cublasStatus_t s_ = (stmt);                                                                   \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                            \
-            snprintf(err, errlen, "%s failed: %s (%s:%d)", #stmt, cublasLtGetStatusString(s_), __FILE__, \
-                     __LINE__);                                                                       \
-            return OPS_EDEVICE;                                                                       \
-        }                                                                                             \
-    } while (0)
 
 /* ---- keys ---- */
 
@@ -197,11 +181,6 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_select_kernel(topk_s
     }
 }
 
-static __global__ void topk_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16(src[i]);
-}
-
 /* ---- scores: one cuBLASLt GEMM, bf16 or fp32 in, fp32 out, fp32 accumulation ---- */
 
 typedef struct {
@@ -226,48 +205,47 @@ static uint32_t topk_ptr_alignment(const void *p) {
     return al;
 }
 
-static int topk_gemm_run(const topk_cuda_ctx_t *ctx, topk_gemm_descs_t *g, cudaDataType_t in_type, const void *X,
-                         const void *Q, float *scores, int ncc, int qcc, int D, char *err, size_t errlen) {
+static int topk_gemm_run(ops_t *ops, topk_gemm_descs_t *g, cudaDataType_t in_type, const void *X, const void *Q,
+                         float *scores, int ncc, int qcc, int D) {
+    const cuda_impl_t *c = cuda_impl(ops);
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    TOPK_CHECK_CUBLAS(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    TOPK_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    TOPK_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    TOPK_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g->a, in_type, (uint64_t)D, (uint64_t)ncc, (int64_t)D));
-    TOPK_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g->b, in_type, (uint64_t)D, (uint64_t)qcc, (int64_t)D));
-    TOPK_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, (uint64_t)ncc, (uint64_t)qcc, (int64_t)ncc));
-    const uint64_t ws = ctx->lt_workspace_bytes;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->a, in_type, (uint64_t)D, (uint64_t)ncc, (int64_t)D));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->b, in_type, (uint64_t)D, (uint64_t)qcc, (int64_t)D));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, (uint64_t)ncc, (uint64_t)qcc, (int64_t)ncc));
+    const uint64_t ws = c->lt_workspace_bytes;
     const uint32_t al_a = topk_ptr_alignment(X), al_b = topk_ptr_alignment(Q), al_d = topk_ptr_alignment(scores);
-    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&g->pref));
-    TOPK_CHECK_CUBLAS(
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&g->pref));
+    CUBLAS_CHECK(
         cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
                                                            &al_a, sizeof al_a));
-    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                                                            &al_b, sizeof al_b));
-    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
                                                            &al_d, sizeof al_d));
-    TOPK_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                            &al_d, sizeof al_d));
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     memset(&res, 0, sizeof res);
-    TOPK_CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(ctx->lt, g->op, g->a, g->b, g->d, g->d, g->pref, 1, &res, &found));
-    if (found < 1) {
-        snprintf(err, errlen, "similarity_topk: cuBLASLt has no algorithm for %d x %d x %d (%s:%d)", ncc, qcc, D,
-                 __FILE__, __LINE__);
-        return OPS_EDEVICE;
-    }
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->a, g->b, g->d, g->d, g->pref, 1, &res, &found));
+    if (found < 1)
+        return cuda_fail(ops, OPS_EDEVICE, "similarity_topk: cuBLASLt has no algorithm for %d x %d x %d (%s:%d)",
+                         ncc, qcc, D, __FILE__, __LINE__);
     const float alpha = 1.0f, beta = 0.0f;
-    TOPK_CHECK_CUBLAS(cublasLtMatmul(ctx->lt, g->op, &alpha, X, g->a, Q, g->b, &beta, scores, g->d, scores, g->d,
-                                     &res.algo, ctx->lt_workspace, ctx->lt_workspace_bytes, ctx->stream));
+    CUBLAS_CHECK(cublasLtMatmul(c->lt, g->op, &alpha, X, g->a, Q, g->b, &beta, scores, g->d, scores, g->d, &res.algo,
+                                c->lt_workspace, c->lt_workspace_bytes, c->stream));
     return OPS_OK;
 }
 
-static int topk_gemm(const topk_cuda_ctx_t *ctx, cudaDataType_t in_type, const void *X, const void *Q,
-                     float *scores, int ncc, int qcc, int D, char *err, size_t errlen) {
+static int topk_gemm(ops_t *ops, cudaDataType_t in_type, const void *X, const void *Q, float *scores, int ncc,
+                     int qcc, int D) {
     topk_gemm_descs_t g;
     memset(&g, 0, sizeof g);
-    int rc = topk_gemm_run(ctx, &g, in_type, X, Q, scores, ncc, qcc, D, err, errlen);
+    int rc = topk_gemm_run(ops, &g, in_type, X, Q, scores, ncc, qcc, D);
     topk_gemm_descs_free(&g);
     return rc;
 }
@@ -310,9 +288,9 @@ static topk_plan_t topk_make_plan(ops_dtype_t dtype, int nq, int N, int k, int D
     return p;
 }
 
-size_t topk_cuda_workspace(ops_dtype_t dtype, int nq, int N, int k) {
+size_t cuda_topk_workspace(ops_t *ops, int nq, int N, int k) {
     if (nq <= 0 || N <= 0 || k <= 0) return 0;
-    topk_plan_t p = topk_make_plan(dtype, nq, N, k, 0);
+    topk_plan_t p = topk_make_plan(ops->dtype, nq, N, k, 0);
     return topk_align(p.q16_bytes) + topk_align(p.score_bytes) + topk_align(p.cand_bytes) +
            topk_align(p.cand2_bytes);
 }
@@ -330,30 +308,28 @@ static topk_cand_t topk_cand_at(char *base, int qc, int groups, int k) {
     return c;
 }
 
-static int topk_launch_select(cudaStream_t stream, const topk_select_args_t *a, int groups, int rows,
-                              char *err, size_t errlen) {
+static int topk_launch_select(ops_t *ops, const topk_select_args_t *a, int groups, int rows) {
     dim3 grid((unsigned)groups, (unsigned)rows);
+    cudaStream_t stream = cuda_impl(ops)->stream;
     topk_select_kernel<<<grid, TOPK_THREADS, 0, stream>>>(*a);
-    TOPK_CHECK_CUDA(cudaGetLastError());
+    CUDA_CHECK_LAUNCH();
     return OPS_OK;
 }
 
-int topk_cuda_run(const topk_cuda_ctx_t *ctx, ops_dtype_t dtype, int32_t *out_idx, float *out_score,
-                  const float *Q, const void *X, int nq, int N, int D, int k, void *workspace, char *err,
-                  size_t errlen) {
+int cuda_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q, const void *X, int nq,
+                         int N, int D, int k, void *workspace) {
     if (!out_idx || !out_score || !Q || !X || !workspace || nq <= 0 || N <= 0 || D <= 0 || k <= 0 ||
-        k > (N < TOPK_MAX_K ? N : TOPK_MAX_K)) {
-        snprintf(err, errlen,
-                 "similarity_topk: bad arguments (nq=%d N=%d D=%d k=%d, k must be 1..min(N,%d), "
-                 "buffers non-NULL)",
-                 nq, N, D, k, TOPK_MAX_K);
-        return OPS_EINVAL;
-    }
-    if (dtype == OPS_BF16 && (size_t)D * 2 > TOPK_Q16_BYTES) {
-        snprintf(err, errlen, "similarity_topk: D=%d is over the bf16 query buffer (%zu bytes)", D,
-                 TOPK_Q16_BYTES);
-        return OPS_EINVAL;
-    }
+        k > (N < TOPK_MAX_K ? N : TOPK_MAX_K))
+        return cuda_fail(ops, OPS_EINVAL,
+                         "similarity_topk: bad arguments (nq=%d N=%d D=%d k=%d; k must be 1..min(N,%d), "
+                         "buffers non-NULL)",
+                         nq, N, D, k, TOPK_MAX_K);
+    const ops_dtype_t dtype = ops->dtype;
+    if (dtype == OPS_BF16 && (size_t)D * 2 > TOPK_Q16_BYTES)
+        return cuda_fail(ops, OPS_EINVAL, "similarity_topk: D=%d is over the bf16 query buffer (%zu bytes)", D,
+                         TOPK_Q16_BYTES);
+    int rc = cuda_enter(ops);
+    if (rc) return rc;
     /* the workspace was sized without D: a smaller chunk only uses less of it */
     topk_plan_t plan = topk_make_plan(dtype, nq, N, k, D);
     topk_plan_t sized = topk_make_plan(dtype, nq, N, k, 0);
@@ -365,15 +341,11 @@ int topk_cuda_run(const topk_cuda_ctx_t *ctx, ops_dtype_t dtype, int32_t *out_id
     const bool bf16 = dtype == OPS_BF16;
     const size_t x_elem = bf16 ? 2 : 4;
 
-    cudaStream_t stream = ctx->stream;
     for (int q0 = 0; q0 < nq; q0 += plan.qc) {
         int qcc = nq - q0 < plan.qc ? nq - q0 : plan.qc;
         const void *Qc = Q + (size_t)q0 * D;
         if (bf16) {
-            size_t n = (size_t)qcc * D;
-            unsigned blocks = (unsigned)((n + 255) / 256 < 1024 ? (n + 255) / 256 : 1024);
-            topk_to_bf16_kernel<<<blocks, 256, 0, stream>>>(q16, Q + (size_t)q0 * D, n);
-            TOPK_CHECK_CUDA(cudaGetLastError());
+            if ((rc = cuda_f32_to_bf16(ops, q16, Q + (size_t)q0 * D, (int64_t)qcc * D))) return rc;
             Qc = q16;
         }
         topk_cand_t first = topk_cand_at(cand_a, qcc, plan.nseg, k);
@@ -381,8 +353,8 @@ int topk_cuda_run(const topk_cuda_ctx_t *ctx, ops_dtype_t dtype, int32_t *out_id
             int ncc = N - c0 < plan.nc ? N - c0 : plan.nc;
             /* column-major view: scores^T (ncc, qcc) = X_chunk (D, ncc)^T x Q_chunk (D, qcc),
              * which is the row-major (qcc, ncc) score block */
-            int rc = topk_gemm(ctx, bf16 ? CUDA_R_16BF : CUDA_R_32F, (const char *)X + (size_t)c0 * D * x_elem, Qc,
-                               scores, ncc, qcc, D, err, errlen);
+            rc = topk_gemm(ops, bf16 ? CUDA_R_16BF : CUDA_R_32F, (const char *)X + (size_t)c0 * D * x_elem, Qc,
+                           scores, ncc, qcc, D);
             if (rc) return rc;
             topk_select_args_t a;
             a.in_score = scores;
@@ -403,7 +375,7 @@ int topk_cuda_run(const topk_cuda_ctx_t *ctx, ops_dtype_t dtype, int32_t *out_id
                 a.out_row_stride = (long long)plan.nseg * k;
                 a.out_group0 = c0 / TOPK_SEG;
             }
-            rc = topk_launch_select(stream, &a, (ncc + TOPK_SEG - 1) / TOPK_SEG, qcc, err, errlen);
+            rc = topk_launch_select(ops, &a, (ncc + TOPK_SEG - 1) / TOPK_SEG, qcc);
             if (rc) return rc;
         }
         /* merge passes, ping-ponging between the two candidate buffers */
@@ -430,7 +402,7 @@ int topk_cuda_run(const topk_cuda_ctx_t *ctx, ops_dtype_t dtype, int32_t *out_id
                 a.out_idx = dst.idx;
                 a.out_row_stride = (long long)out_groups * k;
             }
-            int rc = topk_launch_select(stream, &a, out_groups, qcc, err, errlen);
+            rc = topk_launch_select(ops, &a, out_groups, qcc);
             if (rc) return rc;
             spare = (char *)src.score;
             src = dst;
