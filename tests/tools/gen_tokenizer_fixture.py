@@ -21,7 +21,9 @@ ids always come from HF.
 Needs only `tokenizers` (pip install tokenizers; a throwaway venv is fine):
     python3 -m venv /tmp/venv-tok && /tmp/venv-tok/bin/pip install tokenizers
     /tmp/venv-tok/bin/python tests/tools/gen_tokenizer_fixture.py [MODEL_DIR] [--build-corpus]
-(`make fixtures` runs it through tests/tools/make_fixtures.sh.)
+(`make fixtures` runs it through tests/tools/make_fixtures.sh.) After upgrading
+utf8proc or tokenizers, `--check-codepoints bin/sluice` compares all 1.1M code
+points and lists the ones engine/tokenizer.c must add to its exceptions.
 """
 import argparse
 import ast
@@ -248,6 +250,44 @@ def build_corpus(path):
     print(f"corpus: {len(items)} lines {counts} -> {path}")
 
 
+def check_codepoints(tk, sluice, model):
+    """Every code point, alone and inside a word, through HF and `sluice tokenize`;
+    prints the differing code points as ranges (what hf_category_override in
+    engine/tokenizer.c must list after a utf8proc or tokenizers upgrade)."""
+    import subprocess
+    import tempfile
+    cps = [c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF and c not in (0x0A, 0x0D)]
+    texts = []
+    for c in cps:
+        texts += [" " + chr(c), "x" + chr(c) + "x"]
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as f:
+        f.write("\n".join(texts) + "\n")
+        f.flush()
+        out = subprocess.run([sluice, "tokenize", "--model", model, "--file", f.name],
+                             capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{sluice} tokenize failed: {out.stderr.strip()}")
+    ours = [json.loads(x)["ids"] for x in out.stdout.splitlines()]
+    if len(ours) != len(texts):
+        sys.exit(f"{sluice} printed {len(ours)} lines for {len(texts)} inputs")
+    bad = []
+    for i in range(0, len(texts), 50000):
+        for k, e in enumerate(tk.encode_batch(texts[i:i + 50000])):
+            if e.ids != ours[i + k] and (not bad or bad[-1] != cps[(i + k) // 2]):
+                bad.append(cps[(i + k) // 2])
+    ranges = []
+    for c in bad:
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    for lo, hi in ranges:
+        print(f"differs: U+{lo:04X}..U+{hi:04X} ({unicodedata.category(chr(lo))} in Python's "
+              f"Unicode {unicodedata.unidata_version})")
+    print(f"{len(cps)} code points checked, {len(bad)} differ")
+    return 1 if bad else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir", nargs="?", help="model folder (same as --model)")
@@ -255,19 +295,22 @@ def main():
     ap.add_argument("--corpus", default=os.path.join(FIX, "tokenizer_corpus.jsonl"))
     ap.add_argument("--out", default=os.path.join(FIX, "tokenizer_ids.jsonl"))
     ap.add_argument("--build-corpus", action="store_true", help="rewrite the corpus first")
+    ap.add_argument("--check-codepoints", metavar="SLUICE",
+                    help="compare every code point with this sluice binary instead")
     args = ap.parse_args()
     if args.model_dir:
         args.model = args.model_dir
     from tokenizers import Tokenizer, __version__ as tk_version
 
+    tk = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
+    tk.no_truncation()
+    tk.no_padding()
+    if args.check_codepoints:
+        sys.exit(check_codepoints(tk, args.check_codepoints, args.model))
     if args.build_corpus:
         build_corpus(args.corpus)
     rows = [json.loads(x) for x in open(args.corpus, encoding="utf-8")]
     texts = [r["text"] for r in rows]
-
-    tk = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
-    tk.no_truncation()
-    tk.no_padding()
     full = [e.ids for e in tk.encode_batch(texts)]
     cls, sep = tk.token_to_id("[CLS]"), tk.token_to_id("[SEP]")
     tk.enable_truncation(256)
