@@ -62,7 +62,7 @@ static void log_tail(support_redis_t *r, const char *why) {
         for (char *p = buf; *p; p++)
             if (*p == '\n') *p = ' ';
     }
-    snprintf(r->err, sizeof r->err, "redis-server on port %d: %s; log: %s", r->port, why, buf);
+    snprintf(r->err, sizeof r->err, "redis-server on port %d: %.150s; log: %.300s", r->port, why, buf);
 }
 
 /* Fork and exec redis-server on r->port in r->dir; wait for PING. */
