@@ -275,3 +275,32 @@ Test(batcher, lazy_load_and_unload_back_to_baseline) {
     cr_assert_eq(info.unloads, 1);
     cr_assert_eq(info.requests, 2);
 }
+
+/* Two workers (the shape used on a GPU: engine runners = 2): batches compute
+ * side by side and every result still equals the one-at-a-time run. */
+Test(batcher, two_workers_keep_results) {
+    registry_destroy(reg);
+    registry_opts_t o = {.models_dir = support_model_dir(), .device = "cpu", .budget = (size_t)512 << 20,
+                         .cpu_threads = 1, .engine = {.max_batch_tokens = 2048, .max_batch_seqs = 64, .runners = 2}};
+    char err[512];
+    cr_assert_eq(registry_create(&o, &reg, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(registry_engine_opts(reg)->runners, 2);
+    open_batcher(2, 0);
+    enum { N = 12 };
+    static test_item_t alone[N], together[N];
+    for (int i = 0; i < N; i++) {
+        make_item(&alone[i], 1 + i % 3, 100 + i, 0);
+        submit(&alone[i]);
+        wait_done(i + 1);
+    }
+    for (int i = 0; i < N; i++) {
+        make_item(&together[i], 1 + i % 3, 100 + i, 0);
+        submit(&together[i]);
+    }
+    wait_done(2 * N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(together[i].it.outcome, BATCHER_DONE_OK);
+        for (int k = 0; k < together[i].it.n_seqs * H; k++)
+            cr_assert_float_eq(together[i].out[k], alone[i].out[k], 1e-6, "item %d value %d", i, k);
+    }
+}
