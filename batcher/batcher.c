@@ -462,7 +462,7 @@ static void complete_batch(batcher_t *b, batch_t *bt, int rc, const char *err, d
                    (size_t)sp->n * rf * sizeof(float));
         else if (!it->err_code) {
             it->err_code = BATCHER_ECOMPUTE;
-            snprintf(it->err, sizeof it->err, "%s", err);
+            snprintf(it->err, sizeof it->err, "%.255s", err);
         }
         it->compute_s += dt;
         it->batches++;

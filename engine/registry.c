@@ -75,7 +75,7 @@ static int add_model(registry_t *r, const char *name, const char *dir) {
     r->models = m;
     registry_entry_t *e = &m[r->n];
     memset(e, 0, sizeof *e);
-    snprintf(e->info.name, sizeof e->info.name, "%s", name);
+    snprintf(e->info.name, sizeof e->info.name, "%.*s", (int)sizeof e->info.name - 1, name);
     snprintf(e->info.dir, sizeof e->info.dir, "%s", dir);
     e->info.hidden = read_hidden(dir);
     e->info.state = REGISTRY_UNLOADED;
