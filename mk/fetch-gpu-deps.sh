@@ -1,0 +1,81 @@
+#!/bin/sh
+# Fill .deps/ (ignored by git) with what bench/gpu-check.sh needs on a GPU
+# machine that has nvcc, the CUDA libraries and PyTorch but none of our Debian
+# packages and no network:
+#   .deps/debs/*.deb    the libraries the engine and kernels link against
+#                       (jansson, utf8proc, OpenBLAS + libgfortran, and make in
+#                       case the image has none), unpacked there with dpkg -x;
+#   .deps/model-f16/    all-MiniLM-L6-v2 with float16 weights (45 MB; the
+#                       float32 model, 90 MB, does not fit the 64 MiB tree).
+# Then it prints the size of what travels (tracked and untracked-not-ignored
+# files plus .deps) and fails above LIMIT_MIB (default 60; the device tool's
+# hard limit is 64 MiB).
+#
+# usage (repo root, this machine, network to the Debian mirror):
+#   sh mk/fetch-gpu-deps.sh [MODEL_DIR]        (default models/all-minilm-l6-v2)
+# Idempotent: a second run fetches nothing it already has.
+set -eu
+cd "$(dirname "$0")/.."
+MODEL_DIR=${1:-models/all-minilm-l6-v2}
+DEPS=.deps
+LIMIT_MIB=${LIMIT_MIB:-60}
+# Runtime + -dev pairs the engine and kernels link against (see the Makefile's
+# LDLIBS); libquadmath0 is libgfortran5's own dependency. Nothing for the HTTP
+# server, Redis or Criterion: the GPU check builds only engine + kernels drivers.
+PKGS="libjansson4 libjansson-dev libutf8proc2 libutf8proc-dev libopenblas0-pthread
+libopenblas-pthread-dev libopenblas-dev libgfortran5 libquadmath0 make"
+
+mkdir -p "$DEPS/debs"
+
+# ---- Debian packages ----
+missing=""
+for p in $PKGS; do
+    ls "$DEPS/debs/${p}_"*.deb >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "fetch-gpu-deps: downloading$missing"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    if ! (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root $missing >/dev/null); then
+        echo "fetch-gpu-deps: apt-get download failed (run 'apt-get update' first?)" >&2
+        exit 1
+    fi
+    # Slim the two big OpenBLAS packages: the static archive (58 MB unpacked)
+    # and the separate BLAS/LAPACK alternatives are never linked; libopenblas.so
+    # carries both. Saves 7 MB of the 64 MiB.
+    for deb in "$tmp"/libopenblas-pthread-dev_*.deb "$tmp"/libopenblas0-pthread_*.deb; do
+        [ -f "$deb" ] || continue
+        dpkg-deb -R "$deb" "$tmp/x"
+        rm -f "$tmp"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r*.a \
+              "$tmp"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/liblapack.so.3 \
+              "$tmp"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
+        dpkg-deb -Zxz -b "$tmp/x" "$deb" >/dev/null
+        rm -rf "$tmp/x"
+    done
+    mv "$tmp"/*.deb "$DEPS/debs/"
+fi
+
+# ---- the float16 model ----
+if [ ! -f "$DEPS/model-f16/model.safetensors" ] || [ "$MODEL_DIR/model.safetensors" -nt "$DEPS/model-f16/model.safetensors" ]; then
+    if [ ! -f "$MODEL_DIR/model.safetensors" ]; then
+        echo "fetch-gpu-deps: $MODEL_DIR/model.safetensors missing (run 'make model' first)" >&2
+        exit 1
+    fi
+    python3 tests/tools/convert_f16.py "$MODEL_DIR" "$DEPS/model-f16"
+fi
+
+# ---- what travels ----
+# The device tool sends tracked and untracked-not-ignored files plus the
+# carried paths; count the same (files deleted from the tree count nothing).
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null |
+       awk '{s += $1} END {print s + 0}')
+deps=$(du -sb "$DEPS" | cut -f1)
+total=$((tree + deps))
+(cd "$DEPS" && find debs model-f16 -type f -printf '%s %p\n' | sort -k2) >"$DEPS/MANIFEST"
+awk -v t="$tree" -v d="$deps" -v s="$total" -v lim="$LIMIT_MIB" 'BEGIN {
+    printf "fetch-gpu-deps: tree %.1f MiB + .deps %.1f MiB = %.1f MiB travels (limit %d MiB)\n",
+           t / 1048576, d / 1048576, s / 1048576, lim }'
+if [ "$total" -gt $((LIMIT_MIB * 1048576)) ]; then
+    echo "fetch-gpu-deps: too large for the device tool: shrink the tree or .deps" >&2
+    exit 1
+fi
