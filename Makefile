@@ -35,7 +35,8 @@ TEST_LDLIBS = -lcriterion
 ifneq ($(DEPS_ROOT),)
   DEPS_LIB = $(abspath $(DEPS_ROOT))/usr/lib/x86_64-linux-gnu
   CFLAGS += -I$(DEPS_ROOT)/usr/include -I$(DEPS_ROOT)/usr/include/hiredis \
-            -I$(DEPS_ROOT)/usr/include/x86_64-linux-gnu
+            -I$(DEPS_ROOT)/usr/include/x86_64-linux-gnu \
+            -I$(DEPS_ROOT)/usr/include/x86_64-linux-gnu/openblas-pthread
   LDFLAGS += -L$(DEPS_LIB) -L$(DEPS_LIB)/openblas-pthread -Wl,-rpath,$(DEPS_LIB) \
              -Wl,-rpath,$(DEPS_LIB)/openblas-pthread
 endif
@@ -52,7 +53,8 @@ ifeq ($(CUDA),1)
   CU_SRC := $(wildcard kernels/cuda/*.cu)
   CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
   LDFLAGS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64
-  LDLIBS += -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
+  CUDA_LDLIBS = -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
+  LDLIBS += $(CUDA_LDLIBS)
   NVCCFLAGS ?= -O3 -std=c++17 $(CUDA_ARCH) -I. -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
 else
   CU_OBJ := $(BUILD)/kernels/cuda/none.o
@@ -62,6 +64,11 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/support*.c))
 BENCH_BIN := $(if $(wildcard bench/sluice_bench.c),$(BIN)/sluice-bench)
+
+# The engine + kernels alone (no HTTP, Redis or OpenSSL): what the GPU check
+# builds on a machine that has only the libraries .deps/ carries.
+CORE_OBJ := $(filter-out $(BUILD)/api/% $(BUILD)/queue/% $(BUILD)/batcher/%,$(LIB_OBJ))
+CORE_LDLIBS = -ljansson -lopenblas -lutf8proc -lm -lpthread $(CUDA_LDLIBS)
 
 .PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures
 all: cuda-note $(BIN)/sluice $(BENCH_BIN)
@@ -94,6 +101,15 @@ $(BIN)/sluice: $(BUILD)/api/main.o $(BUILD)/libsluice.a
 $(BIN)/sluice-bench: $(BUILD)/bench/sluice_bench.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libsluice-core.a: $(CORE_OBJ) $(CU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# bench/gpu_bench.c: end-to-end parity across backends and the timed runs of bench/gpu-check.sh
+$(BIN)/gpu-bench: $(BUILD)/bench/gpu_bench.o $(BUILD)/libsluice-core.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJ) $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS)
