@@ -201,7 +201,8 @@ st_bench() {
     command -v python3 >/dev/null || { echo "no python3"; return 1; }
     if [ "$REHEARSE" = 1 ]; then
         python3 bench/st_gpu_bench.py --model "$MODEL" --out "$OUTDIR/st.json" --fixture "$FIXTURE" \
-            --dump "$WORK/dump" --device cpu --skip-gemm --shapes 1x16,1x32,4x64 --seconds 0.1
+            --dump "$WORK/dump" --device cpu --skip-gemm --shapes 1x16,1x32,4x64 --seconds 0.1 \
+            --mixed-limit 8
     else
         python3 bench/st_gpu_bench.py --model "$MODEL" --out "$OUTDIR/st.json" --fixture "$FIXTURE" \
             --dump "$WORK/dump" --shapes 1x16,1x32,32x128,256x128,1024x128 --seconds 0.5

@@ -113,6 +113,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=0.5)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--skip-gemm", action="store_true")
+    ap.add_argument("--mixed-limit", type=int, default=0, help="first N fixture texts only (CPU rehearsal)")
     args = ap.parse_args()
     report = {"errors": []}
 
@@ -179,7 +180,7 @@ def main():
 
     def forward(features):
         with torch.inference_mode():
-            out = m({k: v.to(dev, non_blocking=False) for k, v in features.items()})
+            out = m({k: v.to(dev) if torch.is_tensor(v) else v for k, v in features.items()})
             return out["sentence_embedding"].float().cpu()
 
     def shapes():
@@ -202,9 +203,12 @@ def main():
     if os.path.exists(args.fixture):
         with open(args.fixture, encoding="utf-8") as f:
             texts = [json.loads(line)["text"] for line in f if line.strip()]
+        if args.mixed_limit:
+            texts = texts[:args.mixed_limit]
 
     def mixed():
-        feats = m.tokenize(texts)
+        # `preprocess` in newer releases, `tokenize` before (deprecated since)
+        feats = (getattr(m, "preprocess", None) or m.tokenize)(texts)
         real = int(feats["attention_mask"].sum())
         res = {"n": len(texts), "tokens": real, "padded_tokens": int(feats["input_ids"].numel())}
         fwd = time_fn(lambda: forward(feats), args.seconds, torch, dev)
@@ -224,7 +228,7 @@ def main():
         """sentence-transformers' embeddings of the fixture (fp32 and fp16 compute, these
         same fp16-stored weights) against the ones sluice dumped."""
         import array
-        H = m.get_sentence_embedding_dimension()
+        H = (getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension)()
         res = {}
         with torch.inference_mode():
             ref16 = torch.as_tensor(m.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False))
