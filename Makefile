@@ -126,6 +126,13 @@ $(BIN)/bench-gpu_parity: $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The same driver on engine + kernels alone: what bench/gpu-check.sh builds on
+# a GPU machine without the HTTP/Redis/OpenSSL packages.
+$(BIN)/gpu-parity: $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o \
+                   $(BUILD)/tests/support_ref.o $(BUILD)/libsluice-core.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
+
 $(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
