@@ -182,7 +182,7 @@ e2e_parity() {
 sluice_bench() { # dtype
     [ -x "$BIN/gpu-bench" ] || { echo "no $BIN/gpu-bench"; return 1; }
     if [ "$REHEARSE" = 1 ]; then
-        "$BIN/gpu-bench" bench --model "$MODEL" --device cpu --dtype fp32 --shapes 1x16,1x32,4x64 \
+        "$BIN/gpu-bench" bench --model "$MODEL" --device cpu --dtype fp32 --shapes 1x16,1x32,4x64 --mixed-limit 8 \
             --fixture "$FIXTURE" --seconds 0.1 | tee -a "$OUTDIR/sluice.jsonl"
     else
         "$BIN/gpu-bench" bench --model "$MODEL" --device cuda --dtype "$1" \
@@ -196,7 +196,7 @@ st_bench() {
     command -v python3 >/dev/null || { echo "no python3"; return 1; }
     if [ "$REHEARSE" = 1 ]; then
         python3 bench/st_gpu_bench.py --model "$MODEL" --out "$OUTDIR/st.json" --fixture "$FIXTURE" \
-            --dump "$WORK/dump" --device cpu --skip-gemm --shapes 1x16,1x32,4x64 --seconds 0.1 \
+            --dump "$WORK/dump" --device cpu --skip-gemm --fp32 --shapes 1x16,1x32,4x64 --seconds 0.1 \
             --mixed-limit 8
     else
         python3 bench/st_gpu_bench.py --model "$MODEL" --out "$OUTDIR/st.json" --fixture "$FIXTURE" \

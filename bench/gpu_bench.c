@@ -428,7 +428,7 @@ static void print_timing(const char *device, const char *dtype, const char *kind
 }
 
 static int cmd_bench(const char *dir, const char *device, ops_dtype_t dtype, const char *shapes,
-                     const char *fixture, double seconds) {
+                     const char *fixture, int mixed_limit, double seconds) {
     enum { MAX_SHAPES = 32 };
     int sn[MAX_SHAPES], sl[MAX_SHAPES], ns = 0, maxT = 0, maxB = 1;
     for (const char *p = shapes; p && *p;) {
@@ -448,16 +448,18 @@ static int cmd_bench(const char *dir, const char *device, ops_dtype_t dtype, con
     int32_t *mids = NULL, *moff = NULL, *ids = NULL, *off = NULL;
     float *out = NULL;
     char err[1024];
-    int rc = 2, mT = 0;
+    int rc = 2, mT = 0, nm = 0; /* the mixed batch: nm texts, mT tokens */
     if (fixture) {
         if (fixture_load(fixture, &fx)) return 2;
+        if (mixed_limit > 0 && mixed_limit < fx.n) nm = mixed_limit;
+        else nm = fx.n;
         if (tok_create_for_model(dir, &tok, err, sizeof err)) {
             fprintf(stderr, "gpu-bench: %s\n", err);
             goto done;
         }
-        if ((mT = tokenize_all(tok, fx.text, fx.n, &mids, &moff)) < 0) goto done;
+        if ((mT = tokenize_all(tok, fx.text, nm, &mids, &moff)) < 0) goto done;
         if (mT > maxT) maxT = mT;
-        if (fx.n > maxB) maxB = fx.n;
+        if (nm > maxB) maxB = nm;
     }
     loaded_t l;
     if (load(dir, device, dtype, maxT, maxB, &l)) {
@@ -489,8 +491,8 @@ static int cmd_bench(const char *dir, const char *device, ops_dtype_t dtype, con
     }
     if (fixture) {
         timing_t t;
-        if (time_embed(&l, mids, moff, fx.n, out, seconds, &t)) rc = 1;
-        else print_timing(device, dn, "mixed", fx.n, 0, mT, &t);
+        if (time_embed(&l, mids, moff, nm, out, seconds, &t)) rc = 1;
+        else print_timing(device, dn, "mixed", nm, 0, mT, &t);
         /* tokenize + embed: what a caller holding texts pays */
         enum { REPS = 20 };
         double ms[REPS];
@@ -498,9 +500,9 @@ static int cmd_bench(const char *dir, const char *device, ops_dtype_t dtype, con
         for (int r = 0; r < REPS && ok; r++) {
             double t0 = now_s();
             int32_t *i2, *o2;
-            if (tokenize_all(mtok, fx.text, fx.n, &i2, &o2) < 0) ok = 0;
+            if (tokenize_all(mtok, fx.text, nm, &i2, &o2) < 0) ok = 0;
             else {
-                ok = !embed(&l, i2, o2, fx.n, out);
+                ok = !embed(&l, i2, o2, nm, out);
                 free(i2);
                 free(o2);
             }
@@ -511,7 +513,7 @@ static int cmd_bench(const char *dir, const char *device, ops_dtype_t dtype, con
             qsort(ms, REPS, sizeof *ms, cmp_double);
             t = (timing_t){.median_ms = 0.5 * (ms[REPS / 2 - 1] + ms[REPS / 2]), .min_ms = ms[0],
                            .p90_ms = ms[(int)(0.9 * (REPS - 1))], .reps = REPS};
-            print_timing(device, dn, "mixed_with_tokenize", fx.n, 0, mT, &t);
+            print_timing(device, dn, "mixed_with_tokenize", nm, 0, mT, &t);
         }
     }
     unload(&l);
@@ -529,7 +531,7 @@ done:
 static void usage(FILE *f) {
     fprintf(f, "usage: gpu-bench parity --model DIR [--fixture F] [--dump DIR]\n"
                "       gpu-bench bench  --model DIR [--device cuda|cpu] [--dtype bf16|fp32]\n"
-               "                        [--shapes NxL,...] [--fixture F|none] [--seconds S]\n"
+               "                        [--shapes NxL,...] [--fixture F|none] [--mixed-limit N] [--seconds S]\n"
                "       both: [--graphs 1|0] (CUDA graph replay of small batches, default 1)\n");
 }
 
@@ -541,6 +543,7 @@ int main(int argc, char **argv) {
     const char *model = NULL, *fixture = FIXTURE_DEFAULT, *dump_dir = NULL, *device = "cuda", *dtype = "bf16";
     const char *shapes = "1x16,1x32,32x128,256x128,1024x128";
     double seconds = 0.5;
+    int mixed_limit = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) {
@@ -556,6 +559,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--shapes")) shapes = v;
         else if (!strcmp(a, "--seconds")) seconds = atof(v);
         else if (!strcmp(a, "--graphs")) g_graphs = atoi(v);
+        else if (!strcmp(a, "--mixed-limit")) mixed_limit = atoi(v);
         else {
             usage(stderr);
             return 2;
@@ -572,5 +576,6 @@ int main(int argc, char **argv) {
         }
         return cmd_parity(model, fixture, dump_dir);
     }
-    return cmd_bench(model, device, strcmp(dtype, "bf16") ? OPS_F32 : OPS_BF16, shapes, fixture, seconds);
+    return cmd_bench(model, device, strcmp(dtype, "bf16") ? OPS_F32 : OPS_BF16, shapes, fixture, mixed_limit,
+                     seconds);
 }

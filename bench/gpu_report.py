@@ -220,7 +220,7 @@ def main():
     agr = st.get("agreement") or {}
     if agr:
         p("vs sentence-transformers fp32 (same fp16 weights), min cos: " + ", ".join(
-            "%s %.6f" % (k, v["min_cos_vs_st_fp32"]) for k, v in agr.items() if "min_cos_vs_st_fp32" in v))
+            "%s %.7f" % (k, v["min_cos_vs_st_fp32"]) for k, v in agr.items() if "min_cos_vs_st_fp32" in v))
     if gemm:
         cp = (st.get("copy") or {}).get("gb_per_s")
         p("card: bf16 GEMM 8192^3 %.0f TFLOP/s%s; model %.1f MFLOP/token at L=128 -> %s tokens/s at 100%%" % (

@@ -113,6 +113,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=0.5)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--skip-gemm", action="store_true")
+    ap.add_argument("--fp32", action="store_true", help="time in fp32 (CPU rehearsal: fp16 on a CPU is slow)")
     ap.add_argument("--mixed-limit", type=int, default=0, help="first N fixture texts only (CPU rehearsal)")
     args = ap.parse_args()
     report = {"errors": []}
@@ -164,7 +165,8 @@ def main():
 
     def load():
         t0 = time.perf_counter()
-        m = SentenceTransformer(args.model, device=dev).half().eval()
+        m = SentenceTransformer(args.model, device=dev).eval()
+        m.float() if args.fp32 else m.half()
         state["m"] = m
         auto = m[0].auto_model
         return {"seconds": time.perf_counter() - t0, "dtype": str(next(m.parameters()).dtype),
@@ -236,7 +238,7 @@ def main():
         with torch.inference_mode():
             ref32 = torch.as_tensor(m32.encode(texts, batch_size=32, convert_to_numpy=True,
                                                show_progress_bar=False))
-        m.half()
+        m.float() if args.fp32 else m.half()
         for name in ("cpu-fp32", "cuda-fp32", "cuda-bf16"):
             path = os.path.join(args.dump, "emb-%s.f32" % name)
             if not os.path.exists(path):
