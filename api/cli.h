@@ -11,5 +11,6 @@ int cli_embed(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_queue(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+int cli_expand(int argc, char **argv);
 
 #endif

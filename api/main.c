@@ -14,6 +14,7 @@ static const command_t commands[] = {
     {"tokenize", cli_tokenize, "print token ids and pieces"},
     {"queue", cli_queue, "Redis task queue: enqueue, get, cancel, stats, dlq"},
     {"serve", cli_serve, "serve embeddings over HTTP and Redis queues"},
+    {"expand", cli_expand, "nearest terms of each term by embedding similarity"},
 };
 
 static void usage(FILE *out) {
