@@ -1,9 +1,9 @@
 /* bench/gpu_parity.c - the CUDA backend's parity checks for a GPU machine
  * without Criterion: every check of tests/support_cuda_parity.c, for fp32 and
- * bf16 (and the matmul family again through the fallback GEMM), against the
- * CPU backend, and similarity top-k against a brute-force sort (family
- * "topk"). One line per check, a summary last; exits 1 on any failure (a
- * missing GPU included), 0 when everything passed.
+ * bf16 (and matmul and attention again through the plain fallback kernels),
+ * against the CPU backend, and similarity top-k against a brute-force sort
+ * (family "topk"). One line per check, a summary last; exits 1 on any
+ * failure (a missing GPU included), 0 when everything passed.
  *
  * usage: bench-gpu_parity [family...]     (default: every family)
  *        SLUICE_TEST_SEED=N replays a run; the seed is printed. */
@@ -87,19 +87,24 @@ int main(int argc, char **argv) {
         if (want_topk) run_topk(gpu, &t);
         ops_destroy(gpu);
     }
-    /* The fallback GEMM (what runs where cuBLASLt offers no algorithm), forced. */
-    int want_matmul = argc < 2;
-    for (int i = 1; i < argc; i++) want_matmul |= !strcmp(argv[i], "matmul");
-    setenv("SLUICE_CUDA_SIMPLE_GEMM", "1", 1);
-    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0] && want_matmul; d++) {
+    /* The plain kernels (what runs where cuBLASLt offers no algorithm, and the
+     * CUDA-core attention), forced: SLUICE_CUDA_FALLBACK=1 is also the switch
+     * to use if a fast path fails its checks. */
+    static const char *const fallback_families[] = {"matmul", "attention"};
+    setenv("SLUICE_CUDA_FALLBACK", "1", 1);
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
         char err[512];
         ops_t *gpu = ops_cuda_create(0, dtypes[d], err, sizeof err);
         if (!gpu) continue; /* already counted above */
-        printf("cuda %s with SLUICE_CUDA_SIMPLE_GEMM=1 (the fallback GEMM):\n", ops_dtype_name(dtypes[d]));
-        cuda_parity_run(gpu, cpu, "matmul", seed, print_result, &t);
+        printf("cuda %s with SLUICE_CUDA_FALLBACK=1 (plain GEMM and attention kernels):\n", ops_dtype_name(dtypes[d]));
+        for (size_t f = 0; f < sizeof fallback_families / sizeof fallback_families[0]; f++) {
+            int wanted = argc < 2;
+            for (int i = 1; i < argc; i++) wanted |= !strcmp(argv[i], fallback_families[f]);
+            if (wanted) cuda_parity_run(gpu, cpu, fallback_families[f], seed, print_result, &t);
+        }
         ops_destroy(gpu);
     }
-    unsetenv("SLUICE_CUDA_SIMPLE_GEMM");
+    unsetenv("SLUICE_CUDA_FALLBACK");
     ops_destroy(cpu);
     printf("gpu-parity: %d checks, %d passed, %d failed (seed %llu)\n", t.checks, t.checks - t.failed, t.failed,
            (unsigned long long)seed);

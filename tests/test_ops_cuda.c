@@ -124,12 +124,17 @@ PARITY_TESTS(attention)
 PARITY_TESTS(mean_pool)
 PARITY_TESTS(graph)
 
-/* The fallback GEMM, forced (each Criterion test runs in its own process). */
-Test(ops_cuda, matmul_fallback_fp32) {
-    setenv("SLUICE_CUDA_SIMPLE_GEMM", "1", 1);
-    parity(OPS_F32, "matmul");
-}
-Test(ops_cuda, matmul_fallback_bf16) {
-    setenv("SLUICE_CUDA_SIMPLE_GEMM", "1", 1);
-    parity(OPS_BF16, "matmul");
-}
+/* The plain kernels (fallback GEMM, CUDA-core attention), forced; each
+ * Criterion test runs in its own process, so the variable stays in it. */
+#define FALLBACK_TESTS(family)                                                                  \
+    Test(ops_cuda, family##_fallback_fp32) {                                                    \
+        setenv("SLUICE_CUDA_FALLBACK", "1", 1);                                                 \
+        parity(OPS_F32, #family);                                                               \
+    }                                                                                           \
+    Test(ops_cuda, family##_fallback_bf16) {                                                    \
+        setenv("SLUICE_CUDA_FALLBACK", "1", 1);                                                 \
+        parity(OPS_BF16, #family);                                                              \
+    }
+
+FALLBACK_TESTS(matmul)
+FALLBACK_TESTS(attention)

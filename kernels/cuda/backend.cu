@@ -261,8 +261,8 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
         }
     }
     {
-        const char *simple = getenv("SLUICE_CUDA_SIMPLE_GEMM");
-        c->simple_gemm = simple && !strcmp(simple, "1");
+        const char *fallback = getenv("SLUICE_CUDA_FALLBACK");
+        c->fallback = fallback && !strcmp(fallback, "1");
     }
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
     OPEN_CHECK(cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes));

@@ -44,7 +44,8 @@ typedef struct cuda_impl {
     float *staging;             /* device, staging_n floats: upload_weight converts through it */
     size_t staging_n;           /* floats */
     int capturing;              /* a graph capture is open on stream */
-    int simple_gemm;            /* $SLUICE_CUDA_SIMPLE_GEMM=1 at create: every matmul takes the fallback kernel */
+    int fallback;               /* $SLUICE_CUDA_FALLBACK=1 at create: the plain kernels only (own GEMM,
+                                 * CUDA-core attention), to rule the fast paths in or out */
     gemm_algo_entry_t gemm_cache[GEMM_ALGO_CACHE]; /* filled round-robin */
     int gemm_cache_next;                           /* next slot to replace */
 } cuda_impl_t;

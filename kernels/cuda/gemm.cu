@@ -55,7 +55,7 @@ static uint32_t ptr_alignment(const void *p) {
 /* The fallback product, for shapes or alignments cuBLASLt has no algorithm
  * for: 32x32 output tiles, K in chunks of 32 through shared memory (rows
  * padded by one so the column reads of W do not conflict), fp32 sums. Slow
- * and simple; the parity checks run it too (SLUICE_CUDA_SIMPLE_GEMM=1). */
+ * and simple; the parity checks run it too (SLUICE_CUDA_FALLBACK=1). */
 #define SG_TILE 32
 #define SG_ROWS 8 /* threads per tile column: each thread sums 4 rows */
 
@@ -190,7 +190,7 @@ int cuda_matmul(ops_t *ops, void *out, const void *in, const void *W, const floa
     if (out == in) return cuda_fail(ops, OPS_EINVAL, "matmul: out must not alias in");
     int rc = cuda_enter(ops);
     if (rc) return rc;
-    if (cuda_impl(ops)->simple_gemm) {
+    if (cuda_impl(ops)->fallback) {
         rc = simple_gemm_launch(ops, out, in, W, T, K, N);
     } else {
         gemm_descs_t g;
