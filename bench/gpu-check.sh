@@ -152,7 +152,7 @@ build() {
         grep -m 15 -E 'error|Error' "$OUTDIR/build.log"
         local nvflags
         nvflags=$("$make" --no-print-directory -f Makefile -f - print-nvccflags CUDA=1 CUDA_ARCH="$ARCH" \
-            <<<$'print-nvccflags:\n\t@echo $(NVCCFLAGS)' 2>/dev/null | sed 's/-Werror[^ ]*//g; s/,-Werror//g; s/ all-warnings//')
+            <<<$'print-nvccflags:\n\t@echo $(NVCCFLAGS)' 2>/dev/null | sed 's/,-Werror//g; s/-Werror all-warnings//; s/-Werror[^ ]*//g')
         echo "retrying without -Werror (NVCCFLAGS=$nvflags)"
         echo "==== relaxed build" >>"$OUTDIR/build.log"
         LDFLAGS="$extra" "$make" -k -j"$JOBS" CC="$cc" CUDA=1 DEPS_ROOT="$WORK/root" CUDA_ARCH="$ARCH" \
