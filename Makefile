@@ -121,15 +121,15 @@ BENCH_DRIVERS := $(patsubst bench/%.c,$(BIN)/bench-%,$(filter-out bench/sluice_b
 bench: $(BENCH_DRIVERS)
 
 # The GPU parity driver runs the checks of the CUDA tests without Criterion.
-$(BIN)/bench-gpu_parity: $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o \
-                         $(BUILD)/tests/support_ref.o $(BUILD)/tests/support_topk.o $(BUILD)/libsluice.a
+GPU_PARITY_OBJ = $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o $(BUILD)/tests/support_ref.o \
+                 $(BUILD)/tests/support_topk.o
+$(BIN)/bench-gpu_parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The same driver on engine + kernels alone: what bench/gpu-check.sh builds on
 # a GPU machine without the HTTP/Redis/OpenSSL packages.
-$(BIN)/gpu-parity: $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o \
-                   $(BUILD)/tests/support_ref.o $(BUILD)/libsluice-core.a
+$(BIN)/gpu-parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice-core.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 
