@@ -2,8 +2,9 @@
 # `make run`: serve on defaults. Starts a local redis-server in the background
 # (data in a temp dir, stopped when the server exits) unless one already
 # answers on 127.0.0.1:6379, then runs `bin/sluice serve` in the foreground.
-# usage: mk/run.sh [MODEL_DIR]   (the models folder is its parent)
+# usage: mk/run.sh [MODEL_DIR [serve flags...]]   (the models folder is MODEL_DIR's parent)
 MODEL_DIR=${1:-models/all-minilm-l6-v2}
+[ $# -gt 0 ] && shift # the rest are sluice serve flags
 MODELS=${SLUICE_MODELS:-$(dirname "$MODEL_DIR")}
 REDIS_PID=""
 REDIS_DIR=""
