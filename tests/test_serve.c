@@ -410,7 +410,7 @@ Test(serve, full_queue_answers_429_and_loses_nothing, .timeout = 120) {
     api_config_t c;
     support_server_config(&c);
     c.max_pending_items = 3;
-    c.max_queue_delay_ms = 1500; /* nothing leaves before the queue is full */
+    c.max_queue_delay_ms = 4000; /* nothing leaves before the queue is full, even on a loaded machine */
     support_server_t s = start(&c);
     pthread_t th[3];
     one_req_t reqs[3];
@@ -419,7 +419,7 @@ Test(serve, full_queue_answers_429_and_loses_nothing, .timeout = 120) {
         pthread_create(&th[i], NULL, one_req_main, &reqs[i]);
     }
     batcher_stats_t st;
-    for (int i = 0; i < 500; i++) {
+    for (int i = 0; i < 1500; i++) {
         batcher_stats(api_serve_batcher(s.srv), &st);
         if (st.pending_items == 3) break;
         sleep_ms(2);
@@ -548,7 +548,7 @@ Test(serve, config_sources_flags_over_env_over_file) {
 
 Test(serve, sigterm_with_work_in_flight_loses_nothing, .timeout = 120) {
     support_proc_t p;
-    const char *extra[] = {"--max-queue-delay-ms", "300", NULL};
+    const char *extra[] = {"--max-queue-delay-ms", "3000", NULL};
     int rc = support_proc_start(&p, extra);
     cr_assert_eq(rc, 0, "%s", p.err);
     enum { N = 16 };
@@ -558,7 +558,7 @@ Test(serve, sigterm_with_work_in_flight_loses_nothing, .timeout = 120) {
         reqs[i] = (one_req_t){p.port, "{\"input\":[\"in flight at shutdown\",\"a second input\"]}", 0};
         pthread_create(&th[i], NULL, one_req_main, &reqs[i]);
     }
-    /* wait until all are in (pending, waiting for the 300 ms batch window) */
+    /* wait until all are in (pending, waiting for the 3 s batch window) */
     for (int i = 0; i < 500; i++) {
         http_resp_t r;
         int pending = 0;

@@ -183,7 +183,7 @@ Test(serve_tasks, backlog_waits_in_redis_and_nothing_is_lost, .init = redis_star
     api_config_t c;
     support_server_config(&c);
     c.max_pending_items = 2;
-    c.max_queue_delay_ms = 300;
+    c.max_queue_delay_ms = 1000;
     support_server_t s = start_with(&c);
     enum { N = 12 };
     char ids[N][QUEUE_ID_MAX];
@@ -218,7 +218,7 @@ Test(serve_tasks, backlog_waits_in_redis_and_nothing_is_lost, .init = redis_star
 Test(serve_tasks, deadline_and_cancellation, .init = redis_start, .fini = redis_stop, .timeout = 60) {
     api_config_t c;
     support_server_config(&c);
-    c.max_queue_delay_ms = 1500; /* leased tasks wait in our queue */
+    c.max_queue_delay_ms = 5000; /* leased tasks wait in our queue */
     support_server_t s = start_with(&c);
     int st;
     /* past its deadline while waiting for a batch: ends expired, never computed */
