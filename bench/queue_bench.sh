@@ -4,6 +4,7 @@
 # redis-benchmark -t set,get for context, then bench-queue_bench with 1, 2 and
 # 4 workers (enqueue -> lease 64 -> ack). Stops the server at the end.
 # usage: bench/queue_bench.sh [TASKS]      (from the repository root)
+# env: AOF=1 (appendonly yes, everysec), PREFILL=1 (time enqueue and lease+ack apart)
 set -e
 TASKS=${1:-200000}
 BIN=${BIN:-bin}
@@ -24,12 +25,17 @@ done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); AOF: $APPENDONLY; load average: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "== redis-benchmark -t set,get -q -n 200000 (50 clients, no pipelining)"
 redis-benchmark -p "$PORT" -t set,get -q -n 200000 | tr '\r' '\n' | grep 'requests per second'
+# utime + stime of the server, in clock ticks
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
+PREFILL=${PREFILL:+--prefill}
 for w in 1 2 4; do
     redis-cli -p "$PORT" flushall >/dev/null
     echo "== queue: enqueue -> lease(64) -> ack, $w worker thread(s)"
-    redis-cli -p "$PORT" config resetstat >/dev/null
-    "$BIN/bench-queue_bench" --redis "redis://127.0.0.1:$PORT/0" --tasks "$TASKS" --workers "$w" --batch 64
-    # Redis CPU per task, from the server's own accounting of the script calls
-    redis-cli -p "$PORT" info commandstats | tr -d '\r' | awk -F'[=,:]' -v n="$TASKS" \
-        '/^cmdstat_evalsha/ { printf "   redis: %d script calls, %.1f us each, %.2f us of Redis time per task\n", $3, $7, $5 / n }'
+    cpu0=$(cpu_ticks)
+    "$BIN/bench-queue_bench" --redis "redis://127.0.0.1:$PORT/0" --tasks "$TASKS" --workers "$w" --batch 64 $PREFILL
+    # CPU the server itself spent per task (user + system, from /proc): unlike
+    # wall time, it does not grow when other processes load the machine.
+    cpu1=$(cpu_ticks)
+    awk -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" -v n="$TASKS" \
+        'BEGIN { us = t * 1e6 / hz / n; printf "   redis-server CPU: %.1f us per task (one Redis core would carry ~%.0f tasks/s)\n", us, 1e6 / us }'
 done

@@ -449,11 +449,11 @@ int queue_get(queue_conn_t *c, const char *id, queue_info_t *out) {
     out->dead_ms = queue_reply_int(e[10]);
     out->due_ms = queue_reply_int(e[11]);
     out->token = queue_reply_int(e[12]);
-    out->lease_until_ms = queue_reply_int(e[13]);
-    out->worker = queue_reply_dup(e[14], NULL);
+    out->worker = queue_reply_dup(e[13], NULL);
+    out->lease_until_ms = out->state == QUEUE_S_LEASED ? queue_reply_int(e[14]) : 0;
     out->result = queue_reply_dup(e[15], &out->result_len);
     if ((e[7]->type == REDIS_REPLY_STRING && !out->error) || (e[9]->type == REDIS_REPLY_STRING && !out->payload) ||
-        (e[15]->type == REDIS_REPLY_STRING && !out->result) || (e[14]->type == REDIS_REPLY_STRING && !out->worker)) {
+        (e[15]->type == REDIS_REPLY_STRING && !out->result) || (e[13]->type == REDIS_REPLY_STRING && !out->worker)) {
         queue_info_clear(out);
         rc = queue_set_err(c, QUEUE_ENOMEM, "get %s: out of memory", id);
     }

@@ -10,7 +10,7 @@
  * Keys of queue q ("{q}:" is KEYS[1]):
  *   {q}:ready      zset  id by (PRIO_MAX - priority) * 2^32 + seq: pop min = highest priority, FIFO
  *   {q}:delayed    zset  id by due time (ms): retries with backoff, delayed enqueues
- *   {q}:leased     zset  id by lease deadline (ms)
+ *   {q}:leased     zset  id by lease deadline (ms): the only record of it
  *   {q}:dlq        zset  id by the time it died (ms)
  *   {q}:deadlines  zset  waiting (ready/delayed) ids with a task deadline, by deadline (ms)
  *   {q}:t:<id>     hash  the task (fields below)
@@ -22,7 +22,7 @@
  *   {q}:reaper     string guard: one reap sweep per interval
  *   {q}:events     pub/sub channel: "id state" lines when tasks end
  * Task hash fields: payload sig prio score state attempts maxatt enq deadline
- *   dedup token worker lease_until started finished error dead_at due cancel
+ *   dedup token worker finished error dead_at due cancel
  *   ftok (token of the holder whose fail was applied) waiters.
  * States: ready delayed leased | done dlq expired cancelled (terminal).
  */
@@ -157,9 +157,13 @@ static const char script_enqueue[] =
     "      local deadline, state = 0, 'ready'\n"
     "      if ttl > 0 then deadline = now + ttl end\n"
     "      if delay > 0 then state = 'delayed' end\n"
-    "      redis.call('HSET', tk, 'payload', ARGV[i + 1], 'sig', ARGV[i + 7], 'prio', prio, 'score', score,\n"
-    "                 'state', state, 'attempts', 0, 'maxatt', ARGV[i + 5], 'enq', now, 'deadline', deadline,\n"
-    "                 'dedup', dkey)\n"
+    /* Fields that are empty or 0 are left out: the fewer arguments, the
+     * less Redis work per task (a missing field reads as 0 or ''). */
+    "      redis.call('HSET', tk, 'payload', ARGV[i + 1], 'prio', prio, 'score', score, 'state', state,\n"
+    "                 'maxatt', ARGV[i + 5], 'enq', now)\n"
+    "      if ARGV[i + 7] ~= '' then redis.call('HSET', tk, 'sig', ARGV[i + 7]) end\n"
+    "      if dkey ~= '' then redis.call('HSET', tk, 'dedup', dkey) end\n"
+    "      if deadline > 0 then redis.call('HSET', tk, 'deadline', deadline) end\n"
     "      if delay > 0 then\n"
     "        redis.call('ZADD', P .. 'delayed', now + delay, id)\n"
     "      else\n"
@@ -203,8 +207,7 @@ static const char script_lease[] =
     "    else\n"
     "      token = token + 1\n"
     "      local attempt = num(f[2]) + 1\n"
-    "      redis.call('HSET', tk, 'state', 'leased', 'attempts', attempt, 'token', token, 'worker', worker,\n"
-    "                 'lease_until', until_ms, 'started', now)\n"
+    "      redis.call('HSET', tk, 'state', 'leased', 'attempts', attempt, 'token', token, 'worker', worker)\n"
     "      redis.call('ZADD', P .. 'leased', until_ms, id)\n"
     "      if deadline > 0 then redis.call('ZREM', P .. 'deadlines', id) end\n"
     "      local k = #out\n"
@@ -231,7 +234,6 @@ static const char script_renew[] =
     "  local f = redis.call('HMGET', tk, 'state', 'token', 'cancel')\n"
     "  if f[1] == 'leased' and f[2] == ARGV[i + 1] then\n"
     "    redis.call('ZADD', P .. 'leased', until_ms, id)\n"
-    "    redis.call('HSET', tk, 'lease_until', until_ms)\n"
     "    if f[3] == '1' then out[#out + 1] = 2 else out[#out + 1] = 0 end\n"
     "  else\n"
     "    out[#out + 1] = 1\n"
@@ -400,11 +402,13 @@ static const char script_cancel[] =
     "end\n"
     "return state\n";
 
-/* get. ARGV: id. The task's fields (order as in queue.c) and its result. */
+/* get. ARGV: id. The task's fields (order as in queue.c), its lease
+ * deadline and its result. */
 static const char script_get[] =
     "local f = redis.call('HMGET', P .. 't:' .. ARGV[1], 'state', 'attempts', 'maxatt', 'prio', 'enq',\n"
     "                     'finished', 'deadline', 'error', 'cancel', 'payload', 'dead_at', 'due',\n"
-    "                     'token', 'lease_until', 'worker')\n"
+    "                     'token', 'worker')\n"
+    "f[#f + 1] = redis.call('ZSCORE', P .. 'leased', ARGV[1])\n"
     "f[#f + 1] = redis.call('GET', P .. 'r:' .. ARGV[1])\n"
     "return f\n";
 

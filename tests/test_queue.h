@@ -9,13 +9,25 @@
 #include "queue/queue.h"
 #include "tests/support_redis.h"
 
+/* Criterion counts a passed test as passed even when LeakSanitizer reports
+ * at exit, so under ASan each test asks for a leak check at teardown. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define assert_no_leaks() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked (report above)")
+#else
+#define assert_no_leaks() ((void)0)
+#endif
+
 static support_redis_t srv;
 
 static inline void redis_up(void) {
     cr_assert_eq(support_redis_start(&srv, NULL), 0, "%s", srv.err);
 }
 
-static inline void redis_down(void) { support_redis_stop(&srv); }
+static inline void redis_down(void) {
+    support_redis_stop(&srv);
+    assert_no_leaks();
+}
 
 /* Defaults tuned for tests: short timeouts, no jitter unless a test sets it. */
 static inline queue_config_t test_config(void) {
