@@ -18,28 +18,51 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 
-#define BIAS_ACT_THREADS 256
+/* VEC elements of an activation row moved as one access (16 bytes when VEC > 1). */
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) act_vec {
+    T e[VEC];
+};
 
-template <typename T, bool GELU>
+/* In place: row = act(row + bias), VEC elements per thread and access; N % VEC == 0. */
+template <typename T, bool GELU, int VEC>
 static __global__ void bias_act_kernel(T *out, const float *bias, int T_, int N) {
+    const int nv = N / VEC;
     for (int64_t r = blockIdx.x; r < T_; r += gridDim.x) {
-        T *row = out + r * N;
-        for (int c = threadIdx.x; c < N; c += blockDim.x) {
-            float v = to_f32(row[c]) + (bias ? bias[c] : 0.0f);
-            if (GELU) v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f));
-            row[c] = from_f32<T>(v);
+        act_vec<T, VEC> *row = reinterpret_cast<act_vec<T, VEC> *>(out + r * N);
+        for (int c = threadIdx.x; c < nv; c += blockDim.x) {
+            act_vec<T, VEC> v = row[c];
+#pragma unroll
+            for (int i = 0; i < VEC; i++) {
+                float x = to_f32(v.e[i]) + (bias ? bias[c * VEC + i] : 0.0f);
+                if (GELU) x = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+                v.e[i] = from_f32<T>(x);
+            }
+            row[c] = v;
         }
     }
 }
 
+template <typename T, int VEC>
+static void bias_act_start(cudaStream_t s, T *out, const float *bias, int T_, int N, bool gelu) {
+    const int nv = N / VEC;
+    const unsigned threads = nv >= 256 ? 256u : (unsigned)((nv + 31) / 32 * 32);
+    const unsigned blocks = (unsigned)(T_ < 65535 ? T_ : 65535);
+    if (gelu)
+        bias_act_kernel<T, true, VEC><<<blocks, threads, 0, s>>>(out, bias, T_, N);
+    else
+        bias_act_kernel<T, false, VEC><<<blocks, threads, 0, s>>>(out, bias, T_, N);
+}
+
+/* 16-byte accesses when every row starts 16-byte aligned, else one element at a time. */
 template <typename T>
 static int bias_act_launch(ops_t *ops, T *out, const float *bias, int T_, int N, bool gelu) {
-    const unsigned blocks = (unsigned)(T_ < 65535 ? T_ : 65535);
+    constexpr int VEC = 16 / sizeof(T);
     cudaStream_t s = cuda_impl(ops)->stream;
-    if (gelu)
-        bias_act_kernel<T, true><<<blocks, BIAS_ACT_THREADS, 0, s>>>(out, bias, T_, N);
+    if (N % VEC == 0 && ((uintptr_t)out & 15) == 0)
+        bias_act_start<T, VEC>(s, out, bias, T_, N, gelu);
     else
-        bias_act_kernel<T, false><<<blocks, BIAS_ACT_THREADS, 0, s>>>(out, bias, T_, N);
+        bias_act_start<T, 1>(s, out, bias, T_, N, gelu);
     CUDA_CHECK_LAUNCH();
     return OPS_OK;
 }
