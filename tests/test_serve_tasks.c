@@ -280,6 +280,10 @@ Test(serve_tasks, redis_down_http_goes_on_and_intake_reconnects, .init = redis_s
     cr_assert_eq(st, 503);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "queue"), "redis")), "down");
     json_decref(j);
+    http_resp_t m;
+    cr_assert_eq(http_get(s.port, "/metrics", &m), 0);
+    cr_assert(strstr(m.body, "sluice_redis_up{queue=\"tq\"} 0"), "metrics do not show Redis down");
+    http_resp_free(&m);
     j = call(s.port, "POST", "/v1/embeddings", "{\"input\":\"HTTP does not need Redis\"}", &st);
     cr_assert_eq(st, 200);
     json_decref(j);
