@@ -914,14 +914,19 @@ void api_tasks_stop_intake(api_tasks_t *t) {
 void api_tasks_destroy(api_tasks_t *t) {
     if (!t) return;
     api_tasks_stop_intake(t);
-    /* intake: exits once it holds nothing (the batcher has answered everything) */
+    /* Called after the batcher stopped, so every task we held is on a done
+     * list: the intake may go now (also out of a reconnect loop while Redis
+     * is down), and completion settles what is left before it exits. */
     for (int i = 0; i < t->n; i++) {
         task_queue_t *q = &t->queues[i];
-        if (q->intake_started) pthread_join(q->intake_thr, NULL);
         pthread_mutex_lock(&q->mu);
         atomic_store(&q->stop, 1);
         pthread_cond_broadcast(&q->cv);
         pthread_mutex_unlock(&q->mu);
+    }
+    for (int i = 0; i < t->n; i++) {
+        task_queue_t *q = &t->queues[i];
+        if (q->intake_started) pthread_join(q->intake_thr, NULL);
         if (q->completion_started) pthread_join(q->completion_thr, NULL);
     }
     for (int i = 0; i < t->n; i++) {

@@ -22,7 +22,10 @@ typedef struct api_tasks api_tasks_t;
 int api_tasks_start(api_serve_t *s, api_tasks_t **out, char *err, size_t errlen);
 /* Stop leasing (shutdown step 1); leases held stay renewed until their items end. */
 void api_tasks_stop_intake(api_tasks_t *t);
-/* Stop the threads after flushing acks, fails and lease hand-backs. NULL: no-op. */
+/* Stop the threads after flushing acks, fails and lease hand-backs (call it
+ * after batcher_stop, so nothing is still computing). With Redis down the
+ * unsettled rest is dropped: the leases expire and the reaper re-queues them.
+ * NULL: no-op. */
 void api_tasks_destroy(api_tasks_t *t);
 /* 1: every queue's connections are up; 0: some are down (reconnecting). */
 int api_tasks_up(api_tasks_t *t);

@@ -295,12 +295,6 @@ static void form_batch(batcher_t *b, batch_t *batch, int model, int64_t now, bat
                 full = 1;
                 break;
             }
-            if (it->next_seq == 0) {
-                it->t_start_ns = now;
-                double wait = (now - it->t_submit_ns) * 1e-9;
-                b->st.queue_wait_s += wait;
-                hist_add(b->st.queue_wait_hist, wait, 1e-4);
-            }
             memcpy(batch->ids + batch->n_tokens, it->ids + it->seq_off[it->next_seq],
                    (size_t)len * sizeof(int32_t));
             batch_span_t *last = batch->n_spans ? &batch->spans[batch->n_spans - 1] : NULL;
@@ -490,6 +484,16 @@ static void *worker_main(void *arg) {
             b->prepared = NULL;
             bt->busy = 1;
             pthread_cond_signal(&b->wake_dispatch);
+            /* queue wait: submit -> the start of the first batch that computes it */
+            int64_t t_start = batcher_now_ns();
+            for (int i = 0; i < bt->n_spans; i++)
+                if (bt->spans[i].first == 0) {
+                    batcher_item_t *it = bt->spans[i].item;
+                    it->t_start_ns = t_start;
+                    double wait = (t_start - it->t_submit_ns) * 1e-9;
+                    b->st.queue_wait_s += wait;
+                    hist_add(b->st.queue_wait_hist, wait, 1e-4);
+                }
             engine_model_t *m = registry_engine(b->reg, bt->model);
             int rf = op_handlers[bt->op].result_floats(b->reg, bt->model);
             char err[512] = "";

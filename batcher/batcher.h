@@ -87,7 +87,7 @@ struct batcher_item {
     batcher_outcome_t outcome;
     int err_code;                   /* BATCHER_E* when FAILED */
     char err[256];
-    int64_t t_submit_ns, t_start_ns, t_end_ns; /* submit, first batch start, completion */
+    int64_t t_submit_ns, t_start_ns, t_end_ns; /* submit, first compute start, completion */
     double compute_s;               /* seconds of the batches it rode in */
     int batches;                    /* how many batches carried it */
 
@@ -119,7 +119,7 @@ typedef struct {
     uint64_t batch_tokens_hist[BATCHER_HIST]; /* tokens per batch, bucket i: <= 16*2^i */
     uint64_t queue_wait_hist[BATCHER_HIST];   /* seconds, bucket i: <= 1e-4*2^i */
     int max_batch_seqs_seen;
-    double queue_wait_s;       /* sum over items of submit -> first batch start */
+    double queue_wait_s;       /* sum over items of submit -> start of their first compute */
     double compute_s;          /* sum over batches of forward-pass seconds */
     double item_compute_s;     /* sum over items of the compute of their batches */
     double pack_s;             /* sum over batches of formation + packing seconds */

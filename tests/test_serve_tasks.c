@@ -298,7 +298,12 @@ Test(serve_tasks, redis_down_http_goes_on_and_intake_reconnects, .init = redis_s
     j = task_wait(s.port, id, 30, &st);
     cr_assert_str_eq(state_of(j), "done");
     json_decref(j);
+    /* and a shutdown while Redis is down does not hang */
+    support_redis_kill(&redis, 1);
+    for (int i = 0; i < 300 && api_serve_queue_up(s.srv) != 0; i++) sleep_ms(10);
+    int64_t t0 = batcher_now_ns();
     support_server_stop(&s);
+    cr_assert_lt(batcher_now_ns() - t0, 10000000000LL, "shutdown with Redis down took over 10 s");
 }
 
 Test(serve_tasks, shutdown_hands_leases_back_and_a_second_server_finishes, .init = redis_start,
