@@ -241,6 +241,19 @@ bad_host:
 
 /* ---- connection ---- */
 
+/* hiredis reports a socket timeout as EAGAIN's text; say what happened. */
+static const char *ctx_error(queue_conn_t *c) {
+    static __thread char buf[96];
+    if (!c->ctx) return "not connected";
+    if (c->ctx->err == REDIS_ERR_IO && (strstr(c->ctx->errstr, "temporarily unavailable") ||
+                                        strstr(c->ctx->errstr, "timed out"))) {
+        snprintf(buf, sizeof buf, "no answer within the timeout (%d ms)", c->cfg.command_timeout_ms);
+        return buf;
+    }
+    if (c->ctx->err == REDIS_ERR_EOF || !c->ctx->errstr[0]) return "connection closed by the server";
+    return c->ctx->errstr;
+}
+
 static void drop_ctx(queue_conn_t *c) {
     if (c->ctx) redisFree(c->ctx);
     c->ctx = NULL;
@@ -249,7 +262,7 @@ static void drop_ctx(queue_conn_t *c) {
 /* A command outside the retry loop (connect-time set-up): 0 or -1 + c->err. */
 static int simple_command(queue_conn_t *c, int argc, const char **argv, const size_t *lens) {
     redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
-    if (!r) return queue_set_err(c, -1, "redis %s:%d: %s", c->url.host, c->url.port, c->ctx->errstr);
+    if (!r) return queue_set_err(c, -1, "redis %s:%d: %s", c->url.host, c->url.port, ctx_error(c));
     int rc = 0;
     if (r->type == REDIS_REPLY_ERROR)
         rc = queue_set_err(c, -1, "redis %s:%d: %s: %s", c->url.host, c->url.port, argv[0], r->str);
@@ -262,13 +275,13 @@ static int load_scripts(queue_conn_t *c) {
         const char *argv[3] = {"SCRIPT", "LOAD", script_text[i]};
         size_t lens[3] = {6, 4, strlen(script_text[i])};
         if (redisAppendCommandArgv(c->ctx, 3, argv, lens) != REDIS_OK)
-            return queue_set_err(c, -1, "redis: %s", c->ctx->errstr);
+            return queue_set_err(c, -1, "redis %s:%d: %s", c->url.host, c->url.port, ctx_error(c));
     }
     int rc = 0;
     for (int i = 0; i < QS_COUNT; i++) {
         redisReply *r = NULL;
         if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK || !r)
-            return queue_set_err(c, -1, "redis %s:%d: %s", c->url.host, c->url.port, c->ctx->errstr);
+            return queue_set_err(c, -1, "redis %s:%d: %s", c->url.host, c->url.port, ctx_error(c));
         if (r->type == REDIS_REPLY_ERROR)
             rc = queue_set_err(c, -1, "redis: loading script %s: %s", queue_script_name[i], r->str);
         else if (r->type != REDIS_REPLY_STRING || strcmp(r->str, script_sha[i]))
@@ -341,7 +354,7 @@ int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *a,
             redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
             if (!r) {
                 queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: %s: %s", c->url.host, c->url.port,
-                              queue_script_name[s], c->ctx->errstr[0] ? c->ctx->errstr : "connection lost");
+                              queue_script_name[s], ctx_error(c));
                 drop_ctx(c);
             } else if (r->type != REDIS_REPLY_ERROR) {
                 *reply = r;
@@ -382,7 +395,7 @@ int queue_conn_blpop(queue_conn_t *c, const char *key, int64_t timeout_ms) {
     redisReply *r = redisCommandArgv(c->ctx, 3, (const char *[]){"BLPOP", key, secs},
                                      (size_t[]){5, strlen(key), strlen(secs)});
     if (!r) {
-        queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: BLPOP: %s", c->url.host, c->url.port, c->ctx->errstr);
+        queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: BLPOP: %s", c->url.host, c->url.port, ctx_error(c));
         drop_ctx(c);
         return QUEUE_EREDIS;
     }

@@ -211,3 +211,36 @@ Test(queue_reliability, redis_down_is_a_clear_error) {
     cr_expect_eq(state_of(c, id), QUEUE_S_READY);
     queue_close(c);
 }
+
+Test(queue_reliability, hung_redis_cannot_hang_a_call) {
+    queue_config_t cfg = test_config();
+    cfg.command_timeout_ms = 200;
+    cfg.connect_timeout_ms = 200;
+    cfg.reconnect_ms = 300;
+    queue_conn_t *c = open_with(&cfg);
+    char id[QUEUE_ID_MAX];
+    put(c, "x", 0, id);
+    kill(srv.pid, SIGSTOP); /* alive, listening, answering nothing */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    queue_lease_t l[1];
+    int got = 0;
+    int rc = queue_lease(c, 1, "w", 1000, l, &got);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    kill(srv.pid, SIGCONT);
+    double secs = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    cr_expect_eq(rc, QUEUE_EREDIS);
+    cr_expect(secs < 3, "the call returned after %.2f s", secs);
+    cr_log_info("hung Redis: %s after %.2f s", queue_last_error(c), secs);
+    /* Redis answers again: the same connection works, and the lease the
+     * timed-out call may have taken comes back after its deadline. */
+    queue_reap_t r;
+    nap(1100);
+    cr_assert_eq(queue_reap(c, 1, 0, &r), 0, "%s", queue_last_error(c));
+    cr_assert_eq(queue_lease(c, 1, "w", 1000, l, &got), 0, "%s", queue_last_error(c));
+    cr_assert_eq(got, 1);
+    cr_expect_str_eq(l[0].id, id);
+    cr_expect_eq(queue_ack(c, l[0].id, l[0].token, "ok", 2, 0), 0);
+    queue_lease_clear(l, got);
+    queue_close(c);
+}
