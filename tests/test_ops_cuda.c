@@ -40,7 +40,8 @@ Test(ops_cuda, create_declines_with_one_line_or_fills_the_table) {
             (void (*)(void))gpu->host_alloc,    (void (*)(void))gpu->host_free,    (void (*)(void))gpu->embed_ln,
             (void (*)(void))gpu->matmul,        (void (*)(void))gpu->add_ln,       (void (*)(void))gpu->attention,
             (void (*)(void))gpu->mean_pool,     (void (*)(void))gpu->capture_begin, (void (*)(void))gpu->capture_end,
-            (void (*)(void))gpu->graph_launch,  (void (*)(void))gpu->graph_destroy};
+            (void (*)(void))gpu->graph_launch,  (void (*)(void))gpu->graph_destroy, (void (*)(void))gpu->topk_workspace,
+            (void (*)(void))gpu->similarity_topk};
         for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
             cr_assert_not_null(entries[i], "vtable entry %zu is NULL", i);
         ops_destroy(gpu);
