@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,6 +379,61 @@ Test(ops_cpu, clone_computes_the_same_and_lives_alone) {
     cr_assert_arr_eq(a, b, (size_t)T * H * sizeof(float));
     ops_destroy(sib);
     free(qkv), free(a), free(b);
+}
+
+/* Two clones driven from two threads at once (two batches in flight): each
+ * repeats a GELU matmul and an attention and must get, every time, the bits
+ * it got alone. Both pools and both threads' sgemm calls run concurrently. */
+typedef struct {
+    ops_t *ops;
+    const float *in, *W, *bias, *qkv;
+    const float *want_mm, *want_att;
+    int mismatches, failures;
+} concurrent_job_t;
+
+enum { CC_T = 300, CC_K = 384, CC_N = 1536, CC_B = 5, CC_H = 384, CC_REPEAT = 8 };
+static const int32_t cc_seq_off[CC_B + 1] = {0, 7, 90, 91, 230, 300};
+
+static int cc_run(ops_t *ops, const concurrent_job_t *j, float *mm, float *att) {
+    int rc = ops->matmul(ops, mm, j->in, j->W, j->bias, CC_T, CC_K, CC_N, OPS_EPI_BIAS_GELU);
+    return rc ? rc : ops->attention(ops, att, j->qkv, cc_seq_off, CC_B, 139, 12, 32, 0.17677669f);
+}
+
+static void *cc_thread(void *p) {
+    concurrent_job_t *j = p;
+    float *mm = malloc(sizeof(float) * CC_T * CC_N), *att = malloc(sizeof(float) * CC_T * CC_H);
+    for (int r = 0; r < CC_REPEAT; r++) {
+        if (cc_run(j->ops, j, mm, att)) j->failures++;
+        else if (memcmp(mm, j->want_mm, sizeof(float) * CC_T * CC_N) || memcmp(att, j->want_att, sizeof(float) * CC_T * CC_H))
+            j->mismatches++;
+    }
+    free(mm), free(att);
+    return NULL;
+}
+
+Test(ops_cpu, two_clones_in_two_threads_at_once) {
+    ops_t *ops = make_ops(0);
+    ops_t *sib = ops->clone(ops);
+    cr_assert_not_null(sib, "%s", ops->err);
+    float *in = host_floats(CC_T * CC_K), *W = host_floats(CC_N * CC_K), *bias = host_floats(CC_N);
+    float *qkv = host_floats(CC_T * 3 * CC_H), *mm = host_floats(CC_T * CC_N), *att = host_floats(CC_T * CC_H);
+    ref_fill_uniform(&rng, in, CC_T * CC_K, -1, 1);
+    ref_fill_uniform(&rng, W, CC_N * CC_K, -0.1, 0.1);
+    ref_fill_uniform(&rng, bias, CC_N, -1, 1);
+    ref_fill_uniform(&rng, qkv, CC_T * 3 * CC_H, -1, 1);
+    concurrent_job_t jobs[2] = {{ops, in, W, bias, qkv, mm, att, 0, 0}, {sib, in, W, bias, qkv, mm, att, 0, 0}};
+    cr_assert_eq(cc_run(ops, &jobs[0], mm, att), 0, "%s", ops->err);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) cr_assert_eq(pthread_create(&th[i], NULL, cc_thread, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(jobs[i].failures, 0, "thread %d: an op failed", i);
+        cr_assert_eq(jobs[i].mismatches, 0, "thread %d: %d of %d runs differ from the serial result [seed %llu]", i,
+                     jobs[i].mismatches, CC_REPEAT, (unsigned long long)seed);
+    }
+    ops_destroy(sib);
+    ops_destroy(ops);
+    free(in), free(W), free(bias), free(qkv), free(mm), free(att);
 }
 
 /* ---------------- shape validation ---------------- */
