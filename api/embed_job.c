@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/embed_job.h"
+#include "api/expand_job.h"
 
 static int fail(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -24,6 +25,7 @@ static int fail(api_err_t *e, unsigned status, const char *code, const char *par
 
 void api_embed_job_free(api_embed_job_t *j) {
     if (!j) return;
+    api_expand_args_free(j->expand);
     free(j->ids);
     free(j->seq_off);
     free(j->out);
@@ -281,6 +283,7 @@ static void sb_add(sbuf_t *b, const char *s, size_t len) {
 static void sb_str(sbuf_t *b, const char *s) { sb_add(b, s, strlen(s)); }
 
 char *api_embed_result_json(api_embed_job_t *j, size_t *len) {
+    if (j->expand) return api_expand_result_json(j, len);
     sbuf_t b = {0};
     sb_reserve(&b, (size_t)j->n * (j->base64 ? (size_t)j->dims * 4 / 3 + 64 : (size_t)j->dims * 16 + 64) + 256);
     float *row = malloc((size_t)j->dims * sizeof *row);

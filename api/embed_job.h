@@ -40,6 +40,7 @@ typedef struct {
     int base64;              /* encoding_format "base64" */
     int prompt_tokens;       /* after truncation */
     int64_t deadline_ms;     /* relative deadline asked for (0: none given) */
+    struct api_expand_args *expand; /* op expand: its options and terms (api/expand_job.h); else NULL */
 } api_embed_job_t;
 
 /* Parse and validate an embeddings request object and tokenize its inputs:
@@ -48,6 +49,10 @@ typedef struct {
  * extensions priority (-1000..1000) and deadline_ms. 0, or -1 with *e. */
 int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_embed_job_t **out,
                     api_err_t *e);
+/* The shape every request parser has (embed, expand): routes and the Redis
+ * intake pick one by op. */
+typedef int (*api_job_parse_fn)(registry_t *reg, const api_config_t *cfg, json_t *body, api_embed_job_t **out,
+                                api_err_t *e);
 /* The answer of a finished job: {"object":"list","data":[...],"model":..,"usage":..}.
  * malloc'd, *len bytes (NUL-terminated), or NULL when out of memory. */
 char *api_embed_result_json(api_embed_job_t *j, size_t *len);

@@ -72,6 +72,7 @@ void api_srv_note_embed(api_serve_t *s, double request_s, double compute_s);
 
 /* Routes (api/routes_*.c). Each returns API_DONE or API_ASYNC. */
 int api_route_embeddings(api_req_t *r);
+int api_route_expand(api_req_t *r);
 int api_route_tasks_post(api_req_t *r);
 int api_route_tasks_get(api_req_t *r, const char *id);
 int api_route_tasks_delete(api_req_t *r, const char *id);

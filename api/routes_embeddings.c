@@ -1,13 +1,16 @@
-/* api/routes_embeddings.c - POST /v1/embeddings (OpenAI-compatible).
+/* api/routes_embeddings.c - POST /v1/embeddings (OpenAI-compatible) and
+ * POST /v1/expand (term expansion, api/expand_job.h).
  *
  * Parse, validate and tokenize on the HTTP thread, submit one work item and
  * return API_ASYNC; the batcher's callback wakes the request and
- * embed_finish writes the answer on an HTTP thread.
+ * embed_finish writes the answer on an HTTP thread. Both routes make the same
+ * kind of job, so they share all of it but the parser.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/embed_job.h"
+#include "api/expand_job.h"
 #include "api/http.h"
 
 static void embed_done(batcher_item_t *item, void *user) {
@@ -48,7 +51,7 @@ static void embed_cleanup(api_req_t *r) {
     r->work = NULL;
 }
 
-int api_route_embeddings(api_req_t *r) {
+static int route_job(api_req_t *r, api_job_parse_fn parse) {
     json_error_t je;
     json_t *body = json_loadb(r->body, r->body_len, 0, &je);
     if (!body)
@@ -57,7 +60,7 @@ int api_route_embeddings(api_req_t *r) {
     api_err_t e;
     api_embed_job_t *j = NULL;
     const api_config_t *cfg = api_srv_config(r->srv);
-    int rc = api_embed_parse(api_srv_registry(r->srv), cfg, body, &j, &e);
+    int rc = parse(api_srv_registry(r->srv), cfg, body, &j, &e);
     json_decref(body);
     if (rc) return api_respond_error(r, e.status, e.code, e.param, "%s", e.message);
     snprintf(r->model_name, sizeof r->model_name, "%s", j->model_name);
@@ -78,3 +81,7 @@ int api_route_embeddings(api_req_t *r) {
     }
     return API_ASYNC;
 }
+
+int api_route_embeddings(api_req_t *r) { return route_job(r, api_embed_parse); }
+
+int api_route_expand(api_req_t *r) { return route_job(r, api_expand_parse); }

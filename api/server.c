@@ -300,6 +300,8 @@ static int route(api_req_t *r) {
         return api_respond_error(r, 503, "shutting_down", NULL, "server shutting down");
     if (!strcmp(p, "/v1/embeddings"))
         return post ? api_route_embeddings(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use POST");
+    if (!strcmp(p, "/v1/expand"))
+        return post ? api_route_expand(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use POST");
     if (!strcmp(p, "/v1/tasks"))
         return post ? api_route_tasks_post(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use POST");
     if (!strncmp(p, "/v1/tasks/", 10) && p[10] && !strchr(p + 10, '/')) {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "api/embed_job.h"
+#include "api/expand_job.h"
 #include "api/http.h"
 #include "api/log.h"
 #include "api/tasks.h"
@@ -106,6 +107,11 @@ static int64_t unix_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The request parser of an op. */
+static api_job_parse_fn task_job_parse(batcher_op_t op) {
+    return op == BATCHER_OP_EXPAND ? api_expand_parse : api_embed_parse;
 }
 
 static void task_free(task_t *k) {
@@ -211,15 +217,17 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
     json_t *in = json_loads(p.inputs_json, JSON_DECODE_ANY, NULL);
     json_t *body = NULL;
     if (batcher_op_parse(p.op, &op)) {
-        snprintf(err, sizeof err, "unknown op '%s' (this server runs: embed)", p.op);
+        snprintf(err, sizeof err, "unknown op '%s' (this server runs: embed, expand)", p.op);
         k->refuse_status = 400;
         k->refuse_json = error_json(400, "unknown_op", "op", err);
     } else {
-        /* inputs: the input value itself, or an object of embeddings options with "input" */
-        body = json_is_object(in) ? json_deep_copy(in) : json_pack("{s:O}", "input", in ? in : json_null());
+        /* inputs: the input value itself (embed: "input", expand: "terms"), or an
+         * object of the op's options holding it */
+        const char *field = op == BATCHER_OP_EXPAND ? "terms" : "input";
+        body = json_is_object(in) ? json_deep_copy(in) : json_pack("{s:O}", field, in ? in : json_null());
         json_object_set_new(body, "model", json_string(p.model));
         json_object_del(body, "deadline_ms");
-        if (api_embed_parse(api_srv_registry(srv), api_srv_config(srv), body, &k->job, &e)) {
+        if (task_job_parse(op)(api_srv_registry(srv), api_srv_config(srv), body, &k->job, &e)) {
             k->refuse_status = (int)e.status;
             k->refuse_json = error_json(e.status, e.code, e.param, e.message);
         }
@@ -606,7 +614,7 @@ int api_route_tasks_post(api_req_t *r) {
     char msg[512] = "";
     if ((v = json_object_get(body, "op")) && !json_is_null(v)) {
         if (!json_is_string(v) || batcher_op_parse(json_string_value(v), &bop))
-            st = 400, code = "invalid_value", param = "op", snprintf(msg, sizeof msg, "op must be \"embed\"");
+            st = 400, code = "invalid_value", param = "op", snprintf(msg, sizeof msg, "op must be \"embed\" or \"expand\"");
         else op = strcpy(op_buf, batcher_op_name(bop));
     }
     if (!st && (v = json_object_get(body, "priority")) && !json_is_null(v)) {
@@ -638,14 +646,16 @@ int api_route_tasks_post(api_req_t *r) {
     /* validate now (400/404/413/422 here rather than a failed task later) */
     api_err_t e;
     api_embed_job_t *j = NULL;
-    if (api_embed_parse(api_srv_registry(r->srv), api_srv_config(r->srv), body, &j, &e)) {
+    batcher_op_parse(op, &bop);
+    if (task_job_parse(bop)(api_srv_registry(r->srv), api_srv_config(r->srv), body, &j, &e)) {
         json_decref(body);
         return api_respond_error(r, e.status, e.code, e.param, "%s", e.message);
     }
     snprintf(r->model_name, sizeof r->model_name, "%s", j->model_name);
-    /* inputs: the embeddings options that travel with the task */
+    /* inputs: the op's options that travel with the task */
     json_t *inputs = json_object();
-    const char *keep[] = {"input", "encoding_format", "dimensions", "truncate"};
+    const char *keep[] = {"input", "encoding_format", "dimensions", "truncate", "terms", "k", "min_score",
+                          "exclude_input"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
         if ((v = json_object_get(body, keep[i]))) json_object_set(inputs, keep[i], v);
     char *inputs_json = json_dumps(inputs, JSON_COMPACT);

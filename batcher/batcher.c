@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "batcher/batcher.h"
+#include "engine/expand.h"
 
 #define SWEEP_NS 10000000LL       /* look for expired items at least this often */
 #define IDLE_TICK_NS 20000000LL   /* dispatcher wake-up while items wait */
@@ -80,7 +81,7 @@ typedef struct {
     const char *name;
     int (*result_floats)(registry_t *reg, int model);
     /* Fill batch->out (n_seqs, result_floats) from the packed batch. */
-    int (*run)(engine_model_t *m, batch_t *batch, char *err, size_t errlen);
+    int (*run)(registry_t *reg, engine_model_t *m, batch_t *batch, char *err, size_t errlen);
 } op_handler_t;
 
 static int embed_result_floats(registry_t *reg, int model) {
@@ -89,12 +90,29 @@ static int embed_result_floats(registry_t *reg, int model) {
     return info.hidden;
 }
 
-static int embed_run(engine_model_t *m, batch_t *batch, char *err, size_t errlen) {
+static int embed_run(registry_t *reg, engine_model_t *m, batch_t *batch, char *err, size_t errlen) {
+    (void)reg;
     return engine_embed(m, batch->ids, batch->seq_off, batch->n_seqs, batch->out, err, errlen);
+}
+
+static int expand_result_floats(registry_t *reg, int model) {
+    (void)reg;
+    (void)model;
+    return EXPAND_RESULT_FLOATS;
+}
+
+/* The input terms' neighbours in the model's term index (built on first use,
+ * on this worker thread); the submitter filters k, min_score and own terms. */
+static int expand_run(registry_t *reg, engine_model_t *m, batch_t *batch, char *err, size_t errlen) {
+    (void)m;
+    expand_index_t *ix = registry_expand_index(reg, batch->model, err, errlen);
+    if (!ix) return BATCHER_ECOMPUTE;
+    return expand_batch(ix, batch->ids, batch->seq_off, batch->n_seqs, batch->out, err, errlen);
 }
 
 static const op_handler_t op_handlers[BATCHER_OP_COUNT] = {
     [BATCHER_OP_EMBED] = {"embed", embed_result_floats, embed_run},
+    [BATCHER_OP_EXPAND] = {"expand", expand_result_floats, expand_run},
 };
 
 const char *batcher_op_name(batcher_op_t op) {
@@ -515,7 +533,7 @@ static void *worker_main(void *arg) {
             }
             pthread_mutex_unlock(&b->mu);
             int64_t t0 = batcher_now_ns();
-            if (!rc) rc = op_handlers[bt->op].run(m, bt, err, sizeof err);
+            if (!rc) rc = op_handlers[bt->op].run(b->reg, m, bt, err, sizeof err);
             double dt = (batcher_now_ns() - t0) * 1e-9;
             pthread_mutex_lock(&b->mu);
             complete_batch(b, bt, rc, err, dt, rf, &done);

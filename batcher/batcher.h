@@ -44,7 +44,7 @@
 #define BATCHER_RID_MAX 64 /* request id bytes incl. NUL */
 
 /* Ops: each has a handler in batcher.c's table (name, result size, run). */
-typedef enum { BATCHER_OP_EMBED = 0, BATCHER_OP_COUNT } batcher_op_t;
+typedef enum { BATCHER_OP_EMBED = 0, BATCHER_OP_EXPAND = 1, BATCHER_OP_COUNT } batcher_op_t;
 
 enum {
     BATCHER_OK = 0,
@@ -155,7 +155,8 @@ int batcher_cancel(batcher_t *b, uint64_t item_id);
 /* How many more items the model's queue takes now (0 when paused); model -1:
  * the least over all models (what a shared intake like Redis may lease). */
 int batcher_room(batcher_t *b, int model);
-/* Floats of result per sequence for this op on this model (embed: hidden). */
+/* Floats of result per sequence for this op on this model (embed: hidden;
+ * expand: EXPAND_RESULT_FLOATS, see engine/expand.h). */
 int batcher_result_floats(batcher_t *b, batcher_op_t op, int model);
 
 /* Live limits (PATCH /v1/admin/config): checked, then applied to the next batch. */

@@ -645,3 +645,31 @@ done:
     free(own);
     return rc;
 }
+
+int expand_batch(expand_index_t *ix, const int32_t *ids, const int32_t *seq_off, int n, float *out, char *err,
+                 size_t errlen) {
+    _Static_assert(sizeof(expand_hit_t) == 2 * sizeof(float), "a hit is two floats wide");
+    if (n < 1 || !ids || !seq_off || !out) {
+        snprintf(err, errlen, "bad arguments (n=%d sequences)", n);
+        return EXPAND_EINVAL;
+    }
+    float *q = malloc((size_t)n * ix->D * sizeof *q);
+    int *n_hits = malloc((size_t)n * sizeof *n_hits);
+    int rc = EXPAND_ENOMEM;
+    if (!q || !n_hits) {
+        snprintf(err, errlen, "expand: out of host memory for %d terms", n);
+        goto done;
+    }
+    rc = EXPAND_EDEVICE;
+    if (engine_embed(ix->model, ids, seq_off, n, q, err, errlen)) goto done;
+    expand_hit_t *rows = (expand_hit_t *)out; /* (n, EXPAND_MAX_K) */
+    rc = expand_query(ix, q, n, EXPAND_MAX_K, -INFINITY, NULL, rows, n_hits, err, errlen);
+    if (rc) goto done;
+    for (int i = 0; i < n; i++)
+        for (int j = n_hits[i]; j < EXPAND_MAX_K; j++)
+            rows[(size_t)i * EXPAND_MAX_K + j] = (expand_hit_t){.id = -1, .score = -INFINITY};
+done:
+    free(q);
+    free(n_hits);
+    return rc;
+}

@@ -93,4 +93,14 @@ int expand_query(expand_index_t *ix, const float *queries, int nq, int k, float 
 int expand_terms(expand_index_t *ix, const char *const *terms, int nq, int k, float min_score, int exclude_input,
                  expand_hit_t *hits, int *n_hits, char *err, size_t errlen);
 
+/* The batcher's expand op over one packed batch of input terms (sequences as
+ * engine_embed takes them): embed them, query the index at k = min(N,
+ * EXPAND_MAX_K) and write each sequence's row of out: EXPAND_RESULT_FLOATS
+ * floats holding EXPAND_MAX_K expand_hit_t, best first, id -1 past the last.
+ * The caller filters (k, min_score, its own term). Same thread rules as
+ * expand_query. */
+#define EXPAND_RESULT_FLOATS (2 * EXPAND_MAX_K)
+int expand_batch(expand_index_t *ix, const int32_t *ids, const int32_t *seq_off, int n, float *out, char *err,
+                 size_t errlen);
+
 #endif

@@ -16,12 +16,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/expand.h"
 #include "engine/registry.h"
 
 typedef struct {
     registry_model_info_t info;
     tok_t *tok;
     engine_model_t *model;
+    expand_index_t *expand; /* term index of the model, built on first expand (NULL until then) */
+    char **expand_terms;    /* (n_expand_terms) its terms, kept until registry_destroy so answers */
+    int n_expand_terms;     /* being written can name them while the model unloads */
 } registry_entry_t;
 
 struct registry {
@@ -152,6 +156,8 @@ fail:
 void registry_destroy(registry_t *r) {
     if (!r) return;
     for (int i = 0; i < r->n; i++) {
+        expand_index_destroy(r->models[i].expand);
+        expand_terms_free(r->models[i].expand_terms, r->models[i].n_expand_terms);
         engine_model_destroy(r->models[i].model);
         tok_destroy(r->models[i].tok);
     }
@@ -261,13 +267,60 @@ int registry_unload(registry_t *r, int idx) {
     pthread_mutex_lock(&r->mu);
     registry_entry_t *e = &r->models[idx];
     engine_model_t *m = e->model;
+    expand_index_t *ix = e->expand;
     e->model = NULL;
+    e->expand = NULL;
     if (m) e->info.unloads++;
     if (e->info.state != REGISTRY_FAILED) e->info.state = REGISTRY_UNLOADED;
     e->info.weight_bytes = e->info.workspace_bytes = 0;
     pthread_mutex_unlock(&r->mu);
+    expand_index_destroy(ix); /* its arena blocks and its use of the model go first */
     engine_model_destroy(m);
     return 0;
+}
+
+expand_index_t *registry_expand_index(registry_t *r, int idx, char *err, size_t errlen) {
+    if (idx < 0 || idx >= r->n) {
+        snprintf(err, errlen, "no such model");
+        return NULL;
+    }
+    pthread_mutex_lock(&r->mu);
+    registry_entry_t *e = &r->models[idx];
+    expand_index_t *ix = e->expand;
+    engine_model_t *m = e->info.state == REGISTRY_READY ? e->model : NULL;
+    char dir[sizeof e->info.dir];
+    memcpy(dir, e->info.dir, sizeof dir);
+    pthread_mutex_unlock(&r->mu);
+    if (ix) return ix;
+    if (!m) {
+        snprintf(err, errlen, "model is not loaded");
+        return NULL;
+    }
+    char note[1024], **terms = NULL;
+    int n_terms = 0;
+    if (!e->expand_terms && expand_terms_load(dir, NULL, &terms, &n_terms, err, errlen)) return NULL;
+    if (expand_index_open(dir, m, r->ops, r->arena, NULL, &ix, note, sizeof note, err, errlen)) {
+        expand_terms_free(terms, n_terms);
+        return NULL;
+    }
+    pthread_mutex_lock(&r->mu);
+    e->expand = ix;
+    if (terms) { /* the same list the index holds: ids agree */
+        e->expand_terms = terms;
+        e->n_expand_terms = n_terms;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ix;
+}
+
+int registry_expand_term(registry_t *r, int idx, int32_t id, char *buf, size_t len) {
+    if (idx < 0 || idx >= r->n || !len) return -1;
+    pthread_mutex_lock(&r->mu);
+    const registry_entry_t *e = &r->models[idx];
+    const char *t = id >= 0 && id < e->n_expand_terms ? e->expand_terms[id] : NULL;
+    if (t) snprintf(buf, len, "%s", t);
+    pthread_mutex_unlock(&r->mu);
+    return t ? 0 : -1;
 }
 
 engine_model_t *registry_engine(registry_t *r, int idx) {

@@ -82,6 +82,17 @@ int registry_unload(registry_t *r, int idx);
 engine_model_t *registry_engine(registry_t *r, int idx);
 registry_state_t registry_state(registry_t *r, int idx);
 
+/* The model's term-expansion index (engine/expand.h): on first call built
+ * from the model's vocabulary (or loaded from the cache beside it) in the
+ * registry's arena, so it counts in the budget; freed with the model. For the
+ * worker thread, with the model READY. NULL with a message in err. */
+typedef struct expand_index expand_index_t;
+expand_index_t *registry_expand_index(registry_t *r, int idx, char *err, size_t errlen);
+/* Copy term `id` of the model's index into buf (any thread; the term list
+ * outlives an unload, so finished answers can still be written): 0, or -1
+ * when no index was ever built or id is out of range. */
+int registry_expand_term(registry_t *r, int idx, int32_t id, char *buf, size_t len);
+
 /* One finished request against the model (failed != 0: an error). */
 void registry_count_request(registry_t *r, int idx, int failed);
 

@@ -2,14 +2,23 @@
  * default models/all-minilm-l6-v2) and the CPU backend: the default vocab
  * index finds related words (the examples listed in docs/api.md), its cache
  * round trip gives identical answers, a user's term file is trimmed and
- * de-duplicated, a stale cache is rebuilt, and bad queries are refused. */
+ * de-duplicated, a stale cache is rebuilt, and bad queries are refused; then
+ * the same op through a real server: POST /v1/expand and the Redis task op
+ * (op "expand") answer alike. The server builds its index in the model
+ * folder's cache on first use (one build per fresh checkout). */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "engine/expand.h"
 #include "engine/safetensors.h"
+#include "queue/queue.h"
+#include "tests/support_http.h"
+#include "tests/support_redis.h"
+#include "tests/support_server.h"
 
 typedef struct {
     ops_t *ops;
@@ -246,4 +255,107 @@ Test(expand, bad_queries_are_refused, .timeout = 300) {
     cr_expect_eq(expand_terms_load(model_dir(), path, &terms, &n, err, sizeof err), EXPAND_EIO);
     cr_expect(strstr(err, ":2: not valid UTF-8"), "%s", err);
     cache_dir_remove(cache);
+}
+
+/* ---- the op through the server ---- */
+
+static json_t *http_call(int port, const char *method, const char *path, const char *body, int *status) {
+    http_resp_t r;
+    cr_assert_eq(http_request(port, method, path, NULL, body, body ? strlen(body) : 0, &r, 600000), 0,
+                 "no answer: %s %s", method, path);
+    *status = r.status;
+    json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
+    http_resp_free(&r);
+    return j;
+}
+
+static void expect_error(int port, const char *body, int status, const char *code, const char *param) {
+    int st;
+    json_t *j = http_call(port, "POST", "/v1/expand", body, &st);
+    json_t *e = json_object_get(j, "error");
+    cr_expect_eq(st, status, "%s -> %d", body, st);
+    cr_expect_str_eq(json_string_value(json_object_get(e, "code")), code, "%s", body);
+    if (param) cr_expect_str_eq(json_string_value(json_object_get(e, "param")), param, "%s", body);
+    json_decref(j);
+}
+
+/* The neighbour names of data[i]. */
+static int neighbour_has(json_t *answer, int i, const char *term) {
+    json_t *n = json_object_get(json_array_get(json_object_get(answer, "data"), i), "neighbours");
+    size_t k;
+    json_t *h;
+    json_array_foreach(n, k, h) if (!strcmp(json_string_value(json_object_get(h, "term")), term)) return 1;
+    return 0;
+}
+
+Test(expand, http_route_and_redis_task_op, .timeout = 900) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    api_config_t c;
+    support_server_config(&c);
+    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
+    snprintf(c.queue, sizeof c.queue, "xq");
+    c.request_timeout_ms = 600000; /* the first expansion may build the index */
+    support_server_t s;
+    cr_assert_eq(support_server_start(&s, &c), 0, "server: %s", s.err);
+
+    int st;
+    json_t *a = http_call(s.port, "POST", "/v1/expand", "{\"terms\":[\"car\",\" Doctor \"],\"k\":5}", &st);
+    cr_assert_eq(st, 200, "POST /v1/expand -> %d", st);
+    json_t *data = json_object_get(a, "data");
+    cr_assert_eq(json_array_size(data), 2);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(data, 1), "term")), "Doctor");
+    for (int i = 0; i < 2; i++) {
+        json_t *n = json_object_get(json_array_get(data, i), "neighbours");
+        cr_expect_eq(json_array_size(n), 5);
+        for (size_t j = 1; j < json_array_size(n); j++)
+            cr_expect_geq(json_number_value(json_object_get(json_array_get(n, j - 1), "score")),
+                          json_number_value(json_object_get(json_array_get(n, j), "score")));
+    }
+    cr_expect(!neighbour_has(a, 0, "car") && !neighbour_has(a, 1, "doctor"), "own terms are excluded by default");
+    cr_expect(neighbour_has(a, 0, "cars") || neighbour_has(a, 0, "vehicle") || neighbour_has(a, 0, "automobile"));
+    cr_expect(neighbour_has(a, 1, "physician") || neighbour_has(a, 1, "nurse"));
+    cr_expect_gt(json_integer_value(json_object_get(json_object_get(a, "usage"), "prompt_tokens")), 0);
+
+    json_t *b = http_call(s.port, "POST", "/v1/expand",
+                          "{\"terms\":\"car\",\"k\":50,\"exclude_input\":false,\"min_score\":0.85}", &st);
+    cr_assert_eq(st, 200);
+    json_t *n = json_object_get(json_array_get(json_object_get(b, "data"), 0), "neighbours");
+    cr_assert_gt(json_array_size(n), 0);
+    cr_expect_lt(json_array_size(n), 50, "min_score cuts the list");
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(n, 0), "term")), "car");
+    json_decref(b);
+
+    expect_error(s.port, "{\"k\":3}", 400, "missing_field", "terms");
+    expect_error(s.port, "{\"terms\":[\"car\",\"  \"]}", 400, "empty_input", "terms");
+    expect_error(s.port, "{\"terms\":[\"car\",7]}", 400, "invalid_type", "terms");
+    expect_error(s.port, "{\"terms\":[\"car\"],\"k\":0}", 400, "invalid_value", "k");
+    expect_error(s.port, "{\"terms\":[\"car\"],\"k\":1001}", 400, "invalid_value", "k");
+    expect_error(s.port, "{\"terms\":[\"car\"],\"min_score\":\"high\"}", 400, "invalid_value", "min_score");
+    expect_error(s.port, "{\"terms\":[\"car\"],\"exclude_input\":1}", 400, "invalid_type", "exclude_input");
+    expect_error(s.port, "{\"terms\":[\"car\"],\"model\":\"nope\"}", 404, "model_not_found", "model");
+    json_t *g = http_call(s.port, "GET", "/v1/expand", NULL, &st);
+    cr_expect_eq(st, 405);
+    json_decref(g);
+
+    /* the Redis task op answers what HTTP answered */
+    json_t *t = http_call(s.port, "POST", "/v1/tasks",
+                          "{\"op\":\"expand\",\"terms\":[\"car\",\" Doctor \"],\"k\":5}", &st);
+    cr_assert_eq(st, 202, "POST /v1/tasks -> %d", st);
+    char path[300];
+    snprintf(path, sizeof path, "/v1/tasks/%s?wait=60", json_string_value(json_object_get(t, "id")));
+    json_decref(t);
+    t = http_call(s.port, "GET", path, NULL, &st);
+    cr_assert_eq(st, 200);
+    cr_assert_str_eq(json_string_value(json_object_get(t, "state")), "done", "task: %s",
+                     json_string_value(json_object_get(t, "error")));
+    cr_expect(json_equal(json_object_get(json_object_get(t, "result"), "data"), data),
+              "the task's answer differs from HTTP's");
+    json_decref(t);
+    t = http_call(s.port, "POST", "/v1/tasks", "{\"op\":\"expand\",\"terms\":[]}", &st);
+    cr_expect_eq(st, 400, "an empty expand task is refused at enqueue");
+    json_decref(t);
+    json_decref(a);
+    support_server_stop(&s);
+    support_redis_stop(&redis);
 }

@@ -1,0 +1,202 @@
+/* api/expand_job.c - parse an expansion request into an embeddings-shaped job; write the answer. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/expand_job.h"
+#include "engine/expand.h"
+
+static int expand_fail(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static int expand_fail(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...) {
+    e->status = status;
+    e->code = code;
+    e->param = param;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void api_expand_args_free(api_expand_args_t *a) {
+    if (!a) return;
+    if (a->terms)
+        for (int i = 0; i < a->n; i++) free(a->terms[i]);
+    free(a->terms);
+    free(a);
+}
+
+/* A copy of s without leading/trailing ASCII whitespace (NULL: out of memory). */
+static char *expand_trimmed(const char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n')) n--;
+    char *t = malloc(n + 1);
+    if (t) {
+        memcpy(t, s, n);
+        t[n] = '\0';
+    }
+    return t;
+}
+
+/* The embeddings parser speaks of "input": an expansion's field is "terms". */
+static void expand_rename_input(api_err_t *e) {
+    if (e->param && !strcmp(e->param, "input")) e->param = "terms";
+    char msg[sizeof e->message];
+    size_t w = 0;
+    for (const char *p = e->message; *p && w + 6 < sizeof msg;) {
+        if (!strncmp(p, "input", 5)) {
+            memcpy(msg + w, "terms", 5);
+            w += 5;
+            p += 5;
+        } else {
+            msg[w++] = *p++;
+        }
+    }
+    msg[w] = '\0';
+    memcpy(e->message, msg, w + 1);
+}
+
+/* k, min_score and exclude_input from body into a. 0, or -1 with *e. */
+static int expand_parse_options(json_t *body, api_expand_args_t *a, api_err_t *e) {
+    json_t *v = json_object_get(body, "k");
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > EXPAND_MAX_K)
+            return expand_fail(e, 400, "invalid_value", "k", "k must be an integer from 1 to %d", EXPAND_MAX_K);
+        a->k = (int)json_integer_value(v);
+    }
+    v = json_object_get(body, "min_score");
+    if (v && !json_is_null(v)) {
+        if (!json_is_number(v) || !isfinite(json_number_value(v)))
+            return expand_fail(e, 400, "invalid_value", "min_score", "min_score must be a number (a cosine, -1..1)");
+        a->min_score = (float)json_number_value(v);
+    }
+    v = json_object_get(body, "exclude_input");
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v))
+            return expand_fail(e, 400, "invalid_type", "exclude_input", "exclude_input must be true or false");
+        a->exclude_input = json_is_true(v);
+    }
+    return 0;
+}
+
+int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_embed_job_t **out, api_err_t *e) {
+    *out = NULL;
+    if (!json_is_object(body)) return expand_fail(e, 400, "invalid_json", NULL, "request body must be a JSON object");
+    json_t *terms = json_object_get(body, "terms");
+    if (!terms) return expand_fail(e, 400, "missing_field", "terms", "terms is required");
+    if (!json_is_string(terms) && !json_is_array(terms))
+        return expand_fail(e, 400, "invalid_type", "terms", "terms must be a string or an array of strings");
+    size_t n = json_is_string(terms) ? 1 : json_array_size(terms);
+    if (n == 0) return expand_fail(e, 400, "empty_input", "terms", "terms must not be empty");
+    if (n > (size_t)cfg->max_inputs)
+        return expand_fail(e, 413, "too_many_inputs", "terms", "%zu terms in one request; the limit is %d", n,
+                           cfg->max_inputs);
+    api_expand_args_t *a = calloc(1, sizeof *a);
+    json_t *input = json_array(), *sub = json_object();
+    if (!a || !input || !sub || !(a->terms = calloc(n, sizeof *a->terms))) goto oom;
+    *a = (api_expand_args_t){.reg = reg, .k = 10, .min_score = -INFINITY, .exclude_input = 1, .terms = a->terms};
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_is_string(terms) ? terms : json_array_get(terms, i);
+        if (!json_is_string(t)) {
+            expand_fail(e, 400, "invalid_type", "terms", "terms[%zu] must be a string", i);
+            goto fail;
+        }
+        if (!(a->terms[i] = expand_trimmed(json_string_value(t)))) goto oom;
+        a->n = (int)i + 1;
+        if (!a->terms[i][0]) {
+            expand_fail(e, 400, "empty_input", "terms", "terms[%zu] is empty", i);
+            goto fail;
+        }
+        if (json_array_append_new(input, json_string(a->terms[i]))) goto oom;
+    }
+    if (expand_parse_options(body, a, e)) goto fail;
+    /* the embeddings parser validates model, priority and deadline and tokenizes the terms */
+    const char *pass[] = {"model", "priority", "deadline_ms"};
+    for (size_t i = 0; i < sizeof pass / sizeof pass[0]; i++) {
+        json_t *v = json_object_get(body, pass[i]);
+        if (v && json_object_set(sub, pass[i], v)) goto oom;
+    }
+    if (json_object_set(sub, "input", input)) goto oom;
+    api_embed_job_t *j = NULL;
+    if (api_embed_parse(reg, cfg, sub, &j, e)) {
+        expand_rename_input(e);
+        goto fail;
+    }
+    float *res = malloc((size_t)j->n * EXPAND_RESULT_FLOATS * sizeof *res);
+    if (!res) {
+        api_embed_job_free(j);
+        goto oom;
+    }
+    free(j->out);
+    j->out = j->item.out = res;
+    j->item.op = BATCHER_OP_EXPAND;
+    a->model = j->item.model;
+    j->expand = a;
+    json_decref(input);
+    json_decref(sub);
+    *out = j;
+    return 0;
+oom:
+    expand_fail(e, 503, "out_of_memory", NULL, "out of memory for %zu terms", n);
+fail:
+    api_expand_args_free(a);
+    json_decref(input);
+    json_decref(sub);
+    return -1;
+}
+
+/* ASCII case-insensitive equality, as expand_index_find compares. */
+static int expand_same_term(const char *a, const char *b) {
+    for (;; a++, b++) {
+        int ca = (unsigned char)*a, cb = (unsigned char)*b;
+        if (ca >= 'A' && ca <= 'Z') ca += 'a' - 'A';
+        if (cb >= 'A' && cb <= 'Z') cb += 'a' - 'A';
+        if (ca != cb) return 0;
+        if (!ca) return 1;
+    }
+}
+
+/* One term's entry: its best k neighbours after the filters. NULL when out of memory. */
+static json_t *expand_entry(const api_expand_args_t *a, int i, const expand_hit_t *hits) {
+    json_t *neigh = json_array();
+    json_t *obj = json_pack("{s:s,s:i,s:s,s:o}", "object", "expansion", "index", i, "term", a->terms[i],
+                            "neighbours", neigh);
+    if (!obj) return NULL;
+    char term[256];
+    for (int j = 0, kept = 0; j < EXPAND_MAX_K && kept < a->k; j++) {
+        if (hits[j].id < 0 || hits[j].score < a->min_score) break; /* best first: the rest is worse */
+        if (registry_expand_term(a->reg, a->model, hits[j].id, term, sizeof term)) continue;
+        if (a->exclude_input && expand_same_term(term, a->terms[i])) continue;
+        json_t *h = json_pack("{s:s,s:f}", "term", term, "score", (double)hits[j].score);
+        if (!h || json_array_append_new(neigh, h)) {
+            json_decref(obj);
+            return NULL;
+        }
+        kept++;
+    }
+    return obj;
+}
+
+char *api_expand_result_json(api_embed_job_t *j, size_t *len) {
+    const api_expand_args_t *a = j->expand;
+    json_t *data = json_array();
+    json_t *root = json_pack("{s:s,s:o,s:s,s:{s:i,s:i}}", "object", "list", "data", data, "model", j->model_name,
+                             "usage", "prompt_tokens", j->prompt_tokens, "total_tokens", j->prompt_tokens);
+    if (!root) return NULL;
+    for (int i = 0; i < j->n; i++) {
+        json_t *entry = expand_entry(a, i, (const expand_hit_t *)(j->out + (size_t)i * EXPAND_RESULT_FLOATS));
+        if (!entry || json_array_append_new(data, entry)) {
+            json_decref(root);
+            return NULL;
+        }
+    }
+    char *s = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(7));
+    json_decref(root);
+    if (s) *len = strlen(s);
+    return s;
+}
