@@ -51,8 +51,8 @@ for t in "$ASAN"/tests/test_*; do
     run_suite "asan:$(basename "$t")" "$t" --jobs 1 --verbose
 done
 if [ -x "$ASAN/bin/sluice" ]; then
-    run_suite "asan:sluice-embed" "$ASAN/bin/sluice" embed --device cpu --model "$SLUICE_TEST_MODEL" \
-        --text "A leak check of the whole embed path." --text "Short." --text ""
+    # the vectors themselves are checked elsewhere: here only the sanitizer's verdict counts
+    run_suite "asan:sluice-embed" sh -c '"$0" embed --device cpu --model "$1" --text "A leak check of the whole embed path." --text "Short." --text "" >/dev/null' "$ASAN/bin/sluice" "$SLUICE_TEST_MODEL"
 fi
 [ -n "$bad" ] && echo "failed suites:$bad"
 echo "$pass passed, $fail failed, $skip skipped"
