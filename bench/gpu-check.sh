@@ -2,7 +2,8 @@
 # bench/gpu-check.sh - the whole GPU check of sluice in one run: build the CUDA
 # backend, kernel parity, end-to-end parity of the real model, then sluice
 # against sentence-transformers (PyTorch, fp16) on the same GPU, same weights,
-# same run. Prints a table last; writes OUTDIR/gpu-check.json and logs.
+# same run, and the expand op's similarity top-k against torch.topk over the
+# same matrix product. Prints a table last; writes OUTDIR/gpu-check.json and logs.
 #
 # Made for a GPU machine with nvcc, the CUDA libraries, PyTorch and
 # sentence-transformers but none of our Debian packages and no network: what
@@ -192,20 +193,34 @@ sluice_bench() { # dtype
     return "${PIPESTATUS[0]}"
 }
 
+topk_bench() { # dtype: the expand op's similarity GEMM + top-k
+    [ -x "$BIN/gpu-bench" ] || { echo "no $BIN/gpu-bench"; return 1; }
+    if [ "$REHEARSE" = 1 ]; then
+        "$BIN/gpu-bench" topk --device cpu --dtype fp32 --sizes 5000,20000 --nq 1,16 --k 10,100 --seconds 0.1 |
+            tee -a "$OUTDIR/sluice.jsonl"
+    else
+        "$BIN/gpu-bench" topk --device cuda --dtype "$1" --sizes "$TOPK_SIZES" --nq 1,256 --k 10,100 --seconds 0.3 |
+            tee -a "$OUTDIR/sluice.jsonl"
+    fi
+    return "${PIPESTATUS[0]}"
+}
+
 st_bench() {
     command -v python3 >/dev/null || { echo "no python3"; return 1; }
     if [ "$REHEARSE" = 1 ]; then
         python3 bench/st_gpu_bench.py --model "$MODEL" --out "$OUTDIR/st.json" --fixture "$FIXTURE" \
             --dump "$WORK/dump" --device cpu --skip-gemm --fp32 --shapes 1x16,1x32,4x64 --seconds 0.1 \
-            --mixed-limit 8
+            --mixed-limit 8 --topk-sizes 5000,20000 --topk-nq 1,16 --topk-k 10,100
     else
         python3 bench/st_gpu_bench.py --model "$MODEL" --out "$OUTDIR/st.json" --fixture "$FIXTURE" \
-            --dump "$WORK/dump" --shapes 1x16,1x32,32x128,256x128,1024x128 --seconds 0.5
+            --dump "$WORK/dump" --shapes 1x16,1x32,32x128,256x128,1024x128 --seconds 0.5 \
+            --topk-sizes "$TOPK_SIZES" --topk-nq 1,256 --topk-k 10,100
     fi
 }
 
-export ROOT OUTDIR MODEL FIXTURE WORK BUILD BIN ARCH JOBS REHEARSE
-export -f env_info unpack cuda_link_env build kernel_parity e2e_parity sluice_bench st_bench
+TOPK_SIZES=${GPU_CHECK_TOPK_SIZES:-20000,1000000} # expand: the vocab-sized and a 1M-row index
+export ROOT OUTDIR MODEL FIXTURE WORK BUILD BIN ARCH JOBS REHEARSE TOPK_SIZES
+export -f env_info unpack cuda_link_env build kernel_parity e2e_parity sluice_bench topk_bench st_bench
 export LD_LIBRARY_PATH="$WORK/root/usr/lib/x86_64-linux-gnu:$WORK/root/usr/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
@@ -222,6 +237,12 @@ else
     stage bench-fp32 90 sluice_bench fp32
 fi
 stage sentence-transformers 180 st_bench
+if [ "$REHEARSE" = 1 ]; then
+    stage topk-cpu 60 topk_bench fp32
+else
+    stage topk-bf16 60 topk_bench bf16
+    stage topk-fp32 60 topk_bench fp32
+fi
 
 # ---- report: the table last ----
 echo "=== report"

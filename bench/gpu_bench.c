@@ -4,6 +4,8 @@
  *   gpu-bench parity --model DIR [--fixture F] [--dump DIR]
  *   gpu-bench bench  --model DIR [--device cuda|cpu] [--dtype bf16|fp32]
  *                    [--shapes 1x16,32x128,...] [--fixture F] [--seconds S]
+ *   gpu-bench topk   [--device cuda|cpu] [--dtype bf16|fp32] [--sizes 20000,1000000]
+ *                    [--nq 1,256] [--k 10,100] [--dim 384] [--seconds S]
  *
  * parity: the fixture's sentences (tests/fixtures/embeddings.jsonl) through the
  * CPU backend and through CUDA in fp32 and bf16, all from the same weights;
@@ -20,6 +22,12 @@
  * mixed-length batch, embed only and tokenize + embed. engine_embed returns
  * host results, so a host clock around it times the whole batch (ids up,
  * forward, embeddings down). Warm-up first, then the median of repeats.
+ *
+ * topk: the expand op's kernel (ops->similarity_topk) on an index of N random
+ * unit vectors of D dims (in the backend's dtype) for nq random queries and k
+ * best: the call and the download of the results timed together (median of
+ * repeats); the first query's result is checked against an exact float64
+ * top-k over the same rounded values (recall, ties counted as hits).
  *
  * Output: one JSON object per line on stdout; notes on stderr. Exit status:
  * 0 passed / ran, 1 a parity check failed or a run broke, 2 bad usage or set-up.
@@ -528,22 +536,216 @@ done:
     return rc;
 }
 
+/* ---- similarity top-k (the expand op's kernel) ---- */
+
+/* Parse "a,b,c" into at most max ints > 0; returns the count or -1. */
+static int parse_ints(const char *s, int *v, int max) {
+    int n = 0;
+    for (const char *p = s; p && *p;) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x <= 0 || x > 100000000 || n == max) return -1;
+        v[n++] = (int)x;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+static uint64_t xorshift(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* rows of D uniform [-1, 1) values scaled to unit length */
+static void random_unit_rows(float *x, size_t rows, int D, uint64_t seed) {
+    uint64_t s = seed | 1;
+    for (size_t r = 0; r < rows; r++) {
+        float *v = x + r * D;
+        double nn = 0;
+        for (int d = 0; d < D; d++) {
+            v[d] = (float)((xorshift(&s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+            nn += (double)v[d] * v[d];
+        }
+        float inv = (float)(1.0 / sqrt(nn));
+        for (int d = 0; d < D; d++) v[d] *= inv;
+    }
+}
+
+static float round_bf16(float f) { /* round to nearest even, as the backend's conversion */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Exact float64 scores of query q against every row, over the values the
+ * backend holds (bf16-rounded X and q in bf16 mode), and the same sorted
+ * ascending: what the recall check needs, computed once per index. */
+static void exact_scores(const float *X, int N, int D, const float *q, int bf16, double *sc, double *sorted) {
+    float *qq = malloc((size_t)D * sizeof *qq);
+    if (!qq) abort();
+    for (int d = 0; d < D; d++) qq[d] = bf16 ? round_bf16(q[d]) : q[d];
+    for (int i = 0; i < N; i++) {
+        double a = 0;
+        const float *x = X + (size_t)i * D;
+        for (int d = 0; d < D; d++) a += (double)qq[d] * (bf16 ? round_bf16(x[d]) : x[d]);
+        sc[i] = sorted[i] = a;
+    }
+    qsort(sorted, (size_t)N, sizeof *sorted, cmp_double);
+    free(qq);
+}
+
+/* Share of got[0..k) at or above the exact k-th best score (ties count). */
+static double topk_recall(const double *sc, const double *sorted, int N, const int32_t *got, int k) {
+    double kth = sorted[N - k];
+    int hits = 0;
+    for (int j = 0; j < k; j++)
+        if (got[j] >= 0 && got[j] < N && sc[got[j]] >= kth - 1e-6) hits++;
+    return (double)hits / k;
+}
+
+static int cmd_topk(const char *device, ops_dtype_t dtype, const char *sizes, const char *nqs, const char *ks,
+                    int D, double seconds) {
+    int Ns[8], Qs[8], Ks[8];
+    int nN = parse_ints(sizes, Ns, 8), nQ = parse_ints(nqs, Qs, 8), nK = parse_ints(ks, Ks, 8);
+    if (nN < 1 || nQ < 1 || nK < 1 || D < 1) {
+        fprintf(stderr, "gpu-bench: bad --sizes/--nq/--k (comma-separated positive integers)\n");
+        return 2;
+    }
+    char err[512];
+    ops_t *ops = !strcmp(device, "cpu") ? ops_cpu_create(0) : ops_cuda_create(0, dtype, err, sizeof err);
+    if (!ops) {
+        fprintf(stderr, "gpu-bench: %s %s: %s\n", device, ops_dtype_name(dtype), !strcmp(device, "cpu") ? "no CPU backend" : err);
+        printf("{\"event\":\"load_failed\",\"device\":\"%s\",\"dtype\":\"%s\",\"op\":\"topk\"}\n", device,
+               ops_dtype_name(dtype));
+        return 1;
+    }
+    const char *dn = ops_dtype_name(ops->dtype);
+    int maxQ = 0, maxK = 0, rc = 0;
+    for (int i = 0; i < nQ; i++) maxQ = Qs[i] > maxQ ? Qs[i] : maxQ;
+    for (int i = 0; i < nK; i++) maxK = Ks[i] > maxK ? Ks[i] : maxK;
+    float *hq = malloc((size_t)maxQ * D * sizeof *hq);
+    int32_t *hidx = malloc((size_t)maxQ * maxK * sizeof *hidx);
+    float *hscore = malloc((size_t)maxQ * maxK * sizeof *hscore);
+    void *dq = ops->mem_alloc(ops, (size_t)maxQ * D * sizeof(float));
+    void *didx = ops->mem_alloc(ops, (size_t)maxQ * maxK * sizeof(int32_t));
+    void *dscore = ops->mem_alloc(ops, (size_t)maxQ * maxK * sizeof(float));
+    if (!hq || !hidx || !hscore || !dq || !didx || !dscore) {
+        fprintf(stderr, "gpu-bench: topk: out of memory for the queries\n");
+        rc = 1;
+        goto done;
+    }
+    random_unit_rows(hq, (size_t)maxQ, D, 0x51ED);
+    if (ops->upload(ops, dq, hq, (size_t)maxQ * D * sizeof(float)) || ops->sync(ops)) {
+        fprintf(stderr, "gpu-bench: topk: upload: %s\n", ops->err);
+        rc = 1;
+        goto done;
+    }
+    for (int a = 0; a < nN; a++) {
+        const int N = Ns[a];
+        double t0 = now_s();
+        float *hx = malloc((size_t)N * D * sizeof *hx);
+        void *dx = ops->mem_alloc(ops, (size_t)N * D * ops_dtype_size(ops->dtype));
+        if (!hx || !dx) {
+            fprintf(stderr, "gpu-bench: topk: no memory for an index of %d x %d\n", N, D);
+            free(hx);
+            ops->mem_free(ops, dx);
+            rc = 1;
+            continue;
+        }
+        random_unit_rows(hx, (size_t)N, D, 0xC0FFEEull + (uint64_t)N);
+        if (ops->upload_weight(ops, dx, hx, (size_t)N * D) || ops->sync(ops)) {
+            fprintf(stderr, "gpu-bench: topk: upload_weight: %s\n", ops->err);
+            free(hx);
+            ops->mem_free(ops, dx);
+            rc = 1;
+            continue;
+        }
+        double *sc = malloc((size_t)N * sizeof *sc), *sorted = malloc((size_t)N * sizeof *sorted);
+        if (!sc || !sorted) abort();
+        exact_scores(hx, N, D, hq, ops->dtype == OPS_BF16, sc, sorted);
+        fprintf(stderr, "gpu-bench: topk index %d x %d %s ready in %.1f s\n", N, D, dn, now_s() - t0);
+        for (int b = 0; b < nQ; b++)
+            for (int c = 0; c < nK; c++) {
+                const int nq = Qs[b], k = Ks[c];
+                if (k > N) continue;
+                size_t wsb = ops->topk_workspace(ops, nq, N, k);
+                void *ws = ops->mem_alloc(ops, wsb ? wsb : 1);
+                if (!ws) {
+                    fprintf(stderr, "gpu-bench: topk: no memory for a %zu-byte workspace\n", wsb);
+                    rc = 1;
+                    continue;
+                }
+                enum { MAX_REPS = 1000 };
+                static double ms[MAX_REPS];
+                int reps = 0, bad = 0;
+                double start = 0;
+                for (int r = -2; r < MAX_REPS && !bad; r++) { /* two warm-ups */
+                    if (r == 0) start = now_s();
+                    if (r >= 5 && now_s() - start >= seconds) break;
+                    double t1 = now_s();
+                    bad = ops->similarity_topk(ops, didx, dscore, dq, dx, nq, N, D, k, ws) ||
+                          ops->download(ops, hidx, didx, (size_t)nq * k * sizeof(int32_t)) ||
+                          ops->download(ops, hscore, dscore, (size_t)nq * k * sizeof(float)) || ops->sync(ops);
+                    if (r >= 0) ms[reps++] = (now_s() - t1) * 1e3;
+                }
+                ops->mem_free(ops, ws);
+                if (bad || reps == 0) {
+                    fprintf(stderr, "gpu-bench: topk N=%d nq=%d k=%d: %s\n", N, nq, k, ops->err);
+                    printf("{\"bench\":\"topk\",\"device\":\"%s\",\"dtype\":\"%s\",\"N\":%d,\"nq\":%d,\"k\":%d,"
+                           "\"error\":true}\n", device, dn, N, nq, k);
+                    rc = 1;
+                    continue;
+                }
+                qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
+                double med = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
+                double recall = topk_recall(sc, sorted, N, hidx, k);
+                printf("{\"bench\":\"topk\",\"device\":\"%s\",\"dtype\":\"%s\",\"N\":%d,\"D\":%d,\"nq\":%d,\"k\":%d,"
+                       "\"median_ms\":%.4f,\"min_ms\":%.4f,\"reps\":%d,\"queries_per_s\":%.1f,"
+                       "\"recall_first_query\":%.3f}\n",
+                       device, dn, N, D, nq, k, med, ms[0], reps, nq / (med * 1e-3), recall);
+                fflush(stdout);
+                if (recall < 0.95) rc = 1;
+            }
+        ops->mem_free(ops, dx);
+        free(hx);
+        free(sc);
+        free(sorted);
+    }
+done:
+    ops->mem_free(ops, dq);
+    ops->mem_free(ops, didx);
+    ops->mem_free(ops, dscore);
+    free(hq);
+    free(hidx);
+    free(hscore);
+    ops_destroy(ops);
+    return rc;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: gpu-bench parity --model DIR [--fixture F] [--dump DIR]\n"
                "       gpu-bench bench  --model DIR [--device cuda|cpu] [--dtype bf16|fp32]\n"
                "                        [--shapes NxL,...] [--fixture F|none] [--mixed-limit N] [--seconds S]\n"
-               "       both: [--graphs 1|0] (CUDA graph replay of small batches, default 1)\n");
+               "       both: [--graphs 1|0] (CUDA graph replay of small batches, default 1)\n"
+               "       gpu-bench topk [--device cuda|cpu] [--dtype bf16|fp32] [--sizes N,...] [--nq Q,...]\n"
+               "                      [--k K,...] [--dim D] [--seconds S]\n");
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || (strcmp(argv[1], "parity") && strcmp(argv[1], "bench"))) {
+    if (argc < 2 || (strcmp(argv[1], "parity") && strcmp(argv[1], "bench") && strcmp(argv[1], "topk"))) {
         usage(stderr);
         return 2;
     }
     const char *model = NULL, *fixture = FIXTURE_DEFAULT, *dump_dir = NULL, *device = "cuda", *dtype = "bf16";
     const char *shapes = "1x16,1x32,32x128,256x128,1024x128";
     double seconds = 0.5;
-    int mixed_limit = 0;
+    int mixed_limit = 0, dim = 384;
+    const char *sizes = "20000,1000000", *nqs = "1,256", *ks = "10,100";
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) {
@@ -560,11 +762,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--seconds")) seconds = atof(v);
         else if (!strcmp(a, "--graphs")) g_graphs = atoi(v);
         else if (!strcmp(a, "--mixed-limit")) mixed_limit = atoi(v);
+        else if (!strcmp(a, "--sizes")) sizes = v;
+        else if (!strcmp(a, "--nq")) nqs = v;
+        else if (!strcmp(a, "--k")) ks = v;
+        else if (!strcmp(a, "--dim")) dim = atoi(v);
         else {
             usage(stderr);
             return 2;
         }
     }
+    if (!strcmp(argv[1], "topk") && (!strcmp(dtype, "bf16") || !strcmp(dtype, "fp32")) &&
+        (!strcmp(device, "cuda") || !strcmp(device, "cpu")))
+        return cmd_topk(device, strcmp(dtype, "bf16") ? OPS_F32 : OPS_BF16, sizes, nqs, ks, dim, seconds);
     if (!model || (strcmp(dtype, "bf16") && strcmp(dtype, "fp32")) || (strcmp(device, "cuda") && strcmp(device, "cpu"))) {
         usage(stderr);
         return 2;

@@ -178,16 +178,31 @@ def main():
     v = targets["latency_1x32_ms"]["value"]
     targets["latency_1x32_ms"]["met"] = v is not None and v <= TARGET_LATENCY_MS
 
+    # expand: similarity GEMM + top-k, sluice against torch.topk on the same shapes
+    torch_topk = {(r["dtype"], r["N"], r["nq"], r["k"]): r for r in st.get("torch_topk", []) or []}
+    topk_table = []
+    for r in bench:
+        if r["bench"] != "topk" or "median_ms" not in r:
+            continue
+        t = torch_topk.get((r["dtype"], r["N"], r["nq"], r["k"]))
+        topk_table.append({"dtype": r["dtype"], "N": r["N"], "nq": r["nq"], "k": r["k"],
+                           "sluice_ms": r["median_ms"], "sluice_qps": r["queries_per_s"],
+                           "recall_first_query": r.get("recall_first_query"),
+                           "torch_ms": t and t["median_ms"], "torch_qps": t and t["queries_per_s"],
+                           "torch_product": t and t.get("product"),
+                           "speedup_vs_torch": t and t["median_ms"] / r["median_ms"]})
+    topk_low_recall = [r for r in topk_table if (r["recall_first_query"] or 0) < 0.95]
+
     e2e_fail = [r for r in e2e if r.get("check") == "e2e" and r.get("pass") is False]
     stage_fail = [s for s in stages if s["status"] != "pass"]
-    if stage_fail or e2e_fail or not stages:
+    if stage_fail or e2e_fail or topk_low_recall or not stages:
         rc = 1
     elif not all(t["met"] for t in targets.values()):
         rc = 2
     else:
         rc = 0
     report = {"env": env, "torch_env": st.get("env"), "stages": stages, "kernel_parity": kp, "e2e": e2e,
-              "table": table, "targets": targets, "gemm_bf16": st.get("gemm_bf16"), "copy": st.get("copy"),
+              "table": table, "topk_table": topk_table, "targets": targets, "gemm_bf16": st.get("gemm_bf16"), "copy": st.get("copy"),
               "st_load": st.get("st_load"), "st_mixed": st_mixed, "agreement_with_st": st.get("agreement"),
               "sluice_raw": bench, "errors": st.get("errors", []), "rehearsal": args.rehearse == "1",
               "exit": rc}
@@ -235,6 +250,15 @@ def main():
             r["shape"], r["tokens"] or "-", fmt(r["sluice_bf16_ms"]), rate(r["sluice_bf16_tok_s"]),
             fmt(r["sluice_fp32_ms"]), rate(r["sluice_fp32_tok_s"]), fmt(r["st_fp16_ms"]), rate(r["st_fp16_tok_s"]),
             fmt(r["speedup_bf16_vs_st"], "%.2f")))
+    if topk_table:
+        p("")
+        p("%-16s %8s %4s %4s | %9s %9s | %9s %9s | %7s | %6s" % (
+            "expand top-k", "N", "nq", "k", "sluice ms", "q/s", "torch ms", "q/s", "x torch", "recall"))
+        for r in sorted(topk_table, key=lambda r: (r["dtype"], r["N"], r["nq"], r["k"])):
+            p("%-16s %8d %4d %4d | %9s %9s | %9s %9s | %7s | %6s" % (
+                "D=384 " + r["dtype"], r["N"], r["nq"], r["k"], fmt(r["sluice_ms"]), rate(r["sluice_qps"]),
+                fmt(r["torch_ms"]), rate(r["torch_qps"]), fmt(r["speedup_vs_torch"], "%.2f"),
+                fmt(r["recall_first_query"], "%.2f")))
     t = targets
     p("")
     p("targets: bf16 share of GEMM rate at L=128 %s (>= %.0f%%) %s | mixed vs ST %s (>= %.0fx) %s | 1x32 %s ms (<= %.1f) %s"

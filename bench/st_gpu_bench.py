@@ -115,6 +115,10 @@ def main():
     ap.add_argument("--skip-gemm", action="store_true")
     ap.add_argument("--fp32", action="store_true", help="time in fp32 (CPU rehearsal: fp16 on a CPU is slow)")
     ap.add_argument("--mixed-limit", type=int, default=0, help="first N fixture texts only (CPU rehearsal)")
+    ap.add_argument("--topk-sizes", default="", help="index sizes for torch.topk (empty: skip), e.g. 20000,1000000")
+    ap.add_argument("--topk-nq", default="1,256")
+    ap.add_argument("--topk-k", default="10,100")
+    ap.add_argument("--topk-dim", type=int, default=384)
     args = ap.parse_args()
     report = {"errors": []}
 
@@ -259,7 +263,57 @@ def main():
 
     if texts and args.dump:
         step("agreement", agreement)
+    if args.topk_sizes:
+        step("torch_topk", lambda: torch_topk(torch, dev, args))
     return finish(report, save)
+
+
+def torch_topk(torch, dev, args):
+    """torch.topk over the same matrix product as sluice's similarity_topk: an
+    index of N random unit vectors (bf16 or fp32), nq queries already on the
+    device, scores in fp32 (bf16 operands, fp32 output where torch.mm offers
+    out_dtype, else bf16 scores upcast), results copied to the host in the
+    timed region, as gpu-bench does."""
+    rows, D = [], args.topk_dim
+    sizes = [int(v) for v in args.topk_sizes.split(",")]
+    nqs = [int(v) for v in args.topk_nq.split(",")]
+    ks = [int(v) for v in args.topk_k.split(",")]
+    gen = torch.Generator(device=dev).manual_seed(20261127)
+    for N in sizes:
+        x32 = torch.nn.functional.normalize(torch.rand(N, D, device=dev, generator=gen) * 2 - 1, dim=1)
+        for dname, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            xt = x32.to(dt).t()
+            for nq in nqs:
+                q = torch.nn.functional.normalize(torch.rand(nq, D, device=dev, generator=gen) * 2 - 1, dim=1).to(dt)
+                how = "fp32"
+                if dt == torch.bfloat16:
+                    try:
+                        torch.mm(q, xt, out_dtype=torch.float32)
+                        how = "bf16 x bf16 -> fp32 (mm out_dtype)"
+                    except (TypeError, RuntimeError):
+                        how = "bf16 x bf16 -> bf16, upcast"
+                for k in ks:
+                    if k > N:
+                        continue
+
+                    def run():
+                        if how.startswith("bf16 x bf16 -> fp32"):
+                            scores = torch.mm(q, xt, out_dtype=torch.float32)
+                        else:
+                            scores = torch.mm(q, xt).float()
+                        vals, idx = torch.topk(scores, k, dim=1)
+                        return vals.cpu(), idx.cpu()
+
+                    with torch.inference_mode():
+                        t = time_fn(run, args.seconds, torch, dev, warmup=2)
+                    t.update(N=N, D=D, nq=nq, k=k, dtype=dname, product=how,
+                             queries_per_s=nq / (t["median_ms"] * 1e-3))
+                    rows.append(t)
+            del xt
+        del x32
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    return rows
 
 
 def finish(report, save):
