@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "kernels/cpu/threadpool.h"
 #include "kernels/ops.h"
 #include "tests/support_ref.h"
 
@@ -333,6 +334,35 @@ Test(ops_cpu, mean_pool_with_and_without_l2) {
         check_mean_pool(ops, seq_off, 100, 384, l2, 1); /* a zero vector: the 1e-12 clamp, no NaN */
     }
     ops_destroy(ops);
+}
+
+/* ---------------- thread pool ---------------- */
+
+static void count_task(void *ctx, int task, int worker) {
+    int *hits = ctx; /* (n_tasks) */
+    (void)worker;
+    __atomic_fetch_add(&hits[task], 1, __ATOMIC_RELAXED);
+}
+
+Test(ops_cpu, thread_pool_runs_every_task_exactly_once) {
+    /* Many back-to-back jobs of every size: a worker that woke late for one
+     * job must neither run it twice nor run its tasks inside the next one. */
+    for (int size = 1; size <= 4; size++) {
+        ops_cpu_threadpool_t *pool = ops_cpu_threadpool_create(size);
+        cr_assert_not_null(pool);
+        cr_assert_eq(ops_cpu_threadpool_size(pool), size);
+        int hits[97];
+        for (int job = 0; job < 3000; job++) {
+            int n = job % 97;
+            memset(hits, 0, sizeof hits);
+            ops_cpu_threadpool_run(pool, count_task, hits, n);
+            for (int t = 0; t < n; t++)
+                cr_assert_eq(hits[t], 1, "pool of %d, job %d: task %d ran %d times", size, job, t, hits[t]);
+            for (int t = n; t < 97; t++) cr_assert_eq(hits[t], 0, "pool of %d, job %d: task %d ran", size, job, t);
+        }
+        ops_cpu_threadpool_destroy(pool);
+    }
+    ops_cpu_threadpool_destroy(NULL);
 }
 
 /* ---------------- memory, clone ---------------- */

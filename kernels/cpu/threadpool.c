@@ -1,9 +1,12 @@
 /* kernels/cpu/threadpool.c - fixed worker pool for the CPU backend's own ops.
  *
  * A job is published under the mutex with a new generation number; workers
- * wake on the condition variable, take task indices from an atomic counter,
- * and check out. The caller takes tasks too, then waits until every worker
- * has checked out, so no worker can still hold a stale job when run returns.
+ * wake on the condition variable, join it (under the mutex) while it is still
+ * open, take task indices from an atomic counter, and check out. The caller
+ * takes tasks too, then closes the job and waits only for the workers that
+ * joined: a worker the scheduler has not run yet (a busy machine) skips the
+ * closed job instead of making the caller wait for its wake-up, and no worker
+ * can still hold a stale job when run returns.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -19,7 +22,8 @@ struct ops_cpu_threadpool {
     pthread_cond_t done; /* the last worker checked out */
     unsigned long generation;
     int stop;
-    int checked_in; /* workers still on the current job */
+    int job_open;   /* the current job still takes new workers */
+    int joined;     /* workers on the current job, not yet checked out */
     ops_cpu_task_fn fn;
     void *ctx;
     int n_tasks;
@@ -49,13 +53,15 @@ static void *worker_main(void *p) {
         while (!pool->stop && pool->generation == seen) pthread_cond_wait(&pool->wake, &pool->mu);
         if (pool->stop) break;
         seen = pool->generation;
+        if (!pool->job_open) continue; /* finished without us */
+        pool->joined++;
         ops_cpu_task_fn fn = pool->fn;
         void *ctx = pool->ctx;
         int n_tasks = pool->n_tasks;
         pthread_mutex_unlock(&pool->mu);
         take_tasks(pool, fn, ctx, n_tasks, arg.worker);
         pthread_mutex_lock(&pool->mu);
-        if (--pool->checked_in == 0) pthread_cond_signal(&pool->done);
+        if (--pool->joined == 0) pthread_cond_signal(&pool->done);
     }
     pthread_mutex_unlock(&pool->mu);
     return NULL;
@@ -118,7 +124,8 @@ void ops_cpu_threadpool_run(ops_cpu_threadpool_t *pool, ops_cpu_task_fn fn, void
     pool->ctx = ctx;
     pool->n_tasks = n_tasks;
     atomic_store_explicit(&pool->next_task, 0, memory_order_relaxed);
-    pool->checked_in = pool->n_started;
+    pool->job_open = 1;
+    pool->joined = 0;
     pool->generation++;
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mu);
@@ -126,6 +133,7 @@ void ops_cpu_threadpool_run(ops_cpu_threadpool_t *pool, ops_cpu_task_fn fn, void
     take_tasks(pool, fn, ctx, n_tasks, 0);
 
     pthread_mutex_lock(&pool->mu);
-    while (pool->checked_in > 0) pthread_cond_wait(&pool->done, &pool->mu);
+    pool->job_open = 0;
+    while (pool->joined > 0) pthread_cond_wait(&pool->done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
 }
