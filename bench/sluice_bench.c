@@ -471,18 +471,29 @@ out:
 
 /* ---- the server's /metrics (Prometheus text) ---- */
 
+/* What one scrape gives: histogram sums and counts where the server has them
+ * (sluice_batch_size, sluice_batch_tokens, sluice_queue_wait_seconds), else
+ * the plain counters (sluice_batches_total, sluice_batch_sequences_total,
+ * sluice_batch_tokens_total, sluice_queue_wait_seconds_total over the items
+ * that reached compute). Series with labels (one per model) are summed. */
+enum { M_HBS_SUM, M_HBS_CNT, M_HBT_SUM, M_HBT_CNT, M_HQW_SUM, M_HQW_CNT, M_BATCHES, M_SEQS, M_TOKENS, M_QW, M_ITEMS,
+       M_N };
+static const struct {
+    const char *name, *label; /* label: a substring the series' labels must hold, or NULL */
+} METRICS[M_N] = {
+    {"sluice_batch_size_sum", NULL},         {"sluice_batch_size_count", NULL},
+    {"sluice_batch_tokens_sum", NULL},       {"sluice_batch_tokens_count", NULL},
+    {"sluice_queue_wait_seconds_sum", NULL}, {"sluice_queue_wait_seconds_count", NULL},
+    {"sluice_batches_total", NULL},          {"sluice_batch_sequences_total", NULL},
+    {"sluice_batch_tokens_total", NULL},     {"sluice_queue_wait_seconds_total", NULL},
+    {"sluice_items_total", "outcome=\"ok\""},
+};
+
 typedef struct {
     int ok;
-    double v[6];                 /* batch size sum,count; batch tokens sum,count; queue wait sum,count */
-    int seen[3];
+    double v[M_N];
+    unsigned seen;               /* bit i: METRICS[i] was present */
 } metrics_snap_t;
-
-/* Histogram names we know, by figure; the first one present wins. */
-static const char *const METRIC_NAMES[3][4] = {
-    {"sluice_batch_size", "sluice_batch_sequences", "sluice_batch_inputs", NULL},
-    {"sluice_batch_tokens", NULL},
-    {"sluice_queue_wait_seconds", "sluice_batch_queue_wait_seconds", NULL},
-};
 
 static void metrics_scrape(const bench_opts_t *o, metrics_snap_t *m) {
     memset(m, 0, sizeof *m);
@@ -494,38 +505,42 @@ static void metrics_scrape(const bench_opts_t *o, metrics_snap_t *m) {
         return;
     }
     m->ok = 1;
-    int chosen[3] = {-1, -1, -1};
-    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+    char *save = NULL;
+    for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         if (line[0] == '#') continue;
         size_t nl = strcspn(line, "{ ");
         char *val = strrchr(line, ' ');
         if (!val) continue;
-        for (int f = 0; f < 3; f++) {
-            for (int c = 0; METRIC_NAMES[f][c]; c++) {
-                size_t bl = strlen(METRIC_NAMES[f][c]);
-                if (nl < bl || strncmp(line, METRIC_NAMES[f][c], bl)) continue;
-                int which = !strncmp(line + bl, "_sum", 4) && nl == bl + 4     ? 0
-                            : !strncmp(line + bl, "_count", 6) && nl == bl + 6 ? 1
-                                                                                : -1;
-                if (which < 0 || (chosen[f] >= 0 && chosen[f] != c)) continue;
-                chosen[f] = c;
-                m->seen[f] = 1;
-                m->v[2 * f + which] += strtod(val + 1, NULL); /* summed over label sets (models) */
-            }
+        for (int i = 0; i < M_N; i++) {
+            if (strlen(METRICS[i].name) != nl || strncmp(line, METRICS[i].name, nl)) continue;
+            if (METRICS[i].label && !memmem(line, (size_t)(val - line), METRICS[i].label, strlen(METRICS[i].label)))
+                continue;
+            m->v[i] += strtod(val + 1, NULL);
+            m->seen |= 1u << i;
         }
     }
     free(body);
 }
 
+/* Mean of (sum, count) between two scrapes; 0 when absent or nothing happened. */
+static int metrics_mean(const metrics_snap_t *a, const metrics_snap_t *b, int sum, int cnt, double *out) {
+    unsigned need = (1u << sum) | (1u << cnt);
+    if ((a->seen & need) != need || (b->seen & need) != need) return 0;
+    double d = b->v[cnt] - a->v[cnt];
+    if (d <= 0) return 0;
+    *out = (b->v[sum] - a->v[sum]) / d;
+    return 1;
+}
+
 static void metrics_delta(const metrics_snap_t *a, const metrics_snap_t *b, run_stats_t *s) {
     if (!a->ok || !b->ok) return;
-    for (int f = 0; f < 3; f++) {
-        double sum = b->v[2 * f] - a->v[2 * f], cnt = b->v[2 * f + 1] - a->v[2 * f + 1];
-        if (!a->seen[f] || !b->seen[f] || cnt <= 0) continue;
-        if (f == 0) s->have_batch_size = 1, s->batch_size = sum / cnt;
-        if (f == 1) s->have_batch_tokens = 1, s->batch_tokens = sum / cnt;
-        if (f == 2) s->have_queue_wait = 1, s->queue_wait_ms = 1e3 * sum / cnt;
-    }
+    s->have_batch_size = metrics_mean(a, b, M_HBS_SUM, M_HBS_CNT, &s->batch_size) ||
+                         metrics_mean(a, b, M_SEQS, M_BATCHES, &s->batch_size);
+    s->have_batch_tokens = metrics_mean(a, b, M_HBT_SUM, M_HBT_CNT, &s->batch_tokens) ||
+                           metrics_mean(a, b, M_TOKENS, M_BATCHES, &s->batch_tokens);
+    s->have_queue_wait = metrics_mean(a, b, M_HQW_SUM, M_HQW_CNT, &s->queue_wait_ms) ||
+                         metrics_mean(a, b, M_QW, M_ITEMS, &s->queue_wait_ms);
+    s->queue_wait_ms *= 1e3;
 }
 
 /* ---- statistics ---- */
