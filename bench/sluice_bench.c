@@ -101,6 +101,7 @@ typedef struct {
     double rps, ips, tps, p50, p90, p99, p999, mean, max, elapsed;
     long errors;
     char first_error[256];       /* the first failure, for the reader: an answer's body or a message */
+    double loadavg;              /* 1-minute load average at the end (noise: compare with the cores) */
 } run_stats_t;
 
 static volatile sig_atomic_t g_stop;
@@ -583,7 +584,18 @@ static double pct(const double *v, size_t n, double p) { /* nearest rank */
     size_t k = (size_t)ceil(p * n);
     return v[k ? k - 1 : 0];
 }
+static double loadavg_1m(void) {
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
 static void stats_summarize(run_stats_t *s) {
+    s->loadavg = loadavg_1m();
     s->elapsed = s->t_last > s->t0 ? s->t_last - s->t0 : 0;
     s->errors = s->conn_errors + s->timeouts;
     for (int i = 0; i < BENCH_MAX_STATUS; i++)
@@ -1098,6 +1110,8 @@ static json_t *run_json(const run_stats_t *s) {
     if (s->have_batch_tokens) json_object_set_new(srv, "mean_batch_tokens", json_real(s->batch_tokens));
     if (s->have_queue_wait) json_object_set_new(srv, "mean_queue_wait_ms", json_real(s->queue_wait_ms));
     json_object_set_new(r, "server", srv);
+    json_object_set_new(r, "loadavg_1m", json_real(s->loadavg));
+    if (s->first_error[0]) json_object_set_new(r, "first_error", json_string(s->first_error));
     return r;
 }
 
@@ -1117,13 +1131,13 @@ static json_t *report_head(const bench_opts_t *o, const bench_inputs_t *in) {
     }
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    return json_pack("{s:s, s:s, s:s, s:s?, s:s, s:i, s:f, s:i, s:f, s:f, s:f, s:{s:s, s:s, s:I}}", "tool",
+    return json_pack("{s:s, s:s, s:s, s:s?, s:s, s:i, s:f, s:i, s:f, s:f, s:f, s:{s:s, s:s, s:I}, s:s, s:f}", "tool",
                      "sluice-bench", "mode", o->mode == MODE_HTTP ? "http" : "queue", "target",
                      o->mode == MODE_HTTP ? o->url : o->redis_url, "model", o->model, "inputs", in->source,
                      "input_texts", in->n, "mean_input_chars", in->mean_chars, "inputs_per_request",
                      o->inputs_per_request, "warmup_s", o->warmup_s, "duration_s", o->duration_s, "timeout_s",
                      o->timeout_s, "machine", "host", host, "cpu", cpu, "cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN),
-                     "date", date);
+                     "date", date, "loadavg_1m_start", loadavg_1m());
 }
 
 /* ---- queue mode ---- */
@@ -1613,6 +1627,8 @@ static int write_json(const char *path, json_t *doc) {
 
 static void print_server_note(const bench_opts_t *o, const run_stats_t *s) {
     if (s->first_error[0]) printf("\nfirst error: %s\n", s->first_error);
+    printf("\nload average (1 min) at the end: %.2f on %ld cores%s\n", s->loadavg, sysconf(_SC_NPROCESSORS_ONLN),
+           s->loadavg > sysconf(_SC_NPROCESSORS_ONLN) ? " (busy machine: figures are noisy)" : "");
     if (!o->metrics_url[0]) return;
     if (!s->have_batch_size && !s->have_batch_tokens && !s->have_queue_wait)
         printf("\nserver figures: %s has no batch histograms (or did not answer); columns show n/a\n",

@@ -44,6 +44,8 @@ done
 # A real third-party client: the OpenAI Python SDK against `sluice serve`, compared
 # with `sluice embed` (its virtualenv is made once under $BUILD; PyPI needed then).
 [ -x "$SLUICE_BIN" ] && run_suite "openai-client" sh tests/tools/openai_client_check.sh "$SLUICE_BIN" "$SLUICE_TEST_MODEL" "$BUILD"
+# Every curl example in docs/api.md against a live server (skips without the doc, the binary or redis-server).
+run_suite docs_api bash tests/test_docs_api.sh docs/api.md
 # AddressSanitizer (with LeakSanitizer) over the loader, the tokenizer and the embed path.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 for t in "$ASAN"/tests/test_*; do
