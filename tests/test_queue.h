@@ -4,6 +4,8 @@
 #define SLUICE_TEST_QUEUE_H
 
 #include <criterion/criterion.h>
+#include <hiredis.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "queue/queue.h"
@@ -63,6 +65,27 @@ static inline void put(queue_conn_t *c, const char *payload, int priority, char 
 static inline void nap(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* Milliseconds since t0 (CLOCK_MONOTONIC): timing checks that a loaded
+ * machine could break assert only when the test ran fast enough. */
+static inline double ms_since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1e3 + (t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* The Redis clock (TIME) in unix ms: the queue's own time source. */
+static inline long long redis_now_ms(void) {
+    struct timeval tv = {2, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", srv.port, tv);
+    cr_assert(rc && !rc->err, "connect for TIME");
+    redisReply *r = redisCommand(rc, "TIME");
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+    long long ms = atoll(r->element[0]->str) * 1000 + atoll(r->element[1]->str) / 1000;
+    freeReplyObject(r);
+    redisFree(rc);
+    return ms;
 }
 
 static inline queue_stats_t stats_of(queue_conn_t *c) {
