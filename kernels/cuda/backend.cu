@@ -53,6 +53,11 @@ static void cuda_release(ops_t *ops) {
     cuda_impl_t *c = cuda_impl(ops);
     if (c) {
         cudaSetDevice(c->device);
+        if (c->capturing) { /* an abandoned capture: end it so the stream can be synced and destroyed */
+            cudaGraph_t g = NULL;
+            if (cudaStreamEndCapture(c->stream, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+            cudaGetLastError();
+        }
         if (c->stream) cudaStreamSynchronize(c->stream);
         if (c->lt) cublasLtDestroy(c->lt);
         cudaFree(c->lt_workspace);
