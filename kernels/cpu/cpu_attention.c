@@ -8,7 +8,9 @@
  * sequence, never with T^2, and any length works.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
+#endif
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>

@@ -6,7 +6,9 @@
  * still in cache.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
+#endif
 #include <cblas.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_math.h"

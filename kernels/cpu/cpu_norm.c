@@ -7,7 +7,9 @@
  * widths). Rows are independent, so blocks of rows are pool tasks.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
+#endif
 #include <math.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_math.h"

@@ -2,7 +2,9 @@
  * optional L2 normalisation (sentence-transformers' Pooling + Normalize).
  * One pool task per sequence; the column sums accumulate in the output row. */
 /* Let loops with selects vectorise (see cpu_math.h). */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
+#endif
 #include <math.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_math.h"
