@@ -153,6 +153,24 @@ static void conn_broken(queue_conn_t **c, atomic_int *up, task_queue_t *q, const
     atomic_store(up, 0);
 }
 
+/* ---------------------------------------------------------------- held and done lists (q->mu held) */
+
+static void held_remove(task_queue_t *q, task_t *k) {
+    if (k->prev) k->prev->next = k->next;
+    else q->held = k->next;
+    if (k->next) k->next->prev = k->prev;
+    q->n_held--;
+    k->prev = k->next = NULL;
+}
+
+static void done_push(task_queue_t *q, task_t *k) {
+    k->next = NULL;
+    if (q->done_tail) q->done_tail->next = k;
+    else q->done_head = k;
+    q->done_tail = k;
+    pthread_cond_broadcast(&q->cv);
+}
+
 /* ---------------------------------------------------------------- batcher callback */
 
 static void task_done(batcher_item_t *item, void *user) {
@@ -160,28 +178,15 @@ static void task_done(batcher_item_t *item, void *user) {
     task_t *k = user;
     task_queue_t *q = k->q;
     pthread_mutex_lock(&q->mu);
-    /* held -> done */
-    if (k->prev) k->prev->next = k->next;
-    else q->held = k->next;
-    if (k->next) k->next->prev = k->prev;
-    q->n_held--;
-    k->prev = NULL;
-    k->next = NULL;
-    if (q->done_tail) q->done_tail->next = k;
-    else q->done_head = k;
-    q->done_tail = k;
-    pthread_cond_broadcast(&q->cv);
+    held_remove(q, k);
+    done_push(q, k);
     pthread_mutex_unlock(&q->mu);
 }
 
 /* Straight to the completion thread (refused before the batcher). */
 static void task_to_done(task_queue_t *q, task_t *k) {
     pthread_mutex_lock(&q->mu);
-    k->next = NULL;
-    if (q->done_tail) q->done_tail->next = k;
-    else q->done_head = k;
-    q->done_tail = k;
-    pthread_cond_broadcast(&q->cv);
+    done_push(q, k);
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -259,10 +264,7 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
     int rc = batcher_submit(api_srv_batcher(srv), it, err, sizeof err);
     if (rc) {
         pthread_mutex_lock(&q->mu);
-        if (k->prev) k->prev->next = k->next;
-        else q->held = k->next;
-        if (k->next) k->next->prev = k->prev;
-        q->n_held--;
+        held_remove(q, k);
         pthread_mutex_unlock(&q->mu);
         if (rc == BATCHER_EBUSY || rc == BATCHER_EPAUSED || rc == BATCHER_ESTOPPED) {
             k->release = 1; /* not ours to run now: back to the queue, not a failure */
