@@ -20,6 +20,7 @@
  *   {q}:stats      hash  counters
  *   {q}:seq, {q}:token   counters (FIFO order, fencing tokens)
  *   {q}:reaper     string guard: one reap sweep per interval
+ *   {q}:b:<id>     string marker of an applied enqueue call (its first id), 10 min
  *   {q}:events     pub/sub channel: "id state" lines when tasks end
  * Task hash fields: payload sig prio score state attempts maxatt enq deadline
  *   dedup token worker finished error dead_at due cancel
@@ -130,13 +131,32 @@ const char queue_script_prelude[] =
 
 /* enqueue. ARGV: maxlen (waiting tasks; 0 unbounded), dedup_ttl_ms, then 8 per
  * task: id payload priority delay_ms ttl_ms max_attempts dedup_key sig.
- * Returns per task: code, id (0 new or already stored under this id by a
- * retried call; 1 deduplicated, id is the existing task; 2 BUSY, refused). */
+ * Returns per task: code, id (0 new; 1 deduplicated, id is the existing
+ * task; 2 BUSY, refused).
+ * A call resent after a lost reply must not store its tasks twice. The
+ * script is atomic, so the call was applied whole or not at all: it leaves a
+ * marker {q}:b:<first id> (10 min), and a call that finds it only reports
+ * what the first one did. One check per call, not one per task. */
 static const char script_enqueue[] =
     "local maxlen = num(ARGV[1])\n"
+    "local out = {}\n"
+    "local marker = P .. 'b:' .. ARGV[3]\n"
+    "if redis.call('SET', marker, 1, 'NX', 'PX', 600000) == false then\n"
+    "  for i = 3, #ARGV, 8 do\n"
+    "    local existing = ARGV[i + 6] ~= '' and redis.call('GET', P .. 'dd:' .. ARGV[i + 6])\n"
+    "    if redis.call('EXISTS', P .. 't:' .. ARGV[i]) == 1 then\n"
+    "      out[#out + 1] = 0; out[#out + 1] = ARGV[i]\n"
+    "    elseif existing then\n"
+    "      out[#out + 1] = 1; out[#out + 1] = existing\n"
+    "    else\n"
+    "      out[#out + 1] = 2; out[#out + 1] = ARGV[i]\n"
+    "    end\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
     "local now = now_ms()\n"
     "local now_s = fmt(now)\n"
-    "local out, waiting = {}, -1\n"
+    "local waiting = -1\n"
     "local added, deduped, rejected = 0, 0, 0\n"
     "local ntasks = (#ARGV - 2) / 8\n"
     "local seq = redis.call('INCRBY', P .. 'seq', ntasks) - ntasks\n"
@@ -145,9 +165,7 @@ static const char script_enqueue[] =
     "  local tk = P .. 't:' .. id\n"
     "  local existing = false\n"
     "  if dkey ~= '' then existing = redis.call('GET', P .. 'dd:' .. dkey) end\n"
-    "  if redis.call('EXISTS', tk) == 1 then\n"
-    "    out[#out + 1] = 0; out[#out + 1] = id\n"
-    "  elseif existing then\n"
+    "  if existing then\n"
     "    deduped = deduped + 1; out[#out + 1] = 1; out[#out + 1] = existing\n"
     "  else\n"
     "    if maxlen > 0 and waiting < 0 then\n"
@@ -163,11 +181,12 @@ static const char script_enqueue[] =
     "      if delay > 0 then state = 'delayed' end\n"
     /* Fields that are empty or 0 are left out: the fewer arguments, the
      * less Redis work per task (a missing field reads as 0 or ''). */
-    "      redis.call('HSET', tk, 'payload', ARGV[i + 1], 'prio', ARGV[i + 2], 'score', score, 'state', state,\n"
-    "                 'maxatt', ARGV[i + 5], 'enq', now_s)\n"
-    "      if ARGV[i + 7] ~= '' then redis.call('HSET', tk, 'sig', ARGV[i + 7]) end\n"
-    "      if dkey ~= '' then redis.call('HSET', tk, 'dedup', dkey) end\n"
-    "      if deadline > 0 then redis.call('HSET', tk, 'deadline', fmt(deadline)) end\n"
+    "      local h = {'payload', ARGV[i + 1], 'prio', ARGV[i + 2], 'score', score, 'state', state,\n"
+    "                 'maxatt', ARGV[i + 5], 'enq', now_s}\n"
+    "      if ARGV[i + 7] ~= '' then h[#h + 1] = 'sig'; h[#h + 1] = ARGV[i + 7] end\n"
+    "      if dkey ~= '' then h[#h + 1] = 'dedup'; h[#h + 1] = dkey end\n"
+    "      if deadline > 0 then h[#h + 1] = 'deadline'; h[#h + 1] = fmt(deadline) end\n"
+    "      redis.call('HSET', tk, unpack(h))\n"
     "      if delay > 0 then\n"
     "        redis.call('ZADD', P .. 'delayed', fmt(now + delay), id)\n"
     "      else\n"

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "queue/scripts.h"
 #include "tests/test_queue.h"
 
 TestSuite(queue, .init = redis_up, .fini = redis_down, .timeout = 60);
@@ -665,4 +666,39 @@ Test(queue, auth_and_select) {
     c = queue_connect(&cfg, err, sizeof err);
     cr_expect_null(c);
     cr_expect(strstr(err, "AUTH") != NULL, "%s", err);
+}
+
+/* A resent enqueue call (its reply was lost) reports what the first did and
+ * stores nothing twice: run the script itself twice with the same ARGV. */
+Test(queue, resent_enqueue_stores_nothing_twice) {
+    queue_conn_t *c = open_default(); /* loads the scripts */
+    char *text = malloc(strlen(queue_script_prelude) + strlen(queue_script_body[QS_ENQUEUE]) + 1);
+    cr_assert_not_null(text);
+    strcpy(text, queue_script_prelude);
+    strcat(text, queue_script_body[QS_ENQUEUE]);
+    const char *argv[] = {"EVAL", text, "1", "{tq}:", "0", "60000",
+                          "id-a", "pa", "1", "0", "0", "3", "", "",
+                          "id-b", "pb", "1", "0", "0", "3", "dk", "",
+                          "id-c", "pc", "1", "0", "0", "3", "dk", ""};
+    struct timeval tv = {2, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", srv.port, tv);
+    cr_assert(rc && !rc->err);
+    for (int round = 0; round < 2; round++) {
+        redisReply *r = redisCommandArgv(rc, 30, argv, NULL);
+        cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 6, "round %d: %s", round,
+                  r && r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+        cr_expect_eq(r->element[0]->integer, 0);
+        cr_expect_str_eq(r->element[1]->str, "id-a");
+        cr_expect_eq(r->element[2]->integer, 0);
+        cr_expect_eq(r->element[4]->integer, 1, "round %d: dedup within the call", round);
+        cr_expect_str_eq(r->element[5]->str, "id-b");
+        freeReplyObject(r);
+    }
+    redisFree(rc);
+    free(text);
+    queue_stats_t s = stats_of(c);
+    cr_expect_eq(s.ready, 2);
+    cr_expect_eq(s.enqueued, 2);
+    cr_expect_eq(s.deduped, 1);
+    queue_close(c);
 }
