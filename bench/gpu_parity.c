@@ -8,6 +8,7 @@
  * usage: bench-gpu_parity [family...]     (default: every family)
  *        SLUICE_TEST_SEED=N replays a run; the seed is printed. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +17,29 @@
 #include "tests/support_ref.h"
 #include "tests/support_topk.h"
 
+#define RECAP_MAX 40
+
 typedef struct tally {
     int checks, failed;
+    char recap[RECAP_MAX][240]; /* the first failures, repeated before the summary */
 } tally_t;
+
+/* One failure: counted, and kept for the recap (a log's tail then shows it). */
+static void tally_fail(tally_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tally_fail(tally_t *t, const char *fmt, ...) {
+    if (t->failed < RECAP_MAX) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(t->recap[t->failed], sizeof t->recap[0], fmt, ap);
+        va_end(ap);
+    }
+    t->failed++;
+}
 
 static void print_result(const cuda_parity_result_t *r, void *ctx) {
     tally_t *t = ctx;
     t->checks++;
-    if (!r->passed) t->failed++;
+    if (!r->passed) tally_fail(t, "%s %s: %s", ops_dtype_name(r->dtype), r->name, r->msg);
     printf("%s %-4s %-70s rel_err %-9.2e tol %.0e%s%s\n", r->passed ? "PASS" : "FAIL", ops_dtype_name(r->dtype),
            r->name, r->rel_err, r->tol, r->passed ? "" : "  ", r->msg);
     fflush(stdout);
@@ -37,7 +53,8 @@ static void run_topk(ops_t *gpu, tally_t *t) {
         char msg[512] = "";
         int failed = topk_parity_check(gpu, c, msg, sizeof msg) != 0;
         t->checks++;
-        t->failed += failed;
+        if (failed) tally_fail(t, "%s topk nq=%d N=%d D=%d k=%d: %s", ops_dtype_name(gpu->dtype), c->nq, c->N, c->D,
+                               c->k, msg);
         printf("%s %-4s topk nq=%d N=%d D=%d k=%d levels=%d%s%s\n", failed ? "FAIL" : "PASS",
                ops_dtype_name(gpu->dtype), c->nq, c->N, c->D, c->k, c->levels, failed ? "  " : "", msg);
         fflush(stdout);
@@ -63,14 +80,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gpu-parity: cannot create the CPU backend\n");
         return 1;
     }
-    tally_t t = {0, 0};
+    static tally_t t; /* zeroed; large */
     static const ops_dtype_t dtypes[] = {OPS_F32, OPS_BF16};
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
         char err[512];
         ops_t *gpu = ops_cuda_create(0, dtypes[d], err, sizeof err);
         if (!gpu) {
             printf("FAIL %-4s no CUDA backend: %s\n", ops_dtype_name(dtypes[d]), err);
-            t.checks++, t.failed++;
+            t.checks++;
+            tally_fail(&t, "%s: no CUDA backend: %s", ops_dtype_name(dtypes[d]), err);
             continue;
         }
         size_t free_b = 0, total_b = 0;
@@ -106,6 +124,8 @@ int main(int argc, char **argv) {
     }
     unsetenv("SLUICE_CUDA_FALLBACK");
     ops_destroy(cpu);
+    if (t.failed) printf("gpu-parity: failed checks%s:\n", t.failed > RECAP_MAX ? " (the first ones)" : "");
+    for (int i = 0; i < t.failed && i < RECAP_MAX; i++) printf("  %s\n", t.recap[i]);
     printf("gpu-parity: %d checks, %d passed, %d failed (seed %llu)\n", t.checks, t.checks - t.failed, t.failed,
            (unsigned long long)seed);
     return t.failed ? 1 : 0;
