@@ -4,9 +4,10 @@
  * libm's expf/erff are scalar calls; in softmax and the GELU epilogue they
  * cost more than the matrix products around them. These versions are plain
  * arithmetic (no branches, no calls), so the compiler vectorises loops over
- * them. Loops use fixed CPU_VEC_BLOCK-wide inner blocks, which -O2's cheap
- * vectoriser accepts, and the same function on the tail, so an element's
- * value never depends on where it sits in a row.
+ * them. Reductions (softmax max and sum) keep CPU_VEC_BLOCK partial lanes,
+ * since float semantics forbid the compiler to reassociate a single sum. A
+ * row's tail uses the same function as its vector body, so an element's value
+ * does not depend on where the batch's shape puts it.
  *
  * The .c files with hot loops say
  *   #pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
