@@ -184,10 +184,11 @@ sluice_bench() { # dtype
     [ -x "$BIN/gpu-bench" ] || { echo "no $BIN/gpu-bench"; return 1; }
     if [ "$REHEARSE" = 1 ]; then
         "$BIN/gpu-bench" bench --model "$MODEL" --device cpu --dtype fp32 --shapes 1x16,1x32,4x64 --mixed-limit 8 \
+            --runners 2 \
             --fixture "$FIXTURE" --seconds 0.1 | tee -a "$OUTDIR/sluice.jsonl"
     else
         "$BIN/gpu-bench" bench --model "$MODEL" --device cuda --dtype "$1" \
-            --shapes 1x16,1x32,32x128,256x128,1024x128 --fixture "$FIXTURE" --seconds 0.5 |
+            --shapes 1x16,1x32,32x128,256x128,1024x128 --fixture "$FIXTURE" --seconds 0.5 --runners 2 |
             tee -a "$OUTDIR/sluice.jsonl"
     fi
     return "${PIPESTATUS[0]}"

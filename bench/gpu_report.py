@@ -136,8 +136,10 @@ def main():
     table = []
     for n, length in shapes:
         b, f32, s = sluice("bf16", "shape", n, length), sluice("fp32", "shape", n, length), st_shapes.get((n, length))
+        b2 = sluice(main_dtype, "shape_pipelined", n, length)
         table.append({"shape": "%dx%d" % (n, length), "tokens": n * length,
                       "sluice_bf16_ms": b and b["median_ms"], "sluice_bf16_tok_s": b and b["tokens_per_s"],
+                      "sluice_bf16_2inflight_tok_s": b2 and b2["tokens_per_s"],
                       "sluice_fp32_ms": f32 and f32["median_ms"], "sluice_fp32_tok_s": f32 and f32["tokens_per_s"],
                       "st_fp16_ms": s and s["median_ms"], "st_fp16_tok_s": s and s["tokens_per_s"],
                       "speedup_bf16_vs_st": b and s and s["median_ms"] / b["median_ms"]})
@@ -159,15 +161,17 @@ def main():
 
     # share of the card's bf16 GEMM rate at 128-token sequences
     fpt = flops_per_token(cfg, 128)
-    best128 = max((r for r in bench if r.get("dtype") == main_dtype and r["bench"] == "shape" and r.get("len") == 128
-                   and "tokens_per_s" in r), key=lambda r: r["tokens_per_s"], default=None)
+    # the best of one batch at a time and two in flight (as the batcher runs a GPU)
+    best128 = max((r for r in bench if r.get("dtype") == main_dtype and r["bench"] in ("shape", "shape_pipelined")
+                   and r.get("len") == 128 and "tokens_per_s" in r), key=lambda r: r["tokens_per_s"], default=None)
     share = best128 and gemm and best128["tokens_per_s"] * fpt / (gemm * 1e12)
     lat = sluice(main_dtype, "shape", 1, 32)
     targets = {
         "bf16_share_of_gemm_at_128": {"value": share, "target": TARGET_SHARE,
                                       "met": share is not None and share >= TARGET_SHARE,
                                       "tokens_per_s": best128 and best128["tokens_per_s"],
-                                      "shape": best128 and "%dx%d" % (best128["n"], best128["len"]),
+                                      "shape": best128 and "%dx%d%s" % (best128["n"], best128["len"],
+                                                                       " (2 in flight)" if best128["bench"] == "shape_pipelined" else ""),
                                       "gemm_tflops": gemm, "flops_per_token": fpt},
         "mixed_speedup_vs_st": {"value": mixed["mixed_with_tokenize"]["speedup_bf16_vs_st"],
                                 "target": TARGET_MIXED_SPEEDUP},
@@ -243,11 +247,12 @@ def main():
     for e in st.get("errors", []):
         p("sentence-transformers error: " + e)
     p("")
-    p("%-22s %8s | %9s %9s | %9s %9s | %9s %9s | %7s" % (
-        "batch", "tokens", "bf16 ms", "tok/s", "fp32 ms", "tok/s", "ST16 ms", "tok/s", "x ST"))
+    p("%-22s %8s | %9s %9s %9s | %9s %9s | %9s %9s | %7s" % (
+        "batch", "tokens", "bf16 ms", "tok/s", "2 flight", "fp32 ms", "tok/s", "ST16 ms", "tok/s", "x ST"))
     for r in table:
-        p("%-22s %8s | %9s %9s | %9s %9s | %9s %9s | %7s" % (
+        p("%-22s %8s | %9s %9s %9s | %9s %9s | %9s %9s | %7s" % (
             r["shape"], r["tokens"] or "-", fmt(r["sluice_bf16_ms"]), rate(r["sluice_bf16_tok_s"]),
+            rate(r.get("sluice_bf16_2inflight_tok_s")),
             fmt(r["sluice_fp32_ms"]), rate(r["sluice_fp32_tok_s"]), fmt(r["st_fp16_ms"]), rate(r["st_fp16_tok_s"]),
             fmt(r["speedup_bf16_vs_st"], "%.2f")))
     if topk_table:
@@ -261,6 +266,10 @@ def main():
                 fmt(r["recall_first_query"], "%.2f")))
     t = targets
     p("")
+    if best128 and gemm:
+        p("bf16 at L=128: best %s tokens/s (%s) x %.1f MFLOP/token = %.0f TFLOP/s of the card's %.0f" % (
+            rate(best128["tokens_per_s"]), targets["bf16_share_of_gemm_at_128"]["shape"], fpt / 1e6,
+            best128["tokens_per_s"] * fpt / 1e12, gemm))
     p("targets: bf16 share of GEMM rate at L=128 %s (>= %.0f%%) %s | mixed vs ST %s (>= %.0fx) %s | 1x32 %s ms (<= %.1f) %s"
       % (fmt(t["bf16_share_of_gemm_at_128"]["value"] and 100 * t["bf16_share_of_gemm_at_128"]["value"], "%.1f%%"),
          100 * TARGET_SHARE, "met" if t["bf16_share_of_gemm_at_128"]["met"] else "MISSED",
