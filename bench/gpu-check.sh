@@ -24,6 +24,9 @@
 #   GPU_CHECK_REHEARSE=1   no GPU here: tiny shapes, sluice timed on the CPU,
 #                          sentence-transformers on the CPU, no GEMM rate
 #   GPU_CHECK_ARCH         nvcc -gencode flags (default sm_90 only: H100/H200)
+#   GPU_CHECK_ONLY="..."   run only these stages (names as printed, e.g. "env unpack
+#                          build kernel-parity e2e-parity" for a re-check after a fix);
+#                          the others are reported as skipped
 # Exit status: 0 every stage passed and every target met; 1 a stage or parity
 # check failed; 2 all passed but a performance target was missed.
 # Each stage is guarded: a failure is reported and the next stage still runs.
@@ -34,6 +37,7 @@ OUTDIR=${1:-${OUT:-bench/out}}
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd)
 BUDGET=${GPU_CHECK_BUDGET:-540}
 REHEARSE=${GPU_CHECK_REHEARSE:-0}
+ONLY=${GPU_CHECK_ONLY:-}
 ARCH=${GPU_CHECK_ARCH:--gencode arch=compute_90,code=sm_90}
 MODEL=${GPU_CHECK_MODEL:-.deps/model-f16}
 FIXTURE=tests/fixtures/embeddings.jsonl
@@ -59,6 +63,11 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STAGES"; }
 stage() {
     local name=$1 limit=$2 left rc t0 st
     shift 2
+    if [ -n "$ONLY" ] && ! printf ' %s ' "$ONLY" | grep -q " $name "; then
+        echo "=== $name: not selected (GPU_CHECK_ONLY)"
+        record "$name" skip 0 "not selected"
+        return 1
+    fi
     left=$((DEADLINE - RESERVE - $(date +%s)))
     if [ "$left" -lt 10 ]; then
         echo "=== $name: skipped, the ${BUDGET}s budget is spent"
