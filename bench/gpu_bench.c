@@ -347,6 +347,7 @@ static int cmd_parity(const char *dir, const char *fixture, const char *dump_dir
             rc = 1;
             continue;
         }
+        if (!isfinite(rerun)) rerun = 1e30; /* NaN in a run: keep the JSON valid */
         mn = min_cosine(gpu, cpu, fx.n, H, &worst, &n_nan, &mean);
         int fworst, fnan;
         double fmean, fmn = min_cosine(gpu, fx.ref_emb, fx.n, H, &fworst, &fnan, &fmean);
