@@ -1518,14 +1518,14 @@ static void usage(FILE *f) {
             "queue mode\n"
             "  --redis URL             (default redis://127.0.0.1:6379/0)\n"
             "  --queue NAME            (default sluice)\n"
-            "  --op NAME               task op (default embeddings)\n");
+            "  --op NAME               task op (default embed)\n");
 }
 
 static int parse_opts(int argc, char **argv, bench_opts_t *o, char *err, size_t errlen) {
     static char metrics[600];
     *o = (bench_opts_t){.url = "http://127.0.0.1:8080", .inputs_per_request = 1, .concurrency = 0, .warmup_s = 2,
                         .duration_s = 10, .timeout_s = 30, .p99_target_ms = 100, .max_steps = 12,
-                        .redis_url = "redis://127.0.0.1:6379/0", .queue_name = "sluice", .op = "embeddings",
+                        .redis_url = "redis://127.0.0.1:6379/0", .queue_name = "sluice", .op = "embed",
                         .seed = 1, .progress = -1, .vocab = "models/all-minilm-l6-v2/vocab.txt"};
     int i = 1;
     if (i < argc && !strcmp(argv[i], "http")) i++;
@@ -1723,8 +1723,8 @@ int main(int argc, char **argv) {
             fflush(stdout);
             json_array_append_new(runs, run_json(&steps[n]));
             long asked = steps[n].sent + steps[n].unsent;
-            int broke = steps[n].p99 > o.p99_target_ms || steps[n].errors > 0.01 * (asked ? asked : 1) ||
-                        steps[n].rps < 0.9 * rate;
+            /* an overloaded server shows in p99 (arrivals wait for a connection or in its queue) */
+            int broke = steps[n].p99 > o.p99_target_ms || steps[n].errors > 0.01 * (asked ? asked : 1);
             if (!broke && steps[n].ips > best) best = steps[n].ips;
             if (broke) {
                 fprintf(stderr, "sluice-bench: the target broke at %.1f requests/s offered (p99 %.1f ms, %ld errors, "
