@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/config.h"
@@ -576,4 +577,29 @@ Test(serve, sigterm_with_work_in_flight_loses_nothing, .timeout = 120) {
         cr_assert_eq(reqs[i].status, 200, "request %d answered %d across SIGTERM", i, reqs[i].status);
     }
     cr_assert_eq(status, 0, "sluice serve exited %d after SIGTERM", status);
+}
+
+/* ---------------------------------------------------------------- CLI */
+
+Test(serve, cli_help_and_bad_flags) {
+    const char *bin = getenv("SLUICE_BIN");
+    if (!bin || !*bin) bin = "bin/sluice";
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "%s serve --help", bin);
+    FILE *f = popen(cmd, "r");
+    cr_assert(f);
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    int st = pclose(f);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "serve --help exited %d", st);
+    const char *flags[] = {"--port", "--models", "--device", "--gpu-memory-budget", "--host-memory-budget",
+                           "--max-batch-seqs", "--max-queue-delay-ms", "--redis", "--queue", "SLUICE_"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) cr_assert(strstr(buf, flags[i]), "--help lacks %s", flags[i]);
+    snprintf(cmd, sizeof cmd, "%s serve --no-such-flag 1 2>/dev/null", bin);
+    st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "a bad flag exited %d, want 2", st);
+    snprintf(cmd, sizeof cmd, "SLUICE_MAX_BATCH_SEQS=many %s serve 2>/dev/null", bin);
+    st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "a bad SLUICE_ variable exited %d, want 2", st);
 }
