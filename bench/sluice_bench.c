@@ -744,6 +744,7 @@ static void hconn_send_some(hrun_t *h, hconn_t *c) {
         if (k <= 0) {
             if (c->reused && !c->resent) { /* the server closed an idle keep-alive connection: resend */
                 c->resent = 1;
+                c->req_off = 0;
                 hconn_close(h, c);
                 if (hconn_connect(h, c) == 0) return;
             }
