@@ -25,6 +25,8 @@ done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); AOF: $APPENDONLY; load average: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "== redis-benchmark -t set,get -q -n 200000 (50 clients, no pipelining)"
 redis-benchmark -p "$PORT" -t set,get -q -n 200000 | tr '\r' '\n' | grep 'requests per second'
+echo "== redis-benchmark -t set -P 64 (pipelined: what one Redis core executes)"
+redis-benchmark -p "$PORT" -t set -q -n 1000000 -P 64 | tr '\r' '\n' | grep 'requests per second'
 # utime + stime of the server, in clock ticks
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
 PREFILL=${PREFILL:+--prefill}
