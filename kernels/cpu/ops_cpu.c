@@ -7,6 +7,7 @@
  * while its output is still in cache).
  */
 #include <cblas.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +116,11 @@ static int cpu_sync(ops_t *ops) {
     return OPS_OK;
 }
 
+/* The cores this process may run on: its affinity mask (taskset, a cgroup
+ * cpuset) when there is one, which can be fewer than the machine's. */
 static long cpu_cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? n : 1;
 }
