@@ -31,6 +31,10 @@
  *   its tasks leased to nobody: the reaper hands them out again after the
  *   lease deadline. Errors are values: a negative QUEUE_E* code and a message
  *   from queue_last_error(conn).
+ *
+ * Process-wide side effect: queue_connect sets SIGPIPE to SIG_IGN if it was
+ *   at its default, so a write to a socket Redis closed is an error value,
+ *   not the death of the process.
  */
 #ifndef SLUICE_QUEUE_H
 #define SLUICE_QUEUE_H
@@ -120,9 +124,11 @@ enum { QUEUE_ENQ_NEW = 0, QUEUE_ENQ_DEDUPED = 1 };
  * QUEUE_EBUSY when the queue is full: nothing is stored. */
 int queue_enqueue(queue_conn_t *c, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome);
 
-/* Enqueue n tasks in one round trip. status[i]: QUEUE_ENQ_NEW,
+/* Enqueue n tasks in one round trip per 512. status[i]: QUEUE_ENQ_NEW,
  * QUEUE_ENQ_DEDUPED or QUEUE_EBUSY; ids[i] as for queue_enqueue. Returns 0
- * when the call went through (check status), negative when it did not. */
+ * when every call went through (check status), negative when one did not:
+ * then the 512-task chunks before it are stored (their status is filled)
+ * and none after it. */
 int queue_enqueue_many(queue_conn_t *c, const queue_task_t *tasks, size_t n,
                        char (*ids)[QUEUE_ID_MAX], int *status);
 
