@@ -90,9 +90,17 @@ $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/libsluice.a: $(LIB_OBJ) $(CU_OBJ)
+# The archives remember whether they hold the CUDA backend: switching CUDA=0/1
+# in one build folder must rebuild them, not link the other kind.
+CONFIG_STAMP := $(BUILD)/.config-cuda$(CUDA)
+$(CONFIG_STAMP):
+	@mkdir -p $(BUILD)
+	@rm -f $(BUILD)/.config-cuda*
+	@touch $@
+
+$(BUILD)/libsluice.a: $(LIB_OBJ) $(CU_OBJ) $(CONFIG_STAMP)
 	@rm -f $@
-	ar rcs $@ $^
+	ar rcs $@ $(filter %.o,$^)
 
 $(BIN)/sluice: $(BUILD)/api/main.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
@@ -102,9 +110,9 @@ $(BIN)/sluice-bench: $(BUILD)/bench/sluice_bench.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/libsluice-core.a: $(CORE_OBJ) $(CU_OBJ)
+$(BUILD)/libsluice-core.a: $(CORE_OBJ) $(CU_OBJ) $(CONFIG_STAMP)
 	@rm -f $@
-	ar rcs $@ $^
+	ar rcs $@ $(filter %.o,$^)
 
 # bench/gpu_bench.c: end-to-end parity across backends and the timed runs of bench/gpu-check.sh
 $(BIN)/gpu-bench: $(BUILD)/bench/gpu_bench.o $(BUILD)/libsluice-core.a
