@@ -93,6 +93,9 @@ static int enqueue_chunk(queue_conn_t *c, const queue_task_t *tasks, size_t n, c
     queue_args_init(&a);
     queue_args_int(&a, c->cfg.max_length);
     queue_args_int(&a, c->cfg.dedup_ttl_ms);
+    /* the marker must outlive every resend of this call: they all happen
+     * within one reconnect window */
+    queue_args_int(&a, 2 * ((int64_t)c->cfg.reconnect_ms + c->cfg.command_timeout_ms) + 60000);
     for (size_t i = 0; i < n; i++) {
         const queue_task_t *t = &tasks[i];
         new_id(ids[i]);

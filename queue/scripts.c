@@ -20,7 +20,7 @@
  *   {q}:stats      hash  counters
  *   {q}:seq, {q}:token   counters (FIFO order, fencing tokens)
  *   {q}:reaper     string guard: one reap sweep per interval
- *   {q}:b:<id>     string marker of an applied enqueue call (its first id), 10 min
+ *   {q}:b:<id>     string marker of an applied enqueue call of several tasks (its first id)
  *   {q}:events     pub/sub channel: "id state" lines when tasks end
  * Task hash fields: payload sig prio score state attempts maxatt enq deadline
  *   dedup token worker finished error dead_at due cancel
@@ -135,20 +135,26 @@ const char queue_script_prelude[] =
     "  if deadline > 0 then redis.call('ZADD', P .. 'deadlines', deadline, id) end\n"
     "end\n";
 
-/* enqueue. ARGV: maxlen (waiting tasks; 0 unbounded), dedup_ttl_ms, then 8 per
- * task: id payload priority delay_ms ttl_ms max_attempts dedup_key sig.
- * Returns per task: code, id (0 new; 1 deduplicated, id is the existing
- * task; 2 BUSY, refused).
+/* enqueue. ARGV: maxlen (waiting tasks; 0 unbounded), dedup_ttl_ms,
+ * marker_ttl_ms, then 8 per task: id payload priority delay_ms ttl_ms
+ * max_attempts dedup_key sig. Returns per task: code, id (0 new; 1
+ * deduplicated, id is the existing task; 2 BUSY, refused).
  * A call resent after a lost reply must not store its tasks twice. The
- * script is atomic, so the call was applied whole or not at all: it leaves a
- * marker {q}:b:<first id> (10 min), and a call that finds it only reports
- * what the first one did. One check per call, not one per task. */
+ * script is atomic, so the call was applied whole or not at all. A call of
+ * several tasks leaves a marker {q}:b:<first id> for marker_ttl_ms (longer
+ * than the client ever resends), and a call that finds it only reports what
+ * the first one did: one check per call, not one per task. A one-task call
+ * needs no marker: its task's own key tells. */
 static const char script_enqueue[] =
     "local maxlen = num(ARGV[1])\n"
-    "local out = {}\n"
-    "local marker = P .. 'b:' .. ARGV[3]\n"
-    "if redis.call('SET', marker, 1, 'NX', 'PX', 600000) == false then\n"
-    "  for i = 3, #ARGV, 8 do\n"
+    "local out, replay = {}, false\n"
+    "if #ARGV == 3 + 8 then\n"
+    "  replay = redis.call('EXISTS', P .. 't:' .. ARGV[4]) == 1\n"
+    "else\n"
+    "  replay = redis.call('SET', P .. 'b:' .. ARGV[4], '1', 'NX', 'PX', ARGV[3]) == false\n"
+    "end\n"
+    "if replay then\n"
+    "  for i = 4, #ARGV, 8 do\n"
     "    local existing = ARGV[i + 6] ~= '' and redis.call('GET', P .. 'dd:' .. ARGV[i + 6])\n"
     "    if redis.call('EXISTS', P .. 't:' .. ARGV[i]) == 1 then\n"
     "      out[#out + 1] = 0; out[#out + 1] = ARGV[i]\n"
@@ -165,9 +171,9 @@ static const char script_enqueue[] =
     "local waiting = -1\n"
     "local added, deduped, rejected = 0, 0, 0\n"
     "local ready, delayed = {}, {}\n"
-    "local ntasks = (#ARGV - 2) / 8\n"
+    "local ntasks = (#ARGV - 3) / 8\n"
     "local seq = redis.call('INCRBY', P .. 'seq', ntasks) - ntasks\n"
-    "for i = 3, #ARGV, 8 do\n"
+    "for i = 4, #ARGV, 8 do\n"
     "  local id, prio, delay, ttl, dkey = ARGV[i], num(ARGV[i + 2]), num(ARGV[i + 3]), num(ARGV[i + 4]), ARGV[i + 6]\n"
     "  local tk = P .. 't:' .. id\n"
     "  local existing = false\n"

@@ -676,7 +676,7 @@ Test(queue, resent_enqueue_stores_nothing_twice) {
     cr_assert_not_null(text);
     strcpy(text, queue_script_prelude);
     strcat(text, queue_script_body[QS_ENQUEUE]);
-    const char *argv[] = {"EVAL", text, "1", "{tq}:", "0", "60000",
+    const char *argv[] = {"EVAL", text, "1", "{tq}:", "0", "60000", "60000",
                           "id-a", "pa", "1", "0", "0", "3", "", "",
                           "id-b", "pb", "1", "0", "0", "3", "dk", "",
                           "id-c", "pc", "1", "0", "0", "3", "dk", ""};
@@ -684,7 +684,7 @@ Test(queue, resent_enqueue_stores_nothing_twice) {
     redisContext *rc = redisConnectWithTimeout("127.0.0.1", srv.port, tv);
     cr_assert(rc && !rc->err);
     for (int round = 0; round < 2; round++) {
-        redisReply *r = redisCommandArgv(rc, 30, argv, NULL);
+        redisReply *r = redisCommandArgv(rc, 31, argv, NULL);
         cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 6, "round %d: %s", round,
                   r && r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
         cr_expect_eq(r->element[0]->integer, 0);
@@ -694,11 +694,19 @@ Test(queue, resent_enqueue_stores_nothing_twice) {
         cr_expect_str_eq(r->element[5]->str, "id-b");
         freeReplyObject(r);
     }
+    /* a one-task call is recognised by its task key */
+    const char *one[] = {"EVAL", text, "1", "{tq}:", "0", "60000", "60000", "id-d", "pd", "1", "0", "0", "3", "", ""};
+    for (int round = 0; round < 2; round++) {
+        redisReply *r = redisCommandArgv(rc, 15, one, NULL);
+        cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        cr_expect_eq(r->element[0]->integer, 0);
+        freeReplyObject(r);
+    }
     redisFree(rc);
     free(text);
     queue_stats_t s = stats_of(c);
-    cr_expect_eq(s.ready, 2);
-    cr_expect_eq(s.enqueued, 2);
+    cr_expect_eq(s.ready, 3);
+    cr_expect_eq(s.enqueued, 3);
     cr_expect_eq(s.deduped, 1);
     queue_close(c);
 }
