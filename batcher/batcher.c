@@ -73,6 +73,8 @@ struct batcher {
     pthread_t dispatch_thr;
     pthread_t *worker_thr; /* (n_workers) */
     int workers_started, dispatch_started;
+    batcher_batch_fn batch_hook;
+    void *batch_hook_user;
 };
 
 /* ---------------------------------------------------------------- ops */
@@ -465,6 +467,12 @@ static void complete_batch(batcher_t *b, batch_t *bt, int rc, const char *err, d
     hist_add(b->st.batch_seqs_hist, bt->n_seqs, 1);
     hist_add(b->st.batch_tokens_hist, bt->n_tokens, 16);
     if (bt->n_seqs > b->st.max_batch_seqs_seen) b->st.max_batch_seqs_seen = bt->n_seqs;
+    if (b->batch_hook && bt->n_spans > 0) {
+        batcher_batch_info_t bi = {b->st.batches, bt->model, bt->op, bt->n_spans, bt->n_seqs, bt->n_tokens, dt,
+                                   bt->pack_s, rc != 0, bt->spans[0].item->request_id,
+                                   bt->spans[0].item->traceparent};
+        b->batch_hook(&bi, b->batch_hook_user);
+    }
     int seq = 0;
     for (int i = 0; i < bt->n_spans; i++) {
         batch_span_t *sp = &bt->spans[i];
@@ -478,6 +486,7 @@ static void complete_batch(batcher_t *b, batch_t *bt, int rc, const char *err, d
         }
         it->compute_s += dt;
         it->batches++;
+        it->batch_id = b->st.batches;
         b->st.item_compute_s += dt;
         it->seqs_done += sp->n;
         seq += sp->n;
@@ -748,6 +757,7 @@ int batcher_submit(batcher_t *b, batcher_item_t *it, char *err, size_t errlen) {
     it->t_start_ns = it->t_end_ns = 0;
     it->compute_s = 0;
     it->batches = 0;
+    it->batch_id = 0;
     it->next_seq = it->seqs_done = 0;
     it->cancelled = 0;
     it->bytes = bytes;
@@ -857,6 +867,13 @@ static int request_model_change(batcher_t *b, int model, int load) {
 
 int batcher_request_load(batcher_t *b, int model) { return request_model_change(b, model, 1); }
 int batcher_request_unload(batcher_t *b, int model) { return request_model_change(b, model, 0); }
+
+void batcher_set_batch_hook(batcher_t *b, batcher_batch_fn fn, void *user) {
+    pthread_mutex_lock(&b->mu);
+    b->batch_hook = fn;
+    b->batch_hook_user = user;
+    pthread_mutex_unlock(&b->mu);
+}
 
 void batcher_stats(batcher_t *b, batcher_stats_t *out) {
     pthread_mutex_lock(&b->mu);

@@ -42,6 +42,7 @@
 #include "engine/registry.h"
 
 #define BATCHER_RID_MAX 64 /* request id bytes incl. NUL */
+#define BATCHER_TRACE_MAX 56 /* W3C traceparent (55 chars) incl. NUL */
 
 /* Ops: each has a handler in batcher.c's table (name, result size, run). */
 typedef enum { BATCHER_OP_EMBED = 0, BATCHER_OP_EXPAND = 1, BATCHER_OP_COUNT } batcher_op_t;
@@ -75,6 +76,7 @@ struct batcher_item {
     int priority;                   /* higher runs first */
     int64_t deadline_ns;            /* CLOCK_MONOTONIC ns (batcher_now_ns); 0 = none */
     char request_id[BATCHER_RID_MAX];
+    char traceparent[BATCHER_TRACE_MAX]; /* W3C traceparent or "": carried for the logs */
     int n_seqs;                     /* >= 1 */
     const int32_t *ids;             /* (seq_off[n_seqs]) token ids, sequences end to end */
     const int32_t *seq_off;         /* (n_seqs+1), seq_off[0] = 0; each sequence 1..max_seq_len */
@@ -90,6 +92,7 @@ struct batcher_item {
     int64_t t_submit_ns, t_start_ns, t_end_ns; /* submit, first compute start, completion */
     double compute_s;               /* seconds of the batches it rode in */
     int batches;                    /* how many batches carried it */
+    uint64_t batch_id;              /* the last batch that carried it (1, 2, ...; 0: none) */
 
     /* ---- private to the batcher ---- */
     batcher_item_t *prev, *next;
@@ -178,6 +181,21 @@ int batcher_request_load(batcher_t *b, int model);
 int batcher_request_unload(batcher_t *b, int model);
 
 void batcher_stats(batcher_t *b, batcher_stats_t *out);
+
+/* One finished micro-batch, for metrics and logs. */
+typedef struct {
+    uint64_t batch_id;        /* 1, 2, ... in order of completion */
+    int model;
+    batcher_op_t op;
+    int n_items, n_seqs, n_tokens;
+    double compute_s, pack_s;
+    int failed;
+    const char *first_request_id, *first_traceparent; /* of its first item */
+} batcher_batch_info_t;
+typedef void (*batcher_batch_fn)(const batcher_batch_info_t *info, void *user);
+/* Called on the worker after every batch, with the batcher's lock held: it
+ * must be quick and must not call the batcher. Set it before work arrives. */
+void batcher_set_batch_hook(batcher_t *b, batcher_batch_fn fn, void *user);
 
 const char *batcher_op_name(batcher_op_t op);
 int batcher_op_parse(const char *name, batcher_op_t *op); /* 0 or BATCHER_EINVAL */
