@@ -12,5 +12,6 @@ int cli_tokenize(int argc, char **argv);
 int cli_queue(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_expand(int argc, char **argv);
+int cli_keys(int argc, char **argv);
 
 #endif

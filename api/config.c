@@ -31,6 +31,14 @@ static const opt_t options[] = {
     {"max_inputs", I(max_inputs), "inputs per request at most (413 above)"},
     {"request_timeout_ms", I(request_timeout_ms), "default deadline of an HTTP request (408 after)"},
     {"port_file", S(port_file), "write the bound port to this file once listening"},
+    {"max_json_depth", I(max_json_depth), "deepest nesting of arrays/objects in a request body (400 above)"},
+    {"key_file", S(key_file), "API keys file (sluice keys add); without it: no auth and loopback only"},
+    {"auth_probes", B(auth_probes), "/healthz, /readyz and /metrics need a key too"},
+    {"rate_limit_rps", I(rate_limit_rps), "requests per second per key (0: no limit; the key file may override)"},
+    {"rate_limit_tokens_per_s", I(rate_limit_tokens_per_s), "input tokens per second per key (0: no limit)"},
+    {"cache_ttl_ms", I(cache_ttl_ms), "embeddings result cache: how long an answer is reused (0: off)"},
+    {"cache_max_entries", I(cache_max_entries), "result cache: answers kept at most"},
+    {"cache_max_bytes", Z(cache_max_bytes), "result cache: bytes kept at most"},
     {"models", S(models), "folder of model folders (each with a config.json)"},
     {"preload", S(preload), "models to load at start, comma-separated, or 'all' (others load on first use)"},
     {"device", S(device), "auto | cpu | cuda"},
@@ -63,6 +71,9 @@ void api_config_defaults(api_config_t *c) {
     c->max_body_bytes = 2u << 20;
     c->max_inputs = 2048;
     c->request_timeout_ms = 30000;
+    c->max_json_depth = 32;
+    c->cache_max_entries = 10000;
+    c->cache_max_bytes = (size_t)64 << 20;
     snprintf(c->models, sizeof c->models, "models");
     snprintf(c->device, sizeof c->device, "auto");
     c->workspace_tokens = 16384;

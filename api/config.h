@@ -24,6 +24,15 @@ typedef struct {
     int max_inputs;           /* inputs per request */
     int request_timeout_ms;   /* default deadline of an HTTP request */
     char port_file[512];      /* write the bound port here once listening */
+    int max_json_depth;       /* nesting of arrays/objects in a body (400 above) */
+    /* keys, rate limits, cache (api/ctl.h) */
+    char key_file[512];       /* API keys (sha256 hashes); "": no auth, loopback only */
+    int auth_probes;          /* /healthz, /readyz, /metrics need a key too */
+    int rate_limit_rps;       /* per key, requests/s (0: none); the key file may override */
+    int rate_limit_tokens_per_s; /* per key, input tokens/s (0: none) */
+    int cache_ttl_ms;         /* result cache TTL (0: cache off) */
+    int cache_max_entries;
+    size_t cache_max_bytes;
     /* models and device */
     char models[512];
     char preload[512];        /* comma-separated model names, or "all" */

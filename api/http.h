@@ -39,6 +39,13 @@ struct api_req {
     int responded;           /* a response was queued */
     int status;              /* the status answered */
     char model_name[REGISTRY_NAME_MAX]; /* for the log line */
+    /* control plane (api/ctl.h) */
+    char traceparent[BATCHER_TRACE_MAX]; /* W3C traceparent received (valid), or "" */
+    int key;                 /* index of the API key used; -1: none */
+    int retry_after_s;       /* Retry-After of a 429/503; 0: 1 s */
+    uint64_t batch_id;       /* the last batch that computed it; 0: none */
+    unsigned char cache_key[32];
+    int cache_on, cache_hit;
     /* asynchronous work */
     pthread_mutex_t mu;
     int async, woken, suspended;

@@ -15,6 +15,7 @@ static const command_t commands[] = {
     {"queue", cli_queue, "Redis task queue: enqueue, get, cancel, stats, dlq"},
     {"serve", cli_serve, "serve embeddings over HTTP and Redis queues"},
     {"expand", cli_expand, "nearest terms of each term by embedding similarity"},
+    {"keys", cli_keys, "API keys: add one (its hash goes to the key file)"},
 };
 
 static void usage(FILE *out) {

@@ -19,8 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/ctl.h"
 #include "api/http.h"
 #include "api/log.h"
+#include "api/metrics.h"
 #include "api/server.h"
 #include "api/tasks.h"
 
@@ -29,6 +31,7 @@ struct api_serve {
     registry_t *reg;
     batcher_t *bat;
     api_tasks_t *tasks;
+    api_ctl_t *ctl;      /* keys, rate limits, cache, route metrics (api/ctl.h) */
     struct MHD_Daemon *mhd;
     int port;
     atomic_int stopping;
@@ -46,6 +49,7 @@ struct api_serve {
 const api_config_t *api_srv_config(api_serve_t *s) { return &s->cfg; }
 registry_t *api_srv_registry(api_serve_t *s) { return s->reg; }
 batcher_t *api_srv_batcher(api_serve_t *s) { return s->bat; }
+api_ctl_t *api_srv_ctl(api_serve_t *s) { return s ? s->ctl : NULL; }
 
 void api_srv_note_embed(api_serve_t *s, double request_s, double compute_s) {
     pthread_mutex_lock(&s->mu);
@@ -97,7 +101,12 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
     }
     MHD_add_response_header(resp, "Content-Type", content_type);
     MHD_add_response_header(resp, "X-Request-ID", r->request_id);
-    if (status == 429 || status == 503) MHD_add_response_header(resp, "Retry-After", "1");
+    if (status == 429 || status == 503) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", r->retry_after_s > 0 ? r->retry_after_s : 1);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+    if (r->cache_hit) MHD_add_response_header(resp, "X-Cache", "hit");
     if (atomic_load(&s->stopping)) MHD_add_response_header(resp, "Connection", "close");
     MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
@@ -110,14 +119,18 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
     if (status == 429) s->st.rejected_busy++;
     s->st.request_s += dur;
     pthread_mutex_unlock(&s->mu);
+    api_ctl_note_response(r, status, dur);
     /* probes are polled often: their lines only at debug */
     int probe = !strcmp(r->path, "/healthz") || !strcmp(r->path, "/readyz") || !strcmp(r->path, "/metrics");
     api_log_level_t lvl = probe ? API_LOG_DEBUG : status >= 500 ? API_LOG_WARN : API_LOG_INFO;
-    if (lvl >= api_log_level())
-        api_log(lvl, "request",
-                json_pack("{s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method,
-                          "path", r->path, "status", (int)status, "duration_s", dur, "model",
-                          r->model_name));
+    if (lvl >= api_log_level()) {
+        json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method,
+                              "path", r->path, "status", (int)status, "duration_s", dur, "model", r->model_name);
+        if (r->traceparent[0]) json_object_set_new(f, "traceparent", json_string(r->traceparent));
+        if (r->batch_id) json_object_set_new(f, "batch_id", json_integer((json_int_t)r->batch_id));
+        if (r->cache_hit) json_object_set_new(f, "cache", json_string("hit"));
+        api_log(lvl, "request", f);
+    }
     return API_DONE;
 }
 
@@ -285,6 +298,7 @@ static int route_metrics(api_req_t *r) {
     P("# TYPE sluice_memory_budget_bytes gauge\nsluice_memory_budget_bytes{device=\"%s\"} %zu\n", registry_device_name(s->reg), registry_budget(s->reg));
 #undef P
     if (n >= cap) n = cap - 1;
+    api_metrics_append(s, api_ctl_metrics(s->ctl), &t, &n, &cap);
     return api_respond_raw(r, 200, t, n, "text/plain; version=0.0.4");
 }
 
@@ -293,6 +307,7 @@ static int route_metrics(api_req_t *r) {
 static int route(api_req_t *r) {
     const char *p = r->path, *m = r->method;
     int get = !strcmp(m, "GET"), post = !strcmp(m, "POST"), del = !strcmp(m, "DELETE");
+    if (api_ctl_gate(r)) return API_DONE; /* 401, 403, 429, 400 (api/ctl.h) */
     if (!strcmp(p, "/healthz")) return get ? route_healthz(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use GET");
     if (!strcmp(p, "/readyz")) return get ? route_readyz(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use GET");
     if (!strcmp(p, "/metrics")) return get ? route_metrics(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use GET");
@@ -304,6 +319,8 @@ static int route(api_req_t *r) {
         return post ? api_route_expand(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use POST");
     if (!strcmp(p, "/v1/tasks"))
         return post ? api_route_tasks_post(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use POST");
+    if (!strcmp(p, "/v1/models") || !strncmp(p, "/v1/models/", 11) || !strncmp(p, "/v1/admin/", 10))
+        return api_route_control(r);
     if (!strncmp(p, "/v1/tasks/", 10) && p[10] && !strchr(p + 10, '/')) {
         if (get) return api_route_tasks_get(r, p + 10);
         if (del) return api_route_tasks_delete(r, p + 10);
@@ -335,6 +352,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
         set_request_id(s, r);
+        r->key = -1;
+        api_ctl_accept_trace(r);
         *con_cls = r;
         pthread_mutex_lock(&s->mu);
         s->st.open_requests++;
@@ -490,6 +509,7 @@ int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_
         api_log(API_LOG_INFO, registry_device_note(s->reg), NULL);
     if (registry_count(s->reg) == 0)
         api_log(API_LOG_WARN, "no models found", json_pack("{s:s}", "models", cfg->models));
+    if (api_ctl_create(cfg, registry_count(s->reg), &s->ctl, err, errlen)) goto fail;
 
     batcher_limits_t lim = {
         .max_batch_seqs = cfg->max_batch_seqs,
@@ -499,6 +519,7 @@ int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_
         .max_pending_bytes = cfg->max_pending_bytes,
     };
     if (batcher_create(s->reg, &lim, &s->bat, err, errlen)) goto fail;
+    api_ctl_attach(s->ctl, s->bat);
     preload_models(s);
 
     if (cfg->redis[0] && strcmp(cfg->redis, "none") && strcmp(cfg->redis, "off")) {
@@ -560,6 +581,7 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
     s->shut_down = 1;
     int64_t t0 = batcher_now_ns();
     atomic_store(&s->stopping, 1);
+    api_ctl_stop_watchers(); /* control requests waiting on a load or drain answer 503 */
     api_log(API_LOG_INFO, "shutting down", json_pack("{s:i}", "drain_timeout_ms", drain_timeout_ms));
     if (s->mhd) {
         MHD_socket ls = MHD_quiesce_daemon(s->mhd); /* no new connections */
@@ -607,6 +629,7 @@ void api_serve_destroy(api_serve_t *s) {
     if (!s) return;
     api_serve_shutdown(s, 0);
     registry_destroy(s->reg);
+    api_ctl_destroy(s->ctl);
     pthread_cond_destroy(&s->quiet);
     pthread_mutex_destroy(&s->mu);
     free(s);

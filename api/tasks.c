@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/ctl.h"
 #include "api/embed_job.h"
 #include "api/expand_job.h"
 #include "api/http.h"
@@ -96,6 +97,7 @@ struct api_tasks {
     pthread_cond_t wcv;
     waiter_t *waiters;
     int wstop;
+    atomic_ullong redis_reconnects, redis_errors; /* for /metrics */
 };
 
 static void sleep_ms(int ms) {
@@ -131,8 +133,10 @@ static queue_conn_t *connect_retry(task_queue_t *q, atomic_int *up, atomic_int *
         queue_conn_t *c = queue_connect(&q->qc, err, sizeof err);
         if (c) {
             atomic_store(up, 1);
-            if (logged)
+            if (logged) {
+                atomic_fetch_add(&q->t->redis_reconnects, 1);
                 api_log(API_LOG_INFO, "redis reconnected", json_pack("{s:s,s:s}", "queue", q->name, "thread", who));
+            }
             return c;
         }
         atomic_store(up, 0);
@@ -146,6 +150,7 @@ static queue_conn_t *connect_retry(task_queue_t *q, atomic_int *up, atomic_int *
 }
 
 static void conn_broken(queue_conn_t **c, atomic_int *up, task_queue_t *q, const char *who) {
+    atomic_fetch_add(&q->t->redis_errors, 1);
     api_log(API_LOG_WARN, "redis call failed",
             json_pack("{s:s,s:s,s:s}", "queue", q->name, "thread", who, "error", queue_last_error(*c)));
     queue_close(*c);
@@ -252,6 +257,8 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
         if (left <= 0) it->deadline_ns = batcher_now_ns(); /* expires at once, without compute */
     }
     snprintf(it->request_id, sizeof it->request_id, "%s", p.request_id ? p.request_id : k->id);
+    if (p.traceparent && api_traceparent_valid(p.traceparent))
+        snprintf(it->traceparent, sizeof it->traceparent, "%s", p.traceparent);
     queue_payload_clear(&p);
     it->done = task_done;
     it->user = k;
@@ -393,6 +400,26 @@ static void wake_waiters(api_tasks_t *t) {
     pthread_mutex_unlock(&t->wmu);
 }
 
+/* One line per finished task: what became of it, with its ids and times. */
+static void log_task(task_queue_t *q, task_t *k, batcher_item_t *it) {
+    if (api_log_level() > API_LOG_INFO) return;
+    json_t *f = json_pack("{s:s,s:s}", "queue", q->name, "task", k->id);
+    if (it) {
+        json_object_set_new(f, "request_id", json_string(it->request_id));
+        if (it->traceparent[0]) json_object_set_new(f, "traceparent", json_string(it->traceparent));
+        json_object_set_new(f, "model", json_string(k->job->model_name));
+        json_object_set_new(f, "outcome", json_string(k->lost ? "lost" : k->release ? "released"
+                                                                  : batcher_outcome_name(it->outcome)));
+        if (it->batch_id) json_object_set_new(f, "batch_id", json_integer((json_int_t)it->batch_id));
+        if (it->t_start_ns) json_object_set_new(f, "queue_wait_s", json_real((it->t_start_ns - it->t_submit_ns) * 1e-9));
+        json_object_set_new(f, "compute_s", json_real(it->compute_s));
+    } else {
+        json_object_set_new(f, "outcome", json_string("refused"));
+        json_object_set_new(f, "status", json_integer(k->refuse_status));
+    }
+    api_log(API_LOG_INFO, "task", f);
+}
+
 /* Settle a list of finished tasks: acks in one round trip, then fails and
  * hand-backs. Returns the tasks it could not settle (Redis down). */
 static task_t *settle(task_queue_t *q, queue_conn_t *c, task_t *list, int *broken) {
@@ -422,6 +449,7 @@ static task_t *settle(task_queue_t *q, queue_conn_t *c, task_t *list, int *broke
             continue;
         }
         batcher_item_t *it = k->job ? &k->job->item : NULL;
+        log_task(q, k, it);
         if (k->lost) {
             what = "lost"; /* someone else holds it now: nothing to do */
         } else if (k->release || (it && (it->outcome == BATCHER_DONE_SHUTDOWN || it->outcome == BATCHER_DONE_EXPIRED))) {
@@ -654,6 +682,7 @@ int api_route_tasks_post(api_req_t *r) {
         return api_respond_error(r, e.status, e.code, e.param, "%s", e.message);
     }
     snprintf(r->model_name, sizeof r->model_name, "%s", j->model_name);
+    api_ctl_charge_tokens(r, j->prompt_tokens);
     /* inputs: the op's options that travel with the task */
     json_t *inputs = json_object();
     const char *keep[] = {"input", "encoding_format", "dimensions", "truncate", "terms", "k", "min_score",
@@ -664,7 +693,7 @@ int api_route_tasks_post(api_req_t *r) {
     json_decref(inputs);
     char err[512];
     char *payload = inputs_json ? queue_payload_build(j->model_name, op, inputs_json, r->request_id,
-                                                      MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "traceparent"),
+                                                      r->traceparent[0] ? r->traceparent : NULL,
                                                       err, sizeof err)
                                 : NULL;
     api_embed_job_free(j);
@@ -957,4 +986,27 @@ int api_tasks_up(api_tasks_t *t) {
     for (int i = 0; i < t->n; i++)
         if (!atomic_load(&t->queues[i].intake_up) || !atomic_load(&t->queues[i].completion_up)) return 0;
     return 1;
+}
+
+void api_tasks_redis_counters(api_tasks_t *t, uint64_t *reconnects, uint64_t *errors) {
+    *reconnects = atomic_load(&t->redis_reconnects);
+    *errors = atomic_load(&t->redis_errors);
+}
+
+int api_tasks_queue_count(api_tasks_t *t) { return t ? t->n : 0; }
+
+int api_tasks_queue_stats(api_tasks_t *t, int i, char *name, queue_stats_t *out) {
+    if (!t || i < 0 || i >= t->n) return -1;
+    task_queue_t *q = &t->queues[i];
+    snprintf(name, QUEUE_NAME_MAX, "%s", q->name);
+    char err[512];
+    queue_conn_t *c = pool_get(t, q, err, sizeof err);
+    if (!c) {
+        atomic_fetch_add(&t->redis_errors, 1);
+        return -1;
+    }
+    int rc = queue_stats(c, out);
+    if (rc) atomic_fetch_add(&t->redis_errors, 1);
+    pool_put(t, q, c, rc);
+    return rc ? -1 : 0;
 }
