@@ -74,7 +74,7 @@ int api_ctl_create(const api_config_t *cfg, int n_models, api_ctl_t **out, char 
         api_log(API_LOG_INFO, "API keys loaded",
                 json_pack("{s:s,s:i,s:b}", "key_file", cfg->key_file, "keys", nk, "probes_need_key", cfg->auth_probes));
     else
-        api_log(API_LOG_WARN, "no key file: authentication is off, so the server listens on loopback only",
+        api_log(API_LOG_INFO, "no key file: authentication is off, so the server listens on loopback only",
                 json_pack("{s:s}", "host", cfg->host));
     *out = c;
     return 0;
