@@ -8,6 +8,7 @@
 #   bench/sluice_bench.c                          -> bin/sluice-bench
 #   bench/NAME.c (any other)                      -> bin/bench-NAME (make bench)
 #   tests/test_*.c (+ tests/support*.c)           -> build/tests/test_* (Criterion)
+#   tests/fuzz/fuzz_request.c (clang, libFuzzer)  -> build/fuzz/fuzz_request (make fuzz)
 #
 # Variables: CUDA=0|1 (default: 1 when nvcc is found), BUILD=dir, SAN=address|leak|...,
 # DEPS_ROOT=dir holding unpacked .deb files (a machine without our packages installed).
@@ -70,7 +71,7 @@ BENCH_BIN := $(if $(wildcard bench/sluice_bench.c),$(BIN)/sluice-bench)
 CORE_OBJ := $(filter-out $(BUILD)/api/% $(BUILD)/queue/% $(BUILD)/batcher/%,$(LIB_OBJ))
 CORE_LDLIBS = -ljansson -lopenblas -lutf8proc -lm -lpthread $(CUDA_LDLIBS)
 
-.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures
+.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz
 all: cuda-note $(BIN)/sluice $(BENCH_BIN)
 
 cuda-note:
@@ -145,6 +146,18 @@ $(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The request-parser fuzz target: the library again with clang, ASan/UBSan and
+# libFuzzer's coverage hooks (skipped, with one line, when clang is missing).
+FUZZ_CC ?= clang
+fuzz:
+	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory BUILD=$(BUILD)/fuzz BIN=$(BUILD)/fuzz/bin CC=$(FUZZ_CC) CUDA=0 OPT=-O1 \
+	        SAN=address,undefined,fuzzer-no-link $(BUILD)/fuzz/fuzz_request; \
+	else echo "sluice: $(FUZZ_CC) not found; no fuzz target"; fi
+
+$(BUILD)/fuzz_request: $(BUILD)/tests/fuzz/fuzz_request.o $(BUILD)/libsluice.a
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
 deps:
 	@sh mk/deps.sh
 
@@ -157,6 +170,7 @@ test: deps model
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
 	    build/asan/tests/test_safetensors build/asan/tests/test_tokenizer build/asan/bin/sluice
+	@$(MAKE) --no-print-directory fuzz
 	@sh tests/run.sh $(BUILD) build/asan $(MODEL_DIR)
 
 # The main job on defaults.

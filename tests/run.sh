@@ -46,6 +46,13 @@ done
 [ -x "$SLUICE_BIN" ] && run_suite "openai-client" sh tests/tools/openai_client_check.sh "$SLUICE_BIN" "$SLUICE_TEST_MODEL" "$BUILD"
 # Every curl example in docs/api.md against a live server (skips without the doc, the binary or redis-server).
 run_suite docs_api bash tests/test_docs_api.sh docs/api.md
+# The request parser under libFuzzer for a bounded time (FUZZ_SECONDS, default 30): no crash,
+# no sanitizer report, no leak. New inputs go to a temp corpus; the seeds stay as they are.
+if [ -x "$BUILD/fuzz/fuzz_request" ]; then
+    mkdir -p "$LOG/corpus"
+    run_suite fuzz-request "$BUILD/fuzz/fuzz_request" -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 \
+        -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 "$LOG/corpus" tests/fuzz/seeds
+fi
 # AddressSanitizer (with LeakSanitizer) over the loader, the tokenizer and the embed path.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 for t in "$ASAN"/tests/test_*; do
