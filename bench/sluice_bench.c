@@ -1602,10 +1602,12 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o, char *err, size_t 
                  BENCH_MAX_CONNS);
         return -1;
     }
+    static char url[512]; /* without trailing slashes: paths are appended */
+    snprintf(url, sizeof url, "%s", o->url);
+    for (size_t l = strlen(url); l > 7 && url[l - 1] == '/';) url[--l] = 0;
+    o->url = url;
     if (!o->metrics_url) {
         snprintf(metrics, sizeof metrics, "%s/metrics", o->url);
-        size_t l = strlen(o->url);
-        if (l && o->url[l - 1] == '/') snprintf(metrics, sizeof metrics, "%smetrics", o->url);
         o->metrics_url = o->mode == MODE_HTTP ? metrics : "";
     } else if (!strcmp(o->metrics_url, "none")) {
         o->metrics_url = "";
