@@ -117,12 +117,14 @@ esac
 
 # 3. offline batches: sluice engine, sentence-transformers, onnxruntime
 echo "== offline, batch $BATCH: bench/cpu_compare.sh $LIMIT $BATCH" >&2
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 sh bench/cpu_compare.sh "$LIMIT" "$BATCH" >"$OUT/offline.txt" 2>"$OUT/offline.err" ||
     note "bench/cpu_compare.sh failed (see $OUT/offline.err)"
+note "offline: load average (1 min) $LOAD0 before, $(cut -d' ' -f1 /proc/loadavg) after, on $(nproc) cores"
 
 echo
-echo "| system | how | sentences/s | p99 ms | sluice / system |"
-echo "| --- | --- | ---: | ---: | ---: |"
+echo "| system | how | sentences/s | p99 ms | sluice / system | load (1 min) |"
+echo "| --- | --- | ---: | ---: | ---: | ---: |"
 python3 - "$OUT" "$BATCH" <<'PY'
 import json, os, sys
 out, batch = sys.argv[1], int(sys.argv[2])
@@ -131,12 +133,12 @@ for name, label in (("sluice", "sluice serve (C, CPU backend)"), ("infinity", "i
     p = os.path.join(out, name + ".json")
     if os.path.exists(p):
         r = json.load(open(p))["runs"][0]
-        served[name] = (label, r["inputs_per_s"], r["latency_ms"]["p99"], r["errors"]["total"])
+        served[name] = (label, r["inputs_per_s"], r["latency_ms"]["p99"], r["errors"]["total"], r.get("loadavg_1m", -1))
 base = served.get("sluice", (None, 0))[1]
-for name, (label, ips, p99, errs) in served.items():
+for name, (label, ips, p99, errs, load) in served.items():
     ratio = f"{base / ips:.2f}x" if ips and base else "n/a"
     how = "HTTP, closed loop" + (f", {errs} errors" if errs else "")
-    print(f"| {label} | {how} | {ips:.1f} | {p99:.1f} | {ratio} |")
+    print(f"| {label} | {how} | {ips:.1f} | {p99:.1f} | {ratio} | {load:.1f} |")
 rows = []
 p = os.path.join(out, "offline.txt")
 if os.path.exists(p):
@@ -146,7 +148,7 @@ ours = next((r["sentences_per_s"] for r in rows if r["system"] == "sluice"), 0)
 for r in sorted(rows, key=lambda r: r["system"] != "sluice"):
     ratio = f"{ours / r['sentences_per_s']:.2f}x" if ours and r["sentences_per_s"] else "n/a"
     label = "sluice engine (C)" if r["system"] == "sluice" else r["system"]
-    print(f"| {label} | offline, batch {batch} | {r['sentences_per_s']:.1f} | n/a | {ratio} |")
+    print(f"| {label} | offline, batch {batch} | {r['sentences_per_s']:.1f} | n/a | {ratio} | see note |")
 PY
 echo
 sed 's/^/note: /' "$NOTES"
