@@ -1671,7 +1671,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "sluice-bench: %s %s, %d texts from %s (mean %.0f chars), %d per request\n",
             o.mode == MODE_HTTP ? "http" : "queue", o.mode == MODE_HTTP ? o.url : o.redis_url, in.n, in.source,
             in.mean_chars, o.inputs_per_request);
-    json_t *doc = report_head(&o, &in), *runs = json_array();
+    json_t *doc = report_head(&o, &in), *runs = json_array(), *cmd = json_array();
+    for (int i = 0; i < argc; i++) json_array_append_new(cmd, json_string(argv[i]));
+    json_object_set_new(doc, "command", cmd);
     int status = 0;
     if (!o.sweep) {
         run_stats_t s;
