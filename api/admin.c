@@ -23,8 +23,6 @@
 #define LOAD_TIMEOUT_MS 120000
 #define FAILED_GRACE_MS 2000 /* a model failed before: how long to wait for the new attempt to show */
 
-static atomic_int watchers_running;
-static atomic_int watchers_stop;
 
 typedef enum { W_LOAD, W_UNLOAD, W_DRAIN } watch_kind_t;
 
@@ -42,9 +40,10 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-void api_ctl_stop_watchers(void) {
-    atomic_store(&watchers_stop, 1);
-    for (int i = 0; i < 5000 && atomic_load(&watchers_running) > 0; i++) sleep_ms(1);
+void api_ctl_stop_watchers(api_ctl_t *c) {
+    if (!c) return;
+    atomic_store(api_ctl_watch_stop(c), 1);
+    for (int i = 0; i < 5000 && atomic_load(api_ctl_watch_running(c)) > 0; i++) sleep_ms(1);
 }
 
 /* ---------------------------------------------------------------- JSON */
@@ -104,12 +103,13 @@ static int watch_done(watch_t *w) {
 static void *watch_main(void *arg) {
     watch_t *w = arg;
     registry_t *reg = api_srv_registry(w->r->srv);
+    api_ctl_t *c = api_srv_ctl(w->r->srv);
     /* a model that failed before shows FAILED until the worker takes the new
      * attempt: wait to see it leave FAILED (or give it a grace period) */
     int64_t start = batcher_now_ns();
     int seen_other = !(w->kind == W_LOAD && registry_state(reg, w->model) == REGISTRY_FAILED);
     for (;;) {
-        if (atomic_load(&watchers_stop)) {
+        if (atomic_load(api_ctl_watch_stop(c))) {
             w->stopped = 1;
             break;
         }
@@ -121,9 +121,8 @@ static void *watch_main(void *arg) {
         }
         sleep_ms(WATCH_POLL_MS);
     }
-    api_req_t *r = w->r;
-    api_req_wake(r);
-    atomic_fetch_sub(&watchers_running, 1);
+    api_req_wake(w->r); /* after this the request (and w) may be gone */
+    atomic_fetch_sub(api_ctl_watch_running(c), 1);
     return NULL;
 }
 
@@ -164,8 +163,10 @@ static int start_watch(api_req_t *r, watch_kind_t kind, int model, int timeout_m
     r->work = w;
     r->cleanup = watch_cleanup;
     r->finish = watch_finish;
-    atomic_store(&watchers_stop, 0);
-    atomic_fetch_add(&watchers_running, 1);
+    api_ctl_t *c = api_srv_ctl(r->srv);
+    if (atomic_load(api_ctl_watch_stop(c)))
+        return api_respond_error(r, 503, "shutting_down", NULL, "server shutting down");
+    atomic_fetch_add(api_ctl_watch_running(c), 1);
     pthread_t th;
     pthread_attr_t at;
     pthread_attr_init(&at);
@@ -173,7 +174,7 @@ static int start_watch(api_req_t *r, watch_kind_t kind, int model, int timeout_m
     int rc = pthread_create(&th, &at, watch_main, w);
     pthread_attr_destroy(&at);
     if (rc) {
-        atomic_fetch_sub(&watchers_running, 1);
+        atomic_fetch_sub(api_ctl_watch_running(c), 1);
         return api_respond_error(r, 503, "out_of_threads", NULL, "cannot start a watcher thread");
     }
     return API_ASYNC;

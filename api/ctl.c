@@ -1,6 +1,7 @@
 /* api/ctl.c - keys, scopes, rate limits, body shape and tracing at the door;
  * the cache and the per-route metrics around the work. */
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,11 @@ struct api_ctl {
     int anon_bucket;
     api_metrics_t *metrics;
     api_cache_t *cache;        /* NULL: off */
+    atomic_int watch_stop, watch_running; /* control watchers (api/admin.c) */
 };
+
+atomic_int *api_ctl_watch_stop(api_ctl_t *c) { return &c->watch_stop; }
+atomic_int *api_ctl_watch_running(api_ctl_t *c) { return &c->watch_running; }
 
 api_metrics_t *api_ctl_metrics(api_ctl_t *c) { return c ? c->metrics : NULL; }
 api_cache_t *api_ctl_cache(api_ctl_t *c) { return c ? c->cache : NULL; }
@@ -207,14 +212,17 @@ int api_ctl_gate(api_req_t *r) {
                    1;
         }
     }
-    if (r->body_len && c->cfg.max_json_depth > 0) {
-        int d = api_json_depth(r->body, r->body_len);
-        if (d > c->cfg.max_json_depth)
-            return api_respond_error(r, 400, "nesting_too_deep", NULL,
-                                     "request body nests %d levels deep; the limit is %d", d, c->cfg.max_json_depth),
-                   1;
-    }
     return 0;
+}
+
+int api_ctl_check_body(api_req_t *r) {
+    api_ctl_t *c = api_srv_ctl(r->srv);
+    if (!c || !r->body_len || c->cfg.max_json_depth <= 0) return 0;
+    int d = api_json_depth(r->body, r->body_len);
+    if (d <= c->cfg.max_json_depth) return 0;
+    api_respond_error(r, 400, "nesting_too_deep", NULL, "request body nests %d levels deep; the limit is %d", d,
+                      c->cfg.max_json_depth);
+    return 1;
 }
 
 void api_ctl_charge_tokens(api_req_t *r, int tokens) {

@@ -51,8 +51,11 @@ int api_traceparent_valid(const char *s);
 int api_json_depth(const char *text, size_t len);
 
 void api_ctl_accept_trace(api_req_t *r);
-/* Auth, scope, rate limit and body shape: 1 when it answered the request. */
+/* Auth, scope and rate limit, as soon as the headers are in (a refused
+ * request's body is never kept): 1 when it answered the request. */
 int api_ctl_gate(api_req_t *r);
+/* The body's shape before any parser sees it (nesting): 1 when it answered. */
+int api_ctl_check_body(api_req_t *r);
 /* Charge an admitted request's input tokens to its key's bucket. */
 void api_ctl_charge_tokens(api_req_t *r, int tokens);
 void api_ctl_note_response(api_req_t *r, unsigned status, double seconds);
@@ -68,6 +71,10 @@ void api_ctl_cache_store(api_req_t *r, const char *body, size_t len);
 int api_route_control(api_req_t *r);
 /* Shutdown: wake every suspended control request (503) and wait for the
  * watcher threads to end (api/server.c, before the batcher goes). */
-void api_ctl_stop_watchers(void);
+void api_ctl_stop_watchers(api_ctl_t *c);
+/* The watchers' shared flags (api/admin.c). */
+#include <stdatomic.h>
+atomic_int *api_ctl_watch_stop(api_ctl_t *c);
+atomic_int *api_ctl_watch_running(api_ctl_t *c);
 
 #endif

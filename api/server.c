@@ -307,7 +307,7 @@ static int route_metrics(api_req_t *r) {
 static int route(api_req_t *r) {
     const char *p = r->path, *m = r->method;
     int get = !strcmp(m, "GET"), post = !strcmp(m, "POST"), del = !strcmp(m, "DELETE");
-    if (api_ctl_gate(r)) return API_DONE; /* 401, 403, 429, 400 (api/ctl.h) */
+    if (api_ctl_check_body(r)) return API_DONE; /* 400 nesting_too_deep (api/ctl.h) */
     if (!strcmp(p, "/healthz")) return get ? route_healthz(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use GET");
     if (!strcmp(p, "/readyz")) return get ? route_readyz(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use GET");
     if (!strcmp(p, "/metrics")) return get ? route_metrics(r) : api_respond_error(r, 405, "method_not_allowed", NULL, "use GET");
@@ -359,6 +359,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         s->st.open_requests++;
         pthread_mutex_unlock(&s->mu);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (api_ctl_gate(r)) return MHD_YES; /* 401, 403, 429 before the body is read (api/ctl.h) */
         if (cl && strtoull(cl, NULL, 10) > s->cfg.max_body_bytes) {
             api_respond_error(r, 413, "body_too_large", NULL, "request body of %s bytes is over the limit of %zu bytes",
                               cl, s->cfg.max_body_bytes);
@@ -581,7 +582,7 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
     s->shut_down = 1;
     int64_t t0 = batcher_now_ns();
     atomic_store(&s->stopping, 1);
-    api_ctl_stop_watchers(); /* control requests waiting on a load or drain answer 503 */
+    api_ctl_stop_watchers(s->ctl); /* control requests waiting on a load or drain answer 503 */
     api_log(API_LOG_INFO, "shutting down", json_pack("{s:i}", "drain_timeout_ms", drain_timeout_ms));
     if (s->mhd) {
         MHD_socket ls = MHD_quiesce_daemon(s->mhd); /* no new connections */

@@ -127,6 +127,13 @@ Test(ctl, keys_scopes_401_403_and_open_probes, .timeout = 60) {
     cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", keys[1], emb, "insufficient_scope"), 403);
     cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", keys[0], emb, NULL), 200);
     cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", keys[2], emb, NULL), 200);
+    /* refused as soon as the headers are in: a large body from a stranger is never kept */
+    char *big = malloc(1 << 20);
+    memset(big, ' ', (1 << 20) - 1);
+    big[(1 << 20) - 1] = '\0';
+    big[0] = '{', big[(1 << 20) - 2] = '}';
+    cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", NULL, big, "missing_api_key"), 401);
+    free(big);
     /* a key differing in its last character is not accepted */
     char near[96];
     snprintf(near, sizeof near, "%s", keys[0]);
@@ -144,10 +151,10 @@ Test(ctl, keys_scopes_401_403_and_open_probes, .timeout = 60) {
     cr_assert_eq(status_of(s.port, "GET", "/healthz", NULL, NULL, NULL), 200);
     cr_assert_eq(status_of(s.port, "GET", "/readyz", NULL, NULL, NULL), 200);
     char *m = scrape(s.port);
-    cr_assert_eq(metric(m, "sluice_auth_rejections_total{reason=\"missing_key\"}"), 2);
+    cr_assert_eq(metric(m, "sluice_auth_rejections_total{reason=\"missing_key\"}"), 3);
     cr_assert_eq(metric(m, "sluice_auth_rejections_total{reason=\"invalid_key\"}"), 2);
     cr_assert_eq(metric(m, "sluice_auth_rejections_total{reason=\"wrong_scope\"}"), 4);
-    cr_assert_eq(metric(m, "sluice_requests_total{route=\"/v1/embeddings\",status=\"401\"}"), 3);
+    cr_assert_eq(metric(m, "sluice_requests_total{route=\"/v1/embeddings\",status=\"401\"}"), 4);
     cr_assert_eq(metric(m, "sluice_requests_total{route=\"/v1/embeddings\",status=\"200\"}"), 2);
     free(m);
     support_server_stop(&s);
