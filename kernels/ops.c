@@ -3,9 +3,11 @@
 #include <string.h>
 #include "kernels/ops.h"
 
-size_t ops_dtype_size(ops_dtype_t dtype) { return dtype == OPS_BF16 ? 2 : 4; }
+size_t ops_dtype_size(ops_dtype_t dtype) { return dtype == OPS_BF16 || dtype == OPS_F16 ? 2 : 4; }
 
-const char *ops_dtype_name(ops_dtype_t dtype) { return dtype == OPS_BF16 ? "bf16" : "fp32"; }
+const char *ops_dtype_name(ops_dtype_t dtype) {
+    return dtype == OPS_BF16 ? "bf16" : dtype == OPS_F16 ? "fp16" : "fp32";
+}
 
 ops_t *ops_create(const char *device, ops_dtype_t cuda_dtype, int cpu_threads, char *err,
                   size_t errlen, char *note, size_t notelen) {

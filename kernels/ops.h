@@ -12,7 +12,10 @@
  *
  * Precision
  *   ops->dtype is the activation and weight-matrix type of this instance:
- *   OPS_F32 everywhere, OPS_BF16 on CUDA sm_80+ (fp32 accumulation).
+ *   OPS_F32 everywhere, OPS_BF16 and OPS_F16 on CUDA (fp32 accumulation and
+ *   math, 16-bit storage). bf16 keeps fp32's range with 8 bits of mantissa;
+ *   fp16 has 11 bits but a range of +-65504: a float32 weight beyond it
+ *   converts to +-inf (IEEE round to nearest), which BERT weights never are.
  *   "act" buffers below hold ops->dtype elements (ops_dtype_size(ops->dtype)
  *   bytes each). Biases, LayerNorm gamma/beta, embedding tables and the pooled
  *   output are always float32. Weight matrices (W of matmul) are in ops->dtype:
@@ -41,7 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { OPS_F32 = 0, OPS_BF16 = 1 } ops_dtype_t;
+typedef enum { OPS_F32 = 0, OPS_BF16 = 1, OPS_F16 = 2 } ops_dtype_t;
 
 enum {
     OPS_OK = 0,
@@ -137,7 +140,7 @@ struct ops {
     void (*graph_destroy)(ops_t *ops, void *graph);
 };
 
-/* Bytes of one element of dtype. */
+/* Bytes of one element of dtype (4 for fp32, 2 for bf16 and fp16). */
 size_t ops_dtype_size(ops_dtype_t dtype);
 const char *ops_dtype_name(ops_dtype_t dtype);
 
@@ -152,7 +155,7 @@ ops_t *ops_cuda_create(int device, ops_dtype_t dtype, char *err, size_t errlen);
 
 /* Pick a backend by name: "cpu", "cuda" or "auto" (cuda if a GPU is usable,
  * else cpu, with the reason logged through note). dtype applies to cuda;
- * "auto" dtype selection: pass OPS_BF16 to get bf16 where supported.
+ * "auto" dtype selection: pass OPS_BF16 (or OPS_F16) to get it where supported.
  * Returns NULL with a message in err for an unknown name or an unavailable
  * explicit "cuda". */
 ops_t *ops_create(const char *device, ops_dtype_t cuda_dtype, int cpu_threads, char *err,

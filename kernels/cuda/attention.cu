@@ -4,12 +4,15 @@
  * each tile's scores fold into an online softmax (running max m, running sum
  * l). Two kernels:
  *
- * - bf16, head_dim 32, 64 or 128 (BERT's): tensor cores. One warp = 16
- *   queries, a block = 4 warps = 64 queries of one head of one sequence; grid
- *   (sequence, query tile, head). S = Q K^T and O += P V are mma.sync
- *   m16n8k16 (bf16 in, fp32 accumulate); the S fragments are re-packed in
+ * - bf16 or fp16, head_dim 32, 64 or 128 (BERT's): tensor cores. One warp =
+ *   16 queries, a block = 4 warps = 64 queries of one head of one sequence;
+ *   grid (sequence, query tile, head). S = Q K^T and O += P V are mma.sync
+ *   m16n8k16 (16-bit in, fp32 accumulate); the S fragments are re-packed in
  *   registers as the A operand of P V (the C and A fragment layouts line up),
- *   so P never touches shared memory. P is rounded to bf16 for the product.
+ *   so P never touches shared memory. P is rounded to the activation type for
+ *   the product. One kernel source for both types: the mma instruction, the
+ *   pair packing and the rounding are the type traits mma_elem<T>. fp16's
+ *   three extra mantissa bits matter here (P in [0, 1] never overflows it).
  * - everything else (fp32, other head sizes, SLUICE_CUDA_FALLBACK=1): CUDA
  *   cores, fp32 throughout. Four threads share a query, each owning a quarter
  *   of the head dimensions (float4 chunks part, part+4, ...), so q and the
@@ -147,39 +150,57 @@ static __global__ void __launch_bounds__(ATTN_THREADS)
     }
 }
 
-/* ---- tensor cores (bf16) ---- */
+/* ---- tensor cores (bf16, fp16) ---- */
 
 #define MMA_BQ 64 /* queries per block: 4 warps x 16 */
 #define MMA_BK 64 /* keys per shared-memory tile */
 #define MMA_THREADS 128
 
 /* d += a b for one warp: a 16x16 (row-major fragments), b 16x8 (column), d 16x8 fp32.
- * Fragment layouts (PTX ISA, mma.m16n8k16), g = lane / 4, tg = lane % 4:
+ * Fragment layouts (PTX ISA, mma.m16n8k16; the same for .bf16 and .f16), g = lane / 4, tg = lane % 4:
  *   a[0] = A[g][2tg..2tg+1]   a[1] = A[g+8][2tg..]   a[2] = A[g][2tg+8..]   a[3] = A[g+8][2tg+8..]
  *   b[0] = B[2tg..2tg+1][g]   b[1] = B[2tg+8..2tg+9][g]
  *   d[0..1] = D[g][2tg..2tg+1]   d[2..3] = D[g+8][2tg..2tg+1]
- * (lower element in the low 16 bits of each register). */
-static __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+ * (lower element in the low 16 bits of each register).
+ *
+ * mma_elem<T>: what the tensor-core kernel needs of its 16-bit element type. */
+template <typename T> struct mma_elem;
+
+template <> struct mma_elem<__nv_bfloat16> {
+    static __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+    static __device__ __forceinline__ uint32_t bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+};
+
+template <> struct mma_elem<__half> {
+    static __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+    static __device__ __forceinline__ uint32_t bits(__half v) { return __half_as_ushort(v); }
+};
+
+/* Two elements in one register, lo in the low 16 bits (the fragment order). */
+template <typename T> static __device__ __forceinline__ uint32_t pack_pair(T lo, T hi) {
+    return mma_elem<T>::bits(lo) | (mma_elem<T>::bits(hi) << 16);
 }
 
-static __device__ __forceinline__ uint32_t pack_bf16x2(__nv_bfloat16 lo, __nv_bfloat16 hi) {
-    return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
-}
-
-template <int HD>
+template <typename T, int HD>
 static __global__ void __launch_bounds__(MMA_THREADS)
-    attention_mma_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *qkv, const int32_t *seq_off, int H, float scale) {
+    attention_mma_kernel(T *out, const T *qkv, const int32_t *seq_off, int H, float scale) {
     constexpr int LD = HD + 8;      /* shared row stride: 16 bytes of padding keep fragment reads conflict-free */
     constexpr int KC = HD / 16;     /* k-chunks of the head for S = Q K^T */
     constexpr int DT = HD / 8;      /* n-tiles of the head for O += P V */
     constexpr int NT = MMA_BK / 8;  /* n-tiles of keys in S */
     constexpr int CPR = HD / 8;     /* 16-byte chunks per K/V row */
-    __shared__ __align__(16) __nv_bfloat16 Ks[MMA_BK * LD];
-    __shared__ __align__(16) __nv_bfloat16 Vs[MMA_BK * LD];
+    __shared__ __align__(16) T Ks[MMA_BK * LD];
+    __shared__ __align__(16) T Vs[MMA_BK * LD];
 
     attention_tile_t at;
     if (!attention_tile(seq_off, MMA_BQ, HD, &at)) return; /* uniform over the block */
@@ -195,7 +216,7 @@ static __global__ void __launch_bounds__(MMA_THREADS)
 #pragma unroll
     for (int kc = 0; kc < KC; kc++) {
         const int c = kc * 16 + 2 * tg;
-        const __nv_bfloat16 *ra = qkv + (start + qa) * row3 + hoff, *rb = qkv + (start + qb) * row3 + hoff;
+        const T *ra = qkv + (start + qa) * row3 + hoff, *rb = qkv + (start + qb) * row3 + hoff;
         qf[kc][0] = qa < len ? *reinterpret_cast<const uint32_t *>(ra + c) : 0u;
         qf[kc][1] = qb < len ? *reinterpret_cast<const uint32_t *>(rb + c) : 0u;
         qf[kc][2] = qa < len ? *reinterpret_cast<const uint32_t *>(ra + c + 8) : 0u;
@@ -215,7 +236,7 @@ static __global__ void __launch_bounds__(MMA_THREADS)
             const int j = idx / CPR, ch = idx % CPR;
             uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = make_uint4(0u, 0u, 0u, 0u);
             if (k0 + j < len) { /* rows past the end stay zero: 0 * p, never NaN * 0 */
-                const __nv_bfloat16 *src = qkv + (start + k0 + j) * row3 + hoff + ch * 8;
+                const T *src = qkv + (start + k0 + j) * row3 + hoff + ch * 8;
                 kv = *reinterpret_cast<const uint4 *>(src + H);
                 vv = *reinterpret_cast<const uint4 *>(src + 2 * (int64_t)H);
             }
@@ -231,10 +252,10 @@ static __global__ void __launch_bounds__(MMA_THREADS)
             s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
             for (int kc = 0; kc < KC; kc++) {
-                const __nv_bfloat16 *kr = &Ks[(nt * 8 + g) * LD + kc * 16 + 2 * tg];
+                const T *kr = &Ks[(nt * 8 + g) * LD + kc * 16 + 2 * tg];
                 const uint32_t kb[2] = {*reinterpret_cast<const uint32_t *>(kr),
                                         *reinterpret_cast<const uint32_t *>(kr + 8)};
-                mma_m16n8k16_bf16(s[nt], qf[kc], kb);
+                mma_elem<T>::mma(s[nt], qf[kc], kb);
             }
         }
         /* Scale, mask the keys past the end, and take each row's tile maximum
@@ -270,28 +291,28 @@ static __global__ void __launch_bounds__(MMA_THREADS)
             o[dt][3] *= c_b;
         }
         /* O += P V, 16 keys at a time: S tiles 2kc and 2kc+1 are exactly the
-         * A fragment of P for those keys. l sums the bf16-rounded P that V is
-         * multiplied by, so the weights still add up to one. */
+         * A fragment of P for those keys. l sums the rounded P (bf16 or fp16)
+         * that V is multiplied by, so the weights still add up to one. */
 #pragma unroll
         for (int kc = 0; kc < MMA_BK / 16; kc++) {
             uint32_t pf[4];
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 const float *sv = s[2 * kc + half];
-                const __nv_bfloat16 p0 = __float2bfloat16_rn(expf(sv[0] - m_a));
-                const __nv_bfloat16 p1 = __float2bfloat16_rn(expf(sv[1] - m_a));
-                const __nv_bfloat16 p2 = __float2bfloat16_rn(expf(sv[2] - m_b));
-                const __nv_bfloat16 p3 = __float2bfloat16_rn(expf(sv[3] - m_b));
-                l_a += __bfloat162float(p0) + __bfloat162float(p1);
-                l_b += __bfloat162float(p2) + __bfloat162float(p3);
-                pf[2 * half] = pack_bf16x2(p0, p1);     /* row g */
-                pf[2 * half + 1] = pack_bf16x2(p2, p3); /* row g+8 */
+                const T p0 = from_f32<T>(expf(sv[0] - m_a));
+                const T p1 = from_f32<T>(expf(sv[1] - m_a));
+                const T p2 = from_f32<T>(expf(sv[2] - m_b));
+                const T p3 = from_f32<T>(expf(sv[3] - m_b));
+                l_a += to_f32(p0) + to_f32(p1);
+                l_b += to_f32(p2) + to_f32(p3);
+                pf[2 * half] = pack_pair(p0, p1);     /* row g */
+                pf[2 * half + 1] = pack_pair(p2, p3); /* row g+8 */
             }
 #pragma unroll
             for (int dt = 0; dt < DT; dt++) {
-                const __nv_bfloat16 *vr = &Vs[(kc * 16 + 2 * tg) * LD + dt * 8 + g];
-                const uint32_t vb[2] = {pack_bf16x2(vr[0], vr[LD]), pack_bf16x2(vr[8 * LD], vr[9 * LD])};
-                mma_m16n8k16_bf16(o[dt], pf, vb);
+                const T *vr = &Vs[(kc * 16 + 2 * tg) * LD + dt * 8 + g];
+                const uint32_t vb[2] = {pack_pair(vr[0], vr[LD]), pack_pair(vr[8 * LD], vr[9 * LD])};
+                mma_elem<T>::mma(o[dt], pf, vb);
             }
         }
     }
@@ -306,10 +327,10 @@ static __global__ void __launch_bounds__(MMA_THREADS)
         const int c = dt * 8 + 2 * tg;
         if (qa < len)
             *reinterpret_cast<uint32_t *>(out + (start + qa) * (int64_t)H + hoff + c) =
-                pack_bf16x2(__float2bfloat16_rn(o[dt][0] * inv_a), __float2bfloat16_rn(o[dt][1] * inv_a));
+                pack_pair(from_f32<T>(o[dt][0] * inv_a), from_f32<T>(o[dt][1] * inv_a));
         if (qb < len)
             *reinterpret_cast<uint32_t *>(out + (start + qb) * (int64_t)H + hoff + c) =
-                pack_bf16x2(__float2bfloat16_rn(o[dt][2] * inv_b), __float2bfloat16_rn(o[dt][3] * inv_b));
+                pack_pair(from_f32<T>(o[dt][2] * inv_b), from_f32<T>(o[dt][3] * inv_b));
     }
 }
 
@@ -329,7 +350,7 @@ static int attention_launch(ops_t *ops, T *out, const T *qkv, const int32_t *seq
     return OPS_OK;
 }
 
-/* The tensor-core kernel reads 16-byte rows and writes bf16 pairs: it needs
+/* The tensor-core kernel reads 16-byte rows and writes 16-bit pairs: it needs
  * head_dim 32/64/128, H a multiple of 8 and 16-byte aligned buffers. */
 static bool attention_mma_fits(const void *out, const void *qkv, int n_heads, int head_dim) {
     const int H = n_heads * head_dim;
@@ -337,17 +358,18 @@ static bool attention_mma_fits(const void *out, const void *qkv, int n_heads, in
            ((uintptr_t)qkv & 15) == 0;
 }
 
-static int attention_mma_launch(ops_t *ops, __nv_bfloat16 *out, const __nv_bfloat16 *qkv, const int32_t *seq_off,
-                                int B, int max_len, int n_heads, int head_dim, float scale) {
+template <typename T>
+static int attention_mma_launch(ops_t *ops, T *out, const T *qkv, const int32_t *seq_off, int B, int max_len,
+                                int n_heads, int head_dim, float scale) {
     const dim3 grid((unsigned)B, (unsigned)((max_len + MMA_BQ - 1) / MMA_BQ), (unsigned)n_heads);
     const int H = n_heads * head_dim;
     cudaStream_t s = cuda_impl(ops)->stream;
     if (head_dim == 32)
-        attention_mma_kernel<32><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
+        attention_mma_kernel<T, 32><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
     else if (head_dim == 64)
-        attention_mma_kernel<64><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
+        attention_mma_kernel<T, 64><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
     else
-        attention_mma_kernel<128><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
+        attention_mma_kernel<T, 128><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
     CUDA_CHECK_LAUNCH();
     return OPS_OK;
 }
@@ -365,11 +387,18 @@ int cuda_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq_of
     if (out == qkv) return cuda_fail(ops, OPS_EINVAL, "attention: out must not alias qkv");
     int rc = cuda_enter(ops);
     if (rc) return rc;
-    if (ops->dtype == OPS_BF16 && !cuda_impl(ops)->fallback && attention_mma_fits(out, qkv, n_heads, head_dim))
+    const bool mma = !cuda_impl(ops)->fallback && attention_mma_fits(out, qkv, n_heads, head_dim);
+    if (ops->dtype == OPS_BF16 && mma)
         return attention_mma_launch(ops, (__nv_bfloat16 *)out, (const __nv_bfloat16 *)qkv, seq_off, B, max_len,
                                     n_heads, head_dim, scale);
+    if (ops->dtype == OPS_F16 && mma)
+        return attention_mma_launch(ops, (__half *)out, (const __half *)qkv, seq_off, B, max_len, n_heads, head_dim,
+                                    scale);
     if (ops->dtype == OPS_BF16)
         return attention_launch(ops, (__nv_bfloat16 *)out, (const __nv_bfloat16 *)qkv, seq_off, B, max_len, n_heads,
                                 head_dim, scale);
+    if (ops->dtype == OPS_F16)
+        return attention_launch(ops, (__half *)out, (const __half *)qkv, seq_off, B, max_len, n_heads, head_dim,
+                                scale);
     return attention_launch(ops, (float *)out, (const float *)qkv, seq_off, B, max_len, n_heads, head_dim, scale);
 }

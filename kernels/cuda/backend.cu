@@ -31,17 +31,25 @@ int cuda_enter(ops_t *ops) {
     return OPS_OK;
 }
 
-/* ---- float32 -> bf16 ---- */
+/* ---- float32 -> bf16 / fp16 ---- */
 
-static __global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int64_t n) {
+template <typename T>
+static __global__ void f32_to_act_kernel(T *dst, const float *src, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16_rn(src[i]);
+        dst[i] = from_f32<T>(src[i]);
 }
 
-int cuda_f32_to_bf16(ops_t *ops, __nv_bfloat16 *dst, const float *src, int64_t n) {
+int cuda_f32_to_act(ops_t *ops, void *dst, const float *src, int64_t n) {
     if (n <= 0) return OPS_OK;
     const int threads = 256;
-    f32_to_bf16_kernel<<<grid_1d(n, threads, 65535), threads, 0, cuda_impl(ops)->stream>>>(dst, src, n);
+    const unsigned blocks = grid_1d(n, threads, 65535);
+    cudaStream_t s = cuda_impl(ops)->stream;
+    if (ops->dtype == OPS_BF16)
+        f32_to_act_kernel<<<blocks, threads, 0, s>>>((__nv_bfloat16 *)dst, src, n);
+    else if (ops->dtype == OPS_F16)
+        f32_to_act_kernel<<<blocks, threads, 0, s>>>((__half *)dst, src, n);
+    else
+        return cuda_fail(ops, OPS_EINVAL, "f32_to_act: the %s backend stores float32", ops_dtype_name(ops->dtype));
     CUDA_CHECK_LAUNCH();
     return OPS_OK;
 }
@@ -147,7 +155,7 @@ static int cuda_download(ops_t *ops, void *dst_host, const void *src, size_t byt
     return OPS_OK;
 }
 
-/* fp32: a plain copy. bf16: chunks of the host array go to the staging buffer
+/* fp32: a plain copy. bf16, fp16: chunks of the host array go to the staging buffer
  * and are converted from there; stream order keeps a chunk's conversion ahead
  * of the next chunk's copy, so the staging buffer is reused without a sync. */
 static int cuda_upload_weight(ops_t *ops, void *dst, const float *src_host, size_t n) {
@@ -162,7 +170,7 @@ static int cuda_upload_weight(ops_t *ops, void *dst, const float *src_host, size
         size_t m = n - done < c->staging_n ? n - done : c->staging_n;
         CUDA_CHECK(cudaMemcpyAsync(c->staging, src_host + done, m * sizeof(float), cudaMemcpyHostToDevice,
                                    c->stream));
-        rc = cuda_f32_to_bf16(ops, (__nv_bfloat16 *)dst + done, c->staging, (int64_t)m);
+        rc = cuda_f32_to_act(ops, (char *)dst + done * ops_dtype_size(ops->dtype), c->staging, (int64_t)m);
         if (rc) return rc;
         done += m;
     }
@@ -271,7 +279,7 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
     }
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
     OPEN_CHECK(cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes));
-    if (dtype == OPS_BF16) {
+    if (dtype != OPS_F32) {
         c->staging_n = STAGING_FLOATS;
         OPEN_CHECK(cudaMalloc((void **)&c->staging, c->staging_n * sizeof(float)));
     }
@@ -318,7 +326,7 @@ extern "C" ops_t *ops_cuda_create(int device, ops_dtype_t dtype, char *err, size
         errlen = sizeof tmp;
     }
     err[0] = '\0';
-    if (dtype != OPS_F32 && dtype != OPS_BF16) {
+    if (dtype != OPS_F32 && dtype != OPS_BF16 && dtype != OPS_F16) {
         snprintf(err, errlen, "cuda backend: unknown dtype %d", (int)dtype);
         return NULL;
     }
@@ -353,7 +361,8 @@ extern "C" ops_t *ops_cuda_create(int device, ops_dtype_t dtype, char *err, size
         return NULL;
     }
     if (sm < 80) {
-        /* The binary carries sm_80/sm_90 code and compute_90 PTX only. */
+        /* The binary carries sm_80/sm_90 code and compute_90 PTX only (fp16's
+         * mma.m16n8k16 would run on sm_75, but nvcc 13 builds no older code). */
         snprintf(err, errlen, "device %d (%s) is compute capability %d.%d; this build needs 8.0 or newer", device,
                  prop.name, prop.major, prop.minor);
         return NULL;

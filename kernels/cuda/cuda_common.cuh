@@ -14,6 +14,7 @@
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,14 +79,17 @@ int cuda_fail(ops_t *ops, int code, const char *fmt, ...) __attribute__((format(
 /* Makes the ops_t's device current on the calling thread (ops may move between threads). */
 int cuda_enter(ops_t *ops);
 
-/* ---- element conversions: activations are float or bf16, math is fp32 ---- */
+/* ---- element conversions: activations are float, bf16 or fp16; math is fp32 ---- */
 static __device__ __forceinline__ float to_f32(float v) { return v; }
 static __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+static __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+/* Round to nearest even. fp16: beyond +-65504 the result is +-inf (IEEE). */
 template <typename T> static __device__ __forceinline__ T from_f32(float v);
 template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
     return __float2bfloat16_rn(v);
 }
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 
 /* ---- reductions (full warps only: every caller keeps all 32 lanes alive) ---- */
 static __device__ __forceinline__ float warp_sum(float v) {
@@ -175,8 +179,9 @@ size_t cuda_topk_workspace(ops_t *ops, int nq, int N, int k);
 int cuda_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q, const void *X, int nq,
                          int N, int D, int k, void *workspace);
 
-/* float32 -> bf16 conversion on the device (backend.cu), n elements. */
-int cuda_f32_to_bf16(ops_t *ops, __nv_bfloat16 *dst, const float *src, int64_t n);
+/* float32 -> ops->dtype (bf16 or fp16) conversion on the device (backend.cu),
+ * n elements, round to nearest even; on the ops_t's stream. */
+int cuda_f32_to_act(ops_t *ops, void *dst, const float *src, int64_t n);
 
 #define ATTN_MAX_LEN 512
 #define ATTN_MAX_HEAD_DIM 128

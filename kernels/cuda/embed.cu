@@ -42,5 +42,7 @@ int cuda_embed_ln(ops_t *ops, void *out, const int32_t *ids, const int32_t *pos_
     if (rc) return rc;
     if (ops->dtype == OPS_BF16)
         return embed_ln_launch(ops, (__nv_bfloat16 *)out, ids, pos_ids, word, pos, type, gamma, beta, T, H, eps);
+    if (ops->dtype == OPS_F16)
+        return embed_ln_launch(ops, (__half *)out, ids, pos_ids, word, pos, type, gamma, beta, T, H, eps);
     return embed_ln_launch(ops, (float *)out, ids, pos_ids, word, pos, type, gamma, beta, T, H, eps);
 }

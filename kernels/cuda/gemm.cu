@@ -1,12 +1,12 @@
 /* kernels/cuda/gemm.cu - the linear layers: out(T,N) = in(T,K) @ W(N,K)^T,
- * then bias and GELU. The product is cuBLASLt (tensor cores for bf16; fp32
+ * then bias and GELU. The product is cuBLASLt (tensor cores for bf16 and fp16; fp32
  * with CUBLAS_COMPUTE_32F, no TF32, so it matches the CPU backend to 1e-5).
  *
  * Why bias and GELU are our own fused kernel and not a cuBLASLt epilogue:
  * the model needs the exact erf GELU, and cuBLASLt documents its GELU
  * epilogue only as "GELU" (it is the tanh approximation in practice); and its
- * bias vector must have D's type, which for bf16 would round our float32
- * biases. One extra pass over out, in exchange for the exact function.
+ * bias vector must have D's type, which for bf16 or fp16 would round our
+ * float32 biases. One extra pass over out, in exchange for the exact function.
  *
  * When cuBLASLt offers no algorithm for a shape or alignment, our own simple
  * tiled kernel computes the product instead (the choice is cached per shape).
@@ -122,6 +122,9 @@ static int simple_gemm_launch(ops_t *ops, void *out, const void *in, const void 
     if (ops->dtype == OPS_BF16)
         simple_gemm_kernel<__nv_bfloat16><<<grid, block, 0, s>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)in,
                                                                  (const __nv_bfloat16 *)W, T, K, N);
+    else if (ops->dtype == OPS_F16)
+        simple_gemm_kernel<__half><<<grid, block, 0, s>>>((__half *)out, (const __half *)in, (const __half *)W, T, K,
+                                                          N);
     else
         simple_gemm_kernel<float><<<grid, block, 0, s>>>((float *)out, (const float *)in, (const float *)W, T, K, N);
     CUDA_CHECK_LAUNCH();
@@ -145,7 +148,8 @@ static void gemm_descs_free(gemm_descs_t *g) {
 
 static int gemm_run(ops_t *ops, gemm_descs_t *g, void *out, const void *in, const void *W, int T, int K, int N) {
     cuda_impl_t *c = cuda_impl(ops);
-    const cudaDataType_t dt = ops->dtype == OPS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    /* 16-bit A, B and D with fp32 compute and scale: fp32 accumulation, one rounding at the store. */
+    const cudaDataType_t dt = ops->dtype == OPS_BF16 ? CUDA_R_16BF : ops->dtype == OPS_F16 ? CUDA_R_16F : CUDA_R_32F;
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
@@ -224,5 +228,6 @@ int cuda_matmul(ops_t *ops, void *out, const void *in, const void *W, const floa
     if (rc || epi == OPS_EPI_NONE) return rc;
     const bool gelu = epi == OPS_EPI_BIAS_GELU;
     if (ops->dtype == OPS_BF16) return bias_act_launch(ops, (__nv_bfloat16 *)out, bias, T, N, gelu);
+    if (ops->dtype == OPS_F16) return bias_act_launch(ops, (__half *)out, bias, T, N, gelu);
     return bias_act_launch(ops, (float *)out, bias, T, N, gelu);
 }

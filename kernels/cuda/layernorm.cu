@@ -1,6 +1,6 @@
 /* kernels/cuda/layernorm.cu - the transformer block's "add & norm" in one
  * pass: out = LayerNorm(x + bias + residual) * gamma + beta, fp32 math on
- * float or bf16 activations. One warp per row, the row cached in shared
+ * float, bf16 or fp16 activations. One warp per row, the row cached in shared
  * memory. out may alias x or residual: every lane reads its own columns of
  * both before it writes those same columns. */
 #include "kernels/cuda/cuda_common.cuh"
@@ -39,5 +39,8 @@ int cuda_add_ln(ops_t *ops, void *out, const void *x, const float *bias, const v
     if (ops->dtype == OPS_BF16)
         return add_ln_launch(ops, (__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, bias,
                              (const __nv_bfloat16 *)residual, gamma, beta, T, H, eps);
+    if (ops->dtype == OPS_F16)
+        return add_ln_launch(ops, (__half *)out, (const __half *)x, bias, (const __half *)residual, gamma, beta, T,
+                             H, eps);
     return add_ln_launch(ops, (float *)out, (const float *)x, bias, (const float *)residual, gamma, beta, T, H, eps);
 }

@@ -52,5 +52,6 @@ int cuda_mean_pool(ops_t *ops, float *out, const void *x, const int32_t *seq_off
     if (rc) return rc;
     if (ops->dtype == OPS_BF16)
         return mean_pool_launch(ops, out, (const __nv_bfloat16 *)x, seq_off, B, H, l2_normalize);
+    if (ops->dtype == OPS_F16) return mean_pool_launch(ops, out, (const __half *)x, seq_off, B, H, l2_normalize);
     return mean_pool_launch(ops, out, (const float *)x, seq_off, B, H, l2_normalize);
 }

@@ -3,8 +3,8 @@
  *
  * The contract is ops->similarity_topk's (kernels/ops.h). Scores come from one
  * cuBLASLt GEMM per chunk of queries and index rows on the backend's handle
- * and scratch (fp32: fp32 compute, no TF32; bf16: Q converted to bf16 in the
- * workspace, fp32 accumulation and output). The workspace is bounded whatever
+ * and scratch (fp32: fp32 compute, no TF32; bf16 or fp16: Q converted to the
+ * index's type in the workspace, fp32 accumulation and output). The workspace is bounded whatever
  * nq is: queries are processed in chunks sized to it.
  *
  * Why this shape: k goes up to 1000 and N to millions, with few queries per
@@ -35,7 +35,7 @@ enum {
 
 static const size_t TOPK_SCORE_CAP = (size_t)64 << 20; /* bytes of fp32 scores per GEMM */
 static const size_t TOPK_CAND_CAP = (size_t)64 << 20;  /* bytes of first-level candidates */
-static const size_t TOPK_Q16_BYTES = (size_t)1 << 20;  /* bf16 copy of a chunk of queries */
+static const size_t TOPK_Q16_BYTES = (size_t)1 << 20;  /* bf16/fp16 copy of a chunk of queries */
 static const int TOPK_MAX_QCHUNK = 4096;               /* grid.y bound and a sane chunk */
 
 /* ---- keys ---- */
@@ -181,7 +181,7 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_select_kernel(topk_s
     }
 }
 
-/* ---- scores: one cuBLASLt GEMM, bf16 or fp32 in, fp32 out, fp32 accumulation ---- */
+/* ---- scores: one cuBLASLt GEMM, bf16, fp16 or fp32 in, fp32 out, fp32 accumulation ---- */
 
 typedef struct {
     cublasLtMatmulDesc_t op;
@@ -273,13 +273,13 @@ static topk_plan_t topk_make_plan(ops_dtype_t dtype, int nq, int N, int k, int D
     size_t per_q_cand = p.nseg > 1 ? (size_t)p.nseg * k * (sizeof(float) + sizeof(int32_t)) : 0;
     size_t qc = TOPK_SCORE_CAP / per_q_score;
     if (per_q_cand && TOPK_CAND_CAP / per_q_cand < qc) qc = TOPK_CAND_CAP / per_q_cand;
-    if (dtype == OPS_BF16 && D > 0 && TOPK_Q16_BYTES / ((size_t)D * 2) < qc)
+    if (dtype != OPS_F32 && D > 0 && TOPK_Q16_BYTES / ((size_t)D * 2) < qc)
         qc = TOPK_Q16_BYTES / ((size_t)D * 2);
     if (qc > (size_t)nq) qc = nq;
     if (qc > (size_t)TOPK_MAX_QCHUNK) qc = TOPK_MAX_QCHUNK;
     if (qc < 1) qc = 1;
     p.qc = (int)qc;
-    p.q16_bytes = dtype == OPS_BF16 ? TOPK_Q16_BYTES : 0;
+    p.q16_bytes = dtype != OPS_F32 ? TOPK_Q16_BYTES : 0;
     p.score_bytes = qc * per_q_score;
     p.cand_bytes = qc * per_q_cand;
     p.cand2_bytes = p.nseg > 1 ? qc * (size_t)topk_merge_groups(p.nseg, p.fan_in) * k *
@@ -325,27 +325,28 @@ int cuda_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const f
                          "buffers non-NULL)",
                          nq, N, D, k, TOPK_MAX_K);
     const ops_dtype_t dtype = ops->dtype;
-    if (dtype == OPS_BF16 && (size_t)D * 2 > TOPK_Q16_BYTES)
-        return cuda_fail(ops, OPS_EINVAL, "similarity_topk: D=%d is over the bf16 query buffer (%zu bytes)", D,
-                         TOPK_Q16_BYTES);
+    if (dtype != OPS_F32 && (size_t)D * 2 > TOPK_Q16_BYTES)
+        return cuda_fail(ops, OPS_EINVAL, "similarity_topk: D=%d is over the %s query buffer (%zu bytes)", D,
+                         ops_dtype_name(dtype), TOPK_Q16_BYTES);
     int rc = cuda_enter(ops);
     if (rc) return rc;
     /* the workspace was sized without D: a smaller chunk only uses less of it */
     topk_plan_t plan = topk_make_plan(dtype, nq, N, k, D);
     topk_plan_t sized = topk_make_plan(dtype, nq, N, k, 0);
     char *ws = (char *)workspace;
-    __nv_bfloat16 *q16 = (__nv_bfloat16 *)ws;
+    void *q16 = ws; /* the queries in the index's 16-bit type */
     float *scores = (float *)(ws + topk_align(sized.q16_bytes));
     char *cand_a = ws + topk_align(sized.q16_bytes) + topk_align(sized.score_bytes);
     char *cand_b = cand_a + topk_align(sized.cand_bytes);
-    const bool bf16 = dtype == OPS_BF16;
-    const size_t x_elem = bf16 ? 2 : 4;
+    const bool half = dtype != OPS_F32; /* bf16 or fp16 */
+    const size_t x_elem = ops_dtype_size(dtype);
+    const cudaDataType_t in_type = dtype == OPS_BF16 ? CUDA_R_16BF : dtype == OPS_F16 ? CUDA_R_16F : CUDA_R_32F;
 
     for (int q0 = 0; q0 < nq; q0 += plan.qc) {
         int qcc = nq - q0 < plan.qc ? nq - q0 : plan.qc;
         const void *Qc = Q + (size_t)q0 * D;
-        if (bf16) {
-            if ((rc = cuda_f32_to_bf16(ops, q16, Q + (size_t)q0 * D, (int64_t)qcc * D))) return rc;
+        if (half) {
+            if ((rc = cuda_f32_to_act(ops, q16, Q + (size_t)q0 * D, (int64_t)qcc * D))) return rc;
             Qc = q16;
         }
         topk_cand_t first = topk_cand_at(cand_a, qcc, plan.nseg, k);
@@ -353,7 +354,7 @@ int cuda_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const f
             int ncc = N - c0 < plan.nc ? N - c0 : plan.nc;
             /* column-major view: scores^T (ncc, qcc) = X_chunk (D, ncc)^T x Q_chunk (D, qcc),
              * which is the row-major (qcc, ncc) score block */
-            rc = topk_gemm(ops, bf16 ? CUDA_R_16BF : CUDA_R_32F, (const char *)X + (size_t)c0 * D * x_elem, Qc,
+            rc = topk_gemm(ops, in_type, (const char *)X + (size_t)c0 * D * x_elem, Qc,
                            scores, ncc, qcc, D);
             if (rc) return rc;
             topk_select_args_t a;
