@@ -1,6 +1,6 @@
 /* bench/gpu_parity.c - the CUDA backend's parity checks for a GPU machine
- * without Criterion: every check of tests/support_cuda_parity.c, for fp32 and
- * bf16 (and matmul and attention again through the plain fallback kernels),
+ * without Criterion: every check of tests/support_cuda_parity.c, for fp32,
+ * bf16 and fp16 (and matmul and attention again through the plain fallback kernels),
  * against the CPU backend, and similarity top-k against a brute-force sort
  * (family "topk"). One line per check, a summary last; exits 1 on any
  * failure (a missing GPU included), 0 when everything passed.
@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     static tally_t t; /* zeroed; large */
-    static const ops_dtype_t dtypes[] = {OPS_F32, OPS_BF16};
+    static const ops_dtype_t dtypes[] = {OPS_F32, OPS_BF16, OPS_F16};
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
         char err[512];
         ops_t *gpu = ops_cuda_create(0, dtypes[d], err, sizeof err);

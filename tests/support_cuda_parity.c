@@ -12,7 +12,14 @@
 
 const char *const cuda_parity_families[] = {"embed_ln", "matmul", "add_ln", "attention", "mean_pool", "graph", NULL};
 
-double cuda_parity_tolerance(ops_dtype_t dtype) { return dtype == OPS_BF16 ? 1e-2 : 1e-5; }
+/* fp16 rounds 8 times finer than bf16 (11 mantissa bits against 8): on the
+ * H200 the bf16 checks landed at 1.3e-3 .. 2.4e-3, all of it rounding, so fp16
+ * should land near 2e-4 .. 3e-4. 2e-3 keeps a margin of about 7 for what we
+ * have not measured (fp16 subnormals in P and GELU tails) while staying 5
+ * times tighter than bf16's bound. */
+double cuda_parity_tolerance(ops_dtype_t dtype) {
+    return dtype == OPS_BF16 ? 1e-2 : dtype == OPS_F16 ? 2e-3 : 1e-5;
+}
 
 #define PARITY_MAX_BUFS 48
 
@@ -20,7 +27,8 @@ double cuda_parity_tolerance(ops_dtype_t dtype) { return dtype == OPS_BF16 ? 1e-
 typedef struct parity {
     ops_t *gpu, *cpu;
     ref_rng_t rng;
-    int bf16;        /* the CUDA backend's activations and weights are bf16 */
+    int half;        /* the CUDA backend's activations and weights are 16-bit (bf16 or fp16) */
+    ops_dtype_t dt;  /* which: the GPU backend's dtype */
     int misalign;    /* elements to offset every backend buffer by (alignment checks) */
     void *gbase[PARITY_MAX_BUFS], *cbase[PARITY_MAX_BUFS], *host[PARITY_MAX_BUFS];
     int ng, nc, nh;
@@ -105,11 +113,35 @@ static float bf16_bits_to_f32(uint16_t h) {
     return f;
 }
 
-/* In bf16 runs, activations and weights are rounded to bf16 before either
- * backend sees them, so both start from the same values. */
+/* IEEE half through the compiler's _Float16 (round to nearest even, NaN kept,
+ * beyond +-65504 to +-inf: the device's __float2half_rn does the same). */
+static uint16_t f32_to_f16_bits(float f) {
+    _Float16 h = (_Float16)f;
+    uint16_t b;
+    memcpy(&b, &h, 2);
+    return b;
+}
+
+static float f16_bits_to_f32(uint16_t b) {
+    _Float16 h;
+    memcpy(&h, &b, 2);
+    return (float)h;
+}
+
+/* The 16-bit storage of the GPU backend's dtype, both ways. */
+static uint16_t to_act_bits(const parity_t *p, float f) {
+    return p->dt == OPS_F16 ? f32_to_f16_bits(f) : f32_to_bf16_bits(f);
+}
+
+static float from_act_bits(const parity_t *p, uint16_t b) {
+    return p->dt == OPS_F16 ? f16_bits_to_f32(b) : bf16_bits_to_f32(b);
+}
+
+/* In bf16 and fp16 runs, activations and weights are rounded to that type
+ * before either backend sees them, so both start from the same values. */
 static void round_like_gpu(parity_t *p, float *x, size_t n) {
-    if (!p->bf16 || !x) return;
-    for (size_t i = 0; i < n; i++) x[i] = bf16_bits_to_f32(f32_to_bf16_bits(x[i]));
+    if (!p->half || !x) return;
+    for (size_t i = 0; i < n; i++) x[i] = from_act_bits(p, to_act_bits(p, x[i]));
 }
 
 /* Packed offsets of B sequences of lengths in [lo, hi]; returns T. */
@@ -159,11 +191,11 @@ static void pair_i32(parity_t *p, const int32_t *x, size_t n, void **g, void **c
     upload(p, p->cpu, *c, x, n * 4);
 }
 
-/* Activations x (n floats, already rounded for bf16): the GPU copy in its dtype. */
+/* Activations x (n floats, already rounded for bf16/fp16): the GPU copy in its dtype. */
 static void pair_act_upload(parity_t *p, void *g, void *c, const float *x, size_t n) {
     if (p->failed) return;
     upload(p, p->cpu, c, x, n * 4);
-    if (!p->bf16) {
+    if (!p->half) {
         upload(p, p->gpu, g, x, n * 4);
         return;
     }
@@ -172,14 +204,14 @@ static void pair_act_upload(parity_t *p, void *g, void *c, const float *x, size_
         fail(p, "out of host memory");
         return;
     }
-    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16_bits(x[i]);
+    for (size_t i = 0; i < n; i++) h[i] = to_act_bits(p, x[i]);
     upload(p, p->gpu, g, h, n * 2);
     free(h);
 }
 
 static void pair_act(parity_t *p, float *x, size_t n, void **g, void **c) {
     round_like_gpu(p, x, n);
-    *g = backend_alloc(p, p->gpu, n * (p->bf16 ? 2 : 4), p->bf16 ? 2 : 4);
+    *g = backend_alloc(p, p->gpu, n * (p->half ? 2 : 4), p->half ? 2 : 4);
     *c = backend_alloc(p, p->cpu, n * 4, 4);
     pair_act_upload(p, *g, *c, x, n);
 }
@@ -188,7 +220,7 @@ static void pair_act(parity_t *p, float *x, size_t n, void **g, void **c) {
 static void pair_act_out(parity_t *p, size_t n, void **g, void **c) {
     float *nan = host_alloc(p, n * 4);
     if (nan) ref_fill_nan(nan, n);
-    *g = backend_alloc(p, p->gpu, n * (p->bf16 ? 2 : 4), p->bf16 ? 2 : 4);
+    *g = backend_alloc(p, p->gpu, n * (p->half ? 2 : 4), p->half ? 2 : 4);
     *c = backend_alloc(p, p->cpu, n * 4, 4);
     pair_act_upload(p, *g, *c, nan, n);
 }
@@ -203,7 +235,7 @@ static void pair_f32_out(parity_t *p, size_t n, void **g, void **c) {
 /* Weight matrices: through upload_weight on both (the GPU converts to its dtype). */
 static void pair_weight(parity_t *p, float *W, size_t n, void **g, void **c) {
     round_like_gpu(p, W, n);
-    *g = backend_alloc(p, p->gpu, n * (p->bf16 ? 2 : 4), p->bf16 ? 2 : 4);
+    *g = backend_alloc(p, p->gpu, n * (p->half ? 2 : 4), p->half ? 2 : 4);
     *c = backend_alloc(p, p->cpu, n * 4, 4);
     if (p->failed) return;
     if (p->gpu->upload_weight(p->gpu, *g, W, n)) fail(p, "cuda upload_weight: %s", p->gpu->err);
@@ -223,14 +255,14 @@ static int fetch(parity_t *p, const void *g, const void *c, size_t n, int act, f
     *gout = host_alloc(p, n * 4);
     *cout = host_alloc(p, n * 4);
     if (p->failed) return -1;
-    if (act && p->bf16) {
+    if (act && p->half) {
         uint16_t *h = host_alloc(p, n * 2);
         if (!h) return -1;
         if (p->gpu->download(p->gpu, h, g, n * 2) || p->gpu->sync(p->gpu)) {
             fail(p, "cuda download: %s", p->gpu->err);
             return -1;
         }
-        for (size_t i = 0; i < n; i++) (*gout)[i] = bf16_bits_to_f32(h[i]);
+        for (size_t i = 0; i < n; i++) (*gout)[i] = from_act_bits(p, h[i]);
     } else if (p->gpu->download(p->gpu, *gout, g, n * 4) || p->gpu->sync(p->gpu)) {
         fail(p, "cuda download: %s", p->gpu->err);
         return -1;
@@ -578,7 +610,8 @@ int cuda_parity_run(ops_t *gpu, ops_t *cpu, const char *family, uint64_t seed, c
         if (!p) return 1;
         p->gpu = gpu;
         p->cpu = cpu;
-        p->bf16 = gpu->dtype == OPS_BF16;
+        p->dt = gpu->dtype;
+        p->half = gpu->dtype == OPS_BF16 || gpu->dtype == OPS_F16;
         p->report = report;
         p->report_ctx = ctx;
         ref_rng_init(&p->rng, seed);

@@ -4,12 +4,13 @@
  * for machines without Criterion) run exactly the same checks.
  *
  * Each check draws fresh random inputs (from the seed given, so a failure
- * replays), gives both backends the same values (rounded to bf16 first when
- * the CUDA backend is bf16, so only the kernel's own rounding is measured),
- * poisons both outputs with NaN, runs the op on each, downloads, converts bf16
- * to float on the host and measures ||cuda - cpu|| / ||cpu||. A check passes
- * when the op succeeded, every output element was written and is finite, and
- * the error is within the tolerance: 1e-5 for fp32, 1e-2 for bf16.
+ * replays), gives both backends the same values (rounded to bf16 or fp16
+ * first when the CUDA backend is, so only the kernel's own rounding is
+ * measured), poisons both outputs with NaN, runs the op on each, downloads,
+ * converts 16-bit results to float on the host and measures
+ * ||cuda - cpu|| / ||cpu||. A check passes when the op succeeded, every output
+ * element was written and is finite, and the error is within the tolerance:
+ * 1e-5 for fp32, 1e-2 for bf16, 2e-3 for fp16.
  *
  * Shapes per family: 1-token sequences, a 512-token sequence, odd sizes,
  * many short sequences packed, and (matmul) buffers misaligned by one element.
@@ -38,7 +39,7 @@ typedef void (*cuda_parity_report_fn)(const cuda_parity_result_t *r, void *ctx);
  * compare with the eager run and, after new inputs, with the CPU backend). */
 extern const char *const cuda_parity_families[];
 
-/* The relative-error bound of a dtype: 1e-5 (fp32), 1e-2 (bf16). */
+/* The relative-error bound of a dtype: 1e-5 (fp32), 1e-2 (bf16), 2e-3 (fp16). */
 double cuda_parity_tolerance(ops_dtype_t dtype);
 
 /* Runs every check of one family: gpu is a CUDA backend, cpu an

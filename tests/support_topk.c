@@ -147,6 +147,10 @@ int topk_parity_check(ops_t *ops, const topk_case_t *c, char *msg, size_t msglen
         for (size_t i = 0; i < (size_t)N * D; i++) X[i] = topk_round_bf16(X[i]);
     if (ops->dtype == OPS_BF16)
         for (size_t i = 0; i < (size_t)nq * D; i++) Q[i] = topk_round_bf16(Q[i]);
+    if (ops->dtype == OPS_F16) /* IEEE half, round to nearest even, as the device converts */
+        for (size_t i = 0; i < (size_t)N * D; i++) X[i] = (float)(_Float16)X[i];
+    if (ops->dtype == OPS_F16)
+        for (size_t i = 0; i < (size_t)nq * D; i++) Q[i] = (float)(_Float16)Q[i];
     for (int q = 0; q < nq; q++) {
         const float *qv = Q + (size_t)q * D;
         for (int n = 0; n < N; n++) {

@@ -7,7 +7,7 @@
  * first, equal scores by lower index.
  *
  *   levels > 0: entries are (r mod levels - levels/2) / 4 for random r (exact
- *               in bf16, every dot product exact in fp32), so scores tie
+ *               in bf16 and fp16, every dot product exact in fp32), so scores tie
  *               often and the result must equal the reference exactly, ties
  *               included.
  *   levels = 0: unit-norm Gaussian rows; scores must match the reference within

@@ -21,7 +21,7 @@ static ops_t *gpu_or_skip(ops_dtype_t dtype) {
 }
 
 Test(ops_cuda, create_declines_with_one_line_or_fills_the_table) {
-    for (int d = 0; d < 2; d++) {
+    for (int d = 0; d < 3; d++) { /* fp32, bf16, fp16 */
         char err[512];
         memset(err, 'x', sizeof err);
         ops_t *gpu = ops_cuda_create(0, (ops_dtype_t)d, err, sizeof err);
@@ -116,7 +116,8 @@ static void parity(ops_dtype_t dtype, const char *family) {
 /* One test per family and dtype, so a failure names both. */
 #define PARITY_TESTS(family)                                     \
     Test(ops_cuda, family##_fp32) { parity(OPS_F32, #family); }  \
-    Test(ops_cuda, family##_bf16) { parity(OPS_BF16, #family); }
+    Test(ops_cuda, family##_bf16) { parity(OPS_BF16, #family); } \
+    Test(ops_cuda, family##_fp16) { parity(OPS_F16, #family); }
 
 PARITY_TESTS(embed_ln)
 PARITY_TESTS(matmul)
@@ -135,6 +136,10 @@ PARITY_TESTS(graph)
     Test(ops_cuda, family##_fallback_bf16) {                                                    \
         setenv("SLUICE_CUDA_FALLBACK", "1", 1);                                                 \
         parity(OPS_BF16, #family);                                                              \
+    }                                                                                           \
+    Test(ops_cuda, family##_fallback_fp16) {                                                    \
+        setenv("SLUICE_CUDA_FALLBACK", "1", 1);                                                 \
+        parity(OPS_F16, #family);                                                               \
     }
 
 FALLBACK_TESTS(matmul)

@@ -1,5 +1,5 @@
 /* tests/test_topk.c - ops->similarity_topk against a brute-force full sort, on
- * every backend this binary has: the CPU always, CUDA fp32 and bf16 when a GPU
+ * every backend this binary has: the CPU always, CUDA fp32, bf16 and fp16 when a GPU
  * is usable (skipped, and saying so, when not). The data is fresh each run
  * (the seed is in any failure message); see tests/support_topk.h. */
 #include <criterion/criterion.h>
@@ -44,6 +44,12 @@ Test(topk, cuda_f32, .timeout = 120) {
 
 Test(topk, cuda_bf16, .timeout = 120) {
     ops_t *ops = topk_cuda_or_skip(OPS_BF16);
+    topk_run_cases(ops);
+    ops_destroy(ops);
+}
+
+Test(topk, cuda_fp16, .timeout = 120) {
+    ops_t *ops = topk_cuda_or_skip(OPS_F16);
     topk_run_cases(ops);
     ops_destroy(ops);
 }
