@@ -11,9 +11,10 @@ int cli_model_open(const char *dir, const char *device, const char *dtype, const
     memset(out, 0, sizeof *out);
     ops_dtype_t dt;
     if (!dtype || !strcmp(dtype, "bf16")) dt = OPS_BF16;
+    else if (!strcmp(dtype, "fp16")) dt = OPS_F16;
     else if (!strcmp(dtype, "fp32")) dt = OPS_F32;
     else {
-        snprintf(err, errlen, "unknown --dtype '%s' (expected fp32 or bf16)", dtype);
+        snprintf(err, errlen, "unknown --dtype '%s' (expected bf16, fp16 or fp32)", dtype);
         return 2;
     }
     size_t wbytes, wsbytes;

@@ -12,8 +12,8 @@ typedef struct {
     engine_model_t *model;
 } cli_model_t;
 
-/* Open `dir` on device "cpu" | "cuda" | "auto" with dtype "fp32" | "bf16"
- * (bf16 only applies to cuda). extra_bytes are added to the arena for the
+/* Open `dir` on device "cpu" | "cuda" | "auto" with dtype "fp32" | "bf16" |
+ * "fp16" (bf16 and fp16 only apply to cuda; NULL means bf16). extra_bytes are added to the arena for the
  * caller's own buffers. On failure: returns 2 for a bad model folder or option,
  * 1 for a runtime failure, with one line in err. */
 int cli_model_open(const char *dir, const char *device, const char *dtype, const engine_opts_t *opts,

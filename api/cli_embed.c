@@ -1,6 +1,6 @@
 /* api/cli_embed.c - `sluice embed`: sentence embeddings as JSON lines.
  *
- *   sluice embed [--model DIR] [--device auto|cpu|cuda] [--dtype bf16|fp32]
+ *   sluice embed [--model DIR] [--device auto|cpu|cuda] [--dtype bf16|fp16|fp32]
  *                [--text T]... [--file F]
  *
  * Inputs are tokenized, packed into batches as large as the workspace allows,
@@ -17,11 +17,11 @@
 
 static void embed_usage(FILE *out) {
     fprintf(out,
-            "usage: sluice embed [--model DIR] [--device auto|cpu|cuda] [--dtype bf16|fp32]\n"
+            "usage: sluice embed [--model DIR] [--device auto|cpu|cuda] [--dtype bf16|fp16|fp32]\n"
             "                    [--text T]... [--file F]\n"
             "  --model DIR    model folder (default " DEFAULT_MODEL ")\n"
             "  --device D     backend: auto (cuda if a GPU is usable, else cpu), cpu or cuda\n"
-            "  --dtype T      cuda precision: bf16 (default) or fp32; the cpu backend is fp32\n"
+            "  --dtype T      cuda precision: bf16 (default), fp16 or fp32; the cpu backend is fp32\n"
             "  --text T       an input text (repeatable)\n"
             "  --file F       a file of inputs, one per line\n"
             "Prints one JSON object per input: {\"index\",\"tokens\",\"embedding\"}.\n");

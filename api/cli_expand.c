@@ -1,7 +1,7 @@
 /* api/cli_expand.c - `sluice expand`: the nearest terms of each input term, as JSON lines.
  *
  *   sluice expand [--model DIR] [--k N] [--min-score S] [--terms-file F] [--cache-dir D]
- *                 [--include-input] [--device auto|cpu|cuda] [--dtype bf16|fp32] TERM...
+ *                 [--include-input] [--device auto|cpu|cuda] [--dtype bf16|fp16|fp32] TERM...
  *
  * Opens the model, loads (or builds and caches) its term index, embeds the
  * input terms in one go and prints, in input order:
@@ -21,7 +21,7 @@
 static void expand_usage(FILE *out) {
     fprintf(out,
             "usage: sluice expand [--model DIR] [--k N] [--min-score S] [--terms-file F] [--cache-dir D]\n"
-            "                     [--include-input] [--device auto|cpu|cuda] [--dtype bf16|fp32] TERM...\n"
+            "                     [--include-input] [--device auto|cpu|cuda] [--dtype bf16|fp16|fp32] TERM...\n"
             "  --model DIR       model folder (default " DEFAULT_MODEL ")\n"
             "  --k N             neighbours per term, 1..%d (default 10)\n"
             "  --min-score S     drop neighbours with a cosine below S (default -1: keep all)\n"
@@ -29,7 +29,7 @@ static void expand_usage(FILE *out) {
             "  --cache-dir D     where the index cache lives (default: the model folder; \"\" for none)\n"
             "  --include-input   keep a term's own entry among its neighbours\n"
             "  --device D        backend: auto (cuda if a GPU is usable, else cpu), cpu or cuda\n"
-            "  --dtype T         cuda precision: bf16 (default) or fp32; the cpu backend is fp32\n"
+            "  --dtype T         cuda precision: bf16 (default), fp16 or fp32; the cpu backend is fp32\n"
             "Prints one JSON object per term: {\"term\",\"neighbours\":[{\"term\",\"score\"}...]}.\n",
             EXPAND_MAX_K);
 }
