@@ -3,7 +3,9 @@
 # backend, kernel parity, end-to-end parity of the real model, then sluice
 # against sentence-transformers (PyTorch, fp16) on the same GPU, same weights,
 # same run, and the expand op's similarity top-k against torch.topk over the
-# same matrix product. Prints a table last; writes OUTDIR/gpu-check.json and logs.
+# same matrix product, in bf16, fp16 and fp32; last, one bf16 forward pass of
+# 1024 x 128 tokens under Nsight Compute (ncu), summed per kernel. Prints a table
+# last; writes OUTDIR/gpu-check.json and logs.
 #
 # Made for a GPU machine with nvcc, the CUDA libraries, PyTorch and
 # sentence-transformers but none of our Debian packages and no network: what
@@ -14,8 +16,8 @@
 #   run:   command  "bash bench/gpu-check.sh"
 #          carry    [".deps"]
 #          timeout_s 600
-# Everything comes back under $OUT (6 files): gpu-check.log, gpu-check.json,
-# build.log, gpu-parity.log, sluice.jsonl, st.json.
+# Everything comes back under $OUT (8 files): gpu-check.log, gpu-check.json,
+# build.log, gpu-parity.log, sluice.jsonl, st.json, profile.log, profile.json.
 #
 # usage: bash bench/gpu-check.sh [OUTDIR]        (default $OUT, else bench/out)
 # Environment:
@@ -29,7 +31,9 @@
 #                          the others are reported as skipped
 # Exit status: 0 every stage passed and every target met; 1 a stage or parity
 # check failed; 2 all passed but a performance target was missed.
-# Each stage is guarded: a failure is reported and the next stage still runs.
+# Each stage is guarded: a failure is reported and the next stage still runs. The
+# profile stage is information only: its failure (no ncu, no permission to read
+# the GPU's counters) is reported but does not change the exit status.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
@@ -228,9 +232,63 @@ st_bench() {
     fi
 }
 
+# One bf16 forward pass of 1024 x 128 tokens without graphs under ncu: every
+# kernel's duration (one metric, so one pass per kernel; clocks and caches left
+# as they run), summed per kernel by bench/ncu_table.py. The weight conversion
+# kernels of the load run before the pass and are left out of the table. Where
+# ncu cannot profile (no tool, no permission to read the GPU's counters), Nsight
+# Systems' kernel trace gives the same table if nsys is there.
+PROFILE_ARGS="profile --model $MODEL --device cuda --dtype bf16 --n 1024 --len 128"
+profile_ncu() {
+    [ -x "$BIN/gpu-bench" ] || { echo "no $BIN/gpu-bench"; return 1; }
+    local ncu nsys rc
+    if [ "$REHEARSE" = 1 ]; then # no GPU: the subcommand only, and the table from a made-up ncu CSV
+        "$BIN/gpu-bench" profile --model "$MODEL" --device cpu --dtype fp32 --n 4 --len 16 || return 1
+        python3 bench/ncu_table.py --selftest --json "$OUTDIR/profile.json"
+        return $?
+    fi
+    : >"$OUTDIR/profile.log"
+    ncu=$(command -v ncu || ls -d /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu \
+        /usr/local/cuda/nsight-compute*/ncu 2>/dev/null | sort -V | tail -1)
+    if [ -n "$ncu" ] && [ -x "$ncu" ]; then
+        echo "ncu: $ncu ($("$ncu" --version 2>&1 | tail -1))"
+        # shellcheck disable=SC2086
+        timeout 40 "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+            -f -o "$WORK/profile" "$BIN/gpu-bench" $PROFILE_ARGS >>"$OUTDIR/profile.log" 2>&1
+        rc=$?
+        grep -E '^\{|==ERROR==|==WARNING==|ERR_NVGPUCTRPERM' "$OUTDIR/profile.log" | head -n 12
+        if [ $rc -eq 0 ] && [ -f "$WORK/profile.ncu-rep" ]; then
+            # per launch, in base units, for our own sums; ncu's per-kernel summary into profile.log
+            "$ncu" -i "$WORK/profile.ncu-rep" --csv --page details --print-units base >"$WORK/profile.csv" \
+                2>>"$OUTDIR/profile.log"
+            "$ncu" -i "$WORK/profile.ncu-rep" --print-summary per-kernel >>"$OUTDIR/profile.log" 2>&1
+            python3 bench/ncu_table.py "$WORK/profile.csv" --json "$OUTDIR/profile.json" \
+                --title "ncu: one bf16 forward pass, 1024 x 128 tokens, no graphs" && return 0
+            echo "the ncu CSV gave no table; the end of ncu's own per-kernel summary:"
+            tail -n 40 "$OUTDIR/profile.log"
+        else
+            echo "ncu: exit $rc, no report (profile.log has its output)"
+            tail -n 5 "$OUTDIR/profile.log"
+        fi
+    else
+        echo "ncu: not found (PATH, /opt/nvidia/nsight-compute/*/, /usr/local/cuda)"
+    fi
+    nsys=$(command -v nsys || ls -d /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null |
+        sort -V | tail -1)
+    [ -n "$nsys" ] && [ -x "$nsys" ] || { echo "nsys: not found either; no profile"; return 1; }
+    echo "falling back to nsys: $nsys ($("$nsys" --version 2>&1 | tail -1))"
+    # shellcheck disable=SC2086
+    "$nsys" profile --trace=cuda --sample=none --cpuctxsw=none --force-overwrite=true -o "$WORK/profile-nsys" \
+        "$BIN/gpu-bench" $PROFILE_ARGS >>"$OUTDIR/profile.log" 2>&1 || { echo "nsys profile failed"; tail -n 5 "$OUTDIR/profile.log"; return 1; }
+    "$nsys" stats --report cuda_gpu_kern_sum --format csv --force-export=true "$WORK/profile-nsys.nsys-rep" \
+        >"$WORK/profile-nsys.csv" 2>>"$OUTDIR/profile.log" || { echo "nsys stats failed"; return 1; }
+    python3 bench/ncu_table.py "$WORK/profile-nsys.csv" --json "$OUTDIR/profile.json" \
+        --title "nsys: one bf16 forward pass, 1024 x 128 tokens, no graphs"
+}
+
 TOPK_SIZES=${GPU_CHECK_TOPK_SIZES:-20000,1000000} # expand: the vocab-sized and a 1M-row index
-export ROOT OUTDIR MODEL FIXTURE WORK BUILD BIN ARCH JOBS REHEARSE TOPK_SIZES
-export -f env_info unpack cuda_link_env build kernel_parity e2e_parity sluice_bench topk_bench st_bench
+export ROOT OUTDIR MODEL FIXTURE WORK BUILD BIN ARCH JOBS REHEARSE TOPK_SIZES PROFILE_ARGS
+export -f env_info unpack cuda_link_env build kernel_parity e2e_parity sluice_bench topk_bench st_bench profile_ncu
 export LD_LIBRARY_PATH="$WORK/root/usr/lib/x86_64-linux-gnu:$WORK/root/usr/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
@@ -244,6 +302,7 @@ if [ "$REHEARSE" = 1 ]; then
     stage bench-cpu 60 sluice_bench fp32
 else
     stage bench-bf16 90 sluice_bench bf16
+    stage bench-fp16 90 sluice_bench fp16
     stage bench-fp32 90 sluice_bench fp32
 fi
 stage sentence-transformers 180 st_bench
@@ -251,8 +310,10 @@ if [ "$REHEARSE" = 1 ]; then
     stage topk-cpu 60 topk_bench fp32
 else
     stage topk-bf16 60 topk_bench bf16
+    stage topk-fp16 60 topk_bench fp16
     stage topk-fp32 60 topk_bench fp32
 fi
+stage profile 60 profile_ncu
 
 # ---- report: the table last ----
 echo "=== report"

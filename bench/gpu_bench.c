@@ -1,16 +1,17 @@
 /* bench/gpu_bench.c - the engine-level half of bench/gpu-check.sh: end-to-end
  * parity of the real model across backends, and timed forward passes.
  *
- *   gpu-bench parity --model DIR [--fixture F] [--dump DIR]
- *   gpu-bench bench  --model DIR [--device cuda|cpu] [--dtype bf16|fp32]
- *                    [--shapes 1x16,32x128,...] [--fixture F] [--seconds S]
- *   gpu-bench topk   [--device cuda|cpu] [--dtype bf16|fp32] [--sizes 20000,1000000]
- *                    [--nq 1,256] [--k 10,100] [--dim 384] [--seconds S]
+ *   gpu-bench parity  --model DIR [--fixture F] [--dump DIR]
+ *   gpu-bench bench   --model DIR [--device cuda|cpu] [--dtype bf16|fp16|fp32]
+ *                     [--shapes 1x16,32x128,...] [--fixture F] [--seconds S]
+ *   gpu-bench topk    [--device cuda|cpu] [--dtype bf16|fp16|fp32] [--sizes 20000,1000000]
+ *                     [--nq 1,256] [--k 10,100] [--dim 384] [--seconds S]
+ *   gpu-bench profile --model DIR [--device cuda|cpu] [--dtype bf16|fp16|fp32] [--n 1024] [--len 128]
  *
  * parity: the fixture's sentences (tests/fixtures/embeddings.jsonl) through the
- * CPU backend and through CUDA in fp32 and bf16, all from the same weights;
- * per-sentence cosine against the CPU result (fp32 >= 0.999999, bf16 >=
- * 0.9999), each of the first sentences alone against its batched result (a
+ * CPU backend and through CUDA in fp32, bf16 and fp16, all from the same weights;
+ * per-sentence cosine against the CPU result (fp32 >= 0.999999, bf16 and fp16
+ * >= 0.9999), each of the first sentences alone against its batched result (a
  * sequence must not depend on its batch mates), a second identical run (an
  * error that moves between runs is a race), and, for information, the cosine
  * against the fixture's sentence-transformers embeddings. --dump writes the
@@ -30,6 +31,12 @@
  * best: the call and the download of the results timed together (median of
  * repeats); the first query's result is checked against an exact float64
  * top-k over the same rounded values (recall, ties counted as hits).
+ *
+ * profile: for a profiler to wrap (bench/gpu-check.sh runs it under ncu): the
+ * model loaded without CUDA graphs, then exactly one forward pass of N
+ * synthetic sequences of L tokens (the bench's ids), no warm-up, so every
+ * kernel launch after the load is that pass. The load's own kernels (weight
+ * conversion) come first; a profile report leaves them out by name.
  *
  * Output: one JSON object per line on stdout; notes on stderr. Exit status:
  * 0 passed / ran, 1 a parity check failed or a run broke, 2 bad usage or set-up.
@@ -303,9 +310,9 @@ static int cmd_parity(const char *dir, const char *fixture, const char *dump_dir
     fflush(stdout);
 
     rc = 0;
-    const ops_dtype_t dts[2] = {OPS_F32, OPS_BF16};
-    const double thr[2] = {0.999999, 0.9999};
-    for (int d = 0; d < 2; d++) {
+    const ops_dtype_t dts[3] = {OPS_F32, OPS_BF16, OPS_F16};
+    const double thr[3] = {0.999999, 0.9999, 0.9999};
+    for (int d = 0; d < 3; d++) {
         const char *dn = ops_dtype_name(dts[d]);
         if (load(dir, "cuda", dts[d], T, fx.n, &l)) {
             printf("{\"check\":\"e2e\",\"backend\":\"cuda-%s\",\"ref\":\"cpu-fp32\",\"pass\":false,"
@@ -364,7 +371,9 @@ static int cmd_parity(const char *dir, const char *fixture, const char *dump_dir
                 fprintf(stderr, "gpu-bench: cuda-%s worst sentence %d (%d tokens): %.80s\n", dn, worst,
                         off[worst + 1] - off[worst], fx.text[worst]);
         }
-        if (dump_dir && dump(dump_dir, dts[d] == OPS_F32 ? "cuda-fp32" : "cuda-bf16", gpu, nh)) rc = 1;
+        char dump_name[32];
+        snprintf(dump_name, sizeof dump_name, "cuda-%s", dn);
+        if (dump_dir && dump(dump_dir, dump_name, gpu, nh)) rc = 1;
         fflush(stdout);
     }
 done:
@@ -651,6 +660,8 @@ static void random_unit_rows(float *x, size_t rows, int D, uint64_t seed) {
     }
 }
 
+static float round_f16(float f) { return (float)(_Float16)f; } /* IEEE half, nearest even, as the device */
+
 static float round_bf16(float f) { /* round to nearest even, as the backend's conversion */
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -659,17 +670,22 @@ static float round_bf16(float f) { /* round to nearest even, as the backend's co
     return f;
 }
 
+/* A value as the backend of dtype stores it. */
+static float round_like(ops_dtype_t dt, float f) {
+    return dt == OPS_BF16 ? round_bf16(f) : dt == OPS_F16 ? round_f16(f) : f;
+}
+
 /* Exact float64 scores of query q against every row, over the values the
- * backend holds (bf16-rounded X and q in bf16 mode), and the same sorted
- * ascending: what the recall check needs, computed once per index. */
-static void exact_scores(const float *X, int N, int D, const float *q, int bf16, double *sc, double *sorted) {
+ * backend holds (X and q rounded to bf16 or fp16 in those modes), and the same
+ * sorted ascending: what the recall check needs, computed once per index. */
+static void exact_scores(const float *X, int N, int D, const float *q, ops_dtype_t dt, double *sc, double *sorted) {
     float *qq = malloc((size_t)D * sizeof *qq);
     if (!qq) abort();
-    for (int d = 0; d < D; d++) qq[d] = bf16 ? round_bf16(q[d]) : q[d];
+    for (int d = 0; d < D; d++) qq[d] = round_like(dt, q[d]);
     for (int i = 0; i < N; i++) {
         double a = 0;
         const float *x = X + (size_t)i * D;
-        for (int d = 0; d < D; d++) a += (double)qq[d] * (bf16 ? round_bf16(x[d]) : x[d]);
+        for (int d = 0; d < D; d++) a += (double)qq[d] * round_like(dt, x[d]);
         sc[i] = sorted[i] = a;
     }
     qsort(sorted, (size_t)N, sizeof *sorted, cmp_double);
@@ -744,7 +760,7 @@ static int cmd_topk(const char *device, ops_dtype_t dtype, const char *sizes, co
         }
         double *sc = malloc((size_t)N * sizeof *sc), *sorted = malloc((size_t)N * sizeof *sorted);
         if (!sc || !sorted) abort();
-        exact_scores(hx, N, D, hq, ops->dtype == OPS_BF16, sc, sorted);
+        exact_scores(hx, N, D, hq, ops->dtype, sc, sorted);
         fprintf(stderr, "gpu-bench: topk index %d x %d %s ready in %.1f s\n", N, D, dn, now_s() - t0);
         for (int b = 0; b < nQ; b++)
             for (int c = 0; c < nK; c++) {
@@ -804,25 +820,75 @@ done:
     return rc;
 }
 
+/* ---- one forward pass for a profiler ---- */
+
+static int cmd_profile(const char *dir, const char *device, ops_dtype_t dtype, int n, int len) {
+    if (n < 1 || len < 2 || (int64_t)n * len > 1 << 24) {
+        fprintf(stderr, "gpu-bench: profile: bad --n %d / --len %d\n", n, len);
+        return 2;
+    }
+    g_graphs = 0; /* a replayed graph would hide the kernels from a per-launch profiler */
+    g_runners = 1;
+    loaded_t l;
+    if (load(dir, device, dtype, n * len, n, &l)) return 1;
+    const tok_t *mtok = engine_tokenizer(l.model);
+    const int H = engine_info(l.model)->hidden, max_len = engine_info(l.model)->max_seq_len;
+    int rc = 1;
+    int32_t *ids = malloc((size_t)n * len * sizeof *ids), *off = malloc(((size_t)n + 1) * sizeof *off);
+    float *out = malloc((size_t)n * H * sizeof *out);
+    if (!ids || !off || !out) abort();
+    if (len > max_len) {
+        fprintf(stderr, "gpu-bench: profile: --len %d is over the model's %d tokens\n", len, max_len);
+        rc = 2;
+        goto done;
+    }
+    synth_ids(n, len, tok_cls_id(mtok), tok_sep_id(mtok), ids, off);
+    double t0 = now_s();
+    if (embed(&l, ids, off, n, out)) goto done;
+    printf("{\"profile\":\"forward\",\"device\":\"%s\",\"dtype\":\"%s\",\"n\":%d,\"len\":%d,\"tokens\":%d,"
+           "\"graphs\":0,\"wall_ms\":%.3f}\n",
+           device, ops_dtype_name(l.ops->dtype), n, len, n * len, (now_s() - t0) * 1e3);
+    fflush(stdout);
+    rc = 0;
+done:
+    free(ids);
+    free(off);
+    free(out);
+    unload(&l);
+    return rc;
+}
+
+/* "bf16", "fp16" or "fp32"; -1 for anything else. */
+static int parse_dtype(const char *s, ops_dtype_t *dt) {
+    if (!strcmp(s, "bf16")) *dt = OPS_BF16;
+    else if (!strcmp(s, "fp16")) *dt = OPS_F16;
+    else if (!strcmp(s, "fp32")) *dt = OPS_F32;
+    else return -1;
+    return 0;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: gpu-bench parity --model DIR [--fixture F] [--dump DIR]\n"
-               "       gpu-bench bench  --model DIR [--device cuda|cpu] [--dtype bf16|fp32]\n"
+               "       gpu-bench bench  --model DIR [--device cuda|cpu] [--dtype bf16|fp16|fp32]\n"
                "                        [--shapes NxL,...] [--fixture F|none] [--mixed-limit N] [--seconds S]\n"
                "       both: [--graphs 1|0] (CUDA graph replay of small batches, default 1)\n"
                "       bench: [--runners R] (R > 1: each shape also timed with R threads, R batches in flight)\n"
-               "       gpu-bench topk [--device cuda|cpu] [--dtype bf16|fp32] [--sizes N,...] [--nq Q,...]\n"
-               "                      [--k K,...] [--dim D] [--seconds S]\n");
+               "       gpu-bench topk [--device cuda|cpu] [--dtype bf16|fp16|fp32] [--sizes N,...] [--nq Q,...]\n"
+               "                      [--k K,...] [--dim D] [--seconds S]\n"
+               "       gpu-bench profile --model DIR [--device cuda|cpu] [--dtype bf16|fp16|fp32] [--n N] [--len L]\n"
+               "                      (one forward pass of N x L tokens, no graphs, no warm-up: for ncu)\n");
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || (strcmp(argv[1], "parity") && strcmp(argv[1], "bench") && strcmp(argv[1], "topk"))) {
+    if (argc < 2 || (strcmp(argv[1], "parity") && strcmp(argv[1], "bench") && strcmp(argv[1], "topk") &&
+                     strcmp(argv[1], "profile"))) {
         usage(stderr);
         return 2;
     }
     const char *model = NULL, *fixture = FIXTURE_DEFAULT, *dump_dir = NULL, *device = "cuda", *dtype = "bf16";
     const char *shapes = "1x16,1x32,32x128,256x128,1024x128";
     double seconds = 0.5;
-    int mixed_limit = 0, dim = 384;
+    int mixed_limit = 0, dim = 384, prof_n = 1024, prof_len = 128;
     const char *sizes = "20000,1000000", *nqs = "1,256", *ks = "10,100";
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -845,18 +911,24 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--nq")) nqs = v;
         else if (!strcmp(a, "--k")) ks = v;
         else if (!strcmp(a, "--dim")) dim = atoi(v);
+        else if (!strcmp(a, "--n")) prof_n = atoi(v);
+        else if (!strcmp(a, "--len")) prof_len = atoi(v);
         else {
             usage(stderr);
             return 2;
         }
     }
-    if (!strcmp(argv[1], "topk") && (!strcmp(dtype, "bf16") || !strcmp(dtype, "fp32")) &&
-        (!strcmp(device, "cuda") || !strcmp(device, "cpu")))
-        return cmd_topk(device, strcmp(dtype, "bf16") ? OPS_F32 : OPS_BF16, sizes, nqs, ks, dim, seconds);
-    if (!model || (strcmp(dtype, "bf16") && strcmp(dtype, "fp32")) || (strcmp(device, "cuda") && strcmp(device, "cpu"))) {
+    ops_dtype_t dt;
+    if (parse_dtype(dtype, &dt) || (strcmp(device, "cuda") && strcmp(device, "cpu"))) {
         usage(stderr);
         return 2;
     }
+    if (!strcmp(argv[1], "topk")) return cmd_topk(device, dt, sizes, nqs, ks, dim, seconds);
+    if (!model) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "profile")) return cmd_profile(model, device, dt, prof_n, prof_len);
     if (!strcmp(argv[1], "parity")) {
         if (!fixture) {
             usage(stderr);
@@ -864,6 +936,5 @@ int main(int argc, char **argv) {
         }
         return cmd_parity(model, fixture, dump_dir);
     }
-    return cmd_bench(model, device, strcmp(dtype, "bf16") ? OPS_F32 : OPS_BF16, shapes, fixture, mixed_limit,
-                     seconds);
+    return cmd_bench(model, device, dt, shapes, fixture, mixed_limit, seconds);
 }

@@ -243,7 +243,7 @@ def main():
             ref32 = torch.as_tensor(m32.encode(texts, batch_size=32, convert_to_numpy=True,
                                                show_progress_bar=False))
         m.float() if args.fp32 else m.half()
-        for name in ("cpu-fp32", "cuda-fp32", "cuda-bf16"):
+        for name in ("cpu-fp32", "cuda-fp32", "cuda-bf16", "cuda-fp16"):
             path = os.path.join(args.dump, "emb-%s.f32" % name)
             if not os.path.exists(path):
                 continue
