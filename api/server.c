@@ -35,6 +35,7 @@ struct api_serve {
     struct MHD_Daemon *mhd;
     int port;
     atomic_int stopping;
+    int started;   /* api_serve_start got to the end: shutdown logs what it does */
     int shut_down;
     pthread_mutex_t mu; /* guards st, signals quiet */
     pthread_cond_t quiet;
@@ -570,6 +571,7 @@ int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_
                       registry_device_name(s->reg), "precision", registry_precision(s->reg),
                       "memory_budget_bytes", (json_int_t)registry_budget(s->reg), "models",
                       registry_count(s->reg), "redis", redis_where));
+    s->started = 1;
     *out = s;
     return 0;
 fail:
@@ -583,7 +585,7 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
     int64_t t0 = batcher_now_ns();
     atomic_store(&s->stopping, 1);
     api_ctl_stop_watchers(s->ctl); /* control requests waiting on a load or drain answer 503 */
-    api_log(API_LOG_INFO, "shutting down", json_pack("{s:i}", "drain_timeout_ms", drain_timeout_ms));
+    if (s->started) api_log(API_LOG_INFO, "shutting down", json_pack("{s:i}", "drain_timeout_ms", drain_timeout_ms));
     if (s->mhd) {
         MHD_socket ls = MHD_quiesce_daemon(s->mhd); /* no new connections */
         if (ls != MHD_INVALID_SOCKET) close(ls);
@@ -621,8 +623,9 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
     if (s->reg) {
         for (int i = 0; i < registry_count(s->reg); i++) registry_unload(s->reg, i);
     }
-    api_log(API_LOG_INFO, "stopped",
-            json_pack("{s:i,s:f}", "unfinished_items", left, "shutdown_s", (batcher_now_ns() - t0) * 1e-9));
+    if (s->started)
+        api_log(API_LOG_INFO, "stopped",
+                json_pack("{s:i,s:f}", "unfinished_items", left, "shutdown_s", (batcher_now_ns() - t0) * 1e-9));
     return left;
 }
 
