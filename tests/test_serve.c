@@ -603,3 +603,42 @@ Test(serve, cli_help_and_bad_flags) {
     st = system(cmd);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "a bad SLUICE_ variable exited %d, want 2", st);
 }
+
+/* ---------------------------------------------------------------- logs */
+
+Test(serve, logs_are_json_lines_carrying_the_request_id, .timeout = 60) {
+    support_proc_t p;
+    const char *extra[] = {"--log-level", "info", NULL};
+    cr_assert_eq(support_proc_start(&p, extra), 0, "%s", p.err);
+    const char *hdr[] = {"X-Request-ID: log-check-7", NULL};
+    http_resp_t r;
+    cr_assert_eq(http_request(p.port, "POST", "/v1/embeddings", hdr, "{\"input\":\"log me\"}", 18, &r, 30000), 0);
+    cr_assert_eq(r.status, 200);
+    http_resp_free(&r);
+    FILE *f = fopen(p.log, "r");
+    cr_assert(f, "no log file");
+    char *line = NULL;
+    size_t cap = 0;
+    int lines = 0, found = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(json_is_object(j), "log line is not a JSON object: %s", line);
+        cr_assert(json_is_string(json_object_get(j, "time")) && json_is_string(json_object_get(j, "level")) &&
+                      json_is_string(json_object_get(j, "msg")),
+                  "log line without time/level/msg: %s", line);
+        const char *rid = json_string_value(json_object_get(j, "request_id"));
+        if (rid && !strcmp(rid, "log-check-7")) {
+            found = 1;
+            cr_assert_eq(json_integer_value(json_object_get(j, "status")), 200);
+            cr_assert_str_eq(json_string_value(json_object_get(j, "model")), "all-minilm-l6-v2");
+            cr_assert(json_is_number(json_object_get(j, "duration_s")));
+        }
+        json_decref(j);
+        lines++;
+    }
+    free(line);
+    fclose(f);
+    cr_assert_gt(lines, 1);
+    cr_assert(found, "no log line carries the request id");
+    cr_assert_eq(support_proc_stop(&p, SIGTERM, 30000), 0);
+}
