@@ -223,7 +223,7 @@ Test(serve_tasks, deadline_and_cancellation, .init = redis_start, .fini = redis_
     int st;
     /* past its deadline while waiting for a batch: ends expired, never computed */
     char late[QUEUE_ID_MAX];
-    enqueue(s.port, "{\"input\":\"too late\",\"deadline_ms\":200}", late);
+    enqueue(s.port, "{\"input\":\"too late\",\"deadline_ms\":1000}", late); /* leased well before */
     json_t *t = task_wait(s.port, late, 10, &st);
     cr_assert_str_eq(state_of(t), "expired");
     json_decref(t);
@@ -232,13 +232,14 @@ Test(serve_tasks, deadline_and_cancellation, .init = redis_start, .fini = redis_
     enqueue(s.port, "{\"input\":\"cancel me\"}", id);
     char path[600];
     snprintf(path, sizeof path, "/v1/tasks/%s", id);
-    for (int i = 0; i < 100; i++) {
+    int leased = 0;
+    for (int i = 0; i < 500 && !leased; i++) {
         t = call(s.port, "GET", path, NULL, &st);
-        int leased = !strcmp(state_of(t), "leased");
+        leased = !strcmp(state_of(t), "leased");
         json_decref(t);
-        if (leased) break;
-        sleep_ms(10);
+        if (!leased) sleep_ms(10);
     }
+    cr_assert(leased, "the intake did not lease the task within 5 s");
     t = call(s.port, "DELETE", path, NULL, &st);
     cr_assert_eq(st, 202, "cancel of a leased task -> %d", st);
     cr_assert_str_eq(state_of(t), "cancelling");
