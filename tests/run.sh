@@ -53,7 +53,7 @@ if [ -x "$BUILD/fuzz/fuzz_request" ]; then
     run_suite fuzz-request "$BUILD/fuzz/fuzz_request" -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 \
         -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 "$LOG/corpus" tests/fuzz/seeds
 fi
-# AddressSanitizer (with LeakSanitizer) over the loader, the tokenizer and the embed path.
+# AddressSanitizer (with LeakSanitizer) over the loader, the tokenizer, the embed path and the control plane.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 for t in "$ASAN"/tests/test_*; do
     [ -x "$t" ] || continue

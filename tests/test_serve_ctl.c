@@ -463,6 +463,14 @@ Test(ctl, model_too_big_for_the_budget_answers_507_on_load, .timeout = 60) {
     support_server_stop(&s);
 }
 
+/* Does the JSON text of j hold word? */
+static int json_says(json_t *j, const char *word) {
+    char *t = json_dumps(j, 0);
+    int yes = t && strstr(t, word);
+    free(t);
+    return yes;
+}
+
 Test(ctl, pause_resume_drain_and_readiness, .timeout = 60) {
     api_config_t c;
     support_server_config(&c);
@@ -480,9 +488,7 @@ Test(ctl, pause_resume_drain_and_readiness, .timeout = 60) {
     cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", NULL, emb, "not_accepting_work"), 503);
     j = json_of(s.port, "GET", "/readyz", NULL, NULL, &st);
     cr_assert_eq(st, 503);
-    cr_assert(strstr(json_dumps(json_object_get(j, "not_ready"), 0) ?: "", "paused") ||
-                  strstr(json_dumps(j, 0), "paused"),
-              "readyz does not say paused");
+    cr_assert(json_says(j, "paused"), "readyz does not say paused");
     json_decref(j);
     cr_assert_eq(status_of(s.port, "GET", "/healthz", NULL, NULL, NULL), 200);
     j = json_of(s.port, "POST", "/v1/admin/resume", NULL, NULL, &st);
@@ -497,7 +503,7 @@ Test(ctl, pause_resume_drain_and_readiness, .timeout = 60) {
     cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", NULL, emb, "not_accepting_work"), 503);
     j = json_of(s.port, "GET", "/readyz", NULL, NULL, &st);
     cr_assert_eq(st, 503);
-    cr_assert(strstr(json_dumps(j, 0), "draining"));
+    cr_assert(json_says(j, "draining"), "readyz does not say draining");
     json_decref(j);
     cr_assert_eq(status_of(s.port, "POST", "/v1/admin/drain?timeout_ms=x", NULL, NULL, "invalid_value"), 400);
     cr_assert_eq(status_of(s.port, "POST", "/v1/admin/resume", NULL, NULL, NULL), 200);
