@@ -735,6 +735,14 @@ static int respond_task(api_req_t *r, const char *id, task_queue_t *q, int rc, q
                           "result", res, "error", info->error ? json_string(info->error) : json_null());
     if (info->finished_ms) json_object_set_new(o, "finished_at_ms", json_integer(info->finished_ms));
     if (info->cancel_requested) json_object_set_new(o, "cancel_requested", json_true());
+    /* the ids the task was enqueued with, so a caller can find its log lines */
+    queue_payload_t p;
+    char perr[128];
+    if (info->payload && !queue_payload_parse(info->payload, info->payload_len, &p, perr, sizeof perr)) {
+        if (p.request_id) json_object_set_new(o, "request_id", json_string(p.request_id));
+        if (p.traceparent) json_object_set_new(o, "traceparent", json_string(p.traceparent));
+        queue_payload_clear(&p);
+    }
     return api_respond_json(r, 200, o);
 }
 
