@@ -1,23 +1,34 @@
-/* kernels/cpu/topk.c - similarity top-k on the CPU: blocked SGEMM + a size-k heap per query.
+/* kernels/cpu/topk.c - similarity top-k on the CPU: blocked SGEMM + a threshold reservoir per query.
  *
  * The index is cut into one contiguous range of rows per pool thread; each task
  * walks its range in tiles (a block of rows x a chunk of queries, sized to stay
  * in cache), scores a tile with one single-threaded sgemm, and feeds each
- * query's scores into that task's size-k heap. So the workspace is bounded
+ * query's scores into that task's reservoir. So the workspace is bounded
  * whatever N is, every row of X is read once for all queries, and no thread
- * waits on another until the end, when each query's per-task heaps are merged
- * (k entries per task) and sorted (k log k). No sort of N scores anywhere.
+ * waits on another until the end, when each query's reservoirs are merged and
+ * its k best sorted (k log k). No sort of N scores anywhere.
  *
- * Heaps keep the worst entry at the root, so a score enters only when it beats
- * that root, which after the first tiles is rare: selection costs about one
- * compare per score. Ties: rows are visited in increasing index order within a
- * task, so a later row with the same score as the root is never better (lower
- * index wins) and the strict compare rejects it; heap order and the merge use
- * the full (score, index) order. Scores are assumed finite (a NaN score never
- * enters a full heap).
+ * Selection (partial, as faiss does for large k): a candidate enters a
+ * query's reservoir (capacity 2k) only when its score beats the threshold;
+ * when the reservoir is full, a quickselect keeps its k best and the k-th
+ * best's score becomes the threshold. Each candidate costs O(1) amortised, and
+ * after the first tiles almost every score is one compare and a skip. (A size-k
+ * heap costs log k per entry, which dominated at k = 1000 on real embeddings,
+ * where rows similar to a query are not spread at random.)
+ *
+ * Order and ties: a candidate is one 64-bit key, the score's order-preserving
+ * bits above the complement of its index, so "larger key" is exactly "higher
+ * score, then lower index" and the selection needs one compare. Rows are
+ * visited in increasing index order within a task, so a later row whose score
+ * equals the threshold is never better than the k kept (its index is higher)
+ * and the strict compare rejects it. Scores are assumed finite (a NaN never
+ * enters).
  */
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/topk.h"
 
@@ -28,16 +39,25 @@ enum {
     TOPK_MIN_ROWS = 512,        /* index rows per tile, at least ... */
     TOPK_MAX_ROWS = 16384,      /* ... and at most */
     TOPK_MIN_TASK_ROWS = 4096,  /* below this a range is not worth a thread */
+    TOPK_MIN_CAP = 32,          /* reservoir capacity: 2k, at least this */
 };
 
 static int imin(int a, int b) { return a < b ? a : b; }
 
 /* The tiling, the same for sizing the workspace and for running. */
 typedef struct {
-    int tasks;      /* index ranges, one pool task each */
-    int qb, nb;     /* queries and index rows per tile */
-    size_t tile_floats, heap_entries; /* per task */
+    int tasks;          /* index ranges, one pool task each */
+    int qb, nb;         /* queries and index rows per tile */
+    int cap;            /* reservoir capacity, keys */
+    size_t tile_floats; /* per task */
+    size_t task_bytes;  /* per task: tile, reservoirs (nq x cap keys), their states */
 } topk_plan_t;
+
+/* One query's reservoir in one task. */
+typedef struct {
+    int n;     /* keys held */
+    float thr; /* a score must beat this to enter (-inf until the first shrink) */
+} topk_res_t;
 
 static topk_plan_t topk_plan(const ops_t *ops, int nq, int N, int k) {
     const ops_cpu_impl_t *impl = ops->impl;
@@ -48,88 +68,85 @@ static topk_plan_t topk_plan(const ops_t *ops, int nq, int N, int k) {
     int nb = TOPK_TILE_FLOATS / p.qb;
     nb = nb < TOPK_MIN_ROWS ? TOPK_MIN_ROWS : nb > TOPK_MAX_ROWS ? TOPK_MAX_ROWS : nb;
     p.nb = imin(nb, (N + p.tasks - 1) / p.tasks);
+    p.cap = 2 * k < TOPK_MIN_CAP ? TOPK_MIN_CAP : 2 * k;
     p.tile_floats = (size_t)p.qb * p.nb;
-    p.heap_entries = p.tasks > 1 ? (size_t)nq * k : 0; /* one task heaps straight into out */
+    p.task_bytes = p.tile_floats * sizeof(float) + (size_t)nq * p.cap * sizeof(uint64_t) +
+                   (size_t)nq * sizeof(topk_res_t);
     return p;
-}
-
-static size_t topk_task_bytes(const topk_plan_t *p) {
-    return p->tile_floats * sizeof(float) + p->heap_entries * (sizeof(float) + sizeof(int32_t));
 }
 
 size_t cpu_topk_workspace(ops_t *ops, int nq, int N, int k) {
     if (!ops || nq <= 0 || N <= 0 || k <= 0) return 0;
     topk_plan_t p = topk_plan(ops, nq, N, k);
-    return (size_t)p.tasks * topk_task_bytes(&p);
+    return (size_t)p.tasks * p.task_bytes;
 }
 
-/* a ranks below b: lower score, or the same score at a higher index. */
-static inline int topk_worse(float sa, int32_t ia, float sb, int32_t ib) {
-    return sa < sb || (sa == sb && ia > ib);
+/* ---- keys: higher score, then lower index, is a larger key ---- */
+
+static inline uint64_t topk_key(float score, int32_t idx) {
+    uint32_t u;
+    float s = score == 0.0f ? 0.0f : score; /* -0 ranks with +0 */
+    memcpy(&u, &s, sizeof u);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((uint64_t)u << 32) | (uint32_t)(0xFFFFFFFFu - (uint32_t)idx);
 }
 
-static inline void topk_swap(float *s, int32_t *ix, int a, int b) {
-    float ts = s[a];
-    s[a] = s[b];
-    s[b] = ts;
-    int32_t ti = ix[a];
-    ix[a] = ix[b];
-    ix[b] = ti;
+static inline float topk_key_score(uint64_t key) {
+    uint32_t u = (uint32_t)(key >> 32);
+    u = (u & 0x80000000u) ? (u & 0x7FFFFFFFu) : ~u;
+    float s;
+    memcpy(&s, &u, sizeof s);
+    return s;
 }
 
-/* Restore the heap (worst at the root) below position i, over n entries. */
-static void topk_sift_down(float *s, int32_t *ix, int n, int i) {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && topk_worse(s[l], ix[l], s[w], ix[w])) w = l;
-        if (r < n && topk_worse(s[r], ix[r], s[w], ix[w])) w = r;
-        if (w == i) return;
-        topk_swap(s, ix, i, w);
-        i = w;
+static inline int32_t topk_key_idx(uint64_t key) { return (int32_t)(0xFFFFFFFFu - (uint32_t)key); }
+
+/* Rearrange a[0..n) so that a[k-1] is the k-th largest and a[0..k-1) hold
+ * larger keys (Wirth's selection; keys are distinct). */
+static void topk_select_largest(uint64_t *a, int n, int k) {
+    int lo = 0, hi = n - 1, t = k - 1;
+    while (lo < hi) {
+        uint64_t x = a[t];
+        int i = lo, j = hi;
+        do {
+            while (a[i] > x) i++;
+            while (x > a[j]) j--;
+            if (i <= j) {
+                uint64_t tmp = a[i];
+                a[i] = a[j];
+                a[j] = tmp;
+                i++;
+                j--;
+            }
+        } while (i <= j);
+        if (j < t) lo = i;
+        if (t < i) hi = j;
     }
 }
 
-/* Add (score, id) to a heap of *n entries, capacity k, by the full order. */
-static void topk_heap_offer(float *s, int32_t *ix, int *n, int k, float score, int32_t id) {
-    if (*n < k) {
-        int i = (*n)++;
-        s[i] = score;
-        ix[i] = id;
-        while (i > 0) {
-            int p = (i - 1) / 2;
-            if (!topk_worse(s[i], ix[i], s[p], ix[p])) break;
-            topk_swap(s, ix, i, p);
-            i = p;
+static int topk_cmp_desc(const void *pa, const void *pb) {
+    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+    return (a < b) - (a > b);
+}
+
+/* Keep the k best of a full reservoir; the k-th best sets the threshold. */
+static void topk_shrink(topk_res_t *r, uint64_t *keys, int k) {
+    topk_select_largest(keys, r->n, k);
+    r->n = k;
+    r->thr = topk_key_score(keys[k - 1]);
+}
+
+/* Scores of rows first .. first+n-1, in increasing order, into a reservoir. */
+static void topk_feed_rows(topk_res_t *r, uint64_t *keys, int cap, int k, const float *scores, int first, int n) {
+    float thr = r->thr;
+    for (int j = 0; j < n; j++) {
+        if (scores[j] > thr) { /* a tie loses: this row's index is higher than the kept ones' */
+            keys[r->n++] = topk_key(scores[j], first + j);
+            if (r->n == cap) {
+                topk_shrink(r, keys, k);
+                thr = r->thr;
+            }
         }
-    } else if (topk_worse(s[0], ix[0], score, id)) {
-        s[0] = score;
-        ix[0] = id;
-        topk_sift_down(s, ix, k, 0);
-    }
-}
-
-/* Feed the scores of rows first .. first+n-1 (in increasing order) into a
- * heap of *filled entries. */
-static void topk_push_rows(float *hs, int32_t *hi, int *filled, int k, const float *scores, int first, int n) {
-    int j = 0;
-    for (; j < n && *filled < k; j++) topk_heap_offer(hs, hi, filled, k, scores[j], first + j);
-    if (j == n) return;
-    float worst = hs[0];
-    for (; j < n; j++) {
-        if (scores[j] > worst) { /* a tie loses: this row's index is higher */
-            hs[0] = scores[j];
-            hi[0] = first + j;
-            topk_sift_down(hs, hi, k, 0);
-            worst = hs[0];
-        }
-    }
-}
-
-/* Heap (worst at the root) -> best first, equal scores by index. */
-static void topk_heap_sort(float *hs, int32_t *hi, int k) {
-    for (int end = k - 1; end > 0; end--) {
-        topk_swap(hs, hi, 0, end);
-        topk_sift_down(hs, hi, end, 0);
     }
 }
 
@@ -142,17 +159,15 @@ typedef struct {
     float *out_score;
 } topk_job_t;
 
-/* Task t's heaps: (nq, k) scores and indices, in the workspace or, when it is
- * the only task, in out. */
-static void topk_task_heaps(const topk_job_t *j, int t, float **hs, int32_t **hi) {
-    if (j->plan.tasks == 1) {
-        *hs = j->out_score;
-        *hi = j->out_idx;
-        return;
-    }
-    char *base = j->ws + (size_t)t * topk_task_bytes(&j->plan) + j->plan.tile_floats * sizeof(float);
-    *hs = (float *)base;
-    *hi = (int32_t *)(base + j->plan.heap_entries * sizeof(float));
+/* Task t's tile scores, reservoir keys (nq, cap) and states (nq). */
+static float *topk_task_tile(const topk_job_t *j, int t) { return (float *)(j->ws + (size_t)t * j->plan.task_bytes); }
+
+static uint64_t *topk_task_keys(const topk_job_t *j, int t) {
+    return (uint64_t *)(j->ws + (size_t)t * j->plan.task_bytes + j->plan.tile_floats * sizeof(float));
+}
+
+static topk_res_t *topk_task_res(const topk_job_t *j, int t) {
+    return (topk_res_t *)(topk_task_keys(j, t) + (size_t)j->nq * j->plan.cap);
 }
 
 static void topk_range_task(void *ctx, int t, int worker) {
@@ -161,10 +176,10 @@ static void topk_range_task(void *ctx, int t, int worker) {
     const topk_plan_t *p = &j->plan;
     int per = (j->N + p->tasks - 1) / p->tasks;
     int lo = t * per, hi = imin(j->N, lo + per);
-    float *S = (float *)(j->ws + (size_t)t * topk_task_bytes(p)); /* (qb, nb) scores of one tile */
-    float *hs;
-    int32_t *hix;
-    topk_task_heaps(j, t, &hs, &hix);
+    float *S = topk_task_tile(j, t); /* (qb, nb) scores of one tile */
+    uint64_t *keys = topk_task_keys(j, t);
+    topk_res_t *res = topk_task_res(j, t);
+    for (int q = 0; q < j->nq; q++) res[q] = (topk_res_t){.n = 0, .thr = -INFINITY};
     for (int c0 = lo; c0 < hi; c0 += p->nb) {
         int nb = imin(p->nb, hi - c0);
         const float *Xb = j->X + (size_t)c0 * j->D;
@@ -176,33 +191,41 @@ static void topk_range_task(void *ctx, int t, int worker) {
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qb, nb, j->D, 1.0f, Qb, j->D, Xb, j->D,
                             0.0f, S, nb);
-            for (int q = 0; q < qb; q++) {
-                int filled = imin(c0 - lo, j->k);
-                topk_push_rows(hs + (size_t)(q0 + q) * j->k, hix + (size_t)(q0 + q) * j->k, &filled, j->k,
-                               S + (size_t)q * nb, c0, nb);
-            }
+            for (int q = 0; q < qb; q++)
+                topk_feed_rows(&res[q0 + q], keys + (size_t)(q0 + q) * p->cap, p->cap, j->k, S + (size_t)q * nb,
+                               c0, nb);
         }
     }
 }
 
-/* Query q: merge the tasks' heaps into out (when there are several), then sort. */
+/* Query q: pour the other tasks' candidates into task 0's reservoir (any
+ * order now, so by key), keep the k best, sort them into out. */
 static void topk_finish_task(void *ctx, int q, int worker) {
     (void)worker;
     const topk_job_t *j = ctx;
-    float *os = j->out_score + (size_t)q * j->k;
-    int32_t *oi = j->out_idx + (size_t)q * j->k;
-    if (j->plan.tasks > 1) {
-        int per = (j->N + j->plan.tasks - 1) / j->plan.tasks, n = 0;
-        for (int t = 0; t < j->plan.tasks; t++) {
-            float *hs;
-            int32_t *hi;
-            topk_task_heaps(j, t, &hs, &hi);
-            int rows = imin(j->N, (t + 1) * per) - t * per, m = imin(rows, j->k);
-            for (int e = 0; e < m; e++)
-                topk_heap_offer(os, oi, &n, j->k, hs[(size_t)q * j->k + e], hi[(size_t)q * j->k + e]);
+    const int cap = j->plan.cap, k = j->k;
+    uint64_t *keys = topk_task_keys(j, 0) + (size_t)q * cap;
+    topk_res_t *r = &topk_task_res(j, 0)[q];
+    uint64_t floor = 0; /* a key must beat this to enter: the k-th best once the reservoir shrinks */
+    for (int t = 1; t < j->plan.tasks; t++) {
+        const uint64_t *other = topk_task_keys(j, t) + (size_t)q * cap;
+        int m = topk_task_res(j, t)[q].n;
+        for (int e = 0; e < m; e++) {
+            if (other[e] <= floor) continue;
+            keys[r->n++] = other[e];
+            if (r->n == cap) {
+                topk_select_largest(keys, r->n, k);
+                r->n = k;
+                floor = keys[k - 1];
+            }
         }
     }
-    topk_heap_sort(os, oi, j->k);
+    if (r->n > k) topk_select_largest(keys, r->n, k);
+    qsort(keys, (size_t)k, sizeof *keys, topk_cmp_desc);
+    for (int e = 0; e < k; e++) {
+        j->out_score[(size_t)q * k + e] = topk_key_score(keys[e]);
+        j->out_idx[(size_t)q * k + e] = topk_key_idx(keys[e]);
+    }
 }
 
 int cpu_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q, const void *X, int nq,
