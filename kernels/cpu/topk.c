@@ -1,7 +1,8 @@
 /* kernels/cpu/topk.c - similarity top-k on the CPU: blocked SGEMM + a threshold reservoir per query.
  *
- * The index is cut into one contiguous range of rows per pool thread; each task
- * walks its range in tiles (a block of rows x a chunk of queries, sized to stay
+ * The index is cut into contiguous ranges of rows, a few per pool thread (the
+ * pool hands them out as threads come free, so a core slowed by another
+ * process does not hold up the whole op); each task walks its range in tiles (a block of rows x a chunk of queries, sized to stay
  * in cache), scores a tile with one single-threaded sgemm, and feeds each
  * query's scores into that task's reservoir. So the workspace is bounded
  * whatever N is, every row of X is read once for all queries, and no thread
@@ -38,7 +39,8 @@ enum {
     TOPK_TILE_FLOATS = 1 << 18, /* scores per tile: 1 MiB, about a core's L2 */
     TOPK_MIN_ROWS = 512,        /* index rows per tile, at least ... */
     TOPK_MAX_ROWS = 16384,      /* ... and at most */
-    TOPK_MIN_TASK_ROWS = 4096,  /* below this a range is not worth a thread */
+    TOPK_MIN_TASK_ROWS = 4096,  /* below this a range is not worth a task */
+    TOPK_TASKS_PER_THREAD = 4,  /* ranges per pool thread, for load balance */
     TOPK_MIN_CAP = 32,          /* reservoir capacity: 2k, at least this */
 };
 
@@ -63,7 +65,7 @@ static topk_plan_t topk_plan(const ops_t *ops, int nq, int N, int k) {
     const ops_cpu_impl_t *impl = ops->impl;
     topk_plan_t p;
     int by_size = N / TOPK_MIN_TASK_ROWS;
-    p.tasks = imin(impl->threads, by_size < 1 ? 1 : by_size);
+    p.tasks = imin(TOPK_TASKS_PER_THREAD * impl->threads, by_size < 1 ? 1 : by_size);
     p.qb = imin(nq, TOPK_MAX_QUERIES);
     int nb = TOPK_TILE_FLOATS / p.qb;
     nb = nb < TOPK_MIN_ROWS ? TOPK_MIN_ROWS : nb > TOPK_MAX_ROWS ? TOPK_MAX_ROWS : nb;
