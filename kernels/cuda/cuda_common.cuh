@@ -179,6 +179,11 @@ size_t cuda_topk_workspace(ops_t *ops, int nq, int N, int k);
 int cuda_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q, const void *X, int nq,
                          int N, int D, int k, void *workspace);
 
+/* out(T,N) float32 = in(T,K) @ W(N,K)^T with in and W in ops->dtype: the
+ * fallback GEMM (gemm.cu) with an fp32 result, for ops whose cuBLASLt call
+ * has no algorithm (or under SLUICE_CUDA_FALLBACK=1). */
+int cuda_simple_gemm_f32out(ops_t *ops, float *out, const void *in, const void *W, int T, int K, int N);
+
 /* float32 -> ops->dtype (bf16 or fp16) conversion on the device (backend.cu),
  * n elements, round to nearest even; on the ops_t's stream. */
 int cuda_f32_to_act(ops_t *ops, void *dst, const float *src, int64_t n);

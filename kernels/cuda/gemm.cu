@@ -82,9 +82,9 @@ static uint32_t ptr_alignment(const void *p) {
 #define SG_TILE 32
 #define SG_ROWS 8 /* threads per tile column: each thread sums 4 rows */
 
-template <typename T>
+template <typename T, typename Tout = T>
 static __global__ void __launch_bounds__(SG_TILE * SG_ROWS)
-    simple_gemm_kernel(T *out, const T *in, const T *W, int T_, int K, int N) {
+    simple_gemm_kernel(Tout *out, const T *in, const T *W, int T_, int K, int N) {
     __shared__ float As[SG_TILE][SG_TILE + 1]; /* in rows t0.., k chunk */
     __shared__ float Ws[SG_TILE][SG_TILE + 1]; /* W rows n0.., k chunk */
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -110,18 +110,26 @@ static __global__ void __launch_bounds__(SG_TILE * SG_ROWS)
 #pragma unroll
     for (int r = 0; r < SG_TILE / SG_ROWS; r++) {
         const int64_t t = t0 + ty + SG_ROWS * r;
-        if (t < T_ && n0 + tx < N) out[t * N + n0 + tx] = from_f32<T>(acc[r]);
+        if (t < T_ && n0 + tx < N) out[t * N + n0 + tx] = from_f32<Tout>(acc[r]);
     }
 }
 
-static int simple_gemm_launch(ops_t *ops, void *out, const void *in, const void *W, int T, int K, int N) {
+/* in and W in ops->dtype; out in ops->dtype too, or float32 when out_f32. */
+static int simple_gemm_launch_as(ops_t *ops, void *out, bool out_f32, const void *in, const void *W, int T, int K,
+                                 int N) {
     const dim3 grid((unsigned)((N + SG_TILE - 1) / SG_TILE), (unsigned)(((int64_t)T + SG_TILE - 1) / SG_TILE));
     const dim3 block(SG_TILE, SG_ROWS);
     if (grid.y > 65535) return cuda_fail(ops, OPS_EINVAL, "matmul: T=%d too large for the fallback kernel", T);
     cudaStream_t s = cuda_impl(ops)->stream;
-    if (ops->dtype == OPS_BF16)
+    if (ops->dtype == OPS_BF16 && out_f32)
+        simple_gemm_kernel<__nv_bfloat16, float><<<grid, block, 0, s>>>((float *)out, (const __nv_bfloat16 *)in,
+                                                                        (const __nv_bfloat16 *)W, T, K, N);
+    else if (ops->dtype == OPS_BF16)
         simple_gemm_kernel<__nv_bfloat16><<<grid, block, 0, s>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)in,
                                                                  (const __nv_bfloat16 *)W, T, K, N);
+    else if (ops->dtype == OPS_F16 && out_f32)
+        simple_gemm_kernel<__half, float><<<grid, block, 0, s>>>((float *)out, (const __half *)in, (const __half *)W,
+                                                                 T, K, N);
     else if (ops->dtype == OPS_F16)
         simple_gemm_kernel<__half><<<grid, block, 0, s>>>((__half *)out, (const __half *)in, (const __half *)W, T, K,
                                                           N);
@@ -129,6 +137,14 @@ static int simple_gemm_launch(ops_t *ops, void *out, const void *in, const void 
         simple_gemm_kernel<float><<<grid, block, 0, s>>>((float *)out, (const float *)in, (const float *)W, T, K, N);
     CUDA_CHECK_LAUNCH();
     return OPS_OK;
+}
+
+static int simple_gemm_launch(ops_t *ops, void *out, const void *in, const void *W, int T, int K, int N) {
+    return simple_gemm_launch_as(ops, out, false, in, W, T, K, N);
+}
+
+int cuda_simple_gemm_f32out(ops_t *ops, float *out, const void *in, const void *W, int T, int K, int N) {
+    return simple_gemm_launch_as(ops, out, true, in, W, T, K, N);
 }
 
 /* Destroys whatever of the four descriptors exists. */

@@ -4,8 +4,10 @@
  * The contract is ops->similarity_topk's (kernels/ops.h). Scores come from one
  * cuBLASLt GEMM per chunk of queries and index rows on the backend's handle
  * and scratch (fp32: fp32 compute, no TF32; bf16 or fp16: Q converted to the
- * index's type in the workspace, fp32 accumulation and output). The workspace is bounded whatever
- * nq is: queries are processed in chunks sized to it.
+ * index's type in the workspace, fp32 accumulation and output), or from the
+ * backend's fallback GEMM where cuBLASLt has no algorithm (and under
+ * SLUICE_CUDA_FALLBACK=1). The workspace is bounded whatever nq is: queries
+ * are processed in chunks sized to it.
  *
  * Why this shape: k goes up to 1000 and N to millions, with few queries per
  * batch, so one block per query would leave the GPU idle. Each (query,
@@ -231,10 +233,12 @@ static int topk_gemm_run(ops_t *ops, topk_gemm_descs_t *g, cudaDataType_t in_typ
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     memset(&res, 0, sizeof res);
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->a, g->b, g->d, g->d, g->pref, 1, &res, &found));
-    if (found < 1)
-        return cuda_fail(ops, OPS_EDEVICE, "similarity_topk: cuBLASLt has no algorithm for %d x %d x %d (%s:%d)",
-                         ncc, qcc, D, __FILE__, __LINE__);
+    /* NOT_SUPPORTED (or nothing found) is an answer: the backend's fallback GEMM runs instead */
+    cublasStatus_t hrc =
+        cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->a, g->b, g->d, g->d, g->pref, 1, &res, &found);
+    if (hrc != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(hrc);
+    if (hrc == CUBLAS_STATUS_NOT_SUPPORTED || found < 1)
+        return cuda_simple_gemm_f32out(ops, scores, Q, X, qcc, D, ncc);
     const float alpha = 1.0f, beta = 0.0f;
     CUBLAS_CHECK(cublasLtMatmul(c->lt, g->op, &alpha, X, g->a, Q, g->b, &beta, scores, g->d, scores, g->d, &res.algo,
                                 c->lt_workspace, c->lt_workspace_bytes, c->stream));
@@ -243,6 +247,7 @@ static int topk_gemm_run(ops_t *ops, topk_gemm_descs_t *g, cudaDataType_t in_typ
 
 static int topk_gemm(ops_t *ops, cudaDataType_t in_type, const void *X, const void *Q, float *scores, int ncc,
                      int qcc, int D) {
+    if (cuda_impl(ops)->fallback) return cuda_simple_gemm_f32out(ops, scores, Q, X, qcc, D, ncc);
     topk_gemm_descs_t g;
     memset(&g, 0, sizeof g);
     int rc = topk_gemm_run(ops, &g, in_type, X, Q, scores, ncc, qcc, D);
