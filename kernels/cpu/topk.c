@@ -40,7 +40,8 @@ enum {
     TOPK_MIN_ROWS = 512,        /* index rows per tile, at least ... */
     TOPK_MAX_ROWS = 16384,      /* ... and at most */
     TOPK_MIN_TASK_ROWS = 4096,  /* below this a range is not worth a task */
-    TOPK_TASKS_PER_THREAD = 4,  /* ranges per pool thread, for load balance */
+    TOPK_BALANCE_ROWS = 65536,  /* from this many rows per range, up to ... */
+    TOPK_TASKS_PER_THREAD = 4,  /* ... this many ranges per pool thread, for load balance */
     TOPK_MIN_CAP = 32,          /* reservoir capacity: 2k, at least this */
 };
 
@@ -64,8 +65,9 @@ typedef struct {
 static topk_plan_t topk_plan(const ops_t *ops, int nq, int N, int k) {
     const ops_cpu_impl_t *impl = ops->impl;
     topk_plan_t p;
-    int by_size = N / TOPK_MIN_TASK_ROWS;
-    p.tasks = imin(TOPK_TASKS_PER_THREAD * impl->threads, by_size < 1 ? 1 : by_size);
+    int fewest = imin(impl->threads, N / TOPK_MIN_TASK_ROWS), most = TOPK_TASKS_PER_THREAD * impl->threads;
+    p.tasks = N / TOPK_BALANCE_ROWS > fewest ? imin(N / TOPK_BALANCE_ROWS, most) : fewest;
+    if (p.tasks < 1) p.tasks = 1;
     p.qb = imin(nq, TOPK_MAX_QUERIES);
     int nb = TOPK_TILE_FLOATS / p.qb;
     nb = nb < TOPK_MIN_ROWS ? TOPK_MIN_ROWS : nb > TOPK_MAX_ROWS ? TOPK_MAX_ROWS : nb;
@@ -182,8 +184,9 @@ static void topk_range_task(void *ctx, int t, int worker) {
     uint64_t *keys = topk_task_keys(j, t);
     topk_res_t *res = topk_task_res(j, t);
     for (int q = 0; q < j->nq; q++) res[q] = (topk_res_t){.n = 0, .thr = -INFINITY};
-    for (int c0 = lo; c0 < hi; c0 += p->nb) {
-        int nb = imin(p->nb, hi - c0);
+    int tiles = (hi - lo + p->nb - 1) / p->nb, step = tiles ? (hi - lo + tiles - 1) / tiles : p->nb;
+    for (int c0 = lo; c0 < hi; c0 += step) { /* equal tiles: no sliver of a few rows at the end */
+        int nb = imin(step, hi - c0);
         const float *Xb = j->X + (size_t)c0 * j->D;
         for (int q0 = 0; q0 < j->nq; q0 += p->qb) {
             int qb = imin(p->qb, j->nq - q0);
