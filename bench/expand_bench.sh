@@ -9,7 +9,10 @@
 # model's width (bench/out/expand/, made once). Queries are index rows (row i*7919 mod N), sent
 # in batches of 64 (a micro-batch) and of 1 (a lone request); k = 10 and 100. Each engine does
 # an untimed pass, then REPS timed passes; the two engines alternate ROUNDS times and each keeps
-# its best pass (the machine may be shared). recall = share of faiss's ids that sluice returned.
+# its best pass (the machine may be shared). Two measures: queries per second of wall time, and
+# queries per CPU-second of the whole process (all its threads): on a machine shared with other
+# work the second is the steadier comparison of what each engine costs. recall = share of
+# faiss's ids that sluice returned.
 # faiss runs at its best here: OMP_WAIT_POLICY=PASSIVE (its OpenMP threads otherwise spin and,
 # on a shared machine, spend most of the time spinning) and distance_compute_blas_threshold=20
 # (faiss's classic default: a BLAS GEMM from 20 queries per search; 1.15 ships 128000, which
@@ -48,14 +51,14 @@ field() { "$PY" -c "import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[
 best() { "$PY" -c "import sys; print(min(float(x) for x in sys.argv[1:] if x))" "$@"; }
 
 echo "# similarity top-k, CPU, $THREADS threads, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "| index | N | batch | k | sluice queries/s | faiss IndexFlatIP queries/s | sluice / faiss | recall |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| index | N | batch | k | sluice q/s | faiss IndexFlatIP q/s | sluice / faiss | sluice q/CPU-s | faiss q/CPU-s | sluice / faiss (CPU) | recall |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for size in $SIZES; do
     if [ "$size" = vocab ]; then idx=$VOCAB; name="vocab ($(basename "$MODEL"))"; dimarg=""; else idx=$SYN; name="random unit"; dimarg="--dim $DIM"; fi
     for batch in 64 1; do
         if [ "$size" = vocab ]; then q=$([ "$batch" = 1 ] && echo 256 || echo 1024); else q=$([ "$batch" = 1 ] && echo 8 || echo 256); fi
         for k in 10 100; do
-            s_best=""; f_best=""; recall=""; n=""
+            s_best=""; f_best=""; s_cpu=""; f_cpu=""; recall=""; n=""
             r=0
             while [ "$r" -lt "$ROUNDS" ]; do
                 s=$(bin/bench-expand_bench --index "$idx" $dimarg --k "$k" --batch "$batch" --queries "$q" \
@@ -64,12 +67,17 @@ for size in $SIZES; do
                     --batch "$batch" --queries "$q" --reps "$REPS" --threads "$THREADS" --blas-threshold 20 \
                     --compare "$OUT/ids.i32")
                 s_best="$s_best $(field "$s" best_s)"; f_best="$f_best $(field "$f" best_s)"
+                s_cpu="$s_cpu $(field "$s" best_cpu_s)"; f_cpu="$f_cpu $(field "$f" best_cpu_s)"
                 recall=$(field "$f" recall); n=$(field "$s" n)
                 r=$((r + 1))
             done
-            sb=$(best $s_best); fb=$(best $f_best)
-            "$PY" -c "import sys; q,s,f=int(sys.argv[1]),float(sys.argv[2]),float(sys.argv[3]); print(f'| {sys.argv[4]} | {sys.argv[5]} | {sys.argv[6]} | {sys.argv[7]} | {q/s:,.0f} | {q/f:,.0f} | {f/s:.2f} | {sys.argv[8]} |')" \
-                "$q" "$sb" "$fb" "$name" "$n" "$batch" "$k" "$recall"
+            sb=$(best $s_best); fb=$(best $f_best); sc=$(best $s_cpu); fc=$(best $f_cpu)
+            "$PY" -c "
+import sys
+q, s, f, sc, fc = int(sys.argv[1]), *map(float, sys.argv[2:6])
+name, n, batch, k, recall = sys.argv[6:11]
+print(f'| {name} | {n} | {batch} | {k} | {q/s:,.0f} | {q/f:,.0f} | {f/s:.2f} | {q/sc:,.0f} | {q/fc:,.0f} | {fc/sc:.2f} | {recall} |')" \
+                "$q" "$sb" "$fb" "$sc" "$fc" "$name" "$n" "$batch" "$k" "$recall"
         done
     done
 done
