@@ -33,6 +33,7 @@ typedef struct {
     int64_t until_ns;
     int timed_out, stopped;
     int left;       /* drain: items still pending */
+    uint64_t unloads0; /* unload: the model's unload count when asked (pending work may load it again at once) */
 } watch_t;
 
 static void sleep_ms(int ms) {
@@ -95,8 +96,10 @@ static int watch_done(watch_t *w) {
         w->left = bs.pending_items;
         return bs.pending_items == 0;
     }
-    registry_state_t st = registry_state(reg, w->model);
-    if (w->kind == W_UNLOAD) return st != REGISTRY_READY && st != REGISTRY_LOADING;
+    registry_model_info_t info;
+    if (registry_info(reg, w->model, &info)) return 1;
+    registry_state_t st = info.state;
+    if (w->kind == W_UNLOAD) return info.unloads > w->unloads0 || (st != REGISTRY_READY && st != REGISTRY_LOADING);
     return st == REGISTRY_READY || st == REGISTRY_FAILED;
 }
 
@@ -160,6 +163,8 @@ static int start_watch(api_req_t *r, watch_kind_t kind, int model, int timeout_m
     w->kind = kind;
     w->model = model;
     w->until_ns = batcher_now_ns() + (int64_t)timeout_ms * 1000000;
+    registry_model_info_t info;
+    if (model >= 0 && !registry_info(api_srv_registry(r->srv), model, &info)) w->unloads0 = info.unloads;
     r->work = w;
     r->cleanup = watch_cleanup;
     r->finish = watch_finish;
@@ -225,11 +230,14 @@ static int model_route(api_req_t *r, const char *rest) {
     if (!post) return api_respond_error(r, 405, "method_not_allowed", NULL, "use POST");
     int timeout;
     if (timeout_param(r, LOAD_TIMEOUT_MS, &timeout)) return API_DONE;
-    int rc = load ? batcher_request_load(api_srv_batcher(r->srv), idx) : batcher_request_unload(api_srv_batcher(r->srv), idx);
-    if (rc) return api_respond_error(r, 503, "model_unavailable", "model", "cannot %s model %s now", action, name);
+    /* the watcher first: it notes the unload count before the batcher can act */
+    int rc = start_watch(r, load ? W_LOAD : W_UNLOAD, idx, timeout);
+    if (rc != API_ASYNC) return rc;
+    if (load) batcher_request_load(api_srv_batcher(r->srv), idx); /* idx is valid: these cannot fail */
+    else batcher_request_unload(api_srv_batcher(r->srv), idx);
     api_log(API_LOG_INFO, load ? "model load requested" : "model unload requested",
             json_pack("{s:s,s:s}", "request_id", r->request_id, "model", name));
-    return start_watch(r, load ? W_LOAD : W_UNLOAD, idx, timeout);
+    return API_ASYNC;
 }
 
 /* PATCH /v1/admin/config: only the live batching limits, each an integer, checked
