@@ -316,6 +316,15 @@ Test(ctl, rate_limit_hit_and_recovered, .timeout = 60) {
     cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", keys[1], emb, NULL), 200, "not recovered");
     support_server_stop(&s);
     unlink(path);
+
+    /* without keys the defaults apply to everyone together; probes are not limited */
+    c.key_file[0] = '\0';
+    c.rate_limit_rps = 1;
+    s = start(&c);
+    cr_assert_eq(status_of(s.port, "GET", "/v1/admin/config", NULL, NULL, NULL), 200);
+    cr_assert_eq(status_of(s.port, "GET", "/v1/admin/config", NULL, NULL, "rate_limited"), 429);
+    cr_assert_eq(status_of(s.port, "GET", "/healthz", NULL, NULL, NULL), 200, "probes are not limited");
+    support_server_stop(&s);
 }
 
 /* ---------------------------------------------------------------- bad input */
@@ -897,16 +906,5 @@ Test(ctl, unload_with_requests_in_flight_answers_them_all, .timeout = 90) {
     /* work that arrived after the unload loaded it again; a last unload returns to the baseline */
     cr_assert_eq(status_of(s.port, "POST", "/v1/models/" MODEL "/unload", NULL, NULL, NULL), 200);
     cr_assert_eq(registry_used(reg), baseline);
-    support_server_stop(&s);
-}
-
-Test(ctl, default_rate_limit_applies_without_keys, .timeout = 30) {
-    api_config_t c;
-    support_server_config(&c);
-    c.rate_limit_rps = 1;
-    support_server_t s = start(&c);
-    cr_assert_eq(status_of(s.port, "GET", "/v1/admin/config", NULL, NULL, NULL), 200);
-    cr_assert_eq(status_of(s.port, "GET", "/v1/admin/config", NULL, NULL, "rate_limited"), 429);
-    cr_assert_eq(status_of(s.port, "GET", "/healthz", NULL, NULL, NULL), 200, "probes are not limited");
     support_server_stop(&s);
 }
