@@ -10,8 +10,8 @@ int cli_model_open(const char *dir, const char *device, const char *dtype, const
                    size_t extra_bytes, cli_model_t *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     ops_dtype_t dt;
-    if (!dtype || !strcmp(dtype, "bf16")) dt = OPS_BF16;
-    else if (!strcmp(dtype, "fp16")) dt = OPS_F16;
+    if (!dtype || !strcmp(dtype, "fp16")) dt = OPS_F16;
+    else if (!strcmp(dtype, "bf16")) dt = OPS_BF16;
     else if (!strcmp(dtype, "fp32")) dt = OPS_F32;
     else {
         snprintf(err, errlen, "unknown --dtype '%s' (expected bf16, fp16 or fp32)", dtype);

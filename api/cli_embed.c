@@ -21,7 +21,7 @@ static void embed_usage(FILE *out) {
             "                    [--text T]... [--file F]\n"
             "  --model DIR    model folder (default " DEFAULT_MODEL ")\n"
             "  --device D     backend: auto (cuda if a GPU is usable, else cpu), cpu or cuda\n"
-            "  --dtype T      cuda precision: bf16 (default), fp16 or fp32; the cpu backend is fp32\n"
+            "  --dtype T      cuda precision: fp16 (default), bf16 or fp32; the cpu backend is fp32\n"
             "  --text T       an input text (repeatable)\n"
             "  --file F       a file of inputs, one per line\n"
             "Prints one JSON object per input: {\"index\",\"tokens\",\"embedding\"}.\n");
@@ -81,7 +81,7 @@ done:
 }
 
 int cli_embed(int argc, char **argv) {
-    const char *model = DEFAULT_MODEL, *device = "auto", *dtype = "bf16", *file = NULL;
+    const char *model = DEFAULT_MODEL, *device = "auto", *dtype = "fp16", *file = NULL;
     char **texts = calloc((size_t)argc, sizeof *texts); /* argv strings, not owned */
     int n_texts = 0, rc = 2;
     char **lines = NULL;

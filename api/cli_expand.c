@@ -29,7 +29,7 @@ static void expand_usage(FILE *out) {
             "  --cache-dir D     where the index cache lives (default: the model folder; \"\" for none)\n"
             "  --include-input   keep a term's own entry among its neighbours\n"
             "  --device D        backend: auto (cuda if a GPU is usable, else cpu), cpu or cuda\n"
-            "  --dtype T         cuda precision: bf16 (default), fp16 or fp32; the cpu backend is fp32\n"
+            "  --dtype T         cuda precision: fp16 (default), bf16 or fp32; the cpu backend is fp32\n"
             "Prints one JSON object per term: {\"term\",\"neighbours\":[{\"term\",\"score\"}...]}.\n",
             EXPAND_MAX_K);
 }
@@ -72,7 +72,7 @@ done:
 }
 
 int cli_expand(int argc, char **argv) {
-    const char *model = DEFAULT_MODEL, *device = "auto", *dtype = "bf16";
+    const char *model = DEFAULT_MODEL, *device = "auto", *dtype = "fp16";
     expand_opts_t opts = {0};
     int k = 10, include_input = 0, n_terms = 0;
     float min_score = -1.0f;

@@ -45,7 +45,7 @@ static const opt_t options[] = {
     {"gpu_memory_budget", Z(gpu_memory_budget), "device bytes for weights + workspaces (0: 80% of free)"},
     {"host_memory_budget", Z(host_memory_budget), "host bytes for weights + workspaces on cpu (0: min(2G, RAM/2))"},
     {"cpu_threads", I(cpu_threads), "compute threads on the CPU backend (0: one per core)"},
-    {"bf16", B(bf16), "cuda: bf16 weights and activations where supported"},
+    {"dtype", S(dtype), "cuda precision: fp16 | bf16 | fp32 (fp32 accumulation always; the cpu backend is fp32)"},
     {"workspace_tokens", I(workspace_tokens), "engine workspace per model: tokens per batch at most"},
     {"workspace_seqs", I(workspace_seqs), "engine workspace per model: sequences per batch at most"},
     {"max_batch_seqs", I(max_batch_seqs), "sequences per micro-batch (live: PATCH /v1/admin/config)"},
@@ -76,6 +76,7 @@ void api_config_defaults(api_config_t *c) {
     c->cache_max_bytes = (size_t)64 << 20;
     snprintf(c->models, sizeof c->models, "models");
     snprintf(c->device, sizeof c->device, "auto");
+    snprintf(c->dtype, sizeof c->dtype, "fp16");
     c->workspace_tokens = 16384;
     c->workspace_seqs = 1024;
     c->max_batch_seqs = 64;

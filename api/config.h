@@ -40,7 +40,7 @@ typedef struct {
     size_t gpu_memory_budget; /* bytes; 0: 80% of free device memory */
     size_t host_memory_budget;/* bytes; 0: min(2 GiB, half the RAM) */
     int cpu_threads;
-    int bf16;
+    char dtype[8];            /* cuda precision: fp16 | bf16 | fp32 */
     int workspace_tokens;     /* engine workspace: tokens per batch at most */
     int workspace_seqs;       /* and sequences */
     /* batching */

@@ -481,7 +481,7 @@ int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_
         .models_dir = cfg->models,
         .device = cfg->device,
         .cpu_threads = cfg->cpu_threads,
-        .bf16 = cfg->bf16,
+        .dtype = cfg->dtype,
         .engine = {.max_batch_tokens = cfg->workspace_tokens, .max_batch_seqs = cfg->workspace_seqs},
     };
     /* The budget flag of the device we end up on; "auto" decides inside. */

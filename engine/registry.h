@@ -39,7 +39,7 @@ typedef struct {
     const char *device;     /* "auto", "cpu" or "cuda" */
     size_t budget;          /* bytes for the arena; 0: the default (see registry_default_budget) */
     int cpu_threads;        /* <= 0: one per core */
-    int bf16;               /* cuda: bf16 weights/activations where the card supports it */
+    const char *dtype;      /* cuda precision: "fp16" (NULL: the default), "bf16" or "fp32" */
     engine_opts_t engine;   /* workspace per model (max batch tokens / sequences) */
 } registry_opts_t;
 
@@ -97,7 +97,7 @@ int registry_expand_term(registry_t *r, int idx, int32_t id, char *buf, size_t l
 void registry_count_request(registry_t *r, int idx, int failed);
 
 const char *registry_device_name(const registry_t *r); /* "cpu" or "cuda" */
-const char *registry_precision(const registry_t *r);   /* "fp32" or "bf16" */
+const char *registry_precision(const registry_t *r);   /* "fp32", "fp16" or "bf16" */
 const char *registry_device_note(const registry_t *r); /* why auto picked cpu, or "" */
 size_t registry_budget(const registry_t *r);           /* bytes */
 size_t registry_used(const registry_t *r);             /* bytes in live arena blocks */
