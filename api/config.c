@@ -305,5 +305,14 @@ int api_config_load(api_config_t *c, int argc, char **argv, FILE *help_out, char
         }
         if (set_option(c, o, value, err, errlen)) return -1;
     }
+    /* names the flags, the environment and the file all share: refuse a typo here, as a usage error */
+    if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strcmp(c->device, "cuda")) {
+        snprintf(err, errlen, "device '%s' is not one of auto, cpu, cuda", c->device);
+        return -1;
+    }
+    if (strcmp(c->dtype, "fp16") && strcmp(c->dtype, "bf16") && strcmp(c->dtype, "fp32")) {
+        snprintf(err, errlen, "dtype '%s' is not one of fp16, bf16, fp32", c->dtype);
+        return -1;
+    }
     return 0;
 }
