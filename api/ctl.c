@@ -178,27 +178,27 @@ int api_ctl_gate(api_req_t *r) {
         const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
         if (!h || strncasecmp(h, "Bearer ", 7) || !h[7]) {
             api_metrics_auth_reject(c->metrics, API_AUTH_MISSING);
-            return api_respond_error(r, 401, "missing_api_key", NULL,
-                                     "this route needs an API key: send Authorization: Bearer <key>") ,
-                   1;
+            api_respond_error(r, 401, "missing_api_key", NULL,
+                              "this route needs an API key: send Authorization: Bearer <key>");
+            return 1;
         }
         const char *key = h + 7;
         while (*key == ' ') key++;
         int idx = api_keys_lookup(c->keys, key, strlen(key));
         if (idx < 0) {
             api_metrics_auth_reject(c->metrics, API_AUTH_INVALID);
-            return api_respond_error(r, 401, "invalid_api_key", NULL, "the API key is not valid"), 1;
+            api_respond_error(r, 401, "invalid_api_key", NULL, "the API key is not valid");
+            return 1;
         }
         const api_key_t *k = api_keys_get(c->keys, idx);
         r->key = idx;
         if (!(k->scopes & need)) {
             char have[32];
             api_metrics_auth_reject(c->metrics, API_AUTH_SCOPE);
-            return api_respond_error(r, 403, "insufficient_scope", NULL,
-                                     "key %s has scope %s; %s %s needs %s", k->name,
-                                     api_scopes_name(k->scopes, have, sizeof have), r->method, r->path,
-                                     need == API_SCOPE_ADMIN ? "admin" : need == API_SCOPE_INFER ? "infer" : "infer or admin"),
-                   1;
+            api_respond_error(r, 403, "insufficient_scope", NULL, "key %s has scope %s; %s %s needs %s", k->name,
+                              api_scopes_name(k->scopes, have, sizeof have), r->method, r->path,
+                              need == API_SCOPE_ADMIN ? "admin" : need == API_SCOPE_INFER ? "infer" : "infer or admin");
+            return 1;
         }
     }
     if (!is_probe(r->path)) {
@@ -207,9 +207,9 @@ int api_ctl_gate(api_req_t *r) {
         if (rc != API_RL_OK) {
             api_metrics_rate_limited(c->metrics, rc);
             r->retry_after_s = retry;
-            return api_respond_error(r, 429, "rate_limited", NULL, "rate limit of this key reached (%s per second); retry in %d s",
-                                     rc == API_RL_TOKENS ? "input tokens" : "requests", retry),
-                   1;
+            api_respond_error(r, 429, "rate_limited", NULL, "rate limit of this key reached (%s per second); retry in %d s",
+                              rc == API_RL_TOKENS ? "input tokens" : "requests", retry);
+            return 1;
         }
     }
     return 0;

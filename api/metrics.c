@@ -181,6 +181,7 @@ static void hist_out(out_t *o, const char *name, const char *label, const char *
 }
 
 int api_metrics_append(api_serve_t *s, api_metrics_t *m, char **buf, size_t *len, size_t *cap) {
+    if (!m) return 0;
     out_t o = {buf, len, cap, 0};
     size_t len0 = *len;
     char e[300];
