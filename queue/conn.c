@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,7 +292,28 @@ static int load_scripts(queue_conn_t *c) {
     return rc;
 }
 
+/* Process-wide, for metrics: reconnects after a lost connection, and failed
+ * attempts (connects, lost replies, transient errors) on any connection. */
+static atomic_ullong io_reconnects, io_errors;
+
+void queue_io_counters(uint64_t *reconnects, uint64_t *errors) {
+    *reconnects = atomic_load(&io_reconnects);
+    *errors = atomic_load(&io_errors);
+}
+
+static int open_ctx_once(queue_conn_t *c);
+
 static int open_ctx(queue_conn_t *c) {
+    if (open_ctx_once(c)) {
+        atomic_fetch_add(&io_errors, 1);
+        return -1;
+    }
+    if (c->opened) atomic_fetch_add(&io_reconnects, 1);
+    c->opened = 1;
+    return 0;
+}
+
+static int open_ctx_once(queue_conn_t *c) {
     drop_ctx(c);
     c->ctx = redisConnectWithTimeout(c->url.host, c->url.port, tv_ms(c->cfg.connect_timeout_ms));
     if (!c->ctx) return queue_set_err(c, -1, "redis %s:%d: out of memory", c->url.host, c->url.port);
@@ -353,6 +375,7 @@ int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *a,
         if (c->ctx || open_ctx(c) == 0) {
             redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
             if (!r) {
+                atomic_fetch_add(&io_errors, 1);
                 queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: %s: %s", c->url.host, c->url.port,
                               queue_script_name[s], ctx_error(c));
                 drop_ctx(c);
@@ -365,6 +388,7 @@ int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *a,
                 if (load_scripts(c) == 0) continue; /* at once: nothing is wrong with Redis */
                 drop_ctx(c);
             } else if (transient_error(r->str)) {
+                atomic_fetch_add(&io_errors, 1);
                 queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: %s: %s", c->url.host, c->url.port,
                               queue_script_name[s], r->str);
                 freeReplyObject(r);
@@ -395,6 +419,7 @@ int queue_conn_blpop(queue_conn_t *c, const char *key, int64_t timeout_ms) {
     redisReply *r = redisCommandArgv(c->ctx, 3, (const char *[]){"BLPOP", key, secs},
                                      (size_t[]){5, strlen(key), strlen(secs)});
     if (!r) {
+        atomic_fetch_add(&io_errors, 1);
         queue_set_err(c, QUEUE_EREDIS, "redis %s:%d: BLPOP: %s", c->url.host, c->url.port, ctx_error(c));
         drop_ctx(c);
         return QUEUE_EREDIS;

@@ -17,6 +17,7 @@ struct queue_conn {
     char prefix[QUEUE_NAME_MAX + 4]; /* "{name}:" - KEYS[1] of every script */
     redisContext *ctx;         /* NULL while disconnected */
     uint64_t rng;              /* xorshift state for jitter */
+    int opened;                /* connected at least once (a later open is a reconnect) */
     char err[512];
 };
 

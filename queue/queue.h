@@ -247,6 +247,11 @@ typedef struct {
 
 int queue_stats(queue_conn_t *c, queue_stats_t *out);
 
+/* Process-wide connection health, for metrics: connections made again after
+ * one was lost, and failed attempts (connects, lost replies, transient errors
+ * such as LOADING) on any connection of this process. Thread-safe. */
+void queue_io_counters(uint64_t *reconnects, uint64_t *errors);
+
 /* ---- dead-letter queue ---- */
 
 typedef struct {
