@@ -266,11 +266,11 @@ int api_metrics_append(api_serve_t *s, api_metrics_t *m, char **buf, size_t *len
     api_tasks_t *t = api_srv_tasks(s);
     if (t) {
         uint64_t reconnects = 0, errors = 0;
-        api_tasks_redis_counters(t, &reconnects, &errors);
+        queue_io_counters(&reconnects, &errors);
         P(&o, "# HELP sluice_redis_reconnects_total Redis connections made again after a loss.\n"
               "# TYPE sluice_redis_reconnects_total counter\nsluice_redis_reconnects_total %llu\n",
           (unsigned long long)reconnects);
-        P(&o, "# HELP sluice_redis_errors_total Redis calls that failed (connection lost or refused).\n"
+        P(&o, "# HELP sluice_redis_errors_total Failed Redis attempts: connects, lost replies, transient errors.\n"
               "# TYPE sluice_redis_errors_total counter\nsluice_redis_errors_total %llu\n",
           (unsigned long long)errors);
         int nq = api_tasks_queue_count(t);
@@ -278,7 +278,9 @@ int api_metrics_append(api_serve_t *s, api_metrics_t *m, char **buf, size_t *len
         int *ok = calloc((size_t)(nq > 0 ? nq : 1), sizeof *ok);
         char (*names)[QUEUE_NAME_MAX] = calloc((size_t)(nq > 0 ? nq : 1), QUEUE_NAME_MAX);
         if (qs && ok && names) {
-            for (int q = 0; q < nq; q++) ok[q] = api_tasks_queue_stats(t, q, names[q], &qs[q]) == 0;
+            /* while the intake is reconnecting, a scrape does not wait on a dead Redis */
+            int up = api_tasks_up(t);
+            for (int q = 0; q < nq; q++) ok[q] = up == 1 && api_tasks_queue_stats(t, q, names[q], &qs[q]) == 0;
             P(&o, "# HELP sluice_queue_depth Tasks in the Redis queue by state.\n# TYPE sluice_queue_depth gauge\n");
             for (int q = 0; q < nq; q++) {
                 if (!ok[q]) continue;

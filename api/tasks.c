@@ -97,7 +97,6 @@ struct api_tasks {
     pthread_cond_t wcv;
     waiter_t *waiters;
     int wstop;
-    atomic_ullong redis_reconnects, redis_errors; /* for /metrics */
 };
 
 static void sleep_ms(int ms) {
@@ -133,10 +132,8 @@ static queue_conn_t *connect_retry(task_queue_t *q, atomic_int *up, atomic_int *
         queue_conn_t *c = queue_connect(&q->qc, err, sizeof err);
         if (c) {
             atomic_store(up, 1);
-            if (logged) {
-                atomic_fetch_add(&q->t->redis_reconnects, 1);
+            if (logged)
                 api_log(API_LOG_INFO, "redis reconnected", json_pack("{s:s,s:s}", "queue", q->name, "thread", who));
-            }
             return c;
         }
         atomic_store(up, 0);
@@ -150,7 +147,6 @@ static queue_conn_t *connect_retry(task_queue_t *q, atomic_int *up, atomic_int *
 }
 
 static void conn_broken(queue_conn_t **c, atomic_int *up, task_queue_t *q, const char *who) {
-    atomic_fetch_add(&q->t->redis_errors, 1);
     api_log(API_LOG_WARN, "redis call failed",
             json_pack("{s:s,s:s,s:s}", "queue", q->name, "thread", who, "error", queue_last_error(*c)));
     queue_close(*c);
@@ -996,11 +992,6 @@ int api_tasks_up(api_tasks_t *t) {
     return 1;
 }
 
-void api_tasks_redis_counters(api_tasks_t *t, uint64_t *reconnects, uint64_t *errors) {
-    *reconnects = atomic_load(&t->redis_reconnects);
-    *errors = atomic_load(&t->redis_errors);
-}
-
 int api_tasks_queue_count(api_tasks_t *t) { return t ? t->n : 0; }
 
 int api_tasks_queue_stats(api_tasks_t *t, int i, char *name, queue_stats_t *out) {
@@ -1009,12 +1000,8 @@ int api_tasks_queue_stats(api_tasks_t *t, int i, char *name, queue_stats_t *out)
     snprintf(name, QUEUE_NAME_MAX, "%s", q->name);
     char err[512];
     queue_conn_t *c = pool_get(t, q, err, sizeof err);
-    if (!c) {
-        atomic_fetch_add(&t->redis_errors, 1);
-        return -1;
-    }
+    if (!c) return -1;
     int rc = queue_stats(c, out);
-    if (rc) atomic_fetch_add(&t->redis_errors, 1);
     pool_put(t, q, c, rc);
     return rc ? -1 : 0;
 }

@@ -33,10 +33,8 @@ void api_tasks_destroy(api_tasks_t *t);
 /* 1: every queue's connections are up; 0: some are down (reconnecting). */
 int api_tasks_up(api_tasks_t *t);
 
-/* For /metrics: Redis reconnects and failed calls since start; the queues
- * and their stats (one round trip on a pooled connection; -1 when Redis is
- * unreachable). name: QUEUE_NAME_MAX bytes. */
-void api_tasks_redis_counters(api_tasks_t *t, uint64_t *reconnects, uint64_t *errors);
+/* For /metrics: the queues and their stats (one round trip on a pooled
+ * connection; -1 when Redis is unreachable). name: QUEUE_NAME_MAX bytes. */
 int api_tasks_queue_count(api_tasks_t *t);
 int api_tasks_queue_stats(api_tasks_t *t, int i, char *name, queue_stats_t *out);
 

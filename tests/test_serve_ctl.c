@@ -908,3 +908,36 @@ Test(ctl, unload_with_requests_in_flight_answers_them_all, .timeout = 90) {
     cr_assert_eq(registry_used(reg), baseline);
     support_server_stop(&s);
 }
+
+Test(ctl, redis_outage_counted_in_reconnects_and_errors, .init = redis_start, .fini = redis_stop, .timeout = 60) {
+    api_config_t c;
+    support_server_config(&c);
+    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
+    snprintf(c.queue, sizeof c.queue, "oq");
+    snprintf(c.log_level, sizeof c.log_level, "error");
+    support_server_t s = start(&c);
+    for (int i = 0; i < 200 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
+    char *m = scrape(s.port);
+    cr_assert_eq(metric(m, "sluice_redis_reconnects_total"), 0);
+    cr_assert_geq(metric(m, "sluice_queue_depth{queue=\"oq\",state=\"ready\"}"), 0);
+    free(m);
+    cr_assert_eq(support_redis_restart(&redis, 1), 0, "%s", redis.err);
+    /* the intake notices, reconnects with backoff */
+    int64_t waited = 0;
+    double reconnects = 0;
+    while (waited < 15000) {
+        m = scrape(s.port);
+        reconnects = metric(m, "sluice_redis_reconnects_total");
+        double errors = metric(m, "sluice_redis_errors_total");
+        free(m);
+        if (reconnects >= 1 && errors >= 1 && api_serve_queue_up(s.srv) == 1) break;
+        sleep_ms(100);
+        waited += 100;
+    }
+    cr_assert_geq(reconnects, 1, "no reconnect counted after a Redis restart");
+    m = scrape(s.port);
+    cr_assert_geq(metric(m, "sluice_redis_errors_total"), 1);
+    cr_assert_geq(metric(m, "sluice_queue_depth{queue=\"oq\",state=\"ready\"}"), 0, "no depth after the reconnect");
+    free(m);
+    support_server_stop(&s);
+}
