@@ -39,8 +39,9 @@ int cli_serve(int argc, char **argv) {
     int sig = 0;
     for (;;) {
         if (sigwait(&set, &sig)) continue;
-        if (sig == SIGHUP) {
-            api_log(API_LOG_INFO, "SIGHUP ignored (restart to apply new settings)", NULL);
+        if (sig == SIGHUP) { /* the key file is read again; other settings need a restart */
+            if (api_serve_reload(srv, err, sizeof err))
+                api_log(API_LOG_WARN, "SIGHUP: keys not reloaded", json_pack("{s:s}", "error", err));
             continue;
         }
         break;

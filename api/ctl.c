@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <stdatomic.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 struct api_ctl {
     api_config_t cfg;
+    pthread_rwlock_t keys_lock; /* keys, rl, anon_bucket: swapped by a reload (SIGHUP) */
     api_keys_t *keys;          /* NULL: no key file */
     api_ratelimit_t *rl;       /* bucket per key, the last for requests without a key */
     int anon_bucket;
@@ -31,13 +33,53 @@ atomic_int *api_ctl_watch_running(api_ctl_t *c) { return &c->watch_running; }
 
 api_metrics_t *api_ctl_metrics(api_ctl_t *c) { return c ? c->metrics : NULL; }
 api_cache_t *api_ctl_cache(api_ctl_t *c) { return c ? c->cache : NULL; }
-const api_keys_t *api_ctl_keys(api_ctl_t *c) { return c ? c->keys : NULL; }
 
 int api_host_is_loopback(const char *host) {
     if (!strcmp(host, "localhost") || !strcmp(host, "::1")) return 1;
     struct in_addr a;
     if (inet_pton(AF_INET, host, &a) != 1) return 0;
     return (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* The key table and its rate-limit buckets, from the key file (or none). */
+static int build_keys(const api_config_t *cfg, api_keys_t **keys, api_ratelimit_t **rl, char *err, size_t errlen) {
+    *keys = NULL;
+    *rl = NULL;
+    if (cfg->key_file[0] && api_keys_load(cfg->key_file, keys, err, errlen)) return -1;
+    int nk = api_keys_count(*keys);
+    if (api_ratelimit_create(nk + 1, rl)) {
+        api_keys_destroy(*keys);
+        *keys = NULL;
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < nk; i++) {
+        const api_key_t *k = api_keys_get(*keys, i);
+        api_ratelimit_configure(*rl, i, k->rps > 0 ? k->rps : cfg->rate_limit_rps,
+                                k->tokens_per_s > 0 ? k->tokens_per_s : cfg->rate_limit_tokens_per_s);
+    }
+    api_ratelimit_configure(*rl, nk, cfg->rate_limit_rps, cfg->rate_limit_tokens_per_s);
+    return 0;
+}
+
+int api_ctl_reload_keys(api_ctl_t *c, char *err, size_t errlen) {
+    if (!c || !c->cfg.key_file[0]) {
+        snprintf(err, errlen, "no --key-file to reload (authentication cannot be turned on while running)");
+        return -1;
+    }
+    api_keys_t *keys, *old_keys;
+    api_ratelimit_t *rl, *old_rl;
+    if (build_keys(&c->cfg, &keys, &rl, err, errlen)) return -1; /* the old keys stay */
+    pthread_rwlock_wrlock(&c->keys_lock);
+    old_keys = c->keys, old_rl = c->rl;
+    c->keys = keys, c->rl = rl;
+    c->anon_bucket = api_keys_count(keys);
+    pthread_rwlock_unlock(&c->keys_lock);
+    api_keys_destroy(old_keys);
+    api_ratelimit_destroy(old_rl);
+    api_log(API_LOG_INFO, "API keys reloaded",
+            json_pack("{s:s,s:i}", "key_file", c->cfg.key_file, "keys", api_keys_count(keys)));
+    return 0;
 }
 
 int api_ctl_create(const api_config_t *cfg, int n_models, api_ctl_t **out, char *err, size_t errlen) {
@@ -48,9 +90,8 @@ int api_ctl_create(const api_config_t *cfg, int n_models, api_ctl_t **out, char 
         return -1;
     }
     c->cfg = *cfg;
-    if (cfg->key_file[0]) {
-        if (api_keys_load(cfg->key_file, &c->keys, err, errlen)) goto fail;
-    } else if (!api_host_is_loopback(cfg->host)) {
+    pthread_rwlock_init(&c->keys_lock, NULL);
+    if (!cfg->key_file[0] && !api_host_is_loopback(cfg->host)) {
         snprintf(err, errlen,
                  "refusing to listen on %s without API keys: anyone who can reach the port could use it. "
                  "Make a key file (sluice keys add --scope infer --file FILE) and pass --key-file FILE, "
@@ -58,18 +99,13 @@ int api_ctl_create(const api_config_t *cfg, int n_models, api_ctl_t **out, char 
                  cfg->host);
         goto fail;
     }
+    if (build_keys(cfg, &c->keys, &c->rl, err, errlen)) goto fail;
     int nk = api_keys_count(c->keys);
     c->anon_bucket = nk;
-    if (api_ratelimit_create(nk + 1, &c->rl) || api_metrics_create(n_models, &c->metrics)) {
+    if (api_metrics_create(n_models, &c->metrics)) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (int i = 0; i < nk; i++) {
-        const api_key_t *k = api_keys_get(c->keys, i);
-        api_ratelimit_configure(c->rl, i, k->rps > 0 ? k->rps : cfg->rate_limit_rps,
-                                k->tokens_per_s > 0 ? k->tokens_per_s : cfg->rate_limit_tokens_per_s);
-    }
-    api_ratelimit_configure(c->rl, c->anon_bucket, cfg->rate_limit_rps, cfg->rate_limit_tokens_per_s);
     if (cfg->cache_ttl_ms > 0 && cfg->cache_max_entries > 0 &&
         api_cache_create((size_t)cfg->cache_max_entries, cfg->cache_max_bytes, cfg->cache_ttl_ms, &c->cache)) {
         snprintf(err, errlen, "out of memory for the result cache");
@@ -108,6 +144,7 @@ void api_ctl_destroy(api_ctl_t *c) {
     if (!c) return;
     api_keys_destroy(c->keys);
     api_ratelimit_destroy(c->rl);
+    pthread_rwlock_destroy(&c->keys_lock);
     api_metrics_destroy(c->metrics);
     api_cache_destroy(c->cache);
     free(c);
@@ -169,11 +206,20 @@ static unsigned needed_scope(const api_req_t *r, int probes_need_key) {
 
 static int is_probe(const char *p) { return !strcmp(p, "/healthz") || !strcmp(p, "/readyz") || !strcmp(p, "/metrics"); }
 
+static int gate_locked(api_ctl_t *c, api_req_t *r, unsigned need);
+
 int api_ctl_gate(api_req_t *r) {
     api_ctl_t *c = api_srv_ctl(r->srv);
     r->key = -1;
     if (!c) return 0;
     unsigned need = needed_scope(r, c->cfg.auth_probes);
+    pthread_rwlock_rdlock(&c->keys_lock);
+    int rc = gate_locked(c, r, need);
+    pthread_rwlock_unlock(&c->keys_lock);
+    return rc;
+}
+
+static int gate_locked(api_ctl_t *c, api_req_t *r, unsigned need) {
     if (c->keys && need) {
         const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
         if (!h || strncasecmp(h, "Bearer ", 7) || !h[7]) {
@@ -227,7 +273,10 @@ int api_ctl_check_body(api_req_t *r) {
 
 void api_ctl_charge_tokens(api_req_t *r, int tokens) {
     api_ctl_t *c = api_srv_ctl(r->srv);
-    if (c) api_ratelimit_charge(c->rl, r->key >= 0 ? r->key : c->anon_bucket, batcher_now_ns(), tokens);
+    if (!c) return;
+    pthread_rwlock_rdlock(&c->keys_lock);
+    api_ratelimit_charge(c->rl, r->key >= 0 ? r->key : c->anon_bucket, batcher_now_ns(), tokens);
+    pthread_rwlock_unlock(&c->keys_lock);
 }
 
 void api_ctl_note_response(api_req_t *r, unsigned status, double seconds) {

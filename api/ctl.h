@@ -35,12 +35,14 @@ int api_ctl_create(const api_config_t *cfg, int n_models, api_ctl_t **out, char 
 /* Hook the batcher's per-batch report (compute histogram, batch log lines). */
 void api_ctl_attach(api_ctl_t *c, batcher_t *b);
 void api_ctl_destroy(api_ctl_t *c); /* NULL: no-op */
+/* Read the key file again (SIGHUP): 0, or -1 with a message and the old keys
+ * kept. Rate-limit buckets start full again. */
+int api_ctl_reload_keys(api_ctl_t *c, char *err, size_t errlen);
 
 /* The server's control plane (api/server.c owns it). */
 api_ctl_t *api_srv_ctl(api_serve_t *s);
 api_metrics_t *api_ctl_metrics(api_ctl_t *c);
 api_cache_t *api_ctl_cache(api_ctl_t *c);      /* NULL when the cache is off */
-const api_keys_t *api_ctl_keys(api_ctl_t *c);  /* NULL without a key file */
 
 /* Is host a loopback address (127.0.0.0/8, ::1, localhost)? */
 int api_host_is_loopback(const char *host);

@@ -650,6 +650,7 @@ void api_serve_http_stats(api_serve_t *s, api_http_stats_t *out) {
 }
 
 int api_serve_queue_up(api_serve_t *s) { return s->tasks ? api_tasks_up(s->tasks) : -1; }
+int api_serve_reload(api_serve_t *s, char *err, size_t errlen) { return api_ctl_reload_keys(s->ctl, err, errlen); }
 
 /* for api/tasks.c */
 api_tasks_t *api_srv_tasks(api_serve_t *s) { return s->tasks; }

@@ -49,5 +49,7 @@ void api_serve_http_stats(api_serve_t *s, api_http_stats_t *out);
 /* Redis intake: 1 when every queue's connections are up, 0 when some are
  * down (reconnecting), -1 when Redis is off. */
 int api_serve_queue_up(api_serve_t *s);
+/* SIGHUP: read the key file again (api/ctl.h); 0 or -1 with a message. */
+int api_serve_reload(api_serve_t *s, char *err, size_t errlen);
 
 #endif

@@ -941,3 +941,38 @@ Test(ctl, redis_outage_counted_in_reconnects_and_errors, .init = redis_start, .f
     free(m);
     support_server_stop(&s);
 }
+
+Test(ctl, sighup_reloads_the_key_file, .timeout = 60) {
+    char path[64], keys[2][96];
+    key_spec_t spec[] = {{"first", "infer", 0, 0}};
+    make_keys(path, sizeof path, spec, 1, keys);
+    const char *extra[] = {"--key-file", path, "--log-level", "info", NULL};
+    support_proc_t p;
+    cr_assert_eq(support_proc_start(&p, extra), 0, "%s", p.err);
+    cr_assert_eq(status_of(p.port, "GET", "/v1/models", keys[0], NULL, NULL), 200);
+    cr_assert_eq(api_key_generate(keys[1], 96), 0);
+    char err[256];
+    cr_assert_eq(api_keys_append(path, "second", keys[1], API_SCOPE_ADMIN, 0, 0, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(status_of(p.port, "GET", "/v1/models", keys[1], NULL, "invalid_api_key"), 401);
+    kill(p.pid, SIGHUP);
+    int st = 0;
+    for (int i = 0; i < 100 && st != 200; i++) {
+        sleep_ms(20);
+        st = status_of(p.port, "GET", "/v1/admin/config", keys[1], NULL, NULL);
+    }
+    cr_assert_eq(st, 200, "the new key does not work after SIGHUP");
+    /* a broken file is refused and the keys in use stay */
+    FILE *f = fopen(path, "a");
+    fprintf(f, "third sha256:nothex scopes=infer\n");
+    fclose(f);
+    kill(p.pid, SIGHUP);
+    sleep_ms(200);
+    cr_assert_eq(status_of(p.port, "GET", "/v1/admin/config", keys[1], NULL, NULL), 200);
+    cr_assert_eq(status_of(p.port, "GET", "/v1/models", keys[0], NULL, NULL), 200);
+    const char *needles[] = {"keys not reloaded", "line 3", NULL};
+    json_t *l = log_line_with(p.log, needles);
+    cr_assert(l, "no log line about the refused reload");
+    json_decref(l);
+    cr_assert_eq(support_proc_stop(&p, SIGTERM, 20000), 0);
+    unlink(path);
+}
