@@ -57,6 +57,7 @@ static const opt_t options[] = {
     {"queue", S(queue), "Redis queue names to serve, comma-separated"},
     {"lease_ms", I(lease_ms), "Redis task lease; renewed while the task waits or computes"},
     {"result_ttl_s", I(result_ttl_s), "how long Redis keeps a task's result"},
+    {"task_signing_key", S(task_signing_key), "sign Redis tasks enqueued here and refuse unsigned ones (HMAC-SHA256; prefer the environment)"},
     {"drain_timeout_ms", I(drain_timeout_ms), "on SIGTERM: time to finish in-flight work"},
     {"log_level", S(log_level), "debug | info | warn | error"},
 };

@@ -54,6 +54,7 @@ typedef struct {
     char queue[128];          /* queue names, comma-separated */
     int lease_ms;
     int result_ttl_s;
+    char task_signing_key[256]; /* HMAC-SHA256 key for Redis tasks ("": none) */
     /* lifecycle */
     int drain_timeout_ms;
     char log_level[16];

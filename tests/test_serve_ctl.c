@@ -976,3 +976,47 @@ Test(ctl, sighup_reloads_the_key_file, .timeout = 60) {
     cr_assert_eq(support_proc_stop(&p, SIGTERM, 20000), 0);
     unlink(path);
 }
+
+Test(ctl, signed_tasks_run_and_unsigned_ones_are_refused, .init = redis_start, .fini = redis_stop, .timeout = 60) {
+    api_config_t c;
+    support_server_config(&c);
+    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
+    snprintf(c.queue, sizeof c.queue, "sq");
+    snprintf(c.task_signing_key, sizeof c.task_signing_key, "a shared secret");
+    support_server_t s = start(&c);
+    for (int i = 0; i < 200 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
+    int st;
+    json_t *j = json_of(s.port, "POST", "/v1/tasks", NULL, "{\"input\":\"signed by the server\"}", &st);
+    cr_assert_eq(st, 202);
+    char path[200];
+    snprintf(path, sizeof path, "/v1/tasks/%s?wait=20", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    j = json_of(s.port, "GET", path, NULL, NULL, &st);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "done");
+    json_decref(j);
+    /* a stranger writing to Redis without the key */
+    queue_config_t qc;
+    queue_config_defaults(&qc);
+    qc.url = redis.url;
+    qc.name = "sq";
+    char err[256], id[QUEUE_ID_MAX];
+    queue_conn_t *qcn = queue_connect(&qc, err, sizeof err);
+    cr_assert(qcn, "%s", err);
+    char *payload = queue_payload_build(MODEL, "embed", "\"not signed\"", NULL, NULL, err, sizeof err);
+    queue_task_t task = {.payload = payload, .payload_len = strlen(payload)};
+    int outcome;
+    cr_assert_eq(queue_enqueue(qcn, &task, id, &outcome), 0, "%s", queue_last_error(qcn));
+    free(payload);
+    queue_info_t info = {0};
+    for (int i = 0; i < 200; i++) {
+        queue_info_clear(&info);
+        cr_assert_eq(queue_get(qcn, id, &info), 0);
+        if (queue_state_is_terminal(info.state)) break;
+        sleep_ms(50);
+    }
+    cr_assert_eq(info.state, QUEUE_S_DLQ, "unsigned task ended %s", queue_state_name(info.state));
+    cr_assert_null(info.result, "an unsigned task was computed");
+    queue_info_clear(&info);
+    queue_close(qcn);
+    support_server_stop(&s);
+}
