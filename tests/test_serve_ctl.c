@@ -610,6 +610,16 @@ static support_redis_t redis;
 static void redis_start(void) { cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err); }
 static void redis_stop(void) { support_redis_stop(&redis); }
 
+/* A server with config c on the test's redis-server, serving queue q, once its intake is up. */
+static support_server_t start_on_redis(api_config_t *c, const char *q) {
+    snprintf(c->redis, sizeof c->redis, "%s", redis.url);
+    snprintf(c->queue, sizeof c->queue, "%s", q);
+    support_server_t s = start(c);
+    for (int i = 0; i < 200 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
+    cr_assert_eq(api_serve_queue_up(s.srv), 1, "the Redis intake never came up");
+    return s;
+}
+
 static char *slurp(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return strdup("");
@@ -742,11 +752,8 @@ Test(ctl, request_id_and_traceparent_from_http_through_redis_to_result_and_logs,
 Test(ctl, metrics_parse_as_prometheus_exposition, .init = redis_start, .fini = redis_stop, .timeout = 400) {
     api_config_t c;
     support_server_config(&c);
-    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
-    snprintf(c.queue, sizeof c.queue, "mq");
     c.cache_ttl_ms = 1000;
-    support_server_t s = start(&c);
-    for (int i = 0; i < 200 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
+    support_server_t s = start_on_redis(&c, "mq");
     cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", NULL, "{\"input\":[\"one\",\"two\"]}", NULL), 200);
     cr_assert_eq(status_of(s.port, "POST", "/v1/embeddings", NULL, "{\"input\":5}", NULL), 400);
     cr_assert_eq(status_of(s.port, "POST", "/v1/tasks", NULL, "{\"input\":\"queued\"}", NULL), 202);
@@ -912,11 +919,8 @@ Test(ctl, unload_with_requests_in_flight_answers_them_all, .timeout = 90) {
 Test(ctl, redis_outage_counted_in_reconnects_and_errors, .init = redis_start, .fini = redis_stop, .timeout = 60) {
     api_config_t c;
     support_server_config(&c);
-    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
-    snprintf(c.queue, sizeof c.queue, "oq");
     snprintf(c.log_level, sizeof c.log_level, "error");
-    support_server_t s = start(&c);
-    for (int i = 0; i < 200 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
+    support_server_t s = start_on_redis(&c, "oq");
     char *m = scrape(s.port);
     cr_assert_eq(metric(m, "sluice_redis_reconnects_total"), 0);
     cr_assert_geq(metric(m, "sluice_queue_depth{queue=\"oq\",state=\"ready\"}"), 0);
@@ -980,11 +984,8 @@ Test(ctl, sighup_reloads_the_key_file, .timeout = 60) {
 Test(ctl, signed_tasks_run_and_unsigned_ones_are_refused, .init = redis_start, .fini = redis_stop, .timeout = 60) {
     api_config_t c;
     support_server_config(&c);
-    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
-    snprintf(c.queue, sizeof c.queue, "sq");
     snprintf(c.task_signing_key, sizeof c.task_signing_key, "a shared secret");
-    support_server_t s = start(&c);
-    for (int i = 0; i < 200 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
+    support_server_t s = start_on_redis(&c, "sq");
     int st;
     json_t *j = json_of(s.port, "POST", "/v1/tasks", NULL, "{\"input\":\"signed by the server\"}", &st);
     cr_assert_eq(st, 202);
