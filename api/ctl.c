@@ -238,6 +238,7 @@ static int gate_locked(api_ctl_t *c, api_req_t *r, unsigned need) {
         }
         const api_key_t *k = api_keys_get(c->keys, idx);
         r->key = idx;
+        snprintf(r->key_name, sizeof r->key_name, "%s", k->name);
         if (!(k->scopes & need)) {
             char have[32];
             api_metrics_auth_reject(c->metrics, API_AUTH_SCOPE);

@@ -42,6 +42,7 @@ struct api_req {
     /* control plane (api/ctl.h) */
     char traceparent[BATCHER_TRACE_MAX]; /* W3C traceparent received (valid), or "" */
     int key;                 /* index of the API key used; -1: none */
+    char key_name[64];       /* its name, for the log line (never the key) */
     int retry_after_s;       /* Retry-After of a 429/503; 0: 1 s */
     uint64_t batch_id;       /* the last batch that computed it; 0: none */
     unsigned char cache_key[32];

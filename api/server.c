@@ -128,6 +128,7 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
         json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method,
                               "path", r->path, "status", (int)status, "duration_s", dur, "model", r->model_name);
         if (r->traceparent[0]) json_object_set_new(f, "traceparent", json_string(r->traceparent));
+        if (r->key_name[0]) json_object_set_new(f, "key", json_string(r->key_name));
         if (r->batch_id) json_object_set_new(f, "batch_id", json_integer((json_int_t)r->batch_id));
         if (r->cache_hit) json_object_set_new(f, "cache", json_string("hit"));
         api_log(lvl, "request", f);

@@ -977,6 +977,15 @@ Test(ctl, sighup_reloads_the_key_file, .timeout = 60) {
     json_t *l = log_line_with(p.log, needles);
     cr_assert(l, "no log line about the refused reload");
     json_decref(l);
+    /* request lines name the key, never show it */
+    const char *kn[] = {"\"msg\":\"request\"", "\"key\":\"second\"", NULL};
+    l = log_line_with(p.log, kn);
+    cr_assert(l, "no request line naming the key");
+    json_decref(l);
+    char *all = slurp(p.log);
+    cr_assert_null(strstr(all, keys[1] + 10), "a key in the log");
+    cr_assert_null(strstr(all, keys[0] + 10), "a key in the log");
+    free(all);
     cr_assert_eq(support_proc_stop(&p, SIGTERM, 20000), 0);
     unlink(path);
 }
