@@ -916,7 +916,7 @@ Test(ctl, unload_with_requests_in_flight_answers_them_all, .timeout = 90) {
     support_server_stop(&s);
 }
 
-Test(ctl, redis_outage_counted_in_reconnects_and_errors, .init = redis_start, .fini = redis_stop, .timeout = 60) {
+Test(ctl, redis_outage_counted_in_reconnects_and_errors, .init = redis_start, .fini = redis_stop, .timeout = 120) {
     api_config_t c;
     support_server_config(&c);
     snprintf(c.log_level, sizeof c.log_level, "error");
@@ -926,10 +926,10 @@ Test(ctl, redis_outage_counted_in_reconnects_and_errors, .init = redis_start, .f
     cr_assert_geq(metric(m, "sluice_queue_depth{queue=\"oq\",state=\"ready\"}"), 0);
     free(m);
     cr_assert_eq(support_redis_restart(&redis, 1), 0, "%s", redis.err);
-    /* the intake notices, reconnects with backoff */
+    /* the intake notices, reconnects with backoff (generous: CI machines are loaded) */
     int64_t waited = 0;
     double reconnects = 0;
-    while (waited < 15000) {
+    while (waited < 60000) {
         m = scrape(s.port);
         reconnects = metric(m, "sluice_redis_reconnects_total");
         double errors = metric(m, "sluice_redis_errors_total");
