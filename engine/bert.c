@@ -614,8 +614,11 @@ static int forward_ops(engine_model_t *m, bert_runner_t *r, int T, int n, int ma
     for (int l = 0; l < in->layers; l++) {
         const bert_layer_t *L = &m->w.layers[l];
         void *dense = ws->qkv; /* (T, H) scratch once attention has read qkv */
-        OPS_TRY(ops->matmul(ops, ws->qkv, ws->x, L->w_qkv, L->b_qkv, T, H, 3 * H, OPS_EPI_BIAS));
-        OPS_TRY(ops->attention(ops, ws->ctx, ws->qkv, ws->seq_off, n, max_len, in->heads, in->head_dim, scale));
+        /* The QKV bias is added by attention as it reads q, k and v: attention
+         * is qkv's only reader, so a bias pass over (T, 3H) would be wasted. */
+        OPS_TRY(ops->matmul(ops, ws->qkv, ws->x, L->w_qkv, NULL, T, H, 3 * H, OPS_EPI_NONE));
+        OPS_TRY(ops->attention(ops, ws->ctx, ws->qkv, L->b_qkv, ws->seq_off, n, max_len, in->heads, in->head_dim,
+                               scale));
         OPS_TRY(ops->matmul(ops, dense, ws->ctx, L->w_ao, NULL, T, H, H, OPS_EPI_NONE));
         OPS_TRY(ops->add_ln(ops, ws->x, dense, L->b_ao, ws->x, L->ln1_g, L->ln1_b, T, H, in->ln_eps));
         OPS_TRY(ops->matmul(ops, ws->ffn, ws->x, L->w_in, L->b_in, T, H, I, OPS_EPI_BIAS_GELU));

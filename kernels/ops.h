@@ -112,10 +112,16 @@ struct ops {
     /* Multi-head self-attention over packed sequences.
      * qkv(T,3*H) act: token t holds [q(H) | k(H) | v(H)], head h at columns
      * h*head_dim .. (h+1)*head_dim of each part (H = n_heads*head_dim).
+     * qkv_bias (3*H) float32, or NULL for none: the q, k and v used are
+     * qkv[t, :] + qkv_bias, the stored value widened to fp32 plus the bias in
+     * fp32 (a 16-bit tensor-core path rounds q's sum once for its product; see
+     * kernels/cuda/attention.cu for k and v). So the QKV matmul runs without a
+     * bias epilogue and no pass over (T,3H) is spent adding a vector. qkv is
+     * not written.
      * out(T,H) act = softmax(q k^T * scale) v within each sequence, heads concatenated.
      * seq_off (B+1) int32 in backend memory; max_len = longest sequence (<= 512 on cuda). */
-    int (*attention)(ops_t *ops, void *out, const void *qkv, const int32_t *seq_off, int B,
-                     int max_len, int n_heads, int head_dim, float scale);
+    int (*attention)(ops_t *ops, void *out, const void *qkv, const float *qkv_bias, const int32_t *seq_off,
+                     int B, int max_len, int n_heads, int head_dim, float scale);
 
     /* out(B,H) float32 = mean of x(T,H) act over each sequence's tokens,
      * then divided by its L2 norm (max(norm, 1e-12)) when l2_normalize != 0. */

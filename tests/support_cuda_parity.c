@@ -387,8 +387,11 @@ done:
 
 /* ---- attention ---- */
 
-static void check_attention(parity_t *p, int B, int lo, int hi, int n_heads, int head_dim) {
-    begin(p, "attention B=%d len=%d..%d heads=%d head_dim=%d", B, lo, hi, n_heads, head_dim);
+/* with_bias: a random qkv bias (the engine's call: the QKV matmul leaves it to
+ * attention), else NULL. */
+static void check_attention(parity_t *p, int B, int lo, int hi, int n_heads, int head_dim, int with_bias) {
+    begin(p, "attention B=%d len=%d..%d heads=%d head_dim=%d%s", B, lo, hi, n_heads, head_dim,
+          with_bias ? " qkv-bias" : "");
     int32_t *seq_off = host_alloc(p, (size_t)(B + 1) * 4);
     if (p->failed) goto done;
     int T = rand_seq_off(p, seq_off, B, lo, hi), max_len = 0;
@@ -396,15 +399,16 @@ static void check_attention(parity_t *p, int B, int lo, int hi, int n_heads, int
         if (seq_off[b + 1] - seq_off[b] > max_len) max_len = seq_off[b + 1] - seq_off[b];
     const int H = n_heads * head_dim;
     /* Wide enough that softmax is far from uniform: the scores span several units. */
-    float *qkv = rand_floats(p, (size_t)T * 3 * H, -2, 2);
-    void *gq, *cq, *gs, *cs, *go, *co;
+    float *qkv = rand_floats(p, (size_t)T * 3 * H, -2, 2), *bias = rand_floats(p, 3 * (size_t)H, -1, 1);
+    void *gq, *cq, *gb = NULL, *cb = NULL, *gs, *cs, *go, *co;
     pair_act(p, qkv, (size_t)T * 3 * H, &gq, &cq);
+    if (with_bias) pair_f32(p, bias, 3 * (size_t)H, &gb, &cb);
     pair_i32(p, seq_off, (size_t)B + 1, &gs, &cs);
     pair_act_out(p, (size_t)T * H, &go, &co);
     if (p->failed) goto done;
     const float scale = 1.0f / sqrtf((float)head_dim);
-    op_rc(p, p->gpu, "attention", p->gpu->attention(p->gpu, go, gq, gs, B, max_len, n_heads, head_dim, scale));
-    op_rc(p, p->cpu, "attention", p->cpu->attention(p->cpu, co, cq, cs, B, max_len, n_heads, head_dim, scale));
+    op_rc(p, p->gpu, "attention", p->gpu->attention(p->gpu, go, gq, gb, gs, B, max_len, n_heads, head_dim, scale));
+    op_rc(p, p->cpu, "attention", p->cpu->attention(p->cpu, co, cq, cb, cs, B, max_len, n_heads, head_dim, scale));
     compare(p, go, co, (size_t)T * H, 1);
 done:
     finish(p);
@@ -445,8 +449,9 @@ enum { CH_V = 300, CH_P = 64, CH_H = 128, CH_HEADS = 4, CH_HD = 32, CH_I = 256 }
 static int chain_run(ops_t *o, const chain_t *c, int T, int B, int max_len) {
     const float scale = 1.0f / sqrtf((float)CH_HD);
     int rc = o->embed_ln(o, c->x, c->ids, c->pos_ids, c->word, c->pos, c->type, c->g0, c->b0, T, CH_H, 1e-12f);
-    if (!rc) rc = o->matmul(o, c->qkv, c->x, c->w_qkv, c->b_qkv, T, CH_H, 3 * CH_H, OPS_EPI_BIAS);
-    if (!rc) rc = o->attention(o, c->ctx, c->qkv, c->seq_off, B, max_len, CH_HEADS, CH_HD, scale);
+    /* as engine/bert.c: the QKV bias is added by attention */
+    if (!rc) rc = o->matmul(o, c->qkv, c->x, c->w_qkv, NULL, T, CH_H, 3 * CH_H, OPS_EPI_NONE);
+    if (!rc) rc = o->attention(o, c->ctx, c->qkv, c->b_qkv, c->seq_off, B, max_len, CH_HEADS, CH_HD, scale);
     if (!rc) rc = o->matmul(o, c->ffn, c->ctx, c->w_in, c->b_in, T, CH_H, CH_I, OPS_EPI_BIAS_GELU);
     if (!rc) rc = o->matmul(o, c->dense, c->ffn, c->w_out, NULL, T, CH_I, CH_H, OPS_EPI_NONE);
     if (!rc) rc = o->add_ln(o, c->x, c->dense, c->b_out, c->x, c->g1, c->b1, T, CH_H, 1e-12f);
@@ -578,15 +583,17 @@ static void run_add_ln(parity_t *p) {
 }
 
 static void run_attention(parity_t *p) {
-    check_attention(p, 1, 1, 1, 12, 32);       /* one token */
-    check_attention(p, 40, 1, 1, 12, 32);      /* many one-token sequences */
-    check_attention(p, 1, 512, 512, 12, 32);   /* the longest sequence, MiniLM heads */
-    check_attention(p, 1, 512, 512, 2, 128);   /* the widest head */
-    check_attention(p, 2, 300, 512, 16, 64);
-    check_attention(p, 3, 1, 77, 5, 48);       /* head_dim between the tile sizes */
-    check_attention(p, 7, 20, 45, 3, 17);      /* odd head_dim */
-    check_attention(p, 2000, 1, 8, 12, 32);    /* many short sequences packed */
-    check_attention(p, 33, 31, 33, 4, 64);     /* lengths around the 32-key tile */
+    for (int with_bias = 0; with_bias <= 1; with_bias++) {
+        check_attention(p, 1, 1, 1, 12, 32, with_bias);     /* one token */
+        check_attention(p, 40, 1, 1, 12, 32, with_bias);    /* many one-token sequences */
+        check_attention(p, 1, 512, 512, 12, 32, with_bias); /* the longest sequence, MiniLM heads */
+        check_attention(p, 1, 512, 512, 2, 128, with_bias); /* the widest head */
+        check_attention(p, 2, 300, 512, 16, 64, with_bias);
+        check_attention(p, 3, 1, 77, 5, 48, with_bias);     /* head_dim between the tile sizes */
+        check_attention(p, 7, 20, 45, 3, 17, with_bias);    /* odd head_dim */
+        check_attention(p, 2000, 1, 8, 12, 32, with_bias);  /* many short sequences packed */
+        check_attention(p, 33, 31, 33, 4, 64, with_bias);   /* lengths around the 32-key tile */
+    }
 }
 
 static void run_mean_pool(parity_t *p) {

@@ -13,7 +13,8 @@
  * 1e-5 for fp32, 1e-2 for bf16, 2e-3 for fp16.
  *
  * Shapes per family: 1-token sequences, a 512-token sequence, odd sizes,
- * many short sequences packed, and (matmul) buffers misaligned by one element.
+ * many short sequences packed, (matmul) buffers misaligned by one element, and
+ * (attention) every shape without and with a qkv bias.
  * Not thread-safe with respect to the ops_t handed in (uses them exclusively).
  */
 #ifndef SLUICE_TEST_SUPPORT_CUDA_PARITY_H

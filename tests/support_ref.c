@@ -105,21 +105,22 @@ void ref_add_ln(double *out, const float *x, const float *bias, const float *res
     free(v);
 }
 
-void ref_attention(double *out, const float *qkv, const int32_t *seq_off, int B, int n_heads, int head_dim,
-                   double scale) {
+void ref_attention(double *out, const float *qkv, const float *qkv_bias, const int32_t *seq_off, int B, int n_heads,
+                   int head_dim, double scale) {
     int H = n_heads * head_dim;
     size_t ld = 3 * (size_t)H;
+    /* element col of token t's [q | k | v], bias included */
+#define REF_QKV(t, col) ((double)qkv[(size_t)(t) * ld + (col)] + (qkv_bias ? (double)qkv_bias[(col)] : 0.0))
     for (int b = 0; b < B; b++) {
         int t0 = seq_off[b], L = seq_off[b + 1] - seq_off[b];
         double *p = malloc((size_t)(L > 0 ? L : 1) * sizeof *p);
         for (int h = 0; h < n_heads; h++)
             for (int i = 0; i < L; i++) {
-                const float *q = qkv + (size_t)(t0 + i) * ld + (size_t)h * head_dim;
+                size_t qc = (size_t)h * head_dim, kc = H + qc, vc = 2 * (size_t)H + qc;
                 double m = -INFINITY, sum = 0.0;
                 for (int j = 0; j < L; j++) {
-                    const float *k = qkv + (size_t)(t0 + j) * ld + H + (size_t)h * head_dim;
                     double s = 0.0;
-                    for (int c = 0; c < head_dim; c++) s += (double)q[c] * k[c];
+                    for (int c = 0; c < head_dim; c++) s += REF_QKV(t0 + i, qc + c) * REF_QKV(t0 + j, kc + c);
                     p[j] = s * scale;
                     if (p[j] > m) m = p[j];
                 }
@@ -127,16 +128,16 @@ void ref_attention(double *out, const float *qkv, const int32_t *seq_off, int B,
                     p[j] = exp(p[j] - m);
                     sum += p[j];
                 }
-                double *o = out + (size_t)(t0 + i) * H + (size_t)h * head_dim;
+                double *o = out + (size_t)(t0 + i) * H + qc;
                 for (int c = 0; c < head_dim; c++) {
                     double acc = 0.0;
-                    for (int j = 0; j < L; j++)
-                        acc += p[j] * qkv[(size_t)(t0 + j) * ld + 2 * (size_t)H + (size_t)h * head_dim + c];
+                    for (int j = 0; j < L; j++) acc += p[j] * REF_QKV(t0 + j, vc + c);
                     o[c] = acc / sum;
                 }
             }
         free(p);
     }
+#undef REF_QKV
 }
 
 void ref_mean_pool(double *out, const float *x, const int32_t *seq_off, int B, int H, int l2_normalize) {

@@ -51,9 +51,9 @@ void ref_add_ln(double *out, const float *x, const float *bias, const float *res
                 const float *beta, int T, int H, double eps);
 
 /* out(T,H) = per sequence and head softmax(q k^T * scale) v, qkv(T, 3H) packed
- * [q | k | v] per token; seq_off (B+1). */
-void ref_attention(double *out, const float *qkv, const int32_t *seq_off, int B, int n_heads, int head_dim,
-                   double scale);
+ * [q | k | v] per token plus qkv_bias (3H, may be NULL: none); seq_off (B+1). */
+void ref_attention(double *out, const float *qkv, const float *qkv_bias, const int32_t *seq_off, int B, int n_heads,
+                   int head_dim, double scale);
 
 /* out(B,H) = mean of x(T,H) over each sequence, then / max(L2 norm, 1e-12) when l2. */
 void ref_mean_pool(double *out, const float *x, const int32_t *seq_off, int B, int H, int l2_normalize);

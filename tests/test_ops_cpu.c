@@ -239,27 +239,41 @@ Test(ops_cpu, add_ln_shapes_bias_and_in_place) {
 
 /* ---------------- attention ---------------- */
 
+/* Each shape twice: without a qkv bias and with a random one (as the engine
+ * calls it: the QKV matmul leaves the bias to attention). */
 static void check_attention(ops_t *ops, const int32_t *seq_off, int B, int n_heads, int head_dim, double amp,
                             double tol, const char *label) {
     int T = seq_off[B], H = n_heads * head_dim, max_len = 0;
     for (int b = 0; b < B; b++)
         if (seq_off[b + 1] - seq_off[b] > max_len) max_len = seq_off[b + 1] - seq_off[b];
     size_t nqkv = (size_t)T * 3 * H, nout = (size_t)T * H;
-    float *qkv = host_floats(nqkv);
-    ref_fill_uniform(&rng, qkv, nqkv, -amp, amp);
-    double scale = 1.0 / sqrt((double)head_dim);
+    float *qkv = host_floats(nqkv), *bias = host_floats(3 * (size_t)H);
     double *ref = host_doubles(nout);
-    ref_attention(ref, qkv, seq_off, B, n_heads, head_dim, scale);
+    double scale = 1.0 / sqrt((double)head_dim);
+    for (int with_bias = 0; with_bias <= 1; with_bias++) {
+        ref_fill_uniform(&rng, qkv, nqkv, -amp, amp);
+        ref_fill_uniform(&rng, bias, 3 * (size_t)H, -amp, amp);
+        const float *b = with_bias ? bias : NULL;
+        ref_attention(ref, qkv, b, seq_off, B, n_heads, head_dim, scale);
 
-    void *d_qkv = dev_floats(ops, qkv, nqkv), *d_off = dev_ints(ops, seq_off, B + 1);
-    void *d_out = dev_floats(ops, NULL, nout);
-    int rc = ops->attention(ops, d_out, d_qkv, d_off, B, max_len, n_heads, head_dim, (float)scale);
-    cr_assert_eq(rc, 0, "attention %s: %s", label, ops->err);
-    char what[128];
-    snprintf(what, sizeof what, "attention %s (B=%d T=%d heads=%d d=%d)", label, B, T, n_heads, head_dim);
-    expect_close(ops, d_out, ref, nout, tol, what);
-    ops->mem_free(ops, d_qkv), ops->mem_free(ops, d_off), ops->mem_free(ops, d_out);
-    free(qkv), free(ref);
+        void *d_qkv = dev_floats(ops, qkv, nqkv), *d_off = dev_ints(ops, seq_off, B + 1);
+        void *d_bias = with_bias ? dev_floats(ops, bias, 3 * (size_t)H) : NULL;
+        void *d_out = dev_floats(ops, NULL, nout);
+        int rc = ops->attention(ops, d_out, d_qkv, d_bias, d_off, B, max_len, n_heads, head_dim, (float)scale);
+        cr_assert_eq(rc, 0, "attention %s: %s", label, ops->err);
+        char what[160];
+        snprintf(what, sizeof what, "attention %s (B=%d T=%d heads=%d d=%d%s)", label, B, T, n_heads, head_dim,
+                 with_bias ? ", qkv bias" : "");
+        expect_close(ops, d_out, ref, nout, tol, what);
+        /* qkv is the caller's: the bias must not have been added into it. */
+        float *after = host_floats(nqkv);
+        cr_assert_eq(ops->download(ops, after, d_qkv, nqkv * sizeof(float)), 0, "download: %s", ops->err);
+        cr_assert(memcmp(after, qkv, nqkv * sizeof(float)) == 0, "%s: qkv was written", what);
+        free(after);
+        ops->mem_free(ops, d_qkv), ops->mem_free(ops, d_off), ops->mem_free(ops, d_out);
+        if (d_bias) ops->mem_free(ops, d_bias);
+    }
+    free(qkv), free(bias), free(ref);
 }
 
 Test(ops_cpu, attention_one_token_and_one_long_sequence) {
@@ -300,6 +314,33 @@ Test(ops_cpu, attention_softmax_is_stable_for_large_scores) {
     int32_t seq_off[] = {0, 40, 41, 140};
     check_attention(ops, seq_off, 3, 4, 32, 12.0, 1e-3, "large scores");
     ops_destroy(ops);
+}
+
+/* The engine's order (QKV matmul without a bias, the bias added by attention)
+ * against the old one (bias epilogue on the matmul): the same fp32 sums reach
+ * the products (only the sgemm strides differ), so the results agree to
+ * rounding. */
+Test(ops_cpu, attention_bias_matches_a_bias_epilogue) {
+    ops_t *ops = make_ops(0);
+    enum { T = 150, K = 96, HEADS = 4, D = 24, H = HEADS * D };
+    int32_t seq_off[] = {0, 1, 64, 65, 150};
+    float *x = host_floats(T * K), *W = host_floats(3 * H * K), *bias = host_floats(3 * H);
+    float *qkv = host_floats(T * 3 * H), *a = host_floats(T * H), *b = host_floats(T * H);
+    ref_fill_uniform(&rng, x, T * K, -1, 1);
+    ref_fill_uniform(&rng, W, 3 * H * K, -0.3, 0.3);
+    ref_fill_uniform(&rng, bias, 3 * H, -1, 1);
+    const float scale = 1.0f / sqrtf((float)D);
+    cr_assert_eq(ops->matmul(ops, qkv, x, W, bias, T, K, 3 * H, OPS_EPI_BIAS), 0, "%s", ops->err);
+    cr_assert_eq(ops->attention(ops, a, qkv, NULL, seq_off, 4, 85, HEADS, D, scale), 0, "%s", ops->err);
+    cr_assert_eq(ops->matmul(ops, qkv, x, W, NULL, T, K, 3 * H, OPS_EPI_NONE), 0, "%s", ops->err);
+    cr_assert_eq(ops->attention(ops, b, qkv, bias, seq_off, 4, 85, HEADS, D, scale), 0, "%s", ops->err);
+    double *want = host_doubles(T * H);
+    for (size_t i = 0; i < (size_t)T * H; i++) want[i] = a[i];
+    double err = ref_rel_error(b, want, (size_t)T * H);
+    cr_assert(err <= 1e-6, "bias in attention vs bias epilogue: relative error %.3e [seed %llu]", err,
+              (unsigned long long)seed);
+    ops_destroy(ops);
+    free(x), free(W), free(bias), free(qkv), free(a), free(b), free(want);
 }
 
 /* ---------------- mean_pool ---------------- */
@@ -403,9 +444,10 @@ Test(ops_cpu, clone_computes_the_same_and_lives_alone) {
     int T = 77, H = 64;
     float *qkv = host_floats((size_t)T * 3 * H), *a = host_floats((size_t)T * H), *b = host_floats((size_t)T * H);
     ref_fill_uniform(&rng, qkv, (size_t)T * 3 * H, -1, 1);
-    cr_assert_eq(ops->attention(ops, a, qkv, seq_off, 2, 50, 4, 16, 0.25f), 0);
+    /* any 3H floats serve as the qkv bias: token 1's row */
+    cr_assert_eq(ops->attention(ops, a, qkv, qkv + 3 * H, seq_off, 2, 50, 4, 16, 0.25f), 0);
     ops_destroy(ops); /* the sibling must not depend on its parent */
-    cr_assert_eq(sib->attention(sib, b, qkv, seq_off, 2, 50, 4, 16, 0.25f), 0, "%s", sib->err);
+    cr_assert_eq(sib->attention(sib, b, qkv, qkv + 3 * H, seq_off, 2, 50, 4, 16, 0.25f), 0, "%s", sib->err);
     cr_assert_arr_eq(a, b, (size_t)T * H * sizeof(float));
     ops_destroy(sib);
     free(qkv), free(a), free(b);
@@ -426,7 +468,8 @@ static const int32_t cc_seq_off[CC_B + 1] = {0, 7, 90, 91, 230, 300};
 
 static int cc_run(ops_t *ops, const concurrent_job_t *j, float *mm, float *att) {
     int rc = ops->matmul(ops, mm, j->in, j->W, j->bias, CC_T, CC_K, CC_N, OPS_EPI_BIAS_GELU);
-    return rc ? rc : ops->attention(ops, att, j->qkv, cc_seq_off, CC_B, 139, 12, 32, 0.17677669f);
+    /* The qkv bias is a slice of the matmul bias: any float vector serves. */
+    return rc ? rc : ops->attention(ops, att, j->qkv, j->bias, cc_seq_off, CC_B, 139, 12, 32, 0.17677669f);
 }
 
 static void *cc_thread(void *p) {
@@ -499,14 +542,14 @@ Test(ops_cpu, bad_shapes_return_einval_with_a_message) {
     EXPECT_EINVAL(ops->add_ln(ops, buf, buf, NULL, NULL, buf, buf, 2, 8, 1e-12f));
 
     int32_t not_zero[] = {1, 4}, decreasing[] = {0, 5, 3}, ok[] = {0, 3, 8};
-    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, not_zero, 1, 8, 2, 4, 0.5f));
-    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, decreasing, 2, 8, 2, 4, 0.5f));
-    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, 2, 4, 2, 4, 0.5f)); /* max_len < 5 */
-    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, 2, 8, 0, 4, 0.5f));
-    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, 2, 8, 2, 0, 0.5f));
-    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, -1, 8, 2, 4, 0.5f));
-    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, 2, 8, 2, 4, 0.5f));
-    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, ok, 2, 8, 2, 4, INFINITY));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, not_zero, 1, 8, 2, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, decreasing, 2, 8, 2, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, ok, 2, 4, 2, 4, 0.5f)); /* max_len < 5 */
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, ok, 2, 8, 0, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, ok, 2, 8, 2, 0, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, ok, -1, 8, 2, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, NULL, 2, 8, 2, 4, 0.5f));
+    EXPECT_EINVAL(ops->attention(ops, buf, buf + 1000, NULL, ok, 2, 8, 2, 4, INFINITY));
 
     int32_t empty_seq[] = {0, 2, 2};
     EXPECT_EINVAL(ops->mean_pool(ops, buf, buf + 1000, empty_seq, 2, 8, 1));
@@ -516,7 +559,7 @@ Test(ops_cpu, bad_shapes_return_einval_with_a_message) {
     /* Empty batches are fine and touch nothing. */
     int32_t zero[] = {0};
     cr_assert_eq(ops->matmul(ops, NULL, NULL, NULL, NULL, 0, 4, 4, OPS_EPI_NONE), 0, "%s", ops->err);
-    cr_assert_eq(ops->attention(ops, NULL, NULL, zero, 0, 0, 2, 4, 0.5f), 0, "%s", ops->err);
+    cr_assert_eq(ops->attention(ops, NULL, NULL, NULL, zero, 0, 0, 2, 4, 0.5f), 0, "%s", ops->err);
     cr_assert_eq(ops->mean_pool(ops, NULL, NULL, zero, 0, 8, 1), 0, "%s", ops->err);
     cr_assert_eq(ops->add_ln(ops, NULL, NULL, NULL, NULL, NULL, NULL, 0, 8, 1e-12f), 0, "%s", ops->err);
     ops_destroy(ops);

@@ -76,7 +76,7 @@ Test(ops_cuda, clone_streams_share_memory_and_bad_shapes_are_refused) {
     cr_assert_eq(gpu->mem_info(gpu, &free_b, &total_b), 0, "%s", gpu->err);
     cr_assert(free_b > 0 && free_b <= total_b);
     /* Refused shapes: an error value and a message, never a crash. */
-    cr_assert_eq(gpu->attention(gpu, d, d, d, 1, 513, 1, 32, 1.0f), OPS_EINVAL);
+    cr_assert_eq(gpu->attention(gpu, d, d, NULL, d, 1, 513, 1, 32, 1.0f), OPS_EINVAL);
     cr_assert(strstr(gpu->err, "attention") != NULL, "%s", gpu->err);
     cr_assert_eq(gpu->matmul(gpu, d, d, d, NULL, 1, 4, 4, OPS_EPI_NONE), OPS_EINVAL, "out aliasing in");
     cr_assert_eq(gpu->matmul(gpu, d, (char *)d + 64, d, NULL, 1, 4, 4, OPS_EPI_BIAS), OPS_EINVAL, "bias missing");

@@ -6,6 +6,12 @@
  * float, then out = p v with a second sgemm and a 1/sum row scale. Scratch is
  * one (block, L) score tile per worker, so memory grows with the longest
  * sequence, never with T^2, and any length works.
+ *
+ * With a qkv bias the task first copies its head's q, k and v rows plus the
+ * bias into the worker's scratch (L x head_dim each, contiguous) and runs the
+ * same sgemms there: qkv is the caller's and stays untouched, the values are
+ * exactly what a bias epilogue on the QKV matmul would have stored (one fp32
+ * add), and the copy is O(L d) against the O(L^2 d) of the products.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -23,12 +29,24 @@
 typedef struct {
     float *out;
     const float *qkv;
+    const float *bias; /* (3H) or NULL */
     const int32_t *seq_off;
     int n_heads, head_dim;
     float scale;
-    float **scratch; /* per worker: ATTN_QUERY_BLOCK * max_len scores + ATTN_QUERY_BLOCK sums */
+    float **scratch; /* per worker: ATTN_QUERY_BLOCK * max_len scores + ATTN_QUERY_BLOCK sums,
+                      * then with a bias 3 * max_len * head_dim for one head's q, k, v */
     int max_len;
 } attn_job_t;
+
+/* dst(rows, d) contiguous = src rows (stride ld) + b(d). */
+CPU_HOT static void copy_rows_plus_bias(float *restrict dst, const float *restrict src, const float *restrict b,
+                                        int rows, int d, int ld) {
+    for (int r = 0; r < rows; r++) {
+        const float *restrict s = src + (size_t)r * ld;
+        float *restrict o = dst + (size_t)r * d;
+        for (int c = 0; c < d; c++) o[c] = s[c] + b[c];
+    }
+}
 
 /* Each row: exp(x - max) in place, its sum in sums[r]. */
 CPU_HOT static void softmax_rows(float *restrict s, float *restrict sums, int rows, int L) {
@@ -72,6 +90,14 @@ static void attention_task(void *ctx, int task, int worker) {
     float *o = j->out + (size_t)t0 * H + (size_t)h * d;
     float *scores = j->scratch[worker];
     float *sums = scores + (size_t)ATTN_QUERY_BLOCK * j->max_len;
+    if (j->bias) {
+        float *qb = sums + ATTN_QUERY_BLOCK, *kb = qb + (size_t)L * d, *vb = kb + (size_t)L * d;
+        const float *bias = j->bias + (size_t)h * d;
+        copy_rows_plus_bias(qb, q, bias, L, d, ld);
+        copy_rows_plus_bias(kb, k, bias + H, L, d, ld);
+        copy_rows_plus_bias(vb, v, bias + 2 * (size_t)H, L, d, ld);
+        q = qb, k = kb, v = vb, ld = d;
+    }
     for (int r0 = 0; r0 < L; r0 += ATTN_QUERY_BLOCK) {
         int rows = L - r0 < ATTN_QUERY_BLOCK ? L - r0 : ATTN_QUERY_BLOCK;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, d, j->scale, q + (size_t)r0 * ld, ld, k, ld,
@@ -104,8 +130,8 @@ static int ensure_scratch(ops_t *ops, size_t floats) {
     return OPS_OK;
 }
 
-int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq_off, int B, int max_len,
-                      int n_heads, int head_dim, float scale) {
+int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const float *qkv_bias, const int32_t *seq_off, int B,
+                      int max_len, int n_heads, int head_dim, float scale) {
     if (n_heads <= 0 || head_dim <= 0 || head_dim > INT_MAX / 3 / n_heads)
         return ops_cpu_fail(ops, OPS_EINVAL, "attention: bad heads n_heads=%d head_dim=%d", n_heads, head_dim);
     if (max_len < 0) return ops_cpu_fail(ops, OPS_EINVAL, "attention: max_len = %d (must be >= 0)", max_len);
@@ -118,11 +144,13 @@ int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq
     if (!out || !qkv) return ops_cpu_fail(ops, OPS_EINVAL, "attention: NULL buffer");
     if ((size_t)B * (size_t)n_heads > INT_MAX) return ops_cpu_fail(ops, OPS_EINVAL, "attention: B * n_heads too large");
 
-    /* Size the tile for the longest sequence actually present. */
-    int rc = ensure_scratch(ops, (size_t)ATTN_QUERY_BLOCK * longest + ATTN_QUERY_BLOCK);
+    /* Size the tile (and the biased q, k, v copies) for the longest sequence actually present. */
+    size_t floats = (size_t)ATTN_QUERY_BLOCK * longest + ATTN_QUERY_BLOCK;
+    if (qkv_bias) floats += 3 * (size_t)longest * (size_t)head_dim;
+    int rc = ensure_scratch(ops, floats);
     if (rc) return rc;
     ops_cpu_impl_t *impl = ops->impl;
-    attn_job_t j = {out, qkv, seq_off, n_heads, head_dim, scale, impl->scratch, longest};
+    attn_job_t j = {out, qkv, qkv_bias, seq_off, n_heads, head_dim, scale, impl->scratch, longest};
     ops_cpu_threadpool_run(impl->pool, attention_task, &j, B * n_heads);
     return OPS_OK;
 }

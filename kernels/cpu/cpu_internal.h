@@ -30,8 +30,8 @@ int ops_cpu_add_ln(ops_t *ops, void *out, const void *x, const float *bias, cons
                    const float *gamma, const float *beta, int T, int H, float eps);
 int ops_cpu_matmul(ops_t *ops, void *out, const void *in, const void *W, const float *bias, int T, int K, int N,
                    ops_epilogue_t epi);
-int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq_off, int B, int max_len,
-                      int n_heads, int head_dim, float scale);
+int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const float *qkv_bias, const int32_t *seq_off, int B,
+                      int max_len, int n_heads, int head_dim, float scale);
 int ops_cpu_mean_pool(ops_t *ops, float *out, const void *x, const int32_t *seq_off, int B, int H,
                       int l2_normalize);
 

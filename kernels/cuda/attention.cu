@@ -18,6 +18,15 @@
  *   of the head dimensions (float4 chunks part, part+4, ...), so q and the
  *   accumulator fit in registers up to head_dim 128; 32 queries per block.
  *
+ * The QKV bias (optional) is applied here: attention is qkv's only reader, so
+ * this saves the QKV matmul a bias pass over (T, 3H). The CUDA-core kernel
+ * adds it in fp32 as q, K and V are read. The tensor-core kernel adds q's in
+ * fp32 and rounds the sum once for the mma; it leaves K's out, because k's
+ * bias moves every score of query row i by the same (q_i + b_q) . b_k, which
+ * softmax cancels exactly; and it adds V's in fp32 to the normalised output, because
+ * the weights of the sum add up to one (l sums the very P that multiplies V).
+ * So K and V reach the products rounded once (by the QKV matmul), not twice.
+ *
  * Control flow (both): a block whose query tile starts past its sequence's
  * end returns as a whole before any barrier; inside, every thread runs every
  * tile (queries past the end compute on zeros and write nothing), so the
@@ -52,8 +61,10 @@ static __device__ __forceinline__ bool attention_tile(const int32_t *seq_off, in
 
 template <typename T, int DMAX>
 static __global__ void __launch_bounds__(ATTN_THREADS)
-    attention_kernel(T *out, const T *qkv, const int32_t *seq_off, int H, int head_dim, float scale) {
+    attention_kernel(T *out, const T *qkv, const float *bias, const int32_t *seq_off, int H, int head_dim,
+                     float scale) {
     constexpr int CH = DMAX / 16; /* float4 chunks per thread */
+    static_assert(ATTN_THREADS % DMAX == 0, "each thread stages one fixed column of K and V");
     __shared__ __align__(16) float Ks[ATTN_BK * DMAX];
     __shared__ __align__(16) float Vs[ATTN_BK * DMAX];
 
@@ -73,26 +84,37 @@ static __global__ void __launch_bounds__(ATTN_THREADS)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int d = 4 * (part + 4 * i) + e;
-            q[4 * i + e] = (q_live && d < head_dim) ? to_f32(qkv[(start + qi) * row3 + hoff + d]) : 0.0f;
+            float qv = 0.0f;
+            if (q_live && d < head_dim) {
+                qv = to_f32(qkv[(start + qi) * row3 + hoff + d]);
+                if (bias) qv += bias[hoff + d];
+            }
+            q[4 * i + e] = qv;
             acc[4 * i + e] = 0.0f;
         }
     }
     float m = -INFINITY, l = 0.0f;
 
+    /* The column this thread stages in every K/V tile (rows tid / DMAX, then
+     * every ATTN_THREADS / DMAX), and its k and v bias. */
+    const int sd = tid % DMAX;
+    const bool sd_live = sd < head_dim;
+    const float kb = (bias && sd_live) ? bias[H + hoff + sd] : 0.0f;
+    const float vb = (bias && sd_live) ? bias[2 * (int64_t)H + hoff + sd] : 0.0f;
+
     const int ntiles = (len + ATTN_BK - 1) / ATTN_BK;
     for (int kt = 0; kt < ntiles; kt++) {
         const int k0 = kt * ATTN_BK;
         __syncthreads(); /* the previous tile is no longer read */
-        for (int idx = tid; idx < ATTN_BK * DMAX; idx += ATTN_THREADS) {
-            const int j = idx / DMAX, d = idx % DMAX;
+        for (int j = tid / DMAX; j < ATTN_BK; j += ATTN_THREADS / DMAX) {
             float kv = 0.0f, vv = 0.0f;
-            if (k0 + j < len && d < head_dim) {
-                const T *src = qkv + (start + k0 + j) * row3 + hoff + d;
-                kv = to_f32(src[H]);
-                vv = to_f32(src[2 * (int64_t)H]);
+            if (k0 + j < len && sd_live) {
+                const T *src = qkv + (start + k0 + j) * row3 + hoff + sd;
+                kv = to_f32(src[H]) + kb;
+                vv = to_f32(src[2 * (int64_t)H]) + vb;
             }
-            Ks[idx] = kv;
-            Vs[idx] = vv;
+            Ks[j * DMAX + sd] = kv;
+            Vs[j * DMAX + sd] = vv;
         }
         __syncthreads();
 
@@ -174,6 +196,9 @@ template <> struct mma_elem<__nv_bfloat16> {
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
     }
     static __device__ __forceinline__ uint32_t bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+    static __device__ __forceinline__ __nv_bfloat16 value(uint32_t b) {
+        return __ushort_as_bfloat16((unsigned short)b);
+    }
 };
 
 template <> struct mma_elem<__half> {
@@ -184,6 +209,7 @@ template <> struct mma_elem<__half> {
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
     }
     static __device__ __forceinline__ uint32_t bits(__half v) { return __half_as_ushort(v); }
+    static __device__ __forceinline__ __half value(uint32_t b) { return __ushort_as_half((unsigned short)b); }
 };
 
 /* Two elements in one register, lo in the low 16 bits (the fragment order). */
@@ -191,9 +217,23 @@ template <typename T> static __device__ __forceinline__ uint32_t pack_pair(T lo,
     return mma_elem<T>::bits(lo) | (mma_elem<T>::bits(hi) << 16);
 }
 
+/* A packed pair plus (b_lo, b_hi): widened to fp32, added, rounded back once. */
+template <typename T>
+static __device__ __forceinline__ uint32_t add_bias_pair(uint32_t pair, float b_lo, float b_hi) {
+    const float lo = to_f32(mma_elem<T>::value(pair & 0xffffu)) + b_lo;
+    const float hi = to_f32(mma_elem<T>::value(pair >> 16)) + b_hi;
+    return pack_pair(from_f32<T>(lo), from_f32<T>(hi));
+}
+
+/* Blocks per SM the register budget must allow: nvcc alone let the head_dim
+ * 128 kernel grow past 170 registers (2 blocks) once q's bias came in; 3 and
+ * 4 (128 registers) are what 128 and 64 fit without spills (checked with
+ * -Xptxas -v for sm_80 and sm_90); 0 leaves head_dim 32 to nvcc (~80-96). */
+#define MMA_MIN_BLOCKS(HD) ((HD) == 128 ? 3 : (HD) == 64 ? 4 : 0)
+
 template <typename T, int HD>
-static __global__ void __launch_bounds__(MMA_THREADS)
-    attention_mma_kernel(T *out, const T *qkv, const int32_t *seq_off, int H, float scale) {
+static __global__ void __launch_bounds__(MMA_THREADS, MMA_MIN_BLOCKS(HD))
+    attention_mma_kernel(T *out, const T *qkv, const float *bias, const int32_t *seq_off, int H, float scale) {
     constexpr int LD = HD + 8;      /* shared row stride: 16 bytes of padding keep fragment reads conflict-free */
     constexpr int KC = HD / 16;     /* k-chunks of the head for S = Q K^T */
     constexpr int DT = HD / 8;      /* n-tiles of the head for O += P V */
@@ -211,7 +251,7 @@ static __global__ void __launch_bounds__(MMA_THREADS)
     const int64_t row3 = 3 * (int64_t)H;
     const int qa = q0 + warp * 16 + g, qb = qa + 8; /* this thread's two query rows */
 
-    /* Q as A fragments, zero past the sequence's end. */
+    /* Q as A fragments (plus q's bias, rounded once), zero past the sequence's end. */
     uint32_t qf[KC][4];
 #pragma unroll
     for (int kc = 0; kc < KC; kc++) {
@@ -221,6 +261,17 @@ static __global__ void __launch_bounds__(MMA_THREADS)
         qf[kc][1] = qb < len ? *reinterpret_cast<const uint32_t *>(rb + c) : 0u;
         qf[kc][2] = qa < len ? *reinterpret_cast<const uint32_t *>(ra + c + 8) : 0u;
         qf[kc][3] = qb < len ? *reinterpret_cast<const uint32_t *>(rb + c + 8) : 0u;
+        if (bias) {
+            const float *bq = bias + hoff + c;
+            if (qa < len) {
+                qf[kc][0] = add_bias_pair<T>(qf[kc][0], bq[0], bq[1]);
+                qf[kc][2] = add_bias_pair<T>(qf[kc][2], bq[8], bq[9]);
+            }
+            if (qb < len) {
+                qf[kc][1] = add_bias_pair<T>(qf[kc][1], bq[0], bq[1]);
+                qf[kc][3] = add_bias_pair<T>(qf[kc][3], bq[8], bq[9]);
+            }
+        }
     }
     float o[DT][4];
 #pragma unroll
@@ -325,27 +376,32 @@ static __global__ void __launch_bounds__(MMA_THREADS)
 #pragma unroll
     for (int dt = 0; dt < DT; dt++) {
         const int c = dt * 8 + 2 * tg;
+        float bv0 = 0.0f, bv1 = 0.0f; /* V's bias: sum_j p_j (v_j + b) / l = sum_j p_j v_j / l + b */
+        if (bias) {
+            bv0 = bias[2 * (int64_t)H + hoff + c];
+            bv1 = bias[2 * (int64_t)H + hoff + c + 1];
+        }
         if (qa < len)
             *reinterpret_cast<uint32_t *>(out + (start + qa) * (int64_t)H + hoff + c) =
-                pack_pair(from_f32<T>(o[dt][0] * inv_a), from_f32<T>(o[dt][1] * inv_a));
+                pack_pair(from_f32<T>(o[dt][0] * inv_a + bv0), from_f32<T>(o[dt][1] * inv_a + bv1));
         if (qb < len)
             *reinterpret_cast<uint32_t *>(out + (start + qb) * (int64_t)H + hoff + c) =
-                pack_pair(from_f32<T>(o[dt][2] * inv_b), from_f32<T>(o[dt][3] * inv_b));
+                pack_pair(from_f32<T>(o[dt][2] * inv_b + bv0), from_f32<T>(o[dt][3] * inv_b + bv1));
     }
 }
 
 template <typename T>
-static int attention_launch(ops_t *ops, T *out, const T *qkv, const int32_t *seq_off, int B, int max_len,
-                            int n_heads, int head_dim, float scale) {
+static int attention_launch(ops_t *ops, T *out, const T *qkv, const float *bias, const int32_t *seq_off, int B,
+                            int max_len, int n_heads, int head_dim, float scale) {
     const dim3 grid((unsigned)B, (unsigned)((max_len + ATTN_BQ - 1) / ATTN_BQ), (unsigned)n_heads);
     const int H = n_heads * head_dim;
     cudaStream_t s = cuda_impl(ops)->stream;
     if (head_dim <= 32)
-        attention_kernel<T, 32><<<grid, ATTN_THREADS, 0, s>>>(out, qkv, seq_off, H, head_dim, scale);
+        attention_kernel<T, 32><<<grid, ATTN_THREADS, 0, s>>>(out, qkv, bias, seq_off, H, head_dim, scale);
     else if (head_dim <= 64)
-        attention_kernel<T, 64><<<grid, ATTN_THREADS, 0, s>>>(out, qkv, seq_off, H, head_dim, scale);
+        attention_kernel<T, 64><<<grid, ATTN_THREADS, 0, s>>>(out, qkv, bias, seq_off, H, head_dim, scale);
     else
-        attention_kernel<T, 128><<<grid, ATTN_THREADS, 0, s>>>(out, qkv, seq_off, H, head_dim, scale);
+        attention_kernel<T, 128><<<grid, ATTN_THREADS, 0, s>>>(out, qkv, bias, seq_off, H, head_dim, scale);
     CUDA_CHECK_LAUNCH();
     return OPS_OK;
 }
@@ -359,23 +415,23 @@ static bool attention_mma_fits(const void *out, const void *qkv, int n_heads, in
 }
 
 template <typename T>
-static int attention_mma_launch(ops_t *ops, T *out, const T *qkv, const int32_t *seq_off, int B, int max_len,
-                                int n_heads, int head_dim, float scale) {
+static int attention_mma_launch(ops_t *ops, T *out, const T *qkv, const float *bias, const int32_t *seq_off, int B,
+                                int max_len, int n_heads, int head_dim, float scale) {
     const dim3 grid((unsigned)B, (unsigned)((max_len + MMA_BQ - 1) / MMA_BQ), (unsigned)n_heads);
     const int H = n_heads * head_dim;
     cudaStream_t s = cuda_impl(ops)->stream;
     if (head_dim == 32)
-        attention_mma_kernel<T, 32><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
+        attention_mma_kernel<T, 32><<<grid, MMA_THREADS, 0, s>>>(out, qkv, bias, seq_off, H, scale);
     else if (head_dim == 64)
-        attention_mma_kernel<T, 64><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
+        attention_mma_kernel<T, 64><<<grid, MMA_THREADS, 0, s>>>(out, qkv, bias, seq_off, H, scale);
     else
-        attention_mma_kernel<T, 128><<<grid, MMA_THREADS, 0, s>>>(out, qkv, seq_off, H, scale);
+        attention_mma_kernel<T, 128><<<grid, MMA_THREADS, 0, s>>>(out, qkv, bias, seq_off, H, scale);
     CUDA_CHECK_LAUNCH();
     return OPS_OK;
 }
 
-int cuda_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq_off, int B, int max_len,
-                   int n_heads, int head_dim, float scale) {
+int cuda_attention(ops_t *ops, void *out, const void *qkv, const float *qkv_bias, const int32_t *seq_off, int B,
+                   int max_len, int n_heads, int head_dim, float scale) {
     if (B < 0 || max_len < 0 || max_len > ATTN_MAX_LEN || n_heads <= 0 || n_heads > 65535 || head_dim <= 0 ||
         head_dim > ATTN_MAX_HEAD_DIM)
         return cuda_fail(ops, OPS_EINVAL,
@@ -388,17 +444,18 @@ int cuda_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq_of
     int rc = cuda_enter(ops);
     if (rc) return rc;
     const bool mma = !cuda_impl(ops)->fallback && attention_mma_fits(out, qkv, n_heads, head_dim);
+    const float *b = qkv_bias;
     if (ops->dtype == OPS_BF16 && mma)
-        return attention_mma_launch(ops, (__nv_bfloat16 *)out, (const __nv_bfloat16 *)qkv, seq_off, B, max_len,
+        return attention_mma_launch(ops, (__nv_bfloat16 *)out, (const __nv_bfloat16 *)qkv, b, seq_off, B, max_len,
                                     n_heads, head_dim, scale);
     if (ops->dtype == OPS_F16 && mma)
-        return attention_mma_launch(ops, (__half *)out, (const __half *)qkv, seq_off, B, max_len, n_heads, head_dim,
-                                    scale);
+        return attention_mma_launch(ops, (__half *)out, (const __half *)qkv, b, seq_off, B, max_len, n_heads,
+                                    head_dim, scale);
     if (ops->dtype == OPS_BF16)
-        return attention_launch(ops, (__nv_bfloat16 *)out, (const __nv_bfloat16 *)qkv, seq_off, B, max_len, n_heads,
-                                head_dim, scale);
+        return attention_launch(ops, (__nv_bfloat16 *)out, (const __nv_bfloat16 *)qkv, b, seq_off, B, max_len,
+                                n_heads, head_dim, scale);
     if (ops->dtype == OPS_F16)
-        return attention_launch(ops, (__half *)out, (const __half *)qkv, seq_off, B, max_len, n_heads, head_dim,
+        return attention_launch(ops, (__half *)out, (const __half *)qkv, b, seq_off, B, max_len, n_heads, head_dim,
                                 scale);
-    return attention_launch(ops, (float *)out, (const float *)qkv, seq_off, B, max_len, n_heads, head_dim, scale);
+    return attention_launch(ops, (float *)out, (const float *)qkv, b, seq_off, B, max_len, n_heads, head_dim, scale);
 }

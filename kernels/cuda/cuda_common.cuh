@@ -171,8 +171,8 @@ int cuda_matmul(ops_t *ops, void *out, const void *in, const void *W, const floa
                 ops_epilogue_t epi);
 int cuda_add_ln(ops_t *ops, void *out, const void *x, const float *bias, const void *residual,
                 const float *gamma, const float *beta, int T, int H, float eps);
-int cuda_attention(ops_t *ops, void *out, const void *qkv, const int32_t *seq_off, int B, int max_len,
-                   int n_heads, int head_dim, float scale);
+int cuda_attention(ops_t *ops, void *out, const void *qkv, const float *qkv_bias, const int32_t *seq_off, int B,
+                   int max_len, int n_heads, int head_dim, float scale);
 int cuda_mean_pool(ops_t *ops, float *out, const void *x, const int32_t *seq_off, int B, int H,
                    int l2_normalize);
 size_t cuda_topk_workspace(ops_t *ops, int nq, int N, int k);
