@@ -72,6 +72,7 @@ typedef struct {
     int sweep, max_steps;
     double p99_target_ms, rate_step;
     const char *redis_url, *queue_name, *op;
+    const char *signing_key;     /* queue mode: HMAC key for the tasks (as the workers have it), or NULL */
     unsigned long long seed;
     int progress;                /* 1 on, 0 off, -1 auto (a line a second on a tty, every 5 s otherwise) */
 } bench_opts_t;
@@ -1377,6 +1378,10 @@ static int run_queue(const bench_opts_t *o, const bench_inputs_t *in, double rat
     queue_config_defaults(&q.cfg);
     q.cfg.url = o->redis_url;
     q.cfg.name = o->queue_name;
+    if (o->signing_key && o->signing_key[0]) {
+        q.cfg.signing_key = (const unsigned char *)o->signing_key;
+        q.cfg.signing_key_len = strlen(o->signing_key);
+    }
     queue_conn_t *probe = queue_connect(&q.cfg, err, errlen); /* fail fast with the reason */
     if (!probe) return -1;
     queue_close(probe);
@@ -1519,7 +1524,8 @@ static void usage(FILE *f) {
             "queue mode\n"
             "  --redis URL             (default redis://127.0.0.1:6379/0)\n"
             "  --queue NAME            (default sluice)\n"
-            "  --op NAME               task op (default embed)\n");
+            "  --op NAME               task op (default embed)\n"
+            "  --task-signing-key KEY  sign tasks as the workers expect (default $SLUICE_TASK_SIGNING_KEY)\n");
 }
 
 static int parse_opts(int argc, char **argv, bench_opts_t *o, char *err, size_t errlen) {
@@ -1576,6 +1582,7 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o, char *err, size_t 
         else if (FLAG("--redis")) { NEED(); o->redis_url = v; }
         else if (FLAG("--queue")) { NEED(); o->queue_name = v; }
         else if (FLAG("--op")) { NEED(); o->op = v; }
+        else if (FLAG("--task-signing-key")) { NEED(); o->signing_key = v; }
         else if (FLAG("--seed")) { NEED(); o->seed = strtoull(v, NULL, 10); }
         else if (FLAG("--progress")) {
             NEED();
@@ -1587,6 +1594,7 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o, char *err, size_t 
 #undef FLAG
 #undef NEED
     }
+    if (!o->signing_key) o->signing_key = getenv("SLUICE_TASK_SIGNING_KEY");
     if (o->mode == MODE_QUEUE && !o->model) {
         snprintf(err, errlen, "queue mode needs --model NAME (a task names its model)");
         return -1;
