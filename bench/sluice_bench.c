@@ -1646,6 +1646,93 @@ static void print_server_note(const bench_opts_t *o, const run_stats_t *s) {
                o->metrics_url);
 }
 
+/* One step of the sweep: run at `rate`, print and record it. 1 when the
+ * target broke (p99 over it, or more than 1% errors), 0 when it held, -1 on
+ * a failure to run. */
+static int sweep_step(const bench_opts_t *o, const bench_inputs_t *in, run_fn run, double rate, int conc,
+                      run_stats_t *st, json_t *runs) {
+    char err[512];
+    if (run(o, in, rate, conc, st, err, sizeof err)) {
+        fprintf(stderr, "sluice-bench: %s\n", err);
+        return -1;
+    }
+    print_row(stdout, st);
+    if (st->first_error[0]) printf("  (first error: %s)\n", st->first_error);
+    fflush(stdout);
+    json_array_append_new(runs, run_json(st));
+    long asked = st->sent + st->unsent;
+    /* an overloaded server shows in p99 (arrivals wait for a connection or in its queue) */
+    int broke = st->p99 > o->p99_target_ms || st->errors > 0.01 * (asked ? asked : 1);
+    if (broke)
+        fprintf(stderr, "sluice-bench: the target broke at %.1f requests/s offered (p99 %.1f ms, %ld errors, "
+                        "%.1f requests/s answered)\n",
+                rate, st->p99, st->errors, st->rps);
+    return broke;
+}
+
+static int cmp_offered(const void *a, const void *b) {
+    double x = ((const run_stats_t *)a)->offered_rate, y = ((const run_stats_t *)b)->offered_rate;
+    return (x > y) - (x < y);
+}
+
+/* Step the open-loop rate up from `start` by `step` until the target breaks,
+ * then halve the gap between the last rate that held and the first that
+ * broke, twice, to place the knee closer than one step. Prints the table,
+ * adds the runs and the summary to the report, draws the PNG. */
+static int run_sweep(const bench_opts_t *o, const bench_inputs_t *in, run_fn run, double start, double step,
+                     int conc, json_t *doc, json_t *runs) {
+    enum { BISECTIONS = 2 };
+    run_stats_t *steps = calloc((size_t)o->max_steps + BISECTIONS, sizeof *steps);
+    if (!steps) return 1;
+    int n = 0, status = 0, rc = 0;
+    double best = 0, held = 0, broke_at = 0;
+    printf("\n");
+    print_row_header(stdout);
+    for (; n < o->max_steps && !g_stop; n++) {
+        double rate = start + n * step;
+        rc = sweep_step(o, in, run, rate, conc, &steps[n], runs);
+        if (rc < 0) break;
+        if (rc == 0) {
+            held = rate;
+            if (steps[n].ips > best) best = steps[n].ips;
+        } else {
+            broke_at = rate;
+            n++;
+            break;
+        }
+    }
+    if (rc < 0) status = 1;
+    for (int k = 0; k < BISECTIONS && rc > 0 && held > 0 && !g_stop; k++, n++) {
+        double rate = (held + broke_at) / 2;
+        rc = sweep_step(o, in, run, rate, conc, &steps[n], runs);
+        if (rc < 0) {
+            status = 1;
+            break;
+        }
+        if (rc == 0) {
+            held = rate;
+            if (steps[n].ips > best) best = steps[n].ips;
+        } else {
+            broke_at = rate;
+        }
+        rc = 1; /* keep bisecting between held and broke_at */
+    }
+    printf("\nsustained under p99 %.0f ms: %.1f inputs/s%s\n", o->p99_target_ms, best,
+           best > 0 ? "" : " (no step met the target: start lower with --rate)");
+    json_object_set_new(doc, "sweep",
+                        json_pack("{s:f, s:f, s:f, s:s}", "p99_target_ms", o->p99_target_ms,
+                                  "max_inputs_per_s_under_target", best, "max_offered_requests_per_s_under_target",
+                                  held, "png", o->png_path));
+    qsort(steps, (size_t)n, sizeof *steps, cmp_offered); /* bisection steps in rate order for the plot */
+    if (n > 0) {
+        if (draw_sweep(o, steps, n, o->png_path) == 0) fprintf(stderr, "sluice-bench: plot in %s\n", o->png_path);
+        else fprintf(stderr, "sluice-bench: gnuplot failed or is missing (make deps installs it); no plot\n");
+    }
+    for (int i = 0; i < n; i++) stats_free(&steps[i]);
+    free(steps);
+    return status;
+}
+
 int main(int argc, char **argv) {
     bench_opts_t o;
     char err[512];
@@ -1719,44 +1806,7 @@ int main(int argc, char **argv) {
             stats_free(&probe);
         }
         if (step <= 0) step = start;
-        run_stats_t *steps = calloc((size_t)o.max_steps, sizeof *steps);
-        int n = 0;
-        double best = 0;
-        printf("\n");
-        print_row_header(stdout);
-        for (; n < o.max_steps && !g_stop; n++) {
-            double rate = start + n * step;
-            if (run(&o, &in, rate, conc, &steps[n], err, sizeof err)) {
-                fprintf(stderr, "sluice-bench: %s\n", err);
-                status = 1;
-                break;
-            }
-            print_row(stdout, &steps[n]);
-            if (steps[n].first_error[0]) printf("  (first error: %s)\n", steps[n].first_error);
-            fflush(stdout);
-            json_array_append_new(runs, run_json(&steps[n]));
-            long asked = steps[n].sent + steps[n].unsent;
-            /* an overloaded server shows in p99 (arrivals wait for a connection or in its queue) */
-            int broke = steps[n].p99 > o.p99_target_ms || steps[n].errors > 0.01 * (asked ? asked : 1);
-            if (!broke && steps[n].ips > best) best = steps[n].ips;
-            if (broke) {
-                fprintf(stderr, "sluice-bench: the target broke at %.1f requests/s offered (p99 %.1f ms, %ld errors, "
-                                "%.1f requests/s answered)\n",
-                        rate, steps[n].p99, steps[n].errors, steps[n].rps);
-                n++;
-                break;
-            }
-        }
-        printf("\nsustained under p99 %.0f ms: %.1f inputs/s\n", o.p99_target_ms, best);
-        json_object_set_new(doc, "sweep",
-                            json_pack("{s:f, s:f, s:s}", "p99_target_ms", o.p99_target_ms,
-                                      "max_inputs_per_s_under_target", best, "png", o.png_path));
-        if (n > 0) {
-            if (draw_sweep(&o, steps, n, o.png_path) == 0) fprintf(stderr, "sluice-bench: plot in %s\n", o.png_path);
-            else fprintf(stderr, "sluice-bench: gnuplot failed or is missing (make deps installs it); no plot\n");
-        }
-        for (int i = 0; i < n; i++) stats_free(&steps[i]);
-        free(steps);
+        status |= run_sweep(&o, &in, run, start, step, conc, doc, runs);
     }
 done:
     json_object_set_new(doc, "runs", runs);
