@@ -683,6 +683,7 @@ typedef struct {
     size_t bl_head, bl_n, bl_cap;
     run_stats_t *s;
     long done_all, err_all;      /* every answer, warm-up included (progress line) */
+    int refused;                 /* the server refused our key (401/403): nothing to measure */
 } hrun_t;
 
 static void hconn_close(hrun_t *h, hconn_t *c) {
@@ -794,11 +795,14 @@ static void hconn_finish(hrun_t *h, hconn_t *c, const char *body, size_t blen) {
     double t = now_s();
     h->done_all++;
     if (c->status != 200) h->err_all++;
+    if (c->status == 401 || c->status == 403) h->refused = 1;
     if (c->measured) {
         run_stats_t *s = h->s;
         s->t_last = t;
         if (c->status > 0 && c->status < BENCH_MAX_STATUS) s->status[c->status]++;
-        if (c->status != 200) stats_note_error(s, "HTTP %d: %.200s", c->status, blen ? body : "(no body)");
+        if (c->status != 200)
+            stats_note_error(s, "HTTP %d: %.*s", c->status, blen ? (int)(blen < 200 ? blen : 200) : 9,
+                             blen ? body : "(no body)");
         if (c->status == 200) {
             s->ok++;
             s->inputs += c->n_inputs;
@@ -981,7 +985,11 @@ static int run_http(const bench_opts_t *o, const bench_inputs_t *in, double rate
     struct epoll_event evs[256];
     for (;;) {
         double t = now_s();
-        if (g_stop && h.t_end > t) { /* Ctrl-C: end the window now, report what was measured */
+        if ((g_stop || h.refused) && h.t_end > t) { /* Ctrl-C, or a refused key: end now, report what there is */
+            if (h.refused) {
+                stats_note_error(s, "the server refuses the key (401/403): see --api-key");
+                fprintf(stderr, "sluice-bench: the server answered 401/403; stopping (give a key with --api-key)\n");
+            }
             h.t_end = t;
             h.t_hard_end = t + o->timeout_s;
             if (h.t_measure > t) h.t_measure = t;
