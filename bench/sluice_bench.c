@@ -21,9 +21,10 @@
  *
  * Measured window: requests scheduled after the warm-up and before the end of
  * --duration; each of them is waited for (up to --timeout). Throughput is the
- * measured answers over the time from the window's start to the last of them;
- * latency percentiles are over the 200 answers (nearest rank); every other
- * answer is counted by status. The server's own batch figures come from the
+ * 200 answers among them over the time from the window's start to the last
+ * answer; latency percentiles are over those 200 answers (nearest rank);
+ * every other outcome is counted by status. With --sweep, the open-loop rate
+ * steps up until p99 breaks the target, then bisects twice. The server's own batch figures come from the
  * difference of two /metrics scrapes around the window (when it has them).
  */
 #include <ctype.h>
