@@ -9,10 +9,7 @@
 #include "api/embed_job.h"
 #include "api/expand_job.h"
 
-static int fail(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static int fail(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...) {
+int api_err_set(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...) {
     e->status = status;
     e->code = code;
     e->param = param;
@@ -42,23 +39,23 @@ static int classify_input(json_t *in, input_kind_t *kind, int *n, api_err_t *e) 
         return 0;
     }
     if (!json_is_array(in))
-        return fail(e, 400, "invalid_type", "input",
+        return api_err_set(e, 400, "invalid_type", "input",
                     "input must be a string, an array of strings, an array of token ids or an array of arrays of token ids");
     size_t sz = json_array_size(in);
-    if (sz == 0) return fail(e, 400, "empty_input", "input", "input must not be empty");
+    if (sz == 0) return api_err_set(e, 400, "empty_input", "input", "input must not be empty");
     json_t *first = json_array_get(in, 0);
     size_t i;
     json_t *v;
     if (json_is_string(first)) {
         json_array_foreach(in, i, v) if (!json_is_string(v))
-            return fail(e, 400, "invalid_type", "input", "input[%zu] must be a string like input[0]", i);
+            return api_err_set(e, 400, "invalid_type", "input", "input[%zu] must be a string like input[0]", i);
         *kind = IN_TEXTS;
         *n = (int)(sz > 0x7fffffff ? 0x7fffffff : sz);
         return 0;
     }
     if (json_is_integer(first)) {
         json_array_foreach(in, i, v) if (!json_is_integer(v))
-            return fail(e, 400, "invalid_type", "input", "input[%zu] must be a token id (integer) like input[0]", i);
+            return api_err_set(e, 400, "invalid_type", "input", "input[%zu] must be a token id (integer) like input[0]", i);
         *kind = IN_TOKENS;
         *n = 1;
         return 0;
@@ -66,17 +63,17 @@ static int classify_input(json_t *in, input_kind_t *kind, int *n, api_err_t *e) 
     if (json_is_array(first)) {
         json_array_foreach(in, i, v) {
             if (!json_is_array(v))
-                return fail(e, 400, "invalid_type", "input", "input[%zu] must be an array of token ids", i);
+                return api_err_set(e, 400, "invalid_type", "input", "input[%zu] must be an array of token ids", i);
             size_t k;
             json_t *t;
             json_array_foreach(v, k, t) if (!json_is_integer(t))
-                return fail(e, 400, "invalid_type", "input", "input[%zu][%zu] must be a token id (integer)", i, k);
+                return api_err_set(e, 400, "invalid_type", "input", "input[%zu][%zu] must be a token id (integer)", i, k);
         }
         *kind = IN_TOKEN_LISTS;
         *n = (int)(sz > 0x7fffffff ? 0x7fffffff : sz);
         return 0;
     }
-    return fail(e, 400, "invalid_type", "input",
+    return api_err_set(e, 400, "invalid_type", "input",
                 "input[0] must be a string, a token id or an array of token ids");
 }
 
@@ -94,16 +91,16 @@ static int grow_ids(api_embed_job_t *j, size_t *cap, size_t need) {
 int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_embed_job_t **out,
                     api_err_t *e) {
     *out = NULL;
-    if (!json_is_object(body)) return fail(e, 400, "invalid_json", NULL, "request body must be a JSON object");
+    if (!json_is_object(body)) return api_err_set(e, 400, "invalid_json", NULL, "request body must be a JSON object");
 
     /* model */
     json_t *jm = json_object_get(body, "model");
     int model = -1;
     if (!jm || json_is_null(jm)) {
-        if (registry_count(reg) != 1) return fail(e, 400, "missing_field", "model", "model is required");
+        if (registry_count(reg) != 1) return api_err_set(e, 400, "missing_field", "model", "model is required");
         model = 0;
     } else if (!json_is_string(jm)) {
-        return fail(e, 400, "invalid_type", "model", "model must be a string");
+        return api_err_set(e, 400, "invalid_type", "model", "model must be a string");
     } else {
         model = registry_find(reg, json_string_value(jm));
         if (model < 0) {
@@ -114,7 +111,7 @@ int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_
                 size_t l = strlen(avail);
                 snprintf(avail + l, sizeof avail - l, "%s%s", l ? ", " : "", info.name);
             }
-            return fail(e, 404, "model_not_found", "model", "model '%.128s' not found (available: %s)",
+            return api_err_set(e, 404, "model_not_found", "model", "model '%.128s' not found (available: %s)",
                         json_string_value(jm), avail[0] ? avail : "none");
         }
     }
@@ -123,12 +120,12 @@ int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_
 
     /* input */
     json_t *in = json_object_get(body, "input");
-    if (!in) return fail(e, 400, "missing_field", "input", "input is required");
+    if (!in) return api_err_set(e, 400, "missing_field", "input", "input is required");
     input_kind_t kind;
     int n;
     if (classify_input(in, &kind, &n, e)) return -1;
     if (n > cfg->max_inputs)
-        return fail(e, 413, "too_many_inputs", "input", "%d inputs in one request; the limit is %d", n,
+        return api_err_set(e, 413, "too_many_inputs", "input", "%d inputs in one request; the limit is %d", n,
                     cfg->max_inputs);
 
     /* options */
@@ -138,43 +135,43 @@ int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_
     if (v && !json_is_null(v)) {
         if (json_is_string(v) && !strcmp(json_string_value(v), "float")) base64 = 0;
         else if (json_is_string(v) && !strcmp(json_string_value(v), "base64")) base64 = 1;
-        else return fail(e, 400, "invalid_value", "encoding_format", "encoding_format must be \"float\" or \"base64\"");
+        else return api_err_set(e, 400, "invalid_value", "encoding_format", "encoding_format must be \"float\" or \"base64\"");
     }
     v = json_object_get(body, "dimensions");
     if (v && !json_is_null(v)) {
         if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > info.hidden)
-            return fail(e, 400, "invalid_value", "dimensions", "dimensions must be an integer from 1 to %d",
+            return api_err_set(e, 400, "invalid_value", "dimensions", "dimensions must be an integer from 1 to %d",
                         info.hidden);
         dims = (int)json_integer_value(v);
     }
     v = json_object_get(body, "truncate");
     if (v && !json_is_null(v)) {
-        if (!json_is_boolean(v)) return fail(e, 400, "invalid_type", "truncate", "truncate must be true or false");
+        if (!json_is_boolean(v)) return api_err_set(e, 400, "invalid_type", "truncate", "truncate must be true or false");
         truncate = json_is_true(v);
     }
     v = json_object_get(body, "priority");
     if (v && !json_is_null(v)) {
         if (!json_is_integer(v) || json_integer_value(v) < -1000 || json_integer_value(v) > 1000)
-            return fail(e, 400, "invalid_value", "priority", "priority must be an integer from -1000 to 1000");
+            return api_err_set(e, 400, "invalid_value", "priority", "priority must be an integer from -1000 to 1000");
         priority = (int)json_integer_value(v);
     }
     v = json_object_get(body, "deadline_ms");
     if (v && !json_is_null(v)) {
         if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 86400000)
-            return fail(e, 400, "invalid_value", "deadline_ms", "deadline_ms must be an integer from 1 to 86400000");
+            return api_err_set(e, 400, "invalid_value", "deadline_ms", "deadline_ms must be an integer from 1 to 86400000");
         deadline_ms = json_integer_value(v);
     }
     if (info.hidden <= 0)
-        return fail(e, 503, "model_unavailable", "model", "model %s: config.json has no hidden_size", info.name);
+        return api_err_set(e, 503, "model_unavailable", "model", "model %s: config.json has no hidden_size", info.name);
 
     char terr[256];
     const tok_t *tok = registry_tokenizer(reg, model, terr, sizeof terr);
-    if (!tok) return fail(e, 503, "model_unavailable", "model", "model %s: tokenizer: %s", info.name, terr);
+    if (!tok) return api_err_set(e, 503, "model_unavailable", "model", "model %s: tokenizer: %s", info.name, terr);
     int max_len = tok_max_len(tok), vocab = tok_vocab_size(tok);
     int32_t sep = tok_sep_id(tok);
 
     api_embed_job_t *j = calloc(1, sizeof *j);
-    if (!j) return fail(e, 503, "out_of_memory", NULL, "out of memory");
+    if (!j) return api_err_set(e, 503, "out_of_memory", NULL, "out of memory");
     snprintf(j->model_name, sizeof j->model_name, "%s", info.name);
     j->n = n;
     j->hidden = info.hidden;
@@ -194,17 +191,17 @@ int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_
             size_t bytes = json_string_length(s);
             if (bytes == 0) {
                 api_embed_job_free(j);
-                return fail(e, 400, "empty_input", "input", "input[%d] is an empty string", i);
+                return api_err_set(e, 400, "empty_input", "input", "input[%d] is an empty string", i);
             }
             int untrunc = 0;
             len = tok_encode(tok, json_string_value(s), bytes, j->ids + T, max_len, &untrunc, terr, sizeof terr);
             if (len < 0) {
                 api_embed_job_free(j);
-                return fail(e, 400, "invalid_input", "input", "input[%d]: %s", i, terr);
+                return api_err_set(e, 400, "invalid_input", "input", "input[%d]: %s", i, terr);
             }
             if (untrunc > max_len && !truncate) {
                 api_embed_job_free(j);
-                return fail(e, 422, "input_too_long", "input",
+                return api_err_set(e, 422, "input_too_long", "input",
                             "input[%d] is %d tokens; model %s takes at most %d (send truncate: true to cut it)",
                             i, untrunc, info.name, max_len);
             }
@@ -213,11 +210,11 @@ int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_
             size_t sz = json_array_size(arr);
             if (sz == 0) {
                 api_embed_job_free(j);
-                return fail(e, 400, "empty_input", "input", "input[%d] is an empty token list", i);
+                return api_err_set(e, 400, "empty_input", "input", "input[%d] is an empty token list", i);
             }
             if (sz > (size_t)max_len && !truncate) {
                 api_embed_job_free(j);
-                return fail(e, 422, "input_too_long", "input",
+                return api_err_set(e, 422, "input_too_long", "input",
                             "input[%d] is %zu tokens; model %s takes at most %d (send truncate: true to cut it)",
                             i, sz, info.name, max_len);
             }
@@ -226,7 +223,7 @@ int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_
                 json_int_t id = json_integer_value(json_array_get(arr, k));
                 if (id < 0 || id >= vocab) {
                     api_embed_job_free(j);
-                    return fail(e, 400, "invalid_input", "input",
+                    return api_err_set(e, 400, "invalid_input", "input",
                                 "token id %lld at input[%d][%d] is outside the vocabulary (0..%d)",
                                 (long long)id, i, k, vocab - 1);
                 }
@@ -250,7 +247,7 @@ int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_
     return 0;
 oom:
     api_embed_job_free(j);
-    return fail(e, 503, "out_of_memory", NULL, "out of memory for %d inputs", n);
+    return api_err_set(e, 503, "out_of_memory", NULL, "out of memory for %d inputs", n);
 }
 
 typedef struct {

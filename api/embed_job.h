@@ -28,6 +28,11 @@ typedef struct {
     char message[512];
 } api_err_t;
 
+/* Fill e (status, code, param, printf-style message) and return -1, so a
+ * parser can `return api_err_set(...)`. */
+int api_err_set(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 typedef struct {
     batcher_item_t item;     /* model, op, priority, ids, seq_off, out filled */
     char model_name[REGISTRY_NAME_MAX];

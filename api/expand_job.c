@@ -1,26 +1,11 @@
 /* api/expand_job.c - parse an expansion request into an embeddings-shaped job; write the answer. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/expand_job.h"
 #include "engine/expand.h"
-
-static int expand_fail(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static int expand_fail(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...) {
-    e->status = status;
-    e->code = code;
-    e->param = param;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 void api_expand_args_free(api_expand_args_t *a) {
     if (!a) return;
@@ -66,19 +51,19 @@ static int expand_parse_options(json_t *body, api_expand_args_t *a, api_err_t *e
     json_t *v = json_object_get(body, "k");
     if (v && !json_is_null(v)) {
         if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > EXPAND_MAX_K)
-            return expand_fail(e, 400, "invalid_value", "k", "k must be an integer from 1 to %d", EXPAND_MAX_K);
+            return api_err_set(e, 400, "invalid_value", "k", "k must be an integer from 1 to %d", EXPAND_MAX_K);
         a->k = (int)json_integer_value(v);
     }
     v = json_object_get(body, "min_score");
     if (v && !json_is_null(v)) {
         if (!json_is_number(v) || !isfinite(json_number_value(v)))
-            return expand_fail(e, 400, "invalid_value", "min_score", "min_score must be a number (a cosine, -1..1)");
+            return api_err_set(e, 400, "invalid_value", "min_score", "min_score must be a number (a cosine, -1..1)");
         a->min_score = (float)json_number_value(v);
     }
     v = json_object_get(body, "exclude_input");
     if (v && !json_is_null(v)) {
         if (!json_is_boolean(v))
-            return expand_fail(e, 400, "invalid_type", "exclude_input", "exclude_input must be true or false");
+            return api_err_set(e, 400, "invalid_type", "exclude_input", "exclude_input must be true or false");
         a->exclude_input = json_is_true(v);
     }
     return 0;
@@ -86,15 +71,15 @@ static int expand_parse_options(json_t *body, api_expand_args_t *a, api_err_t *e
 
 int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_embed_job_t **out, api_err_t *e) {
     *out = NULL;
-    if (!json_is_object(body)) return expand_fail(e, 400, "invalid_json", NULL, "request body must be a JSON object");
+    if (!json_is_object(body)) return api_err_set(e, 400, "invalid_json", NULL, "request body must be a JSON object");
     json_t *terms = json_object_get(body, "terms");
-    if (!terms) return expand_fail(e, 400, "missing_field", "terms", "terms is required");
+    if (!terms) return api_err_set(e, 400, "missing_field", "terms", "terms is required");
     if (!json_is_string(terms) && !json_is_array(terms))
-        return expand_fail(e, 400, "invalid_type", "terms", "terms must be a string or an array of strings");
+        return api_err_set(e, 400, "invalid_type", "terms", "terms must be a string or an array of strings");
     size_t n = json_is_string(terms) ? 1 : json_array_size(terms);
-    if (n == 0) return expand_fail(e, 400, "empty_input", "terms", "terms must not be empty");
+    if (n == 0) return api_err_set(e, 400, "empty_input", "terms", "terms must not be empty");
     if (n > (size_t)cfg->max_inputs)
-        return expand_fail(e, 413, "too_many_inputs", "terms", "%zu terms in one request; the limit is %d", n,
+        return api_err_set(e, 413, "too_many_inputs", "terms", "%zu terms in one request; the limit is %d", n,
                            cfg->max_inputs);
     api_expand_args_t *a = calloc(1, sizeof *a);
     json_t *input = json_array(), *sub = json_object();
@@ -103,13 +88,13 @@ int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_is_string(terms) ? terms : json_array_get(terms, i);
         if (!json_is_string(t)) {
-            expand_fail(e, 400, "invalid_type", "terms", "terms[%zu] must be a string", i);
+            api_err_set(e, 400, "invalid_type", "terms", "terms[%zu] must be a string", i);
             goto fail;
         }
         if (!(a->terms[i] = expand_trimmed(json_string_value(t)))) goto oom;
         a->n = (int)i + 1;
         if (!a->terms[i][0]) {
-            expand_fail(e, 400, "empty_input", "terms", "terms[%zu] is empty", i);
+            api_err_set(e, 400, "empty_input", "terms", "terms[%zu] is empty", i);
             goto fail;
         }
         if (json_array_append_new(input, json_string(a->terms[i]))) goto oom;
@@ -142,7 +127,7 @@ int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api
     *out = j;
     return 0;
 oom:
-    expand_fail(e, 503, "out_of_memory", NULL, "out of memory for %zu terms", n);
+    api_err_set(e, 503, "out_of_memory", NULL, "out of memory for %zu terms", n);
 fail:
     api_expand_args_free(a);
     json_decref(input);
