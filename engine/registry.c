@@ -282,12 +282,14 @@ int registry_unload(registry_t *r, int idx) {
     expand_index_t *ix = e->expand;
     e->model = NULL;
     e->expand = NULL;
+    /* Free before the state says "unloaded", under the lock: whoever sees the
+     * new state also sees the memory back at its baseline. */
+    expand_index_destroy(ix); /* its arena blocks and its use of the model go first */
+    engine_model_destroy(m);
     if (m) e->info.unloads++;
     if (e->info.state != REGISTRY_FAILED) e->info.state = REGISTRY_UNLOADED;
     e->info.weight_bytes = e->info.workspace_bytes = 0;
     pthread_mutex_unlock(&r->mu);
-    expand_index_destroy(ix); /* its arena blocks and its use of the model go first */
-    engine_model_destroy(m);
     return 0;
 }
 
