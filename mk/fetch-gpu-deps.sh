@@ -55,6 +55,26 @@ if [ -n "$missing" ]; then
     mv "$tmp"/*.deb "$DEPS/debs/"
 fi
 
+# ---- what bench/gpu-serve-check.sh adds: the whole server (HTTP, Redis, OpenSSL headers) ----
+SERVE_PKGS="libmicrohttpd12 libmicrohttpd-dev libhiredis0.14 libhiredis-dev libssl-dev"
+mkdir -p "$DEPS/debs-serve"
+smissing=""
+for p in $SERVE_PKGS; do
+    ls "$DEPS/debs-serve/${p}_"*.deb >/dev/null 2>&1 || smissing="$smissing $p"
+done
+if [ -n "$smissing" ]; then
+    echo "fetch-gpu-deps: downloading$smissing"
+    stmp=$(mktemp -d)
+    chmod 755 "$stmp"
+    if ! (cd "$stmp" && apt-get download -q -o APT::Sandbox::User=root $smissing >/dev/null); then
+        echo "fetch-gpu-deps: apt-get download failed (run 'apt-get update' first?)" >&2
+        rm -rf "$stmp"
+        exit 1
+    fi
+    mv "$stmp"/*.deb "$DEPS/debs-serve/"
+    rm -rf "$stmp"
+fi
+
 # ---- the float16 model ----
 if [ ! -f "$DEPS/model-f16/model.safetensors" ] || [ "$MODEL_DIR/model.safetensors" -nt "$DEPS/model-f16/model.safetensors" ]; then
     if [ ! -f "$MODEL_DIR/model.safetensors" ]; then
@@ -71,7 +91,7 @@ tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %
        awk '{s += $1} END {print s + 0}')
 deps=$(du -sb "$DEPS" | cut -f1)
 total=$((tree + deps))
-(cd "$DEPS" && find debs model-f16 -type f -printf '%s %p\n' | sort -k2) >"$DEPS/MANIFEST"
+(cd "$DEPS" && find debs debs-serve model-f16 -type f -printf '%s %p\n' | sort -k2) >"$DEPS/MANIFEST"
 awk -v t="$tree" -v d="$deps" -v s="$total" -v lim="$LIMIT_MIB" 'BEGIN {
     printf "fetch-gpu-deps: tree %.1f MiB + .deps %.1f MiB = %.1f MiB travels (limit %d MiB)\n",
            t / 1048576, d / 1048576, s / 1048576, lim }'
