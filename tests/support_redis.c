@@ -189,3 +189,11 @@ long long support_redis_cmd(support_redis_t *r, const char *const *words) {
     if (c) redisFree(c);
     return v;
 }
+
+queue_conn_t *support_redis_queue(const support_redis_t *r, const char *name, char *err, size_t errlen) {
+    queue_config_t qc;
+    queue_config_defaults(&qc);
+    qc.url = r->url;
+    qc.name = name;
+    return queue_connect(&qc, err, errlen);
+}

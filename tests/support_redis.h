@@ -10,7 +10,10 @@
 #ifndef SLUICE_SUPPORT_REDIS_H
 #define SLUICE_SUPPORT_REDIS_H
 
+#include <stddef.h>
 #include <sys/types.h>
+
+#include "queue/queue.h"
 
 typedef struct {
     int port;
@@ -34,5 +37,8 @@ void support_redis_stop(support_redis_t *r);
 /* Run one command (words, NULL-terminated) and return its integer or status
  * as an int64 (strings are parsed as numbers); -1 on error. For checks. */
 long long support_redis_cmd(support_redis_t *r, const char *const *words);
+/* A queue client on this server for queue `name`, default settings otherwise.
+ * NULL with the reason in err. Close with queue_close. */
+queue_conn_t *support_redis_queue(const support_redis_t *r, const char *name, char *err, size_t errlen);
 
 #endif

@@ -676,12 +676,8 @@ Test(ctl, request_id_and_traceparent_from_http_through_redis_to_result_and_logs,
     json_decref(j);
     http_resp_free(&r);
     /* in the Redis task */
-    queue_config_t qc;
-    queue_config_defaults(&qc);
-    qc.url = redis.url;
-    qc.name = "ctlq";
     char err[256];
-    queue_conn_t *qcn = queue_connect(&qc, err, sizeof err);
+    queue_conn_t *qcn = support_redis_queue(&redis, "ctlq", err, sizeof err);
     cr_assert(qcn, "%s", err);
     queue_info_t info;
     cr_assert_eq(queue_get(qcn, id, &info), 0);
@@ -1005,12 +1001,8 @@ Test(ctl, signed_tasks_run_and_unsigned_ones_are_refused, .init = redis_start, .
     cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "done");
     json_decref(j);
     /* a stranger writing to Redis without the key */
-    queue_config_t qc;
-    queue_config_defaults(&qc);
-    qc.url = redis.url;
-    qc.name = "sq";
     char err[256], id[QUEUE_ID_MAX];
-    queue_conn_t *qcn = queue_connect(&qc, err, sizeof err);
+    queue_conn_t *qcn = support_redis_queue(&redis, "sq", err, sizeof err);
     cr_assert(qcn, "%s", err);
     char *payload = queue_payload_build(MODEL, "embed", "\"not signed\"", NULL, NULL, err, sizeof err);
     queue_task_t task = {.payload = payload, .payload_len = strlen(payload)};

@@ -68,12 +68,8 @@ static json_t *task_wait(int port, const char *id, double wait_s, int *status) {
 static const char *state_of(json_t *t) { return json_string_value(json_object_get(t, "state")); }
 
 static queue_conn_t *redis_conn(void) {
-    queue_config_t qc;
-    queue_config_defaults(&qc);
-    qc.url = redis.url;
-    qc.name = "tq";
     char err[256];
-    queue_conn_t *c = queue_connect(&qc, err, sizeof err);
+    queue_conn_t *c = support_redis_queue(&redis, "tq", err, sizeof err);
     cr_assert(c, "connect: %s", err);
     return c;
 }
