@@ -25,54 +25,52 @@ LIMIT_MIB=${LIMIT_MIB:-60}
 PKGS="libjansson4 libjansson-dev libutf8proc2 libutf8proc-dev libopenblas0-pthread
 libopenblas-pthread-dev libopenblas-dev libgfortran5 libquadmath0 make"
 
-mkdir -p "$DEPS/debs"
-
-# ---- Debian packages ----
-missing=""
-for p in $PKGS; do
-    ls "$DEPS/debs/${p}_"*.deb >/dev/null 2>&1 || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
+# fetch FOLDER PKG...: download the packages FOLDER lacks into it; their .debs
+# stay in $FETCHED until the caller moves them (so they can be slimmed first).
+fetch() {
+    folder=$1
+    shift
+    mkdir -p "$folder"
+    missing=""
+    for p in "$@"; do
+        ls "$folder/${p}_"*.deb >/dev/null 2>&1 || missing="$missing $p"
+    done
+    FETCHED=""
+    [ -n "$missing" ] || return 0
     echo "fetch-gpu-deps: downloading$missing"
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    if ! (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root $missing >/dev/null); then
+    FETCHED=$(mktemp -d)
+    chmod 755 "$FETCHED"
+    if ! (cd "$FETCHED" && apt-get download -q -o APT::Sandbox::User=root $missing >/dev/null); then
         echo "fetch-gpu-deps: apt-get download failed (run 'apt-get update' first?)" >&2
+        rm -rf "$FETCHED"
         exit 1
     fi
+}
+
+# ---- Debian packages ----
+fetch "$DEPS/debs" $PKGS
+if [ -n "$FETCHED" ]; then
     # Slim the two big OpenBLAS packages: the static archive (58 MB unpacked)
     # and the separate BLAS/LAPACK alternatives are never linked; libopenblas.so
     # carries both. Saves 7 MB of the 64 MiB.
-    for deb in "$tmp"/libopenblas-pthread-dev_*.deb "$tmp"/libopenblas0-pthread_*.deb; do
+    for deb in "$FETCHED"/libopenblas-pthread-dev_*.deb "$FETCHED"/libopenblas0-pthread_*.deb; do
         [ -f "$deb" ] || continue
-        dpkg-deb -R "$deb" "$tmp/x"
-        rm -f "$tmp"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r*.a \
-              "$tmp"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/liblapack.so.3 \
-              "$tmp"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
-        dpkg-deb -Zxz -b "$tmp/x" "$deb" >/dev/null
-        rm -rf "$tmp/x"
+        dpkg-deb -R "$deb" "$FETCHED/x"
+        rm -f "$FETCHED"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r*.a \
+              "$FETCHED"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/liblapack.so.3 \
+              "$FETCHED"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
+        dpkg-deb -Zxz -b "$FETCHED/x" "$deb" >/dev/null
+        rm -rf "$FETCHED/x"
     done
-    mv "$tmp"/*.deb "$DEPS/debs/"
+    mv "$FETCHED"/*.deb "$DEPS/debs/"
+    rm -rf "$FETCHED"
 fi
 
 # ---- what bench/gpu-serve-check.sh adds: the whole server (HTTP, Redis, OpenSSL headers) ----
-SERVE_PKGS="libmicrohttpd12 libmicrohttpd-dev libhiredis0.14 libhiredis-dev libssl-dev"
-mkdir -p "$DEPS/debs-serve"
-smissing=""
-for p in $SERVE_PKGS; do
-    ls "$DEPS/debs-serve/${p}_"*.deb >/dev/null 2>&1 || smissing="$smissing $p"
-done
-if [ -n "$smissing" ]; then
-    echo "fetch-gpu-deps: downloading$smissing"
-    stmp=$(mktemp -d)
-    chmod 755 "$stmp"
-    if ! (cd "$stmp" && apt-get download -q -o APT::Sandbox::User=root $smissing >/dev/null); then
-        echo "fetch-gpu-deps: apt-get download failed (run 'apt-get update' first?)" >&2
-        rm -rf "$stmp"
-        exit 1
-    fi
-    mv "$stmp"/*.deb "$DEPS/debs-serve/"
-    rm -rf "$stmp"
+fetch "$DEPS/debs-serve" libmicrohttpd12 libmicrohttpd-dev libhiredis0.14 libhiredis-dev libssl-dev
+if [ -n "$FETCHED" ]; then
+    mv "$FETCHED"/*.deb "$DEPS/debs-serve/"
+    rm -rf "$FETCHED"
 fi
 
 # ---- the float16 model ----
