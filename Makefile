@@ -16,6 +16,7 @@
 BUILD ?= build
 BIN ?= bin
 MODEL_DIR ?= models/all-minilm-l6-v2
+LLM_DIR ?= models/smollm2-135m-instruct
 
 CC ?= cc
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -162,7 +163,7 @@ deps:
 	@sh mk/deps.sh
 
 model: deps
-	@sh mk/model.sh $(MODEL_DIR)
+	@sh mk/model.sh $(MODEL_DIR) $(LLM_DIR)
 
 # All tests: set-up, build, every Criterion suite (each starts the services it
 # needs, e.g. its own redis-server), then the sanitizer runs.

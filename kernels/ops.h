@@ -36,7 +36,7 @@
  *
  * Errors
  *   Every op returns 0 or a negative OPS_E* code and, on error, writes a
- *   message (statement, file, line for CUDA) that ops_last_error returns.
+ *   message (statement, file, line for CUDA) into ops->err.
  */
 #ifndef SLUICE_OPS_H
 #define SLUICE_OPS_H
@@ -59,6 +59,17 @@ typedef enum {
     OPS_EPI_BIAS = 1,      /* out = in @ W^T + bias */
     OPS_EPI_BIAS_GELU = 2, /* out = gelu_erf(in @ W^T + bias) */
 } ops_epilogue_t;
+
+/* Weight formats of the decoder ops (matmul_q, embed_q): rows of K values,
+ * stored as the GGUF file has them (see engine/gguf.h for the block layouts).
+ * K is a multiple of 32 for the block formats. */
+typedef enum {
+    OPS_W_F32 = 0,  /* K floats a row */
+    OPS_W_F16 = 1,  /* K IEEE halves a row */
+    OPS_W_Q8_0 = 2, /* K/32 blocks of 34 bytes a row */
+    OPS_W_Q4_0 = 3, /* K/32 blocks of 18 bytes a row */
+    OPS_W_Q4_1 = 4, /* K/32 blocks of 20 bytes a row */
+} ops_wtype_t;
 
 typedef struct ops ops_t;
 
@@ -136,6 +147,72 @@ struct ops {
     size_t (*topk_workspace)(ops_t *ops, int nq, int N, int k);
     int (*similarity_topk)(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q,
                            const void *X, int nq, int N, int D, int k, void *workspace);
+
+    /* ---- decoder ops (Llama family) ----
+     * Optional: a backend that lacks one leaves it NULL, and a model that needs
+     * it is refused at load naming the op. Activations of these ops are float32
+     * on every backend (a backend may use 16-bit tiles inside). KV caches hold
+     * ops->kv_dtype elements (OPS_F32 on cpu; OPS_F16 on cuda).
+     *
+     * Batch invariance (every backend): row t of every output depends only on
+     * row t of the inputs (and, for attention, on that sequence's cache), never
+     * on T, B, the other rows, the thread count or how a prompt was split into
+     * chunks. Kernels split work over output rows/columns, heads and sequences,
+     * never over a reduction, and use one summation order per shape of weight.
+     * So a sequence gives bit-identical logits alone or among others. */
+    ops_dtype_t kv_dtype;
+
+    /* out(T,N) f32 = x(T,K) f32 @ W(N,K)^T, W rows in wtype (dequantized in
+     * registers; no fp32 copy of W). out must not alias x. */
+    int (*matmul_q)(ops_t *ops, float *out, const float *x, const void *W, ops_wtype_t wtype,
+                    int T, int K, int N);
+
+    /* out(T,H) f32 = row ids[t] of table(V,H) in wtype, dequantized.
+     * ids (T) int32 in backend memory, each < V (checked by the caller). */
+    int (*embed_q)(ops_t *ops, float *out, const int32_t *ids, const void *table, ops_wtype_t wtype,
+                   int T, int H);
+
+    /* RMSNorm with the residual add fused:
+     *   if delta != NULL: resid(T,H) += delta(T,H)   (the residual stream, updated in place)
+     *   out(T,H) = resid / sqrt(mean(resid^2) + eps) * w(H)
+     * out may alias delta, not resid. */
+    int (*add_rms_norm)(ops_t *ops, float *out, float *resid, const float *delta, const float *w,
+                        int T, int H, float eps);
+
+    /* RoPE in place, "normal" mode (consecutive pairs, as GGUF's permuted Q/K):
+     * for token t, head h, i in [0, head_dim/2): with a = pos[t] * theta^(-2i/head_dim),
+     * (x0, x1) = x[t*row_stride + h*head_dim + 2i .. +1] becomes
+     * (x0 cos a - x1 sin a, x0 sin a + x1 cos a). pos (T) int32 in backend memory.
+     * row_stride in floats (so q and k inside one fused QKV row can be rotated). */
+    int (*rope)(ops_t *ops, float *x, const int32_t *pos, int T, int n_heads, int head_dim,
+                int row_stride, float theta);
+
+    /* out(T,F) f32 = silu(gu[t, 0:F]) * gu[t, F:2F], gu (T,2F) the fused
+     * [gate | up] matmul output. */
+    int (*silu_mul)(ops_t *ops, float *out, const float *gu, int T, int F);
+
+    /* Paged KV cache of one layer: k_cache and v_cache each (n_blocks,
+     * block_size, n_kv_heads, head_dim) in kv_dtype. kv_store writes token t's
+     * k and v (rows of k/v at stride row_stride floats: n_kv_heads*head_dim
+     * values each) to slot slot[t] = block * block_size + offset. */
+    int (*kv_store)(ops_t *ops, void *k_cache, void *v_cache, const float *k, const float *v,
+                    int row_stride, const int32_t *slot, int T, int n_kv_heads, int head_dim);
+
+    /* Causal grouped-query attention over the paged cache, for packed query
+     * tokens of B sequences (seq_off (B+1) as above; their k/v already stored).
+     * Sequence b has ctx_len[b] tokens in the cache, the last n_b = seq_off[b+1]
+     * - seq_off[b] of which are its queries: query i (0-based) is at position
+     * p = ctx_len[b] - n_b + i and attends to positions 0..p. Position j of
+     * sequence b lives at block block_table[b*max_blocks + j/block_size], offset
+     * j % block_size. Query head h reads KV head h / (n_heads / n_kv_heads).
+     * q rows at stride q_stride floats (n_heads*head_dim values);
+     * out(T, n_heads*head_dim) f32 = softmax(q k^T * scale) v, heads concatenated.
+     * seq_off, ctx_len, block_table int32 in backend memory; max_ctx = the
+     * largest ctx_len (sizes scratch). */
+    int (*attention_paged)(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,
+                           const void *v_cache, const int32_t *block_table, int max_blocks,
+                           const int32_t *seq_off, const int32_t *ctx_len, int B, int max_ctx,
+                           int n_heads, int n_kv_heads, int head_dim, int block_size, float scale);
 
     /* ---- CUDA graphs (NULL on backends without them: run eagerly) ----
      * capture_begin/capture_end record every op issued on this ops_t in
