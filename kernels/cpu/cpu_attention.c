@@ -113,23 +113,6 @@ static void attention_task(void *ctx, int task, int worker) {
     }
 }
 
-/* Grows every worker's score tile to hold `floats`; done on the calling
- * thread before the tasks start. */
-static int ensure_scratch(ops_t *ops, size_t floats) {
-    ops_cpu_impl_t *impl = ops->impl;
-    for (int w = 0; w < impl->threads; w++) {
-        if (impl->scratch_floats[w] >= floats) continue;
-        float *p = malloc(floats * sizeof(float));
-        if (!p)
-            return ops_cpu_fail(ops, OPS_ENOMEM, "attention: cannot allocate %zu bytes of scratch",
-                                floats * sizeof(float));
-        free(impl->scratch[w]);
-        impl->scratch[w] = p;
-        impl->scratch_floats[w] = floats;
-    }
-    return OPS_OK;
-}
-
 int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const float *qkv_bias, const int32_t *seq_off, int B,
                       int max_len, int n_heads, int head_dim, float scale) {
     if (n_heads <= 0 || head_dim <= 0 || head_dim > INT_MAX / 3 / n_heads)
@@ -147,7 +130,7 @@ int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const float *qkv_b
     /* Size the tile (and the biased q, k, v copies) for the longest sequence actually present. */
     size_t floats = (size_t)ATTN_QUERY_BLOCK * longest + ATTN_QUERY_BLOCK;
     if (qkv_bias) floats += 3 * (size_t)longest * (size_t)head_dim;
-    int rc = ensure_scratch(ops, floats);
+    int rc = ops_cpu_ensure_scratch(ops, "attention", floats);
     if (rc) return rc;
     ops_cpu_impl_t *impl = ops->impl;
     attn_job_t j = {out, qkv, qkv_bias, seq_off, n_heads, head_dim, scale, impl->scratch, longest};

@@ -41,6 +41,30 @@ int ops_cpu_check_seq_off(ops_t *ops, const char *what, const int32_t *seq_off, 
     return longest;
 }
 
+int ops_cpu_ensure_scratch(ops_t *ops, const char *what, size_t floats) {
+    ops_cpu_impl_t *impl = ops->impl;
+    for (int w = 0; w < impl->threads; w++) {
+        if (impl->scratch_floats[w] >= floats) continue;
+        float *p = malloc(floats * sizeof(float));
+        if (!p) return ops_cpu_fail(ops, OPS_ENOMEM, "%s: cannot allocate %zu bytes of scratch", what, floats * sizeof(float));
+        free(impl->scratch[w]);
+        impl->scratch[w] = p;
+        impl->scratch_floats[w] = floats;
+    }
+    return OPS_OK;
+}
+
+int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats) {
+    ops_cpu_impl_t *impl = ops->impl;
+    if (impl->shared_floats >= floats) return OPS_OK;
+    float *p = aligned_alloc(CPU_ALIGN, (floats * sizeof(float) + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN);
+    if (!p) return ops_cpu_fail(ops, OPS_ENOMEM, "%s: cannot allocate %zu bytes of scratch", what, floats * sizeof(float));
+    free(impl->shared);
+    impl->shared = p;
+    impl->shared_floats = floats;
+    return OPS_OK;
+}
+
 static void cpu_destroy(ops_t *ops) {
     if (!ops) return;
     ops_cpu_impl_t *impl = ops->impl;
@@ -50,6 +74,7 @@ static void cpu_destroy(ops_t *ops) {
             for (int i = 0; i < impl->threads; i++) free(impl->scratch[i]);
         free(impl->scratch);
         free(impl->scratch_floats);
+        free(impl->shared);
         free(impl);
     }
     free(ops);
@@ -150,6 +175,14 @@ ops_t *ops_cpu_create(int threads) {
         .mean_pool = ops_cpu_mean_pool,
         .topk_workspace = cpu_topk_workspace,
         .similarity_topk = cpu_similarity_topk,
+        .kv_dtype = OPS_F32,
+        .matmul_q = ops_cpu_matmul_q,
+        .embed_q = ops_cpu_embed_q,
+        .add_rms_norm = ops_cpu_add_rms_norm,
+        .rope = ops_cpu_rope,
+        .silu_mul = ops_cpu_silu_mul,
+        .kv_store = ops_cpu_kv_store,
+        .attention_paged = ops_cpu_attention_paged,
         .capture_begin = NULL,
         .capture_end = NULL,
         .graph_launch = NULL,
