@@ -24,25 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench/bench_time.h"
 #include "kernels/ops.h"
 
 enum { LAYERS = 30, H = 576, KV = 192, FFN = 1536, VOCAB = 49152, N_SHAPES = 7 };
 
 /* per block: {K, N} of q, k, v, o, gate, up, down */
 static const int shapes[N_SHAPES][2] = {{H, H}, {H, KV}, {H, KV}, {H, H}, {H, FFN}, {H, FFN}, {FFN, H}};
-
-static clockid_t bench_clock = CLOCK_MONOTONIC;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(bench_clock, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n);
@@ -129,37 +117,34 @@ int main(int argc, char **argv) {
             double gflop = 2.0 * T * params * 1e-9;
             /* ours: a whole step, warm-up first */
             for (int r = -1; r < reps; r++) {
-                double t0 = now_s();
+                double t0 = bench_now_s();
                 for (int l = 0; l < LAYERS; l++)
                     for (int s = 0; s < N_SHAPES; s++)
                         check(ops, ops->matmul_q(ops, out, x, layer_w[l][s], OPS_W_Q4_1, T, shapes[s][0], shapes[s][1]));
                 check(ops, ops->matmul_q(ops, out, x, head, OPS_W_Q8_0, T, H, VOCAB));
-                if (r >= 0) t[r] = now_s() - t0;
+                if (r >= 0) t[r] = bench_now_s() - t0;
             }
-            qsort(t, reps, sizeof *t, cmp_double);
-            double ours = t[reps / 2];
+            double ours = bench_median(t, reps);
             /* the head alone */
             for (int r = -1; r < reps; r++) {
-                double t0 = now_s();
+                double t0 = bench_now_s();
                 check(ops, ops->matmul_q(ops, out, x, head, OPS_W_Q8_0, T, H, VOCAB));
-                if (r >= 0) t[r] = now_s() - t0;
+                if (r >= 0) t[r] = bench_now_s() - t0;
             }
-            qsort(t, reps, sizeof *t, cmp_double);
-            double ours_head = t[reps / 2];
+            double ours_head = bench_median(t, reps);
             /* sgemm, the same shapes at the same T, on as many threads */
             openblas_set_num_threads(threads);
             for (int r = -1; r < reps; r++) {
-                double t0 = now_s();
+                double t0 = bench_now_s();
                 for (int l = 0; l < LAYERS; l++)
                     for (int s = 0; s < N_SHAPES; s++)
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, shapes[s][1], shapes[s][0], 1.0f, x,
                                     shapes[s][0], fw[s], shapes[s][0], 0.0f, out, shapes[s][1]);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, VOCAB, H, 1.0f, x, H, fhead, H, 0.0f, out,
                             VOCAB);
-                if (r >= 0) t[r] = now_s() - t0;
+                if (r >= 0) t[r] = bench_now_s() - t0;
             }
-            qsort(t, reps, sizeof *t, cmp_double);
-            double blas = t[reps / 2];
+            double blas = bench_median(t, reps);
             openblas_set_num_threads(1);
             loadavg(la, sizeof la);
             printf("step matmuls T=%2d threads=%d: %7.2f ms (head %6.2f ms) %7.1f steps/s %8.1f tokens/s %6.1f GFLOP/s"
