@@ -131,7 +131,9 @@ Test(kv, context_limit_refused) {
     cr_assert_eq(kv_seq_append(p, &s, 6, slots, err, sizeof err), KV_OK);
     cr_assert_eq(kv_seq_append(p, &s, 1, slots, err, sizeof err), KV_EINVAL);
     cr_assert_eq(kv_seq_append(p, &s, 0, slots, err, sizeof err), KV_EINVAL);
-    cr_assert_eq(kv_seq_init(p, &s, 0, err, sizeof err), KV_EINVAL);
+    kv_seq_t bad;
+    cr_assert_eq(kv_seq_init(p, &bad, 0, err, sizeof err), KV_EINVAL);
+    kv_seq_free(p, &bad);
     kv_seq_free(p, &s);
     kv_pool_destroy(p);
 }
