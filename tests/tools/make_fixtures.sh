@@ -14,3 +14,4 @@ for g in tests/tools/gen_tokenizer_fixture.py; do
     [ -f "$g" ] && "$VENV/bin/python" "$g" "$MODEL"
 done
 "$VENV/bin/python" tests/tools/gen_bpe_fixture.py "$LLM"
+"$VENV/bin/python" tests/tools/gen_chat_fixture.py "$LLM"
