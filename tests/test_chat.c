@@ -14,24 +14,12 @@
 #include "engine/bpe.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
+#include "tests/support_llm.h"
 
 #define FIXTURE "tests/fixtures/chat_render.jsonl"
 
-static const char *llm_path(void) {
-    const char *p = getenv("SLUICE_TEST_LLM");
-    return p && *p ? p : "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
-static gguf_file_t *open_llm(void) {
-    gguf_file_t *f = NULL;
-    char err[512];
-    int rc = gguf_open(llm_path(), &f, err, sizeof err);
-    cr_assert_eq(rc, GGUF_OK, "gguf_open(%s): %s (run `make model`, or set SLUICE_TEST_LLM)", llm_path(), err);
-    return f;
-}
-
 Test(chat, model_template_recognised) {
-    gguf_file_t *f = open_llm();
+    gguf_file_t *f = support_llm_open();
     chat_template_t t = chat_template_from_gguf(f);
     cr_assert_eq(t.kind, CHAT_SMOLLM2, "kind %s", chat_kind_name(t.kind));
     cr_assert_eq(chat_template_from_gguf(NULL).kind, CHAT_NONE);
@@ -39,7 +27,7 @@ Test(chat, model_template_recognised) {
 }
 
 Test(chat, renders_like_transformers, .timeout = 60) {
-    gguf_file_t *f = open_llm();
+    gguf_file_t *f = support_llm_open();
     chat_template_t model_t = chat_template_from_gguf(f), chatml = {CHAT_CHATML};
     char err[512];
     bpe_t *b = NULL;
@@ -121,7 +109,7 @@ Test(chat, truncation_empty_and_errors) {
 }
 
 Test(chat, recognition_is_exact) {
-    gguf_file_t *f = open_llm();
+    gguf_file_t *f = support_llm_open();
     const char *s;
     size_t l;
     cr_assert_eq(gguf_get_str(f, "tokenizer.chat_template", &s, &l), GGUF_OK);
