@@ -18,6 +18,7 @@
  */
 #include "engine/bpe.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,14 +213,13 @@ static inline int class_at(const unsigned char *s, size_t i, int *cl) {
     return class_of(utf8_decode(s + i, cl));
 }
 
-/* End of the run of class k starting at i (the character at i is of class k).
- * A \p{N} character always ends a run: the digit split comes first. */
+/* End of the run of class k (C_L or C_OTHER) starting at i, whose character
+ * is of class k. A \p{N} character ends it, as any other class does. */
 static size_t run_end(const unsigned char *s, size_t i, size_t n, int k) {
     while (i < n) {
         int cl, c = class_at(s, i, &cl);
         if (c != k) break;
         i += (size_t)cl;
-        if (k == C_N) break;
     }
     return i;
 }
@@ -286,7 +286,8 @@ int bpe_create(const bpe_vocab_t *v, bpe_t **out, char *err, size_t errlen) {
         (v->n_merges > 0 && (!v->merges || !v->merge_lens)))
         return fail(err, errlen, BPE_EINVAL, "bpe: empty or incomplete vocabulary");
     if (v->n_tokens > (1 << 24)) return fail(err, errlen, BPE_EFORMAT, "bpe: %d tokens is too many", v->n_tokens);
-    if (!ascii_class['a']) init_ascii_class();
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_ascii_class);
     bpe_t *b = calloc(1, sizeof *b);
     if (!b) goto fail;
     int n = b->n_tokens = v->n_tokens;

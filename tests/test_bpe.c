@@ -19,6 +19,9 @@
 
 #include "engine/bpe.h"
 #include "engine/gguf.h"
+#include "tests/support_gguf.h"
+#include "tests/support_llm.h"
+#include "tests/support_tmpdir.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
@@ -30,18 +33,11 @@
 #define CORPUS "tests/fixtures/bpe_corpus.jsonl"
 #define IDS "tests/fixtures/bpe_ids.jsonl"
 
-static const char *llm_path(void) {
-    const char *p = getenv("SLUICE_TEST_LLM");
-    return p && *p ? p : "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
 static bpe_t *model_bpe(void) {
-    gguf_file_t *f = NULL;
+    gguf_file_t *f = support_llm_open();
     char err[512];
-    int rc = gguf_open(llm_path(), &f, err, sizeof err);
-    cr_assert_eq(rc, GGUF_OK, "gguf_open(%s): %s (run `make model`, or set SLUICE_TEST_LLM)", llm_path(), err);
     bpe_t *b = NULL;
-    rc = bpe_create_from_gguf(f, &b, err, sizeof err);
+    int rc = bpe_create_from_gguf(f, &b, err, sizeof err);
     cr_assert_eq(rc, BPE_OK, "bpe_create_from_gguf: %s", err);
     gguf_close(f); /* the tokenizer keeps its own copies */
     return b;
@@ -364,15 +360,15 @@ Test(bpe, tiny_merge_order_and_ties) {
     int rc;
     char err[256];
     /* rank order, not text order: "bc" (rank 0) beats "ab" (rank 1); ties go left: "aaa" -> "aa" "a" */
-    const char *extra[] = {"ab", "bc", "abc", "aa", "Ġb", NULL};
-    const char *merges[] = {"b c", "a b", "a bc", "a a", "Ġ b", NULL};
+    const char *extra[] = {"ab", "bc", "abc", "aa", "Ġb", "12", NULL};
+    const char *merges[] = {"b c", "a b", "a bc", "a a", "Ġ b", "1 2", NULL};
     bpe_t *b = tiny(&t, NULL, extra, merges, &rc, err, sizeof err);
     cr_assert_eq(rc, BPE_OK, "%s", err);
     expect_tokens(b, "abc", 0, (const char *const[]){"abc", NULL});
     expect_tokens(b, "abx", 0, (const char *const[]){"ab", "x", NULL});
     expect_tokens(b, "aaa", 0, (const char *const[]){"aa", "a", NULL});
     expect_tokens(b, "aaaa", 0, (const char *const[]){"aa", "aa", NULL});
-    /* pre-tokenizer: " b" is one chunk, digits alone, "  1" keeps both spaces, contractions */
+    /* pre-tokenizer: " b" is one chunk, digits alone (the merge "1 2" never applies), "  1" keeps both spaces, contractions */
     expect_tokens(b, "a b", 0, (const char *const[]){"a", "Ġb", NULL});
     expect_tokens(b, "a  1", 0, (const char *const[]){"a", "Ġ", "Ġ", "1", NULL});
     expect_tokens(b, "x  b", 0, (const char *const[]){"x", "Ġ", "Ġb", NULL});
@@ -474,4 +470,79 @@ Test(bpe, stream_holds_partial_characters) {
     cr_assert_eq(bpe_decode_step(b, &d, 100000, out, cap), BPE_EINVAL);
     cr_assert_eq(bpe_decode_step(b, &d, 5, out, 8), BPE_EINVAL);
     bpe_destroy(b);
+}
+
+/* ------------------------------------------------------------- GGUF keys */
+
+TestSuite(bpe_gguf, .init = tmpdir_init, .fini = tmpdir_fini);
+
+/* A small GGUF holding the 256 byte tokens, "ab", one merge and the keys
+ * given; what = which key to spoil. */
+static int gguf_case(const char *what, char *err, size_t errlen) {
+    const char *toks[260];
+    char store[256][3];
+    int n = 0;
+    toks[n++] = "<|im_start|>";
+    for (int by = 0; by < 256; by++) {
+        memset(store[by], 0, 3);
+        byte_char(by, store[by]);
+        toks[n++] = store[by];
+    }
+    toks[n++] = "ab";
+    int32_t types[260];
+    for (int i = 0; i < n; i++) types[i] = i == 0 ? BPE_TT_CONTROL : BPE_TT_NORMAL;
+    const char *merges[1] = {strcmp(what, "merge") == 0 ? "a c" : "a b"};
+    gw_t *w = gw_new();
+    gw_kv_str(w, "tokenizer.ggml.model", strcmp(what, "model") == 0 ? "llama" : "gpt2");
+    if (strcmp(what, "no-pre") != 0) gw_kv_str(w, "tokenizer.ggml.pre", strcmp(what, "pre") == 0 ? "llama3" : "smollm");
+    gw_kv_arr_str(w, "tokenizer.ggml.tokens", (size_t)n, toks);
+    if (strcmp(what, "no-merges") != 0) gw_kv_arr_str(w, "tokenizer.ggml.merges", 1, merges);
+    if (strcmp(what, "types-short") == 0) gw_kv_arr(w, "tokenizer.ggml.token_type", GGUF_V_INT32, 3, types);
+    else if (strcmp(what, "types-float") == 0) gw_kv_arr(w, "tokenizer.ggml.token_type", GGUF_V_FLOAT32, (size_t)n, types);
+    else gw_kv_arr(w, "tokenizer.ggml.token_type", GGUF_V_INT32, (size_t)n, types);
+    gw_kv_u32(w, "tokenizer.ggml.bos_token_id", 0);
+    gw_kv_u32(w, "tokenizer.ggml.eos_token_id", strcmp(what, "eos") == 0 ? 100000 : 0);
+    const char *path = tmpdir_file("tok.gguf");
+    cr_assert_eq(gw_write(w, path), 0);
+    gw_free(w);
+    gguf_file_t *f = NULL;
+    int rc = gguf_open(path, &f, err, errlen);
+    cr_assert_eq(rc, GGUF_OK, "%s", err);
+    bpe_t *b = NULL;
+    rc = bpe_create_from_gguf(f, &b, err, errlen);
+    if (rc == BPE_OK) {
+        int32_t ids[4];
+        size_t k = enc(b, "ab", ids, 4, 0);
+        cr_assert(k == 1 && ids[0] == 257, "\"ab\" -> %zu ids", k);
+        cr_assert_eq(bpe_bos_id(b), 0);
+        cr_assert_eq(bpe_unk_id(b), -1);
+        cr_assert_eq(bpe_token_type(b, 0), BPE_TT_CONTROL);
+    }
+    bpe_destroy(b);
+    gguf_close(f);
+    return rc;
+}
+
+Test(bpe_gguf, keys_checked) {
+    char err[512];
+    cr_assert_eq(gguf_case("ok", err, sizeof err), BPE_OK, "%s", err);
+    static const struct {
+        const char *what, *msg;
+    } bad[] = {
+        {"pre", "tokenizer.ggml.pre is \"llama3\""},
+        {"no-pre", "no string tokenizer.ggml.pre"},
+        {"model", "tokenizer.ggml.model is \"llama\""},
+        {"no-merges", "tokenizer.ggml.merges"},
+        {"merge", "merge 0"},
+        {"types-short", "token_type"},
+        {"types-float", "token_type"},
+        {"eos", "out of range"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = 0;
+        int rc = gguf_case(bad[i].what, err, sizeof err);
+        cr_assert_eq(rc, BPE_EFORMAT, "%s: rc %d", bad[i].what, rc);
+        cr_assert(strstr(err, bad[i].msg), "%s: \"%s\"", bad[i].what, err);
+    }
+    assert_no_leaks();
 }

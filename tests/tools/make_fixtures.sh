@@ -18,5 +18,6 @@ for g in tests/tools/gen_tokenizer_fixture.py; do
     [ -f "$g" ] && "$VENV/bin/python" "$g" "$MODEL"
 done
 "$VENV/bin/python" tests/tools/gen_bpe_fixture.py "$LLM"
+"$VENV/bin/python" tests/tools/gen_chat_fixture.py "$LLM"
 # the decoder's logits and greedy continuations (transformers fp32 on the GGUF)
 if [ -f "$LLM" ]; then "$VENV/bin/python" tests/tools/gen_llama_fixture.py "$LLM"; fi
