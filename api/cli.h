@@ -13,5 +13,7 @@ int cli_queue(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_expand(int argc, char **argv);
 int cli_keys(int argc, char **argv);
+int cli_generate(int argc, char **argv); /* api/cli_generate.c */
+int cli_chat(int argc, char **argv);     /* api/cli_generate.c */
 
 #endif

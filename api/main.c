@@ -16,6 +16,8 @@ static const command_t commands[] = {
     {"serve", cli_serve, "serve embeddings over HTTP and Redis queues"},
     {"expand", cli_expand, "nearest terms of each term by embedding similarity"},
     {"keys", cli_keys, "API keys: add one (its hash goes to the key file)"},
+    {"generate", cli_generate, "complete a prompt with a decoder model, streaming tokens"},
+    {"chat", cli_chat, "chat with a decoder model (its chat template), streaming tokens"},
 };
 
 static void usage(FILE *out) {
