@@ -79,6 +79,7 @@ int main(int argc, char **argv) {
         if (batches[i] < 1 || batches[i] > 64) die("options", "batches are 1..64");
         if (batches[i] > max_b) max_b = batches[i];
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);
     char err[1024];
     gguf_file_t *f;
     if (gguf_open(model, &f, err, sizeof err)) die("open", err);
@@ -138,22 +139,25 @@ int main(int argc, char **argv) {
         double s = bench_median(t, RUNS);
         printf("prefill %d tokens: %.1f tokens/s (%.1f GFLOP/s)\n", n_prompt, n_prompt / s, n_prompt * flop_tok / s / 1e9);
     }
-    /* decode */
+    /* decode: the B prompts are prefilled once; each run starts from them again */
     for (int bi = 0; bi < n_batches; bi++) {
         int B = batches[bi];
         double t[RUNS];
+        for (int b = 0; b < B; b++)
+            if (kv_seq_init(kv, &seqs[b], ctx, err, sizeof err)) die("kv", err);
+        prefill_all(m, kv, seqs, B, n_prompt, logits);
+        int32_t next[64], off[65], slots[1];
+        kv_seq_t *sp[64];
+        for (int b = 0; b < B; b++) {
+            off[b] = b;
+            sp[b] = &seqs[b];
+        }
+        off[B] = B;
         for (int r = 0; r < RUNS; r++) {
-            for (int b = 0; b < B; b++)
-                if (kv_seq_init(kv, &seqs[b], ctx, err, sizeof err)) die("kv", err);
-            prefill_all(m, kv, seqs, B, n_prompt, logits);
-            int32_t next[64], off[65], slots[1];
-            kv_seq_t *sp[64];
             for (int b = 0; b < B; b++) {
+                kv_seq_truncate(kv, &seqs[b], n_prompt);
                 next[b] = prompt_id(b, n_prompt);
-                off[b] = b;
-                sp[b] = &seqs[b];
             }
-            off[B] = B;
             double t0 = bench_now_s();
             for (int s = 0; s < steps; s++) {
                 for (int b = 0; b < B; b++)
@@ -162,8 +166,8 @@ int main(int argc, char **argv) {
                 for (int b = 0; b < B; b++) next[b] = argmax(logits + (size_t)b * V, V);
             }
             t[r] = bench_now_s() - t0;
-            for (int b = 0; b < B; b++) kv_seq_free(kv, &seqs[b]);
         }
+        for (int b = 0; b < B; b++) kv_seq_free(kv, &seqs[b]);
         double s = bench_median(t, RUNS), tps = (double)B * steps / s;
         printf("decode batch %2d (%d steps after a %d-token prompt): %.1f tokens/s (%.1f GFLOP/s, %.0f%% of sgemm "
                "T=32)\n",
