@@ -46,7 +46,8 @@ static int run(const char *args, const char *input, char **out, char **errout) {
     char out_path[512], err_path[512];
     snprintf(out_path, sizeof out_path, "%s", tmpdir_file("out.txt"));
     snprintf(err_path, sizeof err_path, "%s", tmpdir_file("err.txt"));
-    snprintf(cmd, sizeof cmd, "%s %s --threads 2 <%s >%s 2>%s", bin(), args, in_path, out_path, err_path);
+    snprintf(cmd, sizeof cmd, "%s %s%s <%s >%s 2>%s", bin(), args, strstr(args, "--threads") ? "" : " --threads 2",
+             in_path, out_path, err_path);
     int st = system(cmd);
     cr_assert(WIFEXITED(st), "%s did not exit", cmd);
     *out = slurp(out_path);
@@ -125,6 +126,24 @@ Test(cli_generate, interactive_chat_reuses_the_cache) {
     cr_assert_not_null(second, "%s", err);
     cr_assert(!strstr(second, "(0 from cache"), "%s", err);
     free(out), free(err);
+}
+
+Test(cli_generate, same_seed_same_text_on_any_thread_count) {
+    char *a, *b, *c, *err;
+    const char *args = "generate --prompt 'Once upon a time,' --max-tokens 24 --temperature 0.9 --top-p 0.95";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --seed 7 --threads 1", args);
+    cr_assert_eq(run(cmd, NULL, &a, &err), 0, "%s", err);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s --seed 7 --threads 2", args);
+    cr_assert_eq(run(cmd, NULL, &b, &err), 0, "%s", err);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s --seed 8 --threads 2", args);
+    cr_assert_eq(run(cmd, NULL, &c, &err), 0, "%s", err);
+    free(err);
+    cr_assert_str_eq(a, b);
+    cr_assert_str_neq(a, c, "seeds 7 and 8 gave the same text: %s", a);
+    free(a), free(b), free(c);
 }
 
 Test(cli_generate, bad_options_exit_2) {
