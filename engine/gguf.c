@@ -236,12 +236,19 @@ static int parse_value(reader_t *r, gguf_kv_t *kv) {
         return gguf_fail(r->err, r->errlen, GGUF_ENOMEM, r->path,
                          "%s: out of memory for %llu strings", r->what, (unsigned long long)n);
     for (uint64_t i = 0; i < n; i++) {
-        const char *s;
-        size_t len;
         kv->strs[i] = r->base + r->pos;
-        char field[48];
-        snprintf(field, sizeof field, "string %llu", (unsigned long long)i);
-        if ((rc = rd_str(r, GGUF_MAX_STRING, &s, &len, field))) return rc;
+        uint64_t len;
+        if (r->len - r->pos >= 8) memcpy(&len, r->base + r->pos, 8);
+        if (r->len - r->pos < 8 || len > GGUF_MAX_STRING || len > r->len - r->pos - 8) {
+            /* the field named only now: a vocabulary has ~10^5 strings */
+            char field[48];
+            snprintf(field, sizeof field, "string %llu", (unsigned long long)i);
+            const char *s;
+            size_t slen;
+            rc = rd_str(r, GGUF_MAX_STRING, &s, &slen, field);
+            return rc ? rc : GGUF_EFORMAT; /* rd_str sees the same bytes and fails */
+        }
+        r->pos += 8 + (size_t)len;
     }
     return GGUF_OK;
 }
