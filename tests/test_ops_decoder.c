@@ -90,8 +90,8 @@ static void check_matmul_q(ops_t *ops, ops_wtype_t wt, int T, int K, int N) {
     free(W), free(x), free(out), free(ref);
 }
 
-Test(ops_decoder, matmul_q_every_type_and_shape) {
-    /* the model's shapes at T = 1 and odd T, N not a multiple of the tile or of 8 */
+/* the model's shapes at T = 1 and odd T, N not a multiple of the tile or of 8 */
+static void check_matmul_q_shapes(void) {
     static const int shapes[][3] = {{1, 576, 576}, {1, 576, 192}, {1, 1536, 576}, {3, 576, 1536}, {37, 576, 192},
                                     {5, 1536, 61}, {32, 64, 9},   {2, 32, 1},     {9, 288, 100}};
     for (int threads = 1; threads <= 3; threads += 2) {
@@ -103,6 +103,8 @@ Test(ops_decoder, matmul_q_every_type_and_shape) {
     }
 }
 
+Test(ops_decoder, matmul_q_every_type_and_shape) { check_matmul_q_shapes(); }
+
 Test(ops_decoder, matmul_q_dense_rows_of_any_length) {
     /* F16 and F32 rows need not be whole blocks: tails of 1..31 values */
     ops_t *ops = make_ops(2);
@@ -113,10 +115,9 @@ Test(ops_decoder, matmul_q_dense_rows_of_any_length) {
     ops_destroy(ops);
 }
 
-Test(ops_decoder, matmul_q_row_is_bit_identical_whatever_the_batch) {
-    /* out[t] from one call of T = 37 rows, from T = 1 calls, from a call on
-     * rows 5..12 (other tile positions), and on 1, 2 and 3 threads: all
-     * bit-identical. */
+/* out[t] from one call of T = 37 rows, from T = 1 calls, from a call on rows
+ * 5..12 (other tile positions), and on 1, 2 and 3 threads: all bit-identical. */
+static void check_matmul_q_invariance(void) {
     enum { T = 37, K = 576, N = 200 };
     ops_t *ops1 = make_ops(1), *ops2 = make_ops(2), *ops3 = make_ops(3);
     for (size_t w = 0; w < sizeof all_wtypes / sizeof all_wtypes[0]; w++) {
@@ -141,6 +142,8 @@ Test(ops_decoder, matmul_q_row_is_bit_identical_whatever_the_batch) {
     }
     ops_destroy(ops1), ops_destroy(ops2), ops_destroy(ops3);
 }
+
+Test(ops_decoder, matmul_q_row_is_bit_identical_whatever_the_batch) { check_matmul_q_invariance(); }
 
 Test(ops_decoder, matmul_q_refuses_bad_arguments) {
     ops_t *ops = make_ops(1);
@@ -371,7 +374,7 @@ static void check_attention(ops_t *ops, int B, const int *lens, const int *n, in
     free_cache(&c);
 }
 
-Test(ops_decoder, attention_paged_against_reference) {
+static void check_attention_shapes(void) {
     ops_t *ops = make_ops(2);
     {   /* decode: one query each, lengths not multiples of the block, GQA 3 */
         int lens[] = {1, 17, 40, 100, 33}, n[] = {1, 1, 1, 1, 1};
@@ -393,10 +396,12 @@ Test(ops_decoder, attention_paged_against_reference) {
     ops_destroy(ops);
 }
 
-Test(ops_decoder, attention_paged_sequence_alone_equals_among_others_bit_exact) {
-    /* sequence 2's output is bit-identical alone, among others, on 1 or 2
-     * threads, and chunked (its prompt's queries split over two calls with
-     * the context growing) versus whole */
+Test(ops_decoder, attention_paged_against_reference) { check_attention_shapes(); }
+
+/* sequence 2's output is bit-identical alone, among others, on 1 or 2
+ * threads, and chunked (its prompt's queries split over two calls with the
+ * context growing) versus whole */
+static void check_attention_invariance(void) {
     int lens[] = {30, 64, 77, 5}, n[] = {30, 1, 77, 1};
     ops_t *ops1 = make_ops(1), *ops2 = make_ops(2);
     cache_t c = make_cache(ops2, 4, lens, 9, 3, 64, 16);
@@ -431,6 +436,18 @@ Test(ops_decoder, attention_paged_sequence_alone_equals_among_others_bit_exact) 
     free(q), free(all), free(alone), free(chunked);
     free_cache(&c);
     ops_destroy(ops1), ops_destroy(ops2);
+}
+
+Test(ops_decoder, attention_paged_sequence_alone_equals_among_others_bit_exact) { check_attention_invariance(); }
+
+Test(ops_decoder, portable_paths_match_the_reference_and_are_batch_invariant) {
+    /* the C paths machines without AVX2 run; Criterion runs each test in its
+     * own process, so the switch (read once per process) stays here */
+    setenv("SLUICE_CPU_PORTABLE", "1", 1);
+    check_matmul_q_shapes();
+    check_matmul_q_invariance();
+    check_attention_shapes();
+    check_attention_invariance();
 }
 
 Test(ops_decoder, attention_paged_refuses_bad_arguments) {

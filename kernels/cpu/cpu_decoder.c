@@ -285,14 +285,6 @@ DEC_AVX2 static void query_avx2(const pattn_job_t *j, float *o, const float *qv,
     }
 }
 
-static int dec_have_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
 #endif
 
 static void pattn_task(void *ctx, int task, int worker) {
@@ -310,7 +302,7 @@ static void pattn_task(void *ctx, int task, int worker) {
         const float *qv = j->q + (size_t)t * j->q_stride + (size_t)h * d;
         float *o = j->out + (size_t)t * H + (size_t)h * d;
 #if DEC_X86
-        if (d % 8 == 0 && dec_have_avx2()) {
+        if (d % 8 == 0 && ops_cpu_has_avx2()) {
             query_avx2(j, o, qv, b, g, n, s);
             continue;
         }

@@ -28,7 +28,7 @@
  *
  * Machines without AVX2+FMA+F16C run a portable scalar path (its own fixed
  * order; also batch-invariant, not bit-identical to the AVX2 path). The path
- * is chosen once per process by CPU features, never by shape.
+ * is chosen once per process (ops_cpu_has_avx2), never by shape.
  *
  * embed_q writes the dequantized values exactly as gguf.h's formulas say:
  * Q4_1 is d*q + m with two roundings (no fused multiply-add), so a table row
@@ -324,16 +324,6 @@ MQ_AVX2 static void block_sums_avx2(float *sx, int sx_ld, const float *x, int T,
     }
 }
 
-static int have_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
-}
-#else
-static int have_avx2(void) { return 0; }
 #endif
 
 static void mq_task(void *ctx, int task, int worker) {
@@ -342,7 +332,7 @@ static void mq_task(void *ctx, int task, int worker) {
     int n0 = task * j->rows_per_task;
     int n1 = n0 + j->rows_per_task < j->N ? n0 + j->rows_per_task : j->N;
 #if MQ_X86
-    if (have_avx2()) {
+    if (ops_cpu_has_avx2()) {
         switch (j->wt) {
         case OPS_W_Q8_0: mq_rows_q8_0(j, n0, n1); return;
         case OPS_W_Q4_0: mq_rows_q4_0(j, n0, n1); return;
@@ -369,15 +359,15 @@ int ops_cpu_matmul_q(ops_t *ops, float *out, const float *x, const void *W, ops_
 
     ops_cpu_impl_t *impl = ops->impl;
     mq_job_t j = {.out = out, .x = x, .W = W, .wt = wtype, .T = T, .K = K, .N = N, .row_bytes = rb};
-    if (wtype == OPS_W_Q4_1 && have_avx2()) {
 #if MQ_X86
+    if (wtype == OPS_W_Q4_1 && ops_cpu_has_avx2()) {
         j.sx_ld = ceil_div(K / 32, MQ_GROUP) * MQ_GROUP;
         int rc = ops_cpu_ensure_shared(ops, "matmul_q", (size_t)T * j.sx_ld);
         if (rc) return rc;
         block_sums_avx2(impl->shared, j.sx_ld, x, T, K);
         j.sx = impl->shared;
-#endif
     }
+#endif
     j.tb = (int)(MQ_BAND_BYTES / ((long)K * 4) / MQ_TILE * MQ_TILE);
     if (j.tb < MQ_TILE) j.tb = MQ_TILE;
     /* Several tasks per thread, so a core slowed by another process does not
