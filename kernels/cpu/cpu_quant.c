@@ -48,7 +48,7 @@
 #define MQ_X86 0
 #endif
 
-#define MQ_TILE 4  /* rows of x per weight-block load */
+#define MQ_TILE 6  /* rows of x per weight-block load */
 #define MQ_GROUP 8 /* Q4_1: blocks per m * sum(x) step (one vector of mins) */
 #define MQ_BAND_BYTES (16 * 1024) /* rows of x kept in L1 while weight rows pass (measured: 16-64 KB) */
 
@@ -207,7 +207,7 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_blocks(const mq_j
     const size_t bb = wt == OPS_W_Q8_0 ? 34 : wt == OPS_W_Q4_0 ? 18 : 20;
     const float *xr[MQ_TILE];
     __m256 acc[MQ_TILE];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < TR; i++) {
         xr[i] = j->x + (size_t)(t0 + i) * j->K;
         acc[i] = _mm256_setzero_ps();
@@ -222,7 +222,7 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_blocks(const mq_j
             levels8(w + (size_t)b * bb, wt, q, &d, &m);
             mins[b - g0] = m;
             __m256 dv = _mm256_set1_ps(d);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int i = 0; i < TR; i++) {
                 const float *xb = xr[i] + (size_t)b * 32;
                 __m256 p = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
@@ -234,12 +234,12 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_blocks(const mq_j
         }
         if (wt == OPS_W_Q4_1) {
             __m256 mv = _mm256_loadu_ps(mins);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int i = 0; i < TR; i++)
                 acc[i] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(j->sx + (size_t)(t0 + i) * j->sx_ld + g0), acc[i]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < TR; i++) j->out[(size_t)(t0 + i) * j->N + n] = hsum8(acc[i]);
 }
 
@@ -261,7 +261,7 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
     const uint8_t *w = j->W + (size_t)n * j->row_bytes;
     const float *xr[MQ_TILE];
     __m256 acc[MQ_TILE];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < TR; i++) {
         xr[i] = j->x + (size_t)(t0 + i) * j->K;
         acc[i] = _mm256_setzero_ps();
@@ -269,10 +269,10 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
     int K8 = j->K / 8 * 8;
     for (int k = 0; k < K8; k += 8) {
         __m256 wv = dense8(w, wt, k);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int i = 0; i < TR; i++) acc[i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[i] + k), acc[i]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < TR; i++) {
         float s = hsum8(acc[i]);
         for (int k = K8; k < j->K; k++) s += dense1(w, wt, k) * xr[i][k];
@@ -290,8 +290,10 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
             int b1 = b0 + j->tb < j->T ? b0 + j->tb : j->T;                         \
             for (int n = n0; n < n1; n++) {                                         \
                 int t0 = b0;                                                        \
-                for (; t0 + MQ_TILE <= b1; t0 += MQ_TILE) KERNEL(j, WT, n, t0, 4);  \
+                for (; t0 + MQ_TILE <= b1; t0 += MQ_TILE) KERNEL(j, WT, n, t0, 6);  \
                 switch (b1 - t0) {                                                  \
+                case 5: KERNEL(j, WT, n, t0, 5); break;                             \
+                case 4: KERNEL(j, WT, n, t0, 4); break;                             \
                 case 3: KERNEL(j, WT, n, t0, 3); break;                             \
                 case 2: KERNEL(j, WT, n, t0, 2); break;                             \
                 case 1: KERNEL(j, WT, n, t0, 1); break;                             \
