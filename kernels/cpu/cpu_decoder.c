@@ -11,9 +11,10 @@
  * attention_paged: one pool task per (sequence, query head, chunk of
  * queries). For one query at position p the keys 0..p are visited in
  * position order, twice: scores s_j = (q . k_j) * scale (8-lane dot product,
- * fixed reduction tree) into the worker's scratch, then e_j = exp(s_j - max)
- * summed in position order while out += e_j v_j, and out /= sum. Nothing in
- * that depends on how many other queries the call holds.
+ * fixed reduction tree) into the worker's scratch, e_j = exp(s_j - max) and
+ * their sum (the encoder's softmax: lanes then tail, an order fixed by p),
+ * then out = sum_j e_j v_j in position order, out /= sum. Nothing in that
+ * depends on how many other queries the call holds.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -225,15 +226,10 @@ static inline const float *kv_row(const pattn_job_t *j, const float *cache, int 
     return cache + (slot * j->n_kv + g) * j->head_dim;
 }
 
-/* exp(s_j - max) in place for j < n, returns their sum in position order. */
+/* exp(s_j - max) in place for j < n; returns their sum (order fixed by n). */
 static float softmax_numerators(float *s, int n) {
-    float mx = s[0];
-    for (int i = 1; i < n; i++) mx = s[i] > mx ? s[i] : mx;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        s[i] = cpu_expf(s[i] - mx);
-        sum += s[i];
-    }
+    float sum;
+    ops_cpu_softmax_rows(s, &sum, 1, n);
     return sum;
 }
 
