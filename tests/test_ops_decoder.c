@@ -255,6 +255,7 @@ Test(ops_decoder, rope_shapes_and_strides) {
     float x[8];
     cr_expect_eq(ops->rope(ops, x, &p, 1, 1, 7, 8, 10000.0f), OPS_EINVAL, "odd head_dim");
     cr_expect_eq(ops->rope(ops, x, &p, 1, 2, 4, 7, 10000.0f), OPS_EINVAL, "row_stride too small");
+    cr_expect_eq(ops->rope(ops, x, &p, 1, 1, 1 << 24, 1 << 24, 10000.0f), OPS_EINVAL, "head_dim too large");
     p = -1;
     cr_expect_eq(ops->rope(ops, x, &p, 1, 1, 4, 4, 10000.0f), OPS_EINVAL, "negative position");
     ops_destroy(ops);

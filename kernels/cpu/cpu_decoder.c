@@ -143,8 +143,8 @@ int ops_cpu_rope(ops_t *ops, float *x, const int32_t *pos, int T, int n_heads, i
     if (!x || !pos) return ops_cpu_fail(ops, OPS_EINVAL, "rope: NULL buffer");
     for (int t = 0; t < T; t++)
         if (pos[t] < 0) return ops_cpu_fail(ops, OPS_EINVAL, "rope: pos[%d] = %d is negative", t, pos[t]);
-    float inv_freq[head_dim / 2 > 0 ? head_dim / 2 : 1];
-    if (head_dim / 2 > 4096) return ops_cpu_fail(ops, OPS_EINVAL, "rope: head_dim %d too large", head_dim);
+    if (head_dim > 8192) return ops_cpu_fail(ops, OPS_EINVAL, "rope: head_dim %d too large (at most 8192)", head_dim);
+    float inv_freq[head_dim / 2];
     for (int i = 0; i < head_dim / 2; i++) inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
     rope_job_t j = {x, pos, inv_freq, T, n_heads, head_dim, row_stride};
     run_rows(ops, rope_task, &j, T, (size_t)T * n_heads * head_dim);
