@@ -16,6 +16,13 @@
  * "cpu" times with the process's CPU time instead (and runs 1 thread only):
  * the op's own work, unaffected by other processes on a busy machine, for
  * A/B comparisons of a change there.
+ * Then one whole decode step (bench_step): the ops a Llama forward pass
+ * issues per block, in order (add_rms_norm, the fused q|k|v matmul, rope on
+ * q and k, kv_store, attention_paged over a paged cache, the o matmul,
+ * add_rms_norm, the fused gate|up matmul, silu_mul, down), 30 times, then the
+ * final norm and the LM head; B sequences each with a context of CTX tokens.
+ * The 30 blocks share one KV cache (the attention's work is the same; only
+ * the cache's memory traffic is smaller than the model's).
  * Random weights of the right types; numbers only.
  */
 #include <cblas.h>
@@ -41,6 +48,14 @@ static void *xmalloc(size_t n) {
     return p;
 }
 
+/* xorshift64*: rand() made the set-up (100 MB of weights) take most of a run */
+static uint64_t rng_state = 88172645463325252ull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 2685821657736338717ull) >> 32);
+}
+static float rnd_unit(void) { return (float)(rnd() >> 8) * 0x1p-24f; } /* [0, 1) */
+
 static uint16_t half_of(float f) {
     /* values here are small normal numbers: exponent and 10 mantissa bits, truncated */
     uint32_t b;
@@ -52,10 +67,10 @@ static uint16_t half_of(float f) {
 static uint8_t *random_blocks(ops_wtype_t wt, int N, int K) {
     size_t bb = wt == OPS_W_Q4_1 ? 20 : 34, n = (size_t)N * (K / 32) * bb;
     uint8_t *w = xmalloc(n);
-    for (size_t i = 0; i < n; i++) w[i] = (uint8_t)rand();
+    for (size_t i = 0; i < n; i++) w[i] = (uint8_t)rnd();
     for (size_t b = 0; b < n / bb; b++) {
-        uint16_t d = half_of(0.002f + 0.01f * (float)rand() / (float)RAND_MAX);
-        uint16_t m = half_of(0.01f + 0.1f * (float)rand() / (float)RAND_MAX) | 0x8000;
+        uint16_t d = half_of(0.002f + 0.01f * rnd_unit());
+        uint16_t m = half_of(0.01f + 0.1f * rnd_unit()) | 0x8000;
         memcpy(w + b * bb, &d, 2);
         if (wt == OPS_W_Q4_1) memcpy(w + b * bb + 2, &m, 2);
     }
@@ -64,7 +79,7 @@ static uint8_t *random_blocks(ops_wtype_t wt, int N, int K) {
 
 static float *random_floats(size_t n) {
     float *p = xmalloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) p[i] = (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
+    for (size_t i = 0; i < n; i++) p[i] = rnd_unit() * 2.0f - 1.0f;
     return p;
 }
 
@@ -85,6 +100,71 @@ static void check(ops_t *ops, int rc) {
     }
 }
 
+#define CTX 128 /* tokens in each sequence's cache at the timed step */
+#define BLOCK 16
+
+typedef struct {
+    uint8_t *qkv, *o, *gu, *down; /* fused q|k|v (960 rows), o, fused gate|up (3072 rows), down */
+} layer_t;
+
+static void check_rc(ops_t *ops, int rc, const char *what) {
+    if (rc) {
+        fprintf(stderr, "%s: %s\n", what, ops->err);
+        exit(1);
+    }
+}
+
+/* Median seconds of one whole decode step for B sequences (see the top comment). */
+static double bench_step(ops_t *ops, const layer_t *layers, const uint8_t *head, int B, int reps) {
+    int max_blocks = (CTX + 1 + BLOCK - 1) / BLOCK, n_blocks = B * max_blocks, QKV = H + 2 * KV;
+    float *resid = random_floats((size_t)B * H), *delta = random_floats((size_t)B * H);
+    float *hn = xmalloc((size_t)B * FFN * sizeof(float)), *qkv = xmalloc((size_t)B * QKV * sizeof(float));
+    float *att = xmalloc((size_t)B * H * sizeof(float)), *gu = xmalloc((size_t)B * 2 * FFN * sizeof(float));
+    float *act = xmalloc((size_t)B * FFN * sizeof(float)), *logits = xmalloc((size_t)B * VOCAB * sizeof(float));
+    float *norm_w = random_floats(H);
+    float *kc = random_floats((size_t)n_blocks * BLOCK * KV), *vc = random_floats((size_t)n_blocks * BLOCK * KV);
+    int32_t *table = xmalloc((size_t)n_blocks * sizeof *table), *seq_off = xmalloc((size_t)(B + 1) * sizeof *seq_off);
+    int32_t *ctx_len = xmalloc((size_t)B * sizeof *ctx_len), *pos = xmalloc((size_t)B * sizeof *pos);
+    int32_t *slot = xmalloc((size_t)B * sizeof *slot);
+    for (int i = 0; i < n_blocks; i++) table[i] = (i * 7919) % n_blocks; /* scattered, as a busy cache is */
+    for (int b = 0; b <= B; b++) seq_off[b] = b;
+    for (int b = 0; b < B; b++) {
+        ctx_len[b] = CTX + 1;
+        pos[b] = CTX;
+        slot[b] = table[b * max_blocks + CTX / BLOCK] * BLOCK + CTX % BLOCK;
+    }
+    double *t = xmalloc((size_t)reps * sizeof *t);
+    for (int r = -1; r < reps; r++) {
+        double t0 = bench_now_s();
+        for (int l = 0; l < LAYERS; l++) {
+            const layer_t *w = &layers[l];
+            check_rc(ops, ops->add_rms_norm(ops, hn, resid, l ? delta : NULL, norm_w, B, H, 1e-5f), "add_rms_norm");
+            check_rc(ops, ops->matmul_q(ops, qkv, hn, w->qkv, OPS_W_Q4_1, B, H, QKV), "matmul_q qkv");
+            check_rc(ops, ops->rope(ops, qkv, pos, B, 9, 64, QKV, 100000.0f), "rope q");
+            check_rc(ops, ops->rope(ops, qkv + H, pos, B, 3, 64, QKV, 100000.0f), "rope k");
+            check_rc(ops, ops->kv_store(ops, kc, vc, qkv + H, qkv + H + KV, QKV, slot, B, 3, 64), "kv_store");
+            check_rc(ops,
+                     ops->attention_paged(ops, att, qkv, QKV, kc, vc, table, max_blocks, seq_off, ctx_len, B, CTX + 1,
+                                          9, 3, 64, BLOCK, 0.125f),
+                     "attention_paged");
+            check_rc(ops, ops->matmul_q(ops, delta, att, w->o, OPS_W_Q4_1, B, H, H), "matmul_q o");
+            check_rc(ops, ops->add_rms_norm(ops, hn, resid, delta, norm_w, B, H, 1e-5f), "add_rms_norm");
+            check_rc(ops, ops->matmul_q(ops, gu, hn, w->gu, OPS_W_Q4_1, B, H, 2 * FFN), "matmul_q gate|up");
+            check_rc(ops, ops->silu_mul(ops, act, gu, B, FFN), "silu_mul");
+            check_rc(ops, ops->matmul_q(ops, delta, act, w->down, OPS_W_Q4_1, B, FFN, H), "matmul_q down");
+        }
+        check_rc(ops, ops->add_rms_norm(ops, hn, resid, delta, norm_w, B, H, 1e-5f), "add_rms_norm");
+        check_rc(ops, ops->matmul_q(ops, logits, hn, head, OPS_W_Q8_0, B, H, VOCAB), "matmul_q head");
+        if (r >= 0) t[r] = bench_now_s() - t0;
+        /* keep the residual stream bounded across repetitions */
+        for (size_t i = 0; i < (size_t)B * H; i++) resid[i] = (float)((i * 37) % 17) * 0.1f - 0.8f;
+    }
+    double med = bench_median(t, reps);
+    free(resid), free(delta), free(hn), free(qkv), free(att), free(gu), free(act), free(logits), free(norm_w);
+    free(kc), free(vc), free(table), free(seq_off), free(ctx_len), free(pos), free(slot), free(t);
+    return med;
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 9;
     if (reps < 1) reps = 1;
@@ -93,7 +173,6 @@ int main(int argc, char **argv) {
         bench_clock = CLOCK_PROCESS_CPUTIME_ID;
         max_threads = 1;
     }
-    srand(1);
     uint8_t *layer_w[LAYERS][N_SHAPES];
     for (int l = 0; l < LAYERS; l++)
         for (int s = 0; s < N_SHAPES; s++) layer_w[l][s] = random_blocks(OPS_W_Q4_1, shapes[s][1], shapes[s][0]);
@@ -155,6 +234,29 @@ int main(int argc, char **argv) {
         }
         ops_destroy(ops);
     }
+
+    layer_t *layers = xmalloc(LAYERS * sizeof *layers);
+    for (int l = 0; l < LAYERS; l++) {
+        layers[l].qkv = random_blocks(OPS_W_Q4_1, H + 2 * KV, H);
+        layers[l].o = random_blocks(OPS_W_Q4_1, H, H);
+        layers[l].gu = random_blocks(OPS_W_Q4_1, 2 * FFN, H);
+        layers[l].down = random_blocks(OPS_W_Q4_1, H, FFN);
+    }
+    for (int threads = 1; threads <= max_threads; threads++) {
+        ops_t *ops = ops_cpu_create(threads);
+        if (!ops) return 1;
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+            int B = Ts[ti];
+            double step = bench_step(ops, layers, head, B, reps);
+            loadavg(la, sizeof la);
+            printf("whole decode step B=%2d (context %d) threads=%d: %7.2f ms %8.1f tokens/s | load %s\n", B, CTX + 1,
+                   threads, step * 1e3, B / step, la);
+            fflush(stdout);
+        }
+        ops_destroy(ops);
+    }
+    for (int l = 0; l < LAYERS; l++) free(layers[l].qkv), free(layers[l].o), free(layers[l].gu), free(layers[l].down);
+    free(layers);
     for (int l = 0; l < LAYERS; l++)
         for (int s = 0; s < N_SHAPES; s++) free(layer_w[l][s]);
     for (int s = 0; s < N_SHAPES; s++) free(fw[s]);

@@ -192,7 +192,7 @@ struct ops {
                 int row_stride, float theta);
 
     /* out(T,F) f32 = silu(gu[t, 0:F]) * gu[t, F:2F], gu (T,2F) the fused
-     * [gate | up] matmul output. */
+     * [gate | up] matmul output. out must not overlap gu. */
     int (*silu_mul)(ops_t *ops, float *out, const float *gu, int T, int F);
 
     /* Paged KV cache of one layer: k_cache and v_cache each (n_blocks,

@@ -13,9 +13,12 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <openssl/evp.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "engine/gguf.h"
 #include "kernels/ops.h"
 #include "tests/support_decoder_ref.h"
 #include "tests/support_ref.h"
@@ -87,8 +90,8 @@ static void check_matmul_q(ops_t *ops, ops_wtype_t wt, int T, int K, int N) {
     free(W), free(x), free(out), free(ref);
 }
 
-Test(ops_decoder, matmul_q_every_type_and_shape) {
-    /* the model's shapes at T = 1 and odd T, N not a multiple of the tile or of 8 */
+/* the model's shapes at T = 1 and odd T, N not a multiple of the tile or of 8 */
+static void check_matmul_q_shapes(void) {
     static const int shapes[][3] = {{1, 576, 576}, {1, 576, 192}, {1, 1536, 576}, {3, 576, 1536}, {37, 576, 192},
                                     {5, 1536, 61}, {32, 64, 9},   {2, 32, 1},     {9, 288, 100}};
     for (int threads = 1; threads <= 3; threads += 2) {
@@ -100,6 +103,8 @@ Test(ops_decoder, matmul_q_every_type_and_shape) {
     }
 }
 
+Test(ops_decoder, matmul_q_every_type_and_shape) { check_matmul_q_shapes(); }
+
 Test(ops_decoder, matmul_q_dense_rows_of_any_length) {
     /* F16 and F32 rows need not be whole blocks: tails of 1..31 values */
     ops_t *ops = make_ops(2);
@@ -110,10 +115,9 @@ Test(ops_decoder, matmul_q_dense_rows_of_any_length) {
     ops_destroy(ops);
 }
 
-Test(ops_decoder, matmul_q_row_is_bit_identical_whatever_the_batch) {
-    /* out[t] from one call of T = 37 rows, from T = 1 calls, from a call on
-     * rows 5..12 (other tile positions), and on 1, 2 and 3 threads: all
-     * bit-identical. */
+/* out[t] from one call of T = 37 rows, from T = 1 calls, from a call on rows
+ * 5..12 (other tile positions), and on 1, 2 and 3 threads: all bit-identical. */
+static void check_matmul_q_invariance(void) {
     enum { T = 37, K = 576, N = 200 };
     ops_t *ops1 = make_ops(1), *ops2 = make_ops(2), *ops3 = make_ops(3);
     for (size_t w = 0; w < sizeof all_wtypes / sizeof all_wtypes[0]; w++) {
@@ -138,6 +142,8 @@ Test(ops_decoder, matmul_q_row_is_bit_identical_whatever_the_batch) {
     }
     ops_destroy(ops1), ops_destroy(ops2), ops_destroy(ops3);
 }
+
+Test(ops_decoder, matmul_q_row_is_bit_identical_whatever_the_batch) { check_matmul_q_invariance(); }
 
 Test(ops_decoder, matmul_q_refuses_bad_arguments) {
     ops_t *ops = make_ops(1);
@@ -249,6 +255,7 @@ Test(ops_decoder, rope_shapes_and_strides) {
     float x[8];
     cr_expect_eq(ops->rope(ops, x, &p, 1, 1, 7, 8, 10000.0f), OPS_EINVAL, "odd head_dim");
     cr_expect_eq(ops->rope(ops, x, &p, 1, 2, 4, 7, 10000.0f), OPS_EINVAL, "row_stride too small");
+    cr_expect_eq(ops->rope(ops, x, &p, 1, 1, 1 << 24, 1 << 24, 10000.0f), OPS_EINVAL, "head_dim too large");
     p = -1;
     cr_expect_eq(ops->rope(ops, x, &p, 1, 1, 4, 4, 10000.0f), OPS_EINVAL, "negative position");
     ops_destroy(ops);
@@ -368,7 +375,7 @@ static void check_attention(ops_t *ops, int B, const int *lens, const int *n, in
     free_cache(&c);
 }
 
-Test(ops_decoder, attention_paged_against_reference) {
+static void check_attention_shapes(void) {
     ops_t *ops = make_ops(2);
     {   /* decode: one query each, lengths not multiples of the block, GQA 3 */
         int lens[] = {1, 17, 40, 100, 33}, n[] = {1, 1, 1, 1, 1};
@@ -390,10 +397,12 @@ Test(ops_decoder, attention_paged_against_reference) {
     ops_destroy(ops);
 }
 
-Test(ops_decoder, attention_paged_sequence_alone_equals_among_others_bit_exact) {
-    /* sequence 2's output is bit-identical alone, among others, on 1 or 2
-     * threads, and chunked (its prompt's queries split over two calls with
-     * the context growing) versus whole */
+Test(ops_decoder, attention_paged_against_reference) { check_attention_shapes(); }
+
+/* sequence 2's output is bit-identical alone, among others, on 1 or 2
+ * threads, and chunked (its prompt's queries split over two calls with the
+ * context growing) versus whole */
+static void check_attention_invariance(void) {
     int lens[] = {30, 64, 77, 5}, n[] = {30, 1, 77, 1};
     ops_t *ops1 = make_ops(1), *ops2 = make_ops(2);
     cache_t c = make_cache(ops2, 4, lens, 9, 3, 64, 16);
@@ -430,6 +439,18 @@ Test(ops_decoder, attention_paged_sequence_alone_equals_among_others_bit_exact) 
     ops_destroy(ops1), ops_destroy(ops2);
 }
 
+Test(ops_decoder, attention_paged_sequence_alone_equals_among_others_bit_exact) { check_attention_invariance(); }
+
+Test(ops_decoder, portable_paths_match_the_reference_and_are_batch_invariant) {
+    /* the C paths machines without AVX2 run; Criterion runs each test in its
+     * own process, so the switch (read once per process) stays here */
+    setenv("SLUICE_CPU_PORTABLE", "1", 1);
+    check_matmul_q_shapes();
+    check_matmul_q_invariance();
+    check_attention_shapes();
+    check_attention_invariance();
+}
+
 Test(ops_decoder, attention_paged_refuses_bad_arguments) {
     ops_t *ops = make_ops(1);
     float q[64] = {0}, out[64], cache[64] = {0};
@@ -450,4 +471,103 @@ Test(ops_decoder, attention_paged_refuses_bad_arguments) {
     int32_t slot = -3;
     cr_expect_eq(ops->kv_store(ops, cache, cache, q, q, 4, &slot, 1, 1, 4), OPS_EINVAL, "negative slot");
     ops_destroy(ops);
+}
+
+/* ---------------- the real model's weights ---------------- */
+
+#define LLM_PATH "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define DEQUANT_FIXTURE "tests/fixtures/smollm2_dequant_sha256.txt"
+
+static ops_wtype_t wtype_of(gguf_type_t t) {
+    switch (t) {
+    case GGUF_T_Q8_0: return OPS_W_Q8_0;
+    case GGUF_T_Q4_0: return OPS_W_Q4_0;
+    case GGUF_T_Q4_1: return OPS_W_Q4_1;
+    case GGUF_T_F16: return OPS_W_F16;
+    default: return OPS_W_F32;
+    }
+}
+
+/* SHA-256 (hex) of a tensor's N rows of K values, dequantized by the op
+ * (use_op) or by the reference formula, float32 row-major as the fixture's. */
+static void dequant_sha256(ops_t *ops, const gguf_tensor_t *t, int use_op, char hex[65]) {
+    enum { CHUNK = 2048 };
+    int K = (int)t->ne[0], N = (int)(t->numel / t->ne[0]);
+    ops_wtype_t wt = wtype_of(t->type);
+    float *rows = floats((size_t)CHUNK * K);
+    int32_t *ids = xmalloc(CHUNK * sizeof *ids);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    cr_assert(md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1);
+    for (int r0 = 0; r0 < N; r0 += CHUNK) {
+        int n = N - r0 < CHUNK ? N - r0 : CHUNK;
+        for (int i = 0; i < n; i++) ids[i] = r0 + i;
+        if (use_op) cr_assert_eq(ops->embed_q(ops, rows, ids, t->data, wt, n, K), 0, "embed_q: %s", ops->err);
+        else dref_embed_q(rows, ids, t->data, wt, n, K);
+        cr_assert(EVP_DigestUpdate(md, rows, (size_t)n * K * sizeof(float)) == 1);
+    }
+    unsigned char digest[32];
+    unsigned int len = 0;
+    cr_assert(EVP_DigestFinal_ex(md, digest, &len) == 1 && len == 32);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    EVP_MD_CTX_free(md);
+    free(rows), free(ids);
+}
+
+Test(ops_decoder, real_model_dequant_is_bit_identical_to_the_gguf_package) {
+    /* every Q4_1 and Q8_0 tensor of SmolLM2, dequantized by the reference
+     * formula and by embed_q, hashed and held to the gguf package's dequantize
+     * (tests/tools/gen_dequant_fixture.py) */
+    if (access(LLM_PATH, R_OK) != 0) cr_skip_test("%s is missing (run `make model`)", LLM_PATH);
+    FILE *fx = fopen(DEQUANT_FIXTURE, "r");
+    cr_assert_not_null(fx, "%s is missing (tests/tools/make_fixtures.sh)", DEQUANT_FIXTURE);
+    char err[256];
+    gguf_file_t *f = NULL;
+    cr_assert_eq(gguf_open(LLM_PATH, &f, err, sizeof err), GGUF_OK, "%s", err);
+    ops_t *ops = make_ops(1);
+    char name[GGUF_MAX_NAME], type[16], want[80], got[65];
+    long long numel;
+    int n = 0, q8 = 0;
+    while (fscanf(fx, "%255s %15s %lld %79s", name, type, &numel, want) == 4) {
+        const gguf_tensor_t *t = gguf_find_tensor(f, name);
+        cr_assert_not_null(t, "%s: no tensor %s", LLM_PATH, name);
+        cr_assert_str_eq(gguf_type_name(t->type), type, "%s", name);
+        cr_assert_eq(t->numel, numel, "%s", name);
+        dequant_sha256(ops, t, 0, got);
+        cr_assert_str_eq(got, want, "%s (%s): the reference formula differs from the gguf package", name, type);
+        dequant_sha256(ops, t, 1, got);
+        cr_assert_str_eq(got, want, "%s (%s): embed_q differs from the gguf package", name, type);
+        n++;
+        q8 += t->type == GGUF_T_Q8_0;
+    }
+    fclose(fx);
+    cr_assert_eq(n, 211, "%s: %d tensors (want the model's 210 Q4_1 matrices and its Q8_0 embedding)", DEQUANT_FIXTURE,
+                 n);
+    cr_assert_eq(q8, 1);
+    ops_destroy(ops);
+    gguf_close(f);
+}
+
+Test(ops_decoder, matmul_q_on_the_real_model_weights) {
+    /* the model's own blocks (their real scales and mins), against the reference */
+    if (access(LLM_PATH, R_OK) != 0) cr_skip_test("%s is missing (run `make model`)", LLM_PATH);
+    char err[256];
+    gguf_file_t *f = NULL;
+    cr_assert_eq(gguf_open(LLM_PATH, &f, err, sizeof err), GGUF_OK, "%s", err);
+    ops_t *ops = make_ops(2);
+    static const char *names[] = {"blk.0.attn_q.weight", "blk.7.attn_k.weight", "blk.29.ffn_down.weight",
+                                  "blk.13.ffn_gate.weight", "token_embd.weight"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const gguf_tensor_t *t = gguf_find_tensor(f, names[i]);
+        cr_assert_not_null(t, "%s", names[i]);
+        int K = (int)t->ne[0], N = (int)(t->numel / t->ne[0]), T = 3;
+        if (N > 4096) N = 4096; /* the head: its first rows */
+        float *x = random_floats((size_t)T * K, -1, 1), *out = nan_floats((size_t)T * N);
+        double *ref = doubles((size_t)T * N);
+        dref_matmul_q(ref, x, t->data, wtype_of(t->type), T, K, N);
+        cr_assert_eq(ops->matmul_q(ops, out, x, t->data, wtype_of(t->type), T, K, N), 0, "%s", ops->err);
+        expect_close(out, ref, (size_t)T * N, TOL, names[i]);
+        free(x), free(out), free(ref);
+    }
+    ops_destroy(ops);
+    gguf_close(f);
 }

@@ -48,8 +48,7 @@ CPU_HOT static void copy_rows_plus_bias(float *restrict dst, const float *restri
     }
 }
 
-/* Each row: exp(x - max) in place, its sum in sums[r]. */
-CPU_HOT static void softmax_rows(float *restrict s, float *restrict sums, int rows, int L) {
+CPU_HOT void ops_cpu_softmax_rows(float *restrict s, float *restrict sums, int rows, int L) {
     for (int r = 0; r < rows; r++) {
         float *restrict row = s + (size_t)r * L;
         float lane[CPU_VEC_BLOCK];
@@ -102,7 +101,7 @@ static void attention_task(void *ctx, int task, int worker) {
         int rows = L - r0 < ATTN_QUERY_BLOCK ? L - r0 : ATTN_QUERY_BLOCK;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, d, j->scale, q + (size_t)r0 * ld, ld, k, ld,
                     0.0f, scores, L);
-        softmax_rows(scores, sums, rows, L);
+        ops_cpu_softmax_rows(scores, sums, rows, L);
         float *ob = o + (size_t)r0 * H;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, L, 1.0f, scores, L, v, ld, 0.0f, ob, H);
         for (int r = 0; r < rows; r++) {

@@ -11,9 +11,10 @@
  * attention_paged: one pool task per (sequence, query head, chunk of
  * queries). For one query at position p the keys 0..p are visited in
  * position order, twice: scores s_j = (q . k_j) * scale (8-lane dot product,
- * fixed reduction tree) into the worker's scratch, then e_j = exp(s_j - max)
- * summed in position order while out += e_j v_j, and out /= sum. Nothing in
- * that depends on how many other queries the call holds.
+ * fixed reduction tree) into the worker's scratch, e_j = exp(s_j - max) and
+ * their sum (the encoder's softmax: lanes then tail, an order fixed by p),
+ * then out = sum_j e_j v_j in position order, out /= sum. Nothing in that
+ * depends on how many other queries the call holds.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -142,8 +143,8 @@ int ops_cpu_rope(ops_t *ops, float *x, const int32_t *pos, int T, int n_heads, i
     if (!x || !pos) return ops_cpu_fail(ops, OPS_EINVAL, "rope: NULL buffer");
     for (int t = 0; t < T; t++)
         if (pos[t] < 0) return ops_cpu_fail(ops, OPS_EINVAL, "rope: pos[%d] = %d is negative", t, pos[t]);
-    float inv_freq[head_dim / 2 > 0 ? head_dim / 2 : 1];
-    if (head_dim / 2 > 4096) return ops_cpu_fail(ops, OPS_EINVAL, "rope: head_dim %d too large", head_dim);
+    if (head_dim > 8192) return ops_cpu_fail(ops, OPS_EINVAL, "rope: head_dim %d too large (at most 8192)", head_dim);
+    float inv_freq[head_dim / 2];
     for (int i = 0; i < head_dim / 2; i++) inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
     rope_job_t j = {x, pos, inv_freq, T, n_heads, head_dim, row_stride};
     run_rows(ops, rope_task, &j, T, (size_t)T * n_heads * head_dim);
@@ -225,15 +226,10 @@ static inline const float *kv_row(const pattn_job_t *j, const float *cache, int 
     return cache + (slot * j->n_kv + g) * j->head_dim;
 }
 
-/* exp(s_j - max) in place for j < n, returns their sum in position order. */
+/* exp(s_j - max) in place for j < n; returns their sum (order fixed by n). */
 static float softmax_numerators(float *s, int n) {
-    float mx = s[0];
-    for (int i = 1; i < n; i++) mx = s[i] > mx ? s[i] : mx;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        s[i] = cpu_expf(s[i] - mx);
-        sum += s[i];
-    }
+    float sum;
+    ops_cpu_softmax_rows(s, &sum, 1, n);
     return sum;
 }
 
@@ -285,14 +281,6 @@ DEC_AVX2 static void query_avx2(const pattn_job_t *j, float *o, const float *qv,
     }
 }
 
-static int dec_have_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
 #endif
 
 static void pattn_task(void *ctx, int task, int worker) {
@@ -310,7 +298,7 @@ static void pattn_task(void *ctx, int task, int worker) {
         const float *qv = j->q + (size_t)t * j->q_stride + (size_t)h * d;
         float *o = j->out + (size_t)t * H + (size_t)h * d;
 #if DEC_X86
-        if (d % 8 == 0 && dec_have_avx2()) {
+        if (d % 8 == 0 && ops_cpu_has_avx2()) {
             query_avx2(j, o, qv, b, g, n, s);
             continue;
         }

@@ -32,6 +32,18 @@ int ops_cpu_ensure_scratch(ops_t *ops, const char *what, size_t floats);
 /* Grows impl->shared to hold `floats`. */
 int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats);
 
+/* Each of rows rows of L scores (contiguous): exp(x - max) in place, the
+ * row's sum in sums[r]. The order of the max and the sum depends on L alone
+ * (CPU_VEC_BLOCK lanes, then the tail), so a row's result never depends on
+ * the other rows. (cpu_attention.c) */
+void ops_cpu_softmax_rows(float *restrict s, float *restrict sums, int rows, int L);
+
+/* Whether the decoder ops' AVX2 kernels run: the CPU has AVX2, FMA and F16C
+ * and SLUICE_CPU_PORTABLE is unset or 0 (set, the portable C paths run: how
+ * the tests reach them on an AVX2 machine). Read once per process, so a
+ * process never mixes the two paths' (different) summation orders. */
+int ops_cpu_has_avx2(void);
+
 /* IEEE half to float, exact (every half is a float). */
 static inline float ops_cpu_half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;

@@ -28,7 +28,7 @@
  *
  * Machines without AVX2+FMA+F16C run a portable scalar path (its own fixed
  * order; also batch-invariant, not bit-identical to the AVX2 path). The path
- * is chosen once per process by CPU features, never by shape.
+ * is chosen once per process (ops_cpu_has_avx2), never by shape.
  *
  * embed_q writes the dequantized values exactly as gguf.h's formulas say:
  * Q4_1 is d*q + m with two roundings (no fused multiply-add), so a table row
@@ -48,7 +48,7 @@
 #define MQ_X86 0
 #endif
 
-#define MQ_TILE 4  /* rows of x per weight-block load */
+#define MQ_TILE 6  /* rows of x per weight-block load */
 #define MQ_GROUP 8 /* Q4_1: blocks per m * sum(x) step (one vector of mins) */
 #define MQ_BAND_BYTES (16 * 1024) /* rows of x kept in L1 while weight rows pass (measured: 16-64 KB) */
 
@@ -207,7 +207,7 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_blocks(const mq_j
     const size_t bb = wt == OPS_W_Q8_0 ? 34 : wt == OPS_W_Q4_0 ? 18 : 20;
     const float *xr[MQ_TILE];
     __m256 acc[MQ_TILE];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < TR; i++) {
         xr[i] = j->x + (size_t)(t0 + i) * j->K;
         acc[i] = _mm256_setzero_ps();
@@ -222,7 +222,7 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_blocks(const mq_j
             levels8(w + (size_t)b * bb, wt, q, &d, &m);
             mins[b - g0] = m;
             __m256 dv = _mm256_set1_ps(d);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int i = 0; i < TR; i++) {
                 const float *xb = xr[i] + (size_t)b * 32;
                 __m256 p = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
@@ -234,12 +234,12 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_blocks(const mq_j
         }
         if (wt == OPS_W_Q4_1) {
             __m256 mv = _mm256_loadu_ps(mins);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int i = 0; i < TR; i++)
                 acc[i] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(j->sx + (size_t)(t0 + i) * j->sx_ld + g0), acc[i]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < TR; i++) j->out[(size_t)(t0 + i) * j->N + n] = hsum8(acc[i]);
 }
 
@@ -261,7 +261,7 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
     const uint8_t *w = j->W + (size_t)n * j->row_bytes;
     const float *xr[MQ_TILE];
     __m256 acc[MQ_TILE];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < TR; i++) {
         xr[i] = j->x + (size_t)(t0 + i) * j->K;
         acc[i] = _mm256_setzero_ps();
@@ -269,10 +269,10 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
     int K8 = j->K / 8 * 8;
     for (int k = 0; k < K8; k += 8) {
         __m256 wv = dense8(w, wt, k);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int i = 0; i < TR; i++) acc[i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[i] + k), acc[i]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < TR; i++) {
         float s = hsum8(acc[i]);
         for (int k = K8; k < j->K; k++) s += dense1(w, wt, k) * xr[i][k];
@@ -290,8 +290,10 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
             int b1 = b0 + j->tb < j->T ? b0 + j->tb : j->T;                         \
             for (int n = n0; n < n1; n++) {                                         \
                 int t0 = b0;                                                        \
-                for (; t0 + MQ_TILE <= b1; t0 += MQ_TILE) KERNEL(j, WT, n, t0, 4);  \
+                for (; t0 + MQ_TILE <= b1; t0 += MQ_TILE) KERNEL(j, WT, n, t0, 6);  \
                 switch (b1 - t0) {                                                  \
+                case 5: KERNEL(j, WT, n, t0, 5); break;                             \
+                case 4: KERNEL(j, WT, n, t0, 4); break;                             \
                 case 3: KERNEL(j, WT, n, t0, 3); break;                             \
                 case 2: KERNEL(j, WT, n, t0, 2); break;                             \
                 case 1: KERNEL(j, WT, n, t0, 1); break;                             \
@@ -324,16 +326,6 @@ MQ_AVX2 static void block_sums_avx2(float *sx, int sx_ld, const float *x, int T,
     }
 }
 
-static int have_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
-}
-#else
-static int have_avx2(void) { return 0; }
 #endif
 
 static void mq_task(void *ctx, int task, int worker) {
@@ -342,7 +334,7 @@ static void mq_task(void *ctx, int task, int worker) {
     int n0 = task * j->rows_per_task;
     int n1 = n0 + j->rows_per_task < j->N ? n0 + j->rows_per_task : j->N;
 #if MQ_X86
-    if (have_avx2()) {
+    if (ops_cpu_has_avx2()) {
         switch (j->wt) {
         case OPS_W_Q8_0: mq_rows_q8_0(j, n0, n1); return;
         case OPS_W_Q4_0: mq_rows_q4_0(j, n0, n1); return;
@@ -369,15 +361,15 @@ int ops_cpu_matmul_q(ops_t *ops, float *out, const float *x, const void *W, ops_
 
     ops_cpu_impl_t *impl = ops->impl;
     mq_job_t j = {.out = out, .x = x, .W = W, .wt = wtype, .T = T, .K = K, .N = N, .row_bytes = rb};
-    if (wtype == OPS_W_Q4_1 && have_avx2()) {
 #if MQ_X86
+    if (wtype == OPS_W_Q4_1 && ops_cpu_has_avx2()) {
         j.sx_ld = ceil_div(K / 32, MQ_GROUP) * MQ_GROUP;
         int rc = ops_cpu_ensure_shared(ops, "matmul_q", (size_t)T * j.sx_ld);
         if (rc) return rc;
         block_sums_avx2(impl->shared, j.sx_ld, x, T, K);
         j.sx = impl->shared;
-#endif
     }
+#endif
     j.tb = (int)(MQ_BAND_BYTES / ((long)K * 4) / MQ_TILE * MQ_TILE);
     if (j.tb < MQ_TILE) j.tb = MQ_TILE;
     /* Several tasks per thread, so a core slowed by another process does not

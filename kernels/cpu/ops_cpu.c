@@ -8,6 +8,7 @@
  */
 #include <cblas.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,22 @@ int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats) {
     impl->shared = p;
     impl->shared_floats = floats;
     return OPS_OK;
+}
+
+int ops_cpu_has_avx2(void) {
+    static atomic_int cached = -1;
+    int v = atomic_load(&cached);
+    if (v < 0) {
+        const char *portable = getenv("SLUICE_CPU_PORTABLE");
+        v = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#endif
+        if (portable && *portable && strcmp(portable, "0") != 0) v = 0;
+        atomic_store(&cached, v);
+    }
+    return v;
 }
 
 static void cpu_destroy(ops_t *ops) {

@@ -14,6 +14,11 @@ fi
 "$VENV/bin/python" -c "import gguf, accelerate, jinja2" 2>/dev/null ||
     "$VENV/bin/pip" install -q --disable-pip-version-check transformers gguf jinja2 accelerate
 "$VENV/bin/python" tests/tools/gen_embedding_fixture.py "$MODEL" tests/fixtures/embeddings.jsonl
+LLM=models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -f "$LLM" ]; then
+    "$VENV/bin/pip" install -q --disable-pip-version-check gguf numpy
+    "$VENV/bin/python" tests/tools/gen_dequant_fixture.py "$LLM" tests/fixtures/smollm2_dequant_sha256.txt
+fi
 for g in tests/tools/gen_tokenizer_fixture.py; do
     [ -f "$g" ] && "$VENV/bin/python" "$g" "$MODEL"
 done
