@@ -102,6 +102,13 @@ void bpe_destroy(bpe_t *b); /* NULL is a no-op */
 int bpe_encode(const bpe_t *b, const char *text, size_t len, int32_t *ids, size_t cap, size_t *n,
                unsigned flags, char *err, size_t errlen);
 
+/* The pre-tokenizer alone (step 2 above, no special tokens): the end offset
+ * of each chunk of text, as HF's pre_tokenize_str would cut it. *n receives
+ * the chunk count; the first min(*n, cap) ends are written. BPE_EUTF8 on
+ * invalid UTF-8. For tests, benchmarks and debugging. */
+int bpe_pretokenize(const char *text, size_t len, size_t *ends, size_t cap, size_t *n, char *err,
+                    size_t errlen);
+
 /* The bytes a token stands for (byte-level decoded; a special token's text).
  * NULL for an id out of range. Not NUL-terminated. */
 const char *bpe_token_bytes(const bpe_t *b, int32_t id, size_t *len);

@@ -546,3 +546,15 @@ Test(bpe_gguf, keys_checked) {
     }
     assert_no_leaks();
 }
+
+Test(bpe, pretokenize_chunks) {
+    const char *s = "Hello  world's 123\n\n";
+    size_t want[] = {5, 6, 12, 14, 15, 16, 17, 18, 20}, ends[16], n;
+    char err[128];
+    cr_assert_eq(bpe_pretokenize(s, strlen(s), ends, 16, &n, err, sizeof err), BPE_OK);
+    cr_assert_eq(n, sizeof want / sizeof *want);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(ends[i], want[i], "chunk %zu ends at %zu", i, ends[i]);
+    cr_assert_eq(bpe_pretokenize(s, strlen(s), NULL, 0, &n, err, sizeof err), BPE_OK);
+    cr_assert_eq(n, sizeof want / sizeof *want);
+    cr_assert_eq(bpe_pretokenize("a\xff", 2, ends, 16, &n, err, sizeof err), BPE_EUTF8);
+}
