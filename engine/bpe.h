@@ -7,7 +7,8 @@
  * Encoding pipeline:
  *   1. special tokens (every token of type CONTROL or USER_DEFINED, e.g.
  *      "<|im_start|>") are matched in the raw bytes first, leftmost-longest,
- *      when BPE_PARSE_SPECIAL is given; otherwise they are plain text;
+ *      when BPE_PARSE_SPECIAL is given; otherwise their text is plain text
+ *      (use that for text from users, so it cannot forge "<|im_end|>");
  *   2. the text between them is split: every \p{N} character alone, then the
  *      GPT-2 pattern inside each remaining piece:
  *        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -18,8 +19,10 @@
  * The splitter is hand-written over utf8proc's categories with an ASCII table.
  *
  * Invalid UTF-8 input is refused with BPE_EUTF8 and "invalid UTF-8 at byte N".
- * Memory per call is linear in the longest pre-token chunk (about 24 bytes a
- * byte), never in the whole input: a huge text costs only its output ids.
+ * Scratch memory per call is linear in the longest pre-token chunk (40 bytes
+ * per byte of it; a chunk is one run of letters, of punctuation or of
+ * whitespace), never in the whole input: an 8 MB text of words costs a few
+ * KB besides its ids, a 1 MB run of letters 40 MB. Callers bound the input.
  *
  * Decoding maps ids back to bytes (the byte-level reverse map; special tokens
  * to their text, or nothing with BPE_SKIP_SPECIAL). bpe_decode_step is the
