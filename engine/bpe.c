@@ -67,6 +67,7 @@ struct bpe {
     int n_special;
     uint8_t special_first[256]; /* 1: some special token starts with this byte */
     int32_t bos, eos, unk;
+    int add_bos;
 };
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
@@ -437,6 +438,7 @@ int bpe_create(const bpe_vocab_t *v, bpe_t **out, char *err, size_t errlen) {
     b->bos = v->bos;
     b->eos = v->eos;
     b->unk = v->unk;
+    b->add_bos = v->add_bos != 0;
     *out = b;
     return BPE_OK;
 fail:
@@ -527,6 +529,7 @@ int bpe_create_from_gguf(const gguf_file_t *f, bpe_t **out, char *err, size_t er
     v.bos = gguf_id(f, "tokenizer.ggml.bos_token_id");
     v.eos = gguf_id(f, "tokenizer.ggml.eos_token_id");
     v.unk = gguf_id(f, "tokenizer.ggml.unknown_token_id");
+    if (gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &v.add_bos) != GGUF_OK) v.add_bos = 0;
     rc = bpe_create(&v, out, err, errlen);
 done:
     free((void *)v.tokens);
@@ -740,6 +743,7 @@ int bpe_vocab_size(const bpe_t *b) { return b->n_tokens; }
 int32_t bpe_bos_id(const bpe_t *b) { return b->bos; }
 int32_t bpe_eos_id(const bpe_t *b) { return b->eos; }
 int32_t bpe_unk_id(const bpe_t *b) { return b->unk; }
+int bpe_add_bos(const bpe_t *b) { return b->add_bos; }
 
 /* ---- decoding ---- */
 

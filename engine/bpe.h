@@ -79,6 +79,7 @@ typedef struct {
     const char *const *merges;  /* [n_merges], rank = index */
     const size_t *merge_lens;   /* [n_merges] bytes */
     int32_t bos, eos, unk;      /* ids, or -1 when the model has none */
+    int add_bos;                /* 1: prompts start with bos (bpe_encode never adds it) */
 } bpe_vocab_t;
 
 typedef struct bpe bpe_t;
@@ -93,7 +94,8 @@ int bpe_create(const bpe_vocab_t *v, bpe_t **out, char *err, size_t errlen);
 
 /* Build from a GGUF's tokenizer.ggml.* keys: model must be "gpt2" and pre
  * "smollm" (any other pre-tokenizer is BPE_EFORMAT naming it: we would
- * tokenize differently from the model's own library). */
+ * tokenize differently from the model's own library). Reads tokens, merges,
+ * token_type, bos/eos/unknown_token_id and add_bos_token. */
 int bpe_create_from_gguf(const gguf_file_t *f, bpe_t **out, char *err, size_t errlen);
 
 void bpe_destroy(bpe_t *b); /* NULL is a no-op */
@@ -125,6 +127,9 @@ int bpe_vocab_size(const bpe_t *b);
 int32_t bpe_bos_id(const bpe_t *b); /* -1 when none */
 int32_t bpe_eos_id(const bpe_t *b);
 int32_t bpe_unk_id(const bpe_t *b);
+/* Whether the model wants bos before a prompt (tokenizer.ggml.add_bos_token,
+ * false when absent, as llama.cpp for gpt2 vocabularies; SmolLM2: false). */
+int bpe_add_bos(const bpe_t *b);
 
 /* ---- streaming decoder ----
  * Plain struct: zero it (or bpe_decoder_init) to start a stream. */

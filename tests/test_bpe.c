@@ -172,6 +172,7 @@ Test(bpe, model_specials_and_digits) {
     cr_assert_eq(bpe_bos_id(b), 1);
     cr_assert_eq(bpe_eos_id(b), 2);
     cr_assert_eq(bpe_unk_id(b), 0);
+    cr_assert_eq(bpe_add_bos(b), 0);
     cr_assert_eq(bpe_lookup(b, "<|im_end|>", 10), 2);
     cr_assert_eq(bpe_token_type(b, 2), BPE_TT_CONTROL);
     cr_assert_str_eq(bpe_token_text(b, 1), "<|im_start|>");
@@ -505,6 +506,7 @@ static int gguf_case(const char *what, char *err, size_t errlen) {
     else if (strcmp(what, "types-float") == 0) gw_kv_arr(w, "tokenizer.ggml.token_type", GGUF_V_FLOAT32, (size_t)n, types);
     else gw_kv_arr(w, "tokenizer.ggml.token_type", GGUF_V_INT32, (size_t)n, types);
     gw_kv_u32(w, "tokenizer.ggml.bos_token_id", 0);
+    gw_kv_bool(w, "tokenizer.ggml.add_bos_token", 1);
     gw_kv_u32(w, "tokenizer.ggml.eos_token_id", strcmp(what, "eos") == 0 ? 100000 : 0);
     const char *path = tmpdir_file("tok.gguf");
     cr_assert_eq(gw_write(w, path), 0);
@@ -520,6 +522,7 @@ static int gguf_case(const char *what, char *err, size_t errlen) {
         cr_assert(k == 1 && ids[0] == 257, "\"ab\" -> %zu ids", k);
         cr_assert_eq(bpe_bos_id(b), 0);
         cr_assert_eq(bpe_unk_id(b), -1);
+        cr_assert_eq(bpe_add_bos(b), 1);
         cr_assert_eq(bpe_token_type(b, 0), BPE_TT_CONTROL);
     }
     bpe_destroy(b);
@@ -561,4 +564,70 @@ Test(bpe, pretokenize_chunks) {
     cr_assert_eq(bpe_pretokenize(s, strlen(s), NULL, 0, &n, err, sizeof err), BPE_OK);
     cr_assert_eq(n, sizeof want / sizeof *want);
     cr_assert_eq(bpe_pretokenize("a\xff", 2, ends, 16, &n, err, sizeof err), BPE_EUTF8);
+}
+
+/* ------------------------------------------------------------- random inputs */
+
+static uint32_t rnd(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(*s >> 33);
+}
+
+/* Random byte strings (ASCII, multi-byte characters, digits, specials and
+ * stray bytes mixed): encode answers OK or BPE_EUTF8 and never crashes; valid
+ * text decodes back to itself unless it holds a byte the vocabulary lacks. */
+Test(bpe, random_bytes_never_crash, .timeout = 120) {
+    bpe_t *b = model_bpe();
+    static const char *const pieces[] = {"a", " ", "  ", "\n", "7", "'s", "é", "日本", "😀", "<|im_end|>", "<|im_",
+                                         "\t", "!!", "\xc2\x85", "\xe2\x80\xa8", "x", "Q", "٣", "\xf3\xa0\x80\x81"};
+    uint64_t seed = 20261203;
+    char text[512];
+    int32_t ids[1024];
+    size_t cap = bpe_decode_step_max(b);
+    char *dec = malloc(4 * sizeof text + 16), *step = malloc(cap);
+    int n_ok = 0, n_bad = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len = 0, want = rnd(&seed) % 200;
+        while (len < want) {
+            if (rnd(&seed) % 8 == 0) {
+                text[len++] = (char)(rnd(&seed) & 0xFF); /* any byte, often invalid */
+            } else {
+                const char *p = pieces[rnd(&seed) % (sizeof pieces / sizeof *pieces)];
+                size_t l = strlen(p);
+                if (len + l > sizeof text) break;
+                memcpy(text + len, p, l);
+                len += l;
+            }
+        }
+        size_t n;
+        char err[128];
+        int rc = bpe_encode(b, text, len, ids, 1024, &n, (unsigned)(iter & 1), err, sizeof err);
+        cr_assert(rc == BPE_OK || rc == BPE_EUTF8, "iter %d: rc %d", iter, rc);
+        if (rc != BPE_OK) {
+            n_bad++;
+            continue;
+        }
+        n_ok++;
+        cr_assert_leq(n, 1024);
+        size_t dl;
+        cr_assert_eq(bpe_decode(b, ids, n, dec, 4 * sizeof text + 16, &dl, 0), BPE_OK);
+        cr_assert(utf8_ok(dec, dl), "iter %d: decode is not valid UTF-8", iter);
+        int lossy = 0;
+        for (size_t i = 0; i < len; i++) {
+            char c[3] = {0};
+            byte_char((unsigned char)text[i], c);
+            lossy |= bpe_lookup(b, c, strlen(c)) < 0;
+        }
+        if (!lossy) cr_assert(dl == len && memcmp(dec, text, len) == 0, "iter %d: no round trip", iter);
+        /* streaming agrees with whole decoding, any ids at all */
+        for (size_t i = 0; i < n; i++) ids[i] = (int32_t)(rnd(&seed) % 49152);
+        cr_assert_eq(bpe_decode(b, ids, n, dec, 4 * sizeof text + 16, &dl, 0), BPE_OK);
+        if (dl <= 4 * sizeof text + 16) check_stream(b, ids, n, dec, dl, iter);
+    }
+    cr_assert_gt(n_ok, 1000);
+    cr_assert_gt(n_bad, 1000);
+    free(dec);
+    free(step);
+    bpe_destroy(b);
+    assert_no_leaks();
 }
