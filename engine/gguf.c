@@ -236,12 +236,19 @@ static int parse_value(reader_t *r, gguf_kv_t *kv) {
         return gguf_fail(r->err, r->errlen, GGUF_ENOMEM, r->path,
                          "%s: out of memory for %llu strings", r->what, (unsigned long long)n);
     for (uint64_t i = 0; i < n; i++) {
-        const char *s;
-        size_t len;
         kv->strs[i] = r->base + r->pos;
-        char field[48];
-        snprintf(field, sizeof field, "string %llu", (unsigned long long)i);
-        if ((rc = rd_str(r, GGUF_MAX_STRING, &s, &len, field))) return rc;
+        uint64_t len;
+        if (r->len - r->pos >= 8) memcpy(&len, r->base + r->pos, 8);
+        if (r->len - r->pos < 8 || len > GGUF_MAX_STRING || len > r->len - r->pos - 8) {
+            /* the field named only now: a vocabulary has ~10^5 strings */
+            char field[48];
+            snprintf(field, sizeof field, "string %llu", (unsigned long long)i);
+            const char *s;
+            size_t slen;
+            rc = rd_str(r, GGUF_MAX_STRING, &s, &slen, field);
+            return rc ? rc : GGUF_EFORMAT; /* rd_str sees the same bytes and fails */
+        }
+        r->pos += 8 + (size_t)len;
     }
     return GGUF_OK;
 }
@@ -386,10 +393,12 @@ static int parse_tensor_info(gguf_file_t *f, reader_t *r, gguf_tensor_t *t, uint
     if ((rc = rd_u32(r, &type, "type"))) return rc;
     t->type = (gguf_type_t)type;
     int block = gguf_type_block(t->type);
-    if (block == 0)
+    if (block == 0) {
+        const char *name = gguf_type_name(t->type); /* "type 77" for ids ggml does not name */
         return gguf_fail(r->err, r->errlen, GGUF_ETYPE, r->path,
-                         "%s: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0 and Q4_1 are)",
-                         r->what, gguf_type_name(t->type));
+                         "%s: %s%s is not supported (F32, F16, BF16, Q8_0, Q4_0 and Q4_1 are)",
+                         r->what, strncmp(name, "type ", 5) ? "type " : "", name);
+    }
     if (t->ne[0] % block != 0)
         return gguf_fail(r->err, r->errlen, GGUF_EFORMAT, r->path,
                          "%s: row length ne[0] = %lld is not a multiple of the %s block of %d",
@@ -580,6 +589,12 @@ void gguf_close(gguf_file_t *f) {
 
 uint32_t gguf_version(const gguf_file_t *f) { return f ? f->version : 0; }
 size_t gguf_alignment(const gguf_file_t *f) { return f ? f->alignment : 0; }
+size_t gguf_data_offset(const gguf_file_t *f) { return f ? f->data_offset : 0; }
+
+const void *gguf_data(const gguf_file_t *f, size_t *len) {
+    if (len) *len = f ? f->map_len - f->data_offset : 0;
+    return f ? (const uint8_t *)f->map + f->data_offset : NULL;
+}
 
 /* ---- tensors ---- */
 

@@ -80,6 +80,11 @@ void gguf_close(gguf_file_t *f); /* NULL is a no-op */
 
 uint32_t gguf_version(const gguf_file_t *f);
 size_t gguf_alignment(const gguf_file_t *f);
+/* The data section: where it starts in the file (bytes), and the section
+ * itself inside the mapping (*len bytes, to the end of the file); every tensor
+ * lies inside it. Lets a backend copy or advise all weights at once. */
+size_t gguf_data_offset(const gguf_file_t *f);
+const void *gguf_data(const gguf_file_t *f, size_t *len);
 
 /* ---- tensors (in file order) ---- */
 int gguf_n_tensors(const gguf_file_t *f);
@@ -110,7 +115,9 @@ const char *gguf_arr_str(const gguf_file_t *f, const char *key, size_t i, size_t
  * support), or "type 77" for ids ggml does not name (then in a per-thread
  * buffer, valid until the thread's next call). */
 const char *gguf_type_name(gguf_type_t t);
-int gguf_type_block(gguf_type_t t);            /* elements per block: 32 for Q*, 1 otherwise, 0 if unsupported */
-size_t gguf_type_block_bytes(gguf_type_t t);   /* bytes per block: 34, 18, 20, 4, 2, 2; 0 if unsupported */
+/* Elements per block (32 for Q*, 1 otherwise) and bytes per block (34, 18, 20,
+ * 4, 2, 2); both 0 for a type this module does not support. */
+int gguf_type_block(gguf_type_t t);
+size_t gguf_type_block_bytes(gguf_type_t t);
 
 #endif

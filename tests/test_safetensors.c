@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "engine/safetensors.h"
+#include "tests/support_fuzz.h"
 #include "tests/support_leaks.h"
 #include "tests/support_tmpdir.h"
 
@@ -509,18 +510,6 @@ Test(bad_files, control_bytes_in_name_are_not_echoed) {
 
 /* ---- random mutation of valid files ---- */
 
-static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-static uint64_t fuzz_seed(void) {
-    const char *env = getenv("SLUICE_FUZZ_SEED"); /* to replay a failure */
-    return env ? strtoull(env, NULL, 0) : 0x5eed5a17u;
-}
-
 static int cmp_tensor_data(const void *a, const void *b) {
     const char *x = (*(const st_tensor_t *const *)a)->data;
     const char *y = (*(const st_tensor_t *const *)b)->data;
@@ -598,7 +587,7 @@ Test(safetensors, random_byte_mutations, .timeout = 120) {
     memcpy(&hlen, orig, 8);
 
     static const char punct[] = "0123456789-[]{},:\"eE.\\ 9";
-    uint64_t seed = fuzz_seed(), s = seed | 1;
+    uint64_t seed = fuzz_seed(0x5eed5a17u), s = seed | 1;
     int opened = 0, iters = 2000;
     for (int iter = 0; iter < iters; iter++) {
         memcpy(buf, orig, len);
@@ -686,7 +675,7 @@ Test(safetensors, random_number_mutations, .timeout = 120) {
     for (size_t i = 0; i < data_len; i++) data[i] = (unsigned char)(i * 37 + 11);
     char hdr[1024], next[1024];
     unsigned char buf[8 + 1024 + 40];
-    uint64_t seed = fuzz_seed(), s = seed | 1;
+    uint64_t seed = fuzz_seed(0x5eed5a17u), s = seed | 1;
     int opened = 0, iters = 2000;
     for (int iter = 0; iter < iters; iter++) {
         strcpy(hdr, header);
