@@ -622,6 +622,7 @@ static int encode_chunk(const bpe_t *b, enc_t *e, const unsigned char *s, size_t
         if (b->byte_id[s[0]] >= 0) emit(e, b->byte_id[s[0]]);
         return 0;
     }
+    if (n > INT32_MAX / 2) return -2; /* positions are int32 */
     if (enc_reserve(e, n) < 0) return -1;
     sym_t *sym = e->sym;
     size_t k = 0;
@@ -658,7 +659,8 @@ static int encode_chunk(const bpe_t *b, enc_t *e, const unsigned char *s, size_t
 static int encode_plain(const bpe_t *b, enc_t *e, const unsigned char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         size_t k = next_chunk(s, i, n);
-        if (encode_chunk(b, e, s + i, k) < 0) return -1;
+        int rc = encode_chunk(b, e, s + i, k);
+        if (rc < 0) return rc;
         i += k;
     }
     return 0;
@@ -701,6 +703,7 @@ int bpe_encode(const bpe_t *b, const char *text, size_t len, int32_t *ids, size_
     if (rc == 0) rc = encode_plain(b, &e, s + start, len - start);
     free(e.sym);
     free(e.heap);
+    if (rc == -2) return fail(err, errlen, BPE_EINVAL, "bpe: one run of letters, punctuation or spaces over 1 GiB");
     if (rc < 0) return fail(err, errlen, BPE_ENOMEM, "bpe: out of memory");
     *n = e.n;
     return BPE_OK;

@@ -12,6 +12,7 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +158,14 @@ Test(bpe, corpus_parity_roundtrip_stream, .timeout = 300) {
 }
 
 /* ------------------------------------------------------------- model facts */
+
+/* How many ids text (len bytes, special tokens parsed) encodes to. */
+static size_t enc_len(const bpe_t *b, const char *s, size_t len) {
+    size_t n;
+    char err[256];
+    cr_assert_eq(bpe_encode(b, s, len, NULL, 0, &n, BPE_PARSE_SPECIAL, err, sizeof err), BPE_OK, "%s", err);
+    return n;
+}
 
 static size_t enc(const bpe_t *b, const char *s, int32_t *ids, size_t cap, unsigned flags) {
     size_t n;
@@ -630,4 +639,61 @@ Test(bpe, random_bytes_never_crash, .timeout = 120) {
     free(step);
     bpe_destroy(b);
     assert_no_leaks();
+}
+
+/* One tokenizer, several threads at once: the same ids as one thread. */
+typedef struct {
+    const bpe_t *b;
+    const char *text;
+    size_t len, n;
+    int32_t *ids;
+} job_t;
+
+static void *encode_job(void *arg) {
+    job_t *j = arg;
+    char err[128];
+    for (int r = 0; r < 5; r++)
+        if (bpe_encode(j->b, j->text, j->len, j->ids, j->n, &j->n, BPE_PARSE_SPECIAL, err, sizeof err) != BPE_OK)
+            j->n = 0;
+    return NULL;
+}
+
+Test(bpe, threads_share_one_tokenizer, .timeout = 120) {
+    bpe_t *b = model_bpe();
+    FILE *f = fopen(CORPUS, "r");
+    cr_assert_not_null(f);
+    char *all = NULL, *line = NULL;
+    size_t len = 0, cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, JSON_ALLOW_NUL, NULL);
+        const char *t = json_string_value(json_object_get(j, "text"));
+        size_t l = json_string_length(json_object_get(j, "text"));
+        all = realloc(all, len + l + 1);
+        memcpy(all + len, t, l);
+        len += l;
+        all[len++] = '\n';
+        json_decref(j);
+    }
+    fclose(f);
+    free(line);
+    size_t n = enc_len(b, all, len);
+    int32_t *want = malloc(sizeof *want * n);
+    job_t one = {b, all, len, n, want};
+    encode_job(&one);
+    cr_assert_eq(one.n, n);
+    pthread_t th[4];
+    job_t jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job_t){b, all, len, n, malloc(sizeof(int32_t) * n)};
+        pthread_create(&th[i], NULL, encode_job, &jobs[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(jobs[i].n, n, "thread %d", i);
+        cr_assert(memcmp(jobs[i].ids, want, sizeof *want * n) == 0, "thread %d: other ids", i);
+        free(jobs[i].ids);
+    }
+    free(want);
+    free(all);
+    bpe_destroy(b);
 }
