@@ -430,9 +430,10 @@ int bpe_create(const bpe_vocab_t *v, bpe_t **out, char *err, size_t errlen) {
             }
     }
     int32_t ids[3] = {v->bos, v->eos, v->unk};
+    static const char *const what[3] = {"bos", "eos", "unk"};
     for (int i = 0; i < 3; i++)
         if (ids[i] < -1 || ids[i] >= n) {
-            rc = fail(err, errlen, BPE_EFORMAT, "bpe: special id %d out of range (%d tokens)", ids[i], n);
+            rc = fail(err, errlen, BPE_EFORMAT, "bpe: the %s id is out of range (%d tokens)", what[i], n);
             goto fail;
         }
     b->bos = v->bos;
@@ -493,9 +494,13 @@ static int gguf_str_array(const gguf_file_t *f, const char *key, int *n, const c
     return BPE_OK;
 }
 
+/* The id stored under key: -1 when absent, -2 when present but not a valid
+ * id (bpe_create then refuses it as out of range). */
 static int32_t gguf_id(const gguf_file_t *f, const char *key) {
     int64_t v;
-    return gguf_get_int(f, key, &v) == GGUF_OK && v >= 0 && v < INT32_MAX ? (int32_t)v : -1;
+    int rc = gguf_get_int(f, key, &v);
+    if (rc == GGUF_ENOTFOUND) return -1;
+    return rc == GGUF_OK && v >= 0 && v < INT32_MAX ? (int32_t)v : -2;
 }
 
 int bpe_create_from_gguf(const gguf_file_t *f, bpe_t **out, char *err, size_t errlen) {

@@ -517,6 +517,8 @@ static int gguf_case(const char *what, char *err, size_t errlen) {
     gw_kv_u32(w, "tokenizer.ggml.bos_token_id", 0);
     gw_kv_bool(w, "tokenizer.ggml.add_bos_token", 1);
     gw_kv_u32(w, "tokenizer.ggml.eos_token_id", strcmp(what, "eos") == 0 ? 100000 : 0);
+    if (strcmp(what, "unk-huge") == 0) gw_kv_u64(w, "tokenizer.ggml.unknown_token_id", 1ull << 40);
+    if (strcmp(what, "unk-str") == 0) gw_kv_str(w, "tokenizer.ggml.unknown_token_id", "0");
     const char *path = tmpdir_file("tok.gguf");
     cr_assert_eq(gw_write(w, path), 0);
     gw_free(w);
@@ -553,6 +555,8 @@ Test(bpe_gguf, keys_checked) {
         {"types-short", "token_type"},
         {"types-float", "token_type"},
         {"eos", "out of range"},
+        {"unk-huge", "out of range"},
+        {"unk-str", "out of range"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = 0;
