@@ -16,15 +16,16 @@
  * which is exactly Digits(individual_digits) followed by the regex inside each
  * piece. PCRE2 was measured against it (bench/bpe_bench.c: PCRE2 10.42, JIT,
  * UTF+UCP, one pattern equivalent to the two steps) on the 3,789-line
- * parity corpus (427 KB), split only, one thread, on the 2-core dev box:
- *   hand-written 207 MB/s, PCRE2 JIT 153 MB/s (load 3.2; 161 vs 135 at 3.7).
- * We keep the hand-written one: 1.2-1.35x faster (a chunk is ~2 bytes here and
- * each pcre2_match call has a fixed set-up cost), and Debian's PCRE2 10.42
- * has Unicode 14 tables: it cuts 7 corpus lines (Unicode 15 letters such as
- * Kawi U+11F17) differently from HF, where utf8proc 2.8 (Unicode 15) agrees. Whole bpe_encode on the same corpus:
- * 20 MB/s, 11.5 M tokens/s, 10x HF tokenizers' encode per line (2.07 MB/s,
- * bench/bpe_peer.py, same run) and 6.5x its 2-thread encode_batch; the merge
- * loop, not the splitter, is ~90% of the time.
+ * parity corpus (427 KB), split only, one thread, on the shared 2-core dev
+ * box (load 2.7-4.5), five runs: hand-written 124-238 MB/s, PCRE2 JIT
+ * 104-153 MB/s, the hand-written one 1.19-1.63x faster in every run. We keep
+ * it: faster (a chunk is ~2 bytes here, and each pcre2_match call has a fixed
+ * set-up cost), and Debian's PCRE2 10.42 has Unicode 14 tables: it cuts 7
+ * corpus lines (Unicode 15 letters such as Kawi U+11F17) differently from HF,
+ * where utf8proc 2.8 (Unicode 15) agrees. Whole bpe_encode on the same corpus:
+ * 17-32 MB/s (10-18 M tokens/s), 8-15x HF tokenizers' encode line by line
+ * (2.1-2.3 MB/s, bench/bpe_peer.py, same runs); the merge loop, not the
+ * splitter, takes ~90% of the time.
  */
 #include "engine/bpe.h"
 
