@@ -19,13 +19,13 @@
  * parity corpus (427 KB), split only, one thread, on the shared 2-core dev
  * box (load 2.7-4.5), five runs: hand-written 124-238 MB/s, PCRE2 JIT
  * 104-153 MB/s, the hand-written one 1.19-1.63x faster in every run. We keep
- * it: faster (a chunk is ~2 bytes here, and each pcre2_match call has a fixed
+ * it: faster (a chunk is ~4 bytes here, and each pcre2_match call has a fixed
  * set-up cost), and Debian's PCRE2 10.42 has Unicode 14 tables: it cuts 7
  * corpus lines (Unicode 15 letters such as Kawi U+11F17) differently from HF,
  * where utf8proc 2.8 (Unicode 15) agrees. Whole bpe_encode on the same corpus:
  * 17-32 MB/s (10-18 M tokens/s), 8-15x HF tokenizers' encode line by line
  * (2.1-2.3 MB/s, bench/bpe_peer.py, same runs); the merge loop, not the
- * splitter, takes ~90% of the time.
+ * splitter, takes ~85% of the time.
  */
 #include "engine/bpe.h"
 
