@@ -13,7 +13,8 @@
  *      GPT-2 pattern inside each remaining piece:
  *        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  *      (\s is White_Space: U+0009..U+000D, U+0085 and Z*, as Oniguruma's);
- *   3. each chunk's bytes are mapped to GPT-2's printable byte alphabet and
+ *   3. each chunk's bytes are mapped to GPT-2's printable byte alphabet (a
+ *      byte the vocabulary has no token for is dropped, as HF does) and
  *      merged by rank (lowest rank first, leftmost on ties) with a binary heap;
  *   4. the final symbols are looked up in the vocabulary.
  * The splitter is hand-written over utf8proc's categories with an ASCII table.
