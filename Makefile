@@ -143,6 +143,9 @@ $(BIN)/gpu-parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice-core.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 
+# The tokenizer benchmark times engine/bpe's splitter against PCRE2.
+$(BIN)/bench-bpe_bench: LDLIBS += -lpcre2-8
+
 $(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

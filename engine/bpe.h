@@ -7,19 +7,23 @@
  * Encoding pipeline:
  *   1. special tokens (every token of type CONTROL or USER_DEFINED, e.g.
  *      "<|im_start|>") are matched in the raw bytes first, leftmost-longest,
- *      when BPE_PARSE_SPECIAL is given; otherwise they are plain text;
+ *      when BPE_PARSE_SPECIAL is given; otherwise their text is plain text
+ *      (use that for text from users, so it cannot forge "<|im_end|>");
  *   2. the text between them is split: every \p{N} character alone, then the
  *      GPT-2 pattern inside each remaining piece:
  *        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  *      (\s is White_Space: U+0009..U+000D, U+0085 and Z*, as Oniguruma's);
- *   3. each chunk's bytes are mapped to GPT-2's printable byte alphabet and
+ *   3. each chunk's bytes are mapped to GPT-2's printable byte alphabet (a
+ *      byte the vocabulary has no token for is dropped, as HF does) and
  *      merged by rank (lowest rank first, leftmost on ties) with a binary heap;
  *   4. the final symbols are looked up in the vocabulary.
  * The splitter is hand-written over utf8proc's categories with an ASCII table.
  *
  * Invalid UTF-8 input is refused with BPE_EUTF8 and "invalid UTF-8 at byte N".
- * Memory per call is linear in the longest pre-token chunk (about 24 bytes a
- * byte), never in the whole input: a huge text costs only its output ids.
+ * Scratch memory per call is linear in the longest pre-token chunk (40 bytes
+ * per byte of it; a chunk is one run of letters, of punctuation or of
+ * whitespace), never in the whole input: an 8 MB text of words costs a few
+ * KB besides its ids, a 1 MB run of letters 40 MB. Callers bound the input.
  *
  * Decoding maps ids back to bytes (the byte-level reverse map; special tokens
  * to their text, or nothing with BPE_SKIP_SPECIAL). bpe_decode_step is the
@@ -76,6 +80,7 @@ typedef struct {
     const char *const *merges;  /* [n_merges], rank = index */
     const size_t *merge_lens;   /* [n_merges] bytes */
     int32_t bos, eos, unk;      /* ids, or -1 when the model has none */
+    int add_bos;                /* 1: prompts start with bos (bpe_encode never adds it) */
 } bpe_vocab_t;
 
 typedef struct bpe bpe_t;
@@ -90,7 +95,8 @@ int bpe_create(const bpe_vocab_t *v, bpe_t **out, char *err, size_t errlen);
 
 /* Build from a GGUF's tokenizer.ggml.* keys: model must be "gpt2" and pre
  * "smollm" (any other pre-tokenizer is BPE_EFORMAT naming it: we would
- * tokenize differently from the model's own library). */
+ * tokenize differently from the model's own library). Reads tokens, merges,
+ * token_type, bos/eos/unknown_token_id and add_bos_token. */
 int bpe_create_from_gguf(const gguf_file_t *f, bpe_t **out, char *err, size_t errlen);
 
 void bpe_destroy(bpe_t *b); /* NULL is a no-op */
@@ -101,6 +107,13 @@ void bpe_destroy(bpe_t *b); /* NULL is a no-op */
  * negative BPE_E* with a message in err. */
 int bpe_encode(const bpe_t *b, const char *text, size_t len, int32_t *ids, size_t cap, size_t *n,
                unsigned flags, char *err, size_t errlen);
+
+/* The pre-tokenizer alone (step 2 above, no special tokens): the end offset
+ * of each chunk of text, as HF's pre_tokenize_str would cut it. *n receives
+ * the chunk count; the first min(*n, cap) ends are written. BPE_EUTF8 on
+ * invalid UTF-8. For tests, benchmarks and debugging. */
+int bpe_pretokenize(const char *text, size_t len, size_t *ends, size_t cap, size_t *n, char *err,
+                    size_t errlen);
 
 /* The bytes a token stands for (byte-level decoded; a special token's text).
  * NULL for an id out of range. Not NUL-terminated. */
@@ -115,6 +128,9 @@ int bpe_vocab_size(const bpe_t *b);
 int32_t bpe_bos_id(const bpe_t *b); /* -1 when none */
 int32_t bpe_eos_id(const bpe_t *b);
 int32_t bpe_unk_id(const bpe_t *b);
+/* Whether the model wants bos before a prompt (tokenizer.ggml.add_bos_token,
+ * false when absent, as llama.cpp for gpt2 vocabularies; SmolLM2: false). */
+int bpe_add_bos(const bpe_t *b);
 
 /* ---- streaming decoder ----
  * Plain struct: zero it (or bpe_decoder_init) to start a stream. */

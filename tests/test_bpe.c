@@ -12,6 +12,7 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +112,7 @@ Test(bpe, corpus_parity_roundtrip_stream, .timeout = 300) {
         line++;
         cr_assert(getline(&li, &ci, fi) > 0, "%s ends before line %d", IDS, line);
         json_error_t je;
-        json_t *jc = json_loads(lc, JSON_ALLOW_NUL, &je), *ji = json_loads(li, 0, &je);
+        json_t *jc = json_loads(lc, JSON_ALLOW_NUL, &je), *ji = json_loads(li, JSON_ALLOW_NUL, &je);
         cr_assert(jc && ji, "line %d: bad JSON", line);
         const char *text = json_string_value(json_object_get(jc, "text"));
         size_t len = json_string_length(json_object_get(jc, "text"));
@@ -134,6 +135,10 @@ Test(bpe, corpus_parity_roundtrip_stream, .timeout = 300) {
         cr_assert_eq(same, rt, "line %d: decode(encode(x)) %s x, HF's %s", line, same ? "==" : "!=",
                      rt ? "==" : "!=");
         n_rt += same;
+        json_t *jd = json_object_get(ji, "dec"); /* HF's lossy decode where the text does not round-trip */
+        if (jd)
+            cr_assert(dl == json_string_length(jd) && memcmp(dec, json_string_value(jd), dl) == 0,
+                      "line %d: decode differs from HF's: %.80s", line, dec);
         check_stream(b, ids, n, dec, dl, line);
         free(dec);
         total_ids += n;
@@ -154,6 +159,14 @@ Test(bpe, corpus_parity_roundtrip_stream, .timeout = 300) {
 
 /* ------------------------------------------------------------- model facts */
 
+/* How many ids text (len bytes, special tokens parsed) encodes to. */
+static size_t enc_len(const bpe_t *b, const char *s, size_t len) {
+    size_t n;
+    char err[256];
+    cr_assert_eq(bpe_encode(b, s, len, NULL, 0, &n, BPE_PARSE_SPECIAL, err, sizeof err), BPE_OK, "%s", err);
+    return n;
+}
+
 static size_t enc(const bpe_t *b, const char *s, int32_t *ids, size_t cap, unsigned flags) {
     size_t n;
     char err[256];
@@ -168,6 +181,7 @@ Test(bpe, model_specials_and_digits) {
     cr_assert_eq(bpe_bos_id(b), 1);
     cr_assert_eq(bpe_eos_id(b), 2);
     cr_assert_eq(bpe_unk_id(b), 0);
+    cr_assert_eq(bpe_add_bos(b), 0);
     cr_assert_eq(bpe_lookup(b, "<|im_end|>", 10), 2);
     cr_assert_eq(bpe_token_type(b, 2), BPE_TT_CONTROL);
     cr_assert_str_eq(bpe_token_text(b, 1), "<|im_start|>");
@@ -501,7 +515,10 @@ static int gguf_case(const char *what, char *err, size_t errlen) {
     else if (strcmp(what, "types-float") == 0) gw_kv_arr(w, "tokenizer.ggml.token_type", GGUF_V_FLOAT32, (size_t)n, types);
     else gw_kv_arr(w, "tokenizer.ggml.token_type", GGUF_V_INT32, (size_t)n, types);
     gw_kv_u32(w, "tokenizer.ggml.bos_token_id", 0);
+    gw_kv_bool(w, "tokenizer.ggml.add_bos_token", 1);
     gw_kv_u32(w, "tokenizer.ggml.eos_token_id", strcmp(what, "eos") == 0 ? 100000 : 0);
+    if (strcmp(what, "unk-huge") == 0) gw_kv_u64(w, "tokenizer.ggml.unknown_token_id", 1ull << 40);
+    if (strcmp(what, "unk-str") == 0) gw_kv_str(w, "tokenizer.ggml.unknown_token_id", "0");
     const char *path = tmpdir_file("tok.gguf");
     cr_assert_eq(gw_write(w, path), 0);
     gw_free(w);
@@ -516,6 +533,7 @@ static int gguf_case(const char *what, char *err, size_t errlen) {
         cr_assert(k == 1 && ids[0] == 257, "\"ab\" -> %zu ids", k);
         cr_assert_eq(bpe_bos_id(b), 0);
         cr_assert_eq(bpe_unk_id(b), -1);
+        cr_assert_eq(bpe_add_bos(b), 1);
         cr_assert_eq(bpe_token_type(b, 0), BPE_TT_CONTROL);
     }
     bpe_destroy(b);
@@ -537,6 +555,8 @@ Test(bpe_gguf, keys_checked) {
         {"types-short", "token_type"},
         {"types-float", "token_type"},
         {"eos", "out of range"},
+        {"unk-huge", "out of range"},
+        {"unk-str", "out of range"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = 0;
@@ -545,4 +565,139 @@ Test(bpe_gguf, keys_checked) {
         cr_assert(strstr(err, bad[i].msg), "%s: \"%s\"", bad[i].what, err);
     }
     assert_no_leaks();
+}
+
+Test(bpe, pretokenize_chunks) {
+    const char *s = "Hello  world's 123\n\n";
+    size_t want[] = {5, 6, 12, 14, 15, 16, 17, 18, 20}, ends[16], n;
+    char err[128];
+    cr_assert_eq(bpe_pretokenize(s, strlen(s), ends, 16, &n, err, sizeof err), BPE_OK);
+    cr_assert_eq(n, sizeof want / sizeof *want);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(ends[i], want[i], "chunk %zu ends at %zu", i, ends[i]);
+    cr_assert_eq(bpe_pretokenize(s, strlen(s), NULL, 0, &n, err, sizeof err), BPE_OK);
+    cr_assert_eq(n, sizeof want / sizeof *want);
+    cr_assert_eq(bpe_pretokenize("a\xff", 2, ends, 16, &n, err, sizeof err), BPE_EUTF8);
+}
+
+/* ------------------------------------------------------------- random inputs */
+
+static uint32_t rnd(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(*s >> 33);
+}
+
+/* Random byte strings (ASCII, multi-byte characters, digits, specials and
+ * stray bytes mixed): encode answers OK or BPE_EUTF8 and never crashes; valid
+ * text decodes back to itself unless it holds a byte the vocabulary lacks. */
+Test(bpe, random_bytes_never_crash, .timeout = 120) {
+    bpe_t *b = model_bpe();
+    static const char *const pieces[] = {"a", " ", "  ", "\n", "7", "'s", "é", "日本", "😀", "<|im_end|>", "<|im_",
+                                         "\t", "!!", "\xc2\x85", "\xe2\x80\xa8", "x", "Q", "٣", "\xf3\xa0\x80\x81"};
+    uint64_t seed = 20261203;
+    char text[512];
+    int32_t ids[1024];
+    size_t cap = bpe_decode_step_max(b);
+    char *dec = malloc(4 * sizeof text + 16), *step = malloc(cap);
+    int n_ok = 0, n_bad = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len = 0, want = rnd(&seed) % 200;
+        while (len < want) {
+            if (rnd(&seed) % 8 == 0) {
+                text[len++] = (char)(rnd(&seed) & 0xFF); /* any byte, often invalid */
+            } else {
+                const char *p = pieces[rnd(&seed) % (sizeof pieces / sizeof *pieces)];
+                size_t l = strlen(p);
+                if (len + l > sizeof text) break;
+                memcpy(text + len, p, l);
+                len += l;
+            }
+        }
+        size_t n;
+        char err[128];
+        int rc = bpe_encode(b, text, len, ids, 1024, &n, (unsigned)(iter & 1), err, sizeof err);
+        cr_assert(rc == BPE_OK || rc == BPE_EUTF8, "iter %d: rc %d", iter, rc);
+        if (rc != BPE_OK) {
+            n_bad++;
+            continue;
+        }
+        n_ok++;
+        cr_assert_leq(n, 1024);
+        size_t dl;
+        cr_assert_eq(bpe_decode(b, ids, n, dec, 4 * sizeof text + 16, &dl, 0), BPE_OK);
+        cr_assert(utf8_ok(dec, dl), "iter %d: decode is not valid UTF-8", iter);
+        int lossy = 0;
+        for (size_t i = 0; i < len; i++) {
+            char c[3] = {0};
+            byte_char((unsigned char)text[i], c);
+            lossy |= bpe_lookup(b, c, strlen(c)) < 0;
+        }
+        if (!lossy) cr_assert(dl == len && memcmp(dec, text, len) == 0, "iter %d: no round trip", iter);
+        /* streaming agrees with whole decoding, any ids at all */
+        for (size_t i = 0; i < n; i++) ids[i] = (int32_t)(rnd(&seed) % 49152);
+        cr_assert_eq(bpe_decode(b, ids, n, dec, 4 * sizeof text + 16, &dl, 0), BPE_OK);
+        if (dl <= 4 * sizeof text + 16) check_stream(b, ids, n, dec, dl, iter);
+    }
+    cr_assert_gt(n_ok, 1000);
+    cr_assert_gt(n_bad, 1000);
+    free(dec);
+    free(step);
+    bpe_destroy(b);
+    assert_no_leaks();
+}
+
+/* One tokenizer, several threads at once: the same ids as one thread. */
+typedef struct {
+    const bpe_t *b;
+    const char *text;
+    size_t len, n;
+    int32_t *ids;
+} job_t;
+
+static void *encode_job(void *arg) {
+    job_t *j = arg;
+    char err[128];
+    for (int r = 0; r < 5; r++)
+        if (bpe_encode(j->b, j->text, j->len, j->ids, j->n, &j->n, BPE_PARSE_SPECIAL, err, sizeof err) != BPE_OK)
+            j->n = 0;
+    return NULL;
+}
+
+Test(bpe, threads_share_one_tokenizer, .timeout = 120) {
+    bpe_t *b = model_bpe();
+    FILE *f = fopen(CORPUS, "r");
+    cr_assert_not_null(f);
+    char *all = NULL, *line = NULL;
+    size_t len = 0, cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, JSON_ALLOW_NUL, NULL);
+        const char *t = json_string_value(json_object_get(j, "text"));
+        size_t l = json_string_length(json_object_get(j, "text"));
+        all = realloc(all, len + l + 1);
+        memcpy(all + len, t, l);
+        len += l;
+        all[len++] = '\n';
+        json_decref(j);
+    }
+    fclose(f);
+    free(line);
+    size_t n = enc_len(b, all, len);
+    int32_t *want = malloc(sizeof *want * n);
+    job_t one = {b, all, len, n, want};
+    encode_job(&one);
+    cr_assert_eq(one.n, n);
+    pthread_t th[4];
+    job_t jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job_t){b, all, len, n, malloc(sizeof(int32_t) * n)};
+        pthread_create(&th[i], NULL, encode_job, &jobs[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(jobs[i].n, n, "thread %d", i);
+        cr_assert(memcmp(jobs[i].ids, want, sizeof *want * n) == 0, "thread %d: other ids", i);
+        free(jobs[i].ids);
+    }
+    free(want);
+    free(all);
+    bpe_destroy(b);
 }

@@ -16,7 +16,7 @@ must give the same ids on every line, or the script fails.
 Writes tests/fixtures/bpe_corpus.jsonl ({"kind", "text"} per line; built with
 --build-corpus) and tests/fixtures/bpe_ids.jsonl ({"ids"} per corpus line,
 special tokens parsed, nothing added: add_bos_token is false; "rt": 1 when
-HF's decode gives the text back).
+HF's decode gives the text back, else "dec": what HF's decode gives).
 
 The corpus: a sample of tests/fixtures/tokenizer_corpus.jsonl (prose,
 licences, docstrings, source, man pages, translations in ~40 languages, the
@@ -194,10 +194,14 @@ def main():
             # bytes without a token of their own (the vocabulary lacks 21 of
             # the 256, e.g. 0x04 and the lead byte 0xF1) are dropped by HF's
             # BPE (no unk_token): such a line does not round-trip
-            rt = hf.decode(ids, skip_special_tokens=False) == text
+            dec = hf.decode(ids, skip_special_tokens=False)
+            rt = dec == text
             n_tok += len(ids)
             n_lossy += not rt
-            f.write(json.dumps({"ids": ids, "rt": int(rt)}, separators=(",", ":")) + "\n")
+            rec = {"ids": ids, "rt": int(rt)}
+            if not rt:
+                rec["dec"] = dec  # what HF makes of the bytes left (U+FFFD for broken characters)
+            f.write(json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n")
     print(f"bpe ids: {len(lines)} lines, {n_tok} tokens, {n_lossy} lines with dropped bytes", file=sys.stderr)
 
 
