@@ -14,9 +14,10 @@
 
 #include "engine/bpe.h"
 #include "engine/gguf.h"
+#include "tests/support_llm.h"
 #include "tests/support_tmpdir.h"
 
-#define LLM_PATH "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define LLM_PATH support_llm_path() /* $SLUICE_TEST_LLM or the file `make model` fetches */
 #define FIX_JSON "tests/fixtures/llama_fixture.json"
 
 TestSuite(cli_generate, .init = tmpdir_init, .fini = tmpdir_fini, .timeout = 300);
@@ -46,8 +47,10 @@ static int run(const char *args, const char *input, char **out, char **errout) {
     char out_path[512], err_path[512];
     snprintf(out_path, sizeof out_path, "%s", tmpdir_file("out.txt"));
     snprintf(err_path, sizeof err_path, "%s", tmpdir_file("err.txt"));
-    snprintf(cmd, sizeof cmd, "%s %s%s <%s >%s 2>%s", bin(), args, strstr(args, "--threads") ? "" : " --threads 2",
-             in_path, out_path, err_path);
+    /* the subcommand, then --model (a case may name another model after it) */
+    int sub = (int)strcspn(args, " ");
+    snprintf(cmd, sizeof cmd, "%s %.*s --model '%s'%s%s <%s >%s 2>%s", bin(), sub, args, LLM_PATH, args + sub,
+             strstr(args, "--threads") ? "" : " --threads 2", in_path, out_path, err_path);
     int st = system(cmd);
     cr_assert(WIFEXITED(st), "%s did not exit", cmd);
     *out = slurp(out_path);

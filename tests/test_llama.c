@@ -22,9 +22,10 @@
 #include "engine/kv.h"
 #include "engine/llama.h"
 #include "tests/support_gguf.h"
+#include "tests/support_llm.h"
 #include "tests/support_tmpdir.h"
 
-#define LLM_PATH "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define LLM_PATH support_llm_path() /* $SLUICE_TEST_LLM or the file `make model` fetches */
 #define FIX_JSON "tests/fixtures/llama_fixture.json"
 #define FIX_BIN "tests/fixtures/llama_logits.bin"
 #define TOL 1e-3
