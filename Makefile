@@ -43,9 +43,11 @@ ifneq ($(DEPS_ROOT),)
              -Wl,-rpath,$(DEPS_LIB)/openblas-pthread
 endif
 
+# Every sanitizer finding stops the program (UBSan would otherwise print
+# `runtime error:` and carry on, and a fuzz run or a suite would pass).
 ifneq ($(SAN),)
-  CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer
-  LDFLAGS += -fsanitize=$(SAN)
+  CFLAGS += -fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=$(SAN) -fno-sanitize-recover=all
 endif
 
 LIB_SRC := $(filter-out api/main.c,$(wildcard engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c))
