@@ -4,8 +4,11 @@
  * sgemm rate measured in the same run, so decode at 32 can be read as a share
  * of it (FLOPs per token: 2 x the weights' multiply-adds, attention left out).
  *
- *   bin/bench-gen_cpu [--model GGUF] [--threads N] [--prompt N] [--steps N] [--batches 1,8,32]
+ *   bin/bench-gen_cpu [--model GGUF] [--threads N] [--prompt N] [--steps N] [--batches 1,8,32] [--cpu-time 1]
  *
+ * --cpu-time 1 times with the process's CPU time on one thread instead of the
+ * wall clock: on a shared, busy box that is the figure other processes do not
+ * move (bench/gen_cpu_peer.py has the same switch).
  * Prompts are deterministic token ids (the same formula as bench/gen_cpu_peer.py
  * uses, so both sides run the same inputs). Each figure is the median of 3 runs.
  */
@@ -61,6 +64,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prompt")) n_prompt = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--cpu-time") && atoi(argv[i + 1])) {
+            bench_clock = CLOCK_PROCESS_CPUTIME_ID;
+            threads = 1;
+        }
         else if (!strcmp(argv[i], "--batches")) {
             n_batches = 0;
             for (char *s = argv[i + 1]; *s && n_batches < 8;) {
@@ -69,11 +76,16 @@ int main(int argc, char **argv) {
             }
         } else {
             fprintf(stderr, "usage: bench-gen_cpu [--model GGUF] [--threads N] [--prompt N] [--steps N] "
-                            "[--batches 1,8,32]\n");
+                            "[--batches 1,8,32] [--cpu-time 1]\n");
             return 2;
         }
     }
     if (n_prompt < 1 || steps < 1) die("options", "--prompt and --steps must be positive");
+    if (bench_clock == CLOCK_PROCESS_CPUTIME_ID) {
+        threads = 1; /* CPU time of one thread is its wall time on an idle core */
+        openblas_set_num_threads(1);
+        printf("timing: process CPU time, 1 thread\n");
+    }
     int max_b = 1;
     for (int i = 0; i < n_batches; i++) {
         if (batches[i] < 1 || batches[i] > 64) die("options", "batches are 1..64");
