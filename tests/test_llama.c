@@ -339,6 +339,37 @@ Test(llama, batch_and_chunk_invariance_is_bit_exact) {
     free(got);
 }
 
+Test(llama, shared_prefix_blocks_give_the_same_logits) {
+    /* what a prefix cache does: a second sequence starts on the first's full
+     * blocks and prefills only its own suffix */
+    rig_up(0, 64);
+    enum { P = 48, S = 21 }; /* 48 = 3 full blocks of 16 */
+    int32_t a[P + S], b[P + S];
+    some_tokens(a, P + S, 3, rig.V);
+    memcpy(b, a, P * sizeof(int32_t));
+    some_tokens(b + P, S, 4, rig.V);
+    float *fresh = malloc((size_t)(P + S) * rig.V * sizeof(float));
+    float *got = malloc((size_t)(P + S) * rig.V * sizeof(float));
+    kv_seq_t sa, sb;
+    cr_assert_eq(kv_seq_init(rig.kv, &sb, 1024, err, sizeof err), KV_OK);
+    prefill(&sb, b, P + S, 0, fresh);
+    kv_seq_free(rig.kv, &sb);
+    cr_assert_eq(kv_seq_init(rig.kv, &sa, 1024, err, sizeof err), KV_OK);
+    prefill(&sa, a, P + S, 0, got);
+    cr_assert_eq(kv_seq_init(rig.kv, &sb, 1024, err, sizeof err), KV_OK);
+    cr_assert_eq(kv_seq_attach(rig.kv, &sb, sa.blocks, P / 16, err, sizeof err), KV_OK, "%s", err);
+    prefill(&sb, b + P, S, 0, got);
+    for (int t = 0; t < S; t++)
+        cr_assert(memcmp(got + (size_t)t * rig.V, fresh + (size_t)(P + t) * rig.V, (size_t)rig.V * sizeof(float)) == 0,
+                  "suffix position %d differs on shared prefix blocks", t);
+    cr_assert_eq(kv_block_refs(rig.kv, sa.blocks[0]), 2);
+    kv_seq_free(rig.kv, &sa);
+    kv_seq_free(rig.kv, &sb);
+    cr_assert_eq(kv_free_blocks(rig.kv), 64);
+    free(fresh);
+    free(got);
+}
+
 Test(llama, thread_count_does_not_change_logits) {
     enum { N = 40 };
     int32_t ids[N];
