@@ -171,6 +171,17 @@ MQ_AVX2 static inline __attribute__((always_inline)) float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* A block's scale d (and Q4_1's min m) from the halves at its start: one
+ * 4-byte load and one conversion for both (every block is at least 18 bytes). */
+MQ_AVX2 static inline __attribute__((always_inline)) void scales(const uint8_t *blk, const ops_wtype_t wt, float *d,
+                                                                  float *m) {
+    uint32_t dm_bits;
+    memcpy(&dm_bits, blk, sizeof dm_bits);
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm_bits));
+    *d = _mm_cvtss_f32(dm);
+    if (wt == OPS_W_Q4_1) *m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+}
+
 /* A Q4 block's 16 low nibbles (values 0..15) and 16 high ones (16..31) as
  * bytes; minus 8 (signed) for Q4_0. */
 MQ_AVX2 static inline __attribute__((always_inline)) void nibbles(const uint8_t *blk, const ops_wtype_t wt, __m128i *lo,
@@ -187,7 +198,7 @@ MQ_AVX2 static inline __attribute__((always_inline)) void nibbles(const uint8_t 
 /* A block's 32 levels as four vectors of 8 floats (exact), its d and m. */
 MQ_AVX2 static inline __attribute__((always_inline)) void levels8(const uint8_t *blk, const ops_wtype_t wt,
                                                                    __m256 q[4], float *d, float *m) {
-    *d = _cvtsh_ss(read_u16(blk));
+    scales(blk, wt, d, m);
     if (wt == OPS_W_Q8_0) {
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
@@ -205,7 +216,6 @@ MQ_AVX2 static inline __attribute__((always_inline)) void levels8(const uint8_t 
         q[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
         return;
     }
-    *m = _cvtsh_ss(read_u16(blk + 2));
     q[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
     q[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
     q[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
@@ -277,7 +287,7 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
 /* A block's 32 levels as two vectors of 16 floats (values 0..15, 16..31). */
 MQ_AVX512 static inline __attribute__((always_inline)) void levels16(const uint8_t *blk, const ops_wtype_t wt,
                                                                       __m512 q[2], float *d, float *m) {
-    *d = _cvtsh_ss(read_u16(blk));
+    scales(blk, wt, d, m);
     if (wt == OPS_W_Q8_0) {
         q[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
         q[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
@@ -290,7 +300,6 @@ MQ_AVX512 static inline __attribute__((always_inline)) void levels16(const uint8
         q[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi));
         return;
     }
-    *m = _cvtsh_ss(read_u16(blk + 2));
     q[0] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
     q[1] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
 }
