@@ -21,6 +21,8 @@
  * q and k, kv_store, attention_paged over a paged cache, the o matmul,
  * add_rms_norm, the fused gate|up matmul, silu_mul, down), 30 times, then the
  * final norm and the LM head; B sequences each with a context of CTX tokens.
+ * And a prefill of one 128-token prompt through the same ops (the head on its
+ * last token).
  * The 30 blocks share one KV cache (the attention's work is the same; only
  * the cache's memory traffic is smaller than the model's).
  * Random weights of the right types; numbers only.
@@ -102,6 +104,7 @@ static void check(ops_t *ops, int rc) {
 
 #define CTX 128 /* tokens in each sequence's cache at the timed step */
 #define BLOCK 16
+#define PREFILL 128 /* prompt tokens of the prefill figure (llama-bench -p 128) */
 
 typedef struct {
     uint8_t *qkv, *o, *gu, *down; /* fused q|k|v (960 rows), o, fused gate|up (3072 rows), down */
@@ -114,54 +117,64 @@ static void check_rc(ops_t *ops, int rc, const char *what) {
     }
 }
 
-/* Median seconds of one whole decode step for B sequences (see the top comment). */
-static double bench_step(ops_t *ops, const layer_t *layers, const uint8_t *head, int B, int reps) {
-    int max_blocks = (CTX + 1 + BLOCK - 1) / BLOCK, n_blocks = B * max_blocks, QKV = H + 2 * KV;
-    float *resid = random_floats((size_t)B * H), *delta = random_floats((size_t)B * H);
-    float *hn = xmalloc((size_t)B * FFN * sizeof(float)), *qkv = xmalloc((size_t)B * QKV * sizeof(float));
-    float *att = xmalloc((size_t)B * H * sizeof(float)), *gu = xmalloc((size_t)B * 2 * FFN * sizeof(float));
-    float *act = xmalloc((size_t)B * FFN * sizeof(float)), *logits = xmalloc((size_t)B * VOCAB * sizeof(float));
-    float *norm_w = random_floats(H);
+/* Median seconds of one whole forward step (see the top comment) over B
+ * sequences of n new tokens each: a decode step (n = 1, a context of CTX
+ * before it) or a prefill (n tokens from position 0). The LM head runs on
+ * each sequence's last token, gathered as an engine does (embed_q on F32 rows). */
+static double bench_step(ops_t *ops, const layer_t *layers, const uint8_t *head, int B, int n, int reps) {
+    int ctx0 = n == 1 ? CTX : 0, ctx = ctx0 + n, T = B * n, QKV = H + 2 * KV;
+    int max_blocks = (ctx + BLOCK - 1) / BLOCK, n_blocks = B * max_blocks;
+    float *resid = random_floats((size_t)T * H), *delta = random_floats((size_t)T * H);
+    float *hn = xmalloc((size_t)T * FFN * sizeof(float)), *qkv = xmalloc((size_t)T * QKV * sizeof(float));
+    float *att = xmalloc((size_t)T * H * sizeof(float)), *gu = xmalloc((size_t)T * 2 * FFN * sizeof(float));
+    float *act = xmalloc((size_t)T * FFN * sizeof(float)), *logits = xmalloc((size_t)B * VOCAB * sizeof(float));
+    float *last = xmalloc((size_t)B * H * sizeof(float)), *norm_w = random_floats(H);
     float *kc = random_floats((size_t)n_blocks * BLOCK * KV), *vc = random_floats((size_t)n_blocks * BLOCK * KV);
     int32_t *table = xmalloc((size_t)n_blocks * sizeof *table), *seq_off = xmalloc((size_t)(B + 1) * sizeof *seq_off);
-    int32_t *ctx_len = xmalloc((size_t)B * sizeof *ctx_len), *pos = xmalloc((size_t)B * sizeof *pos);
-    int32_t *slot = xmalloc((size_t)B * sizeof *slot);
-    for (int i = 0; i < n_blocks; i++) table[i] = (i * 7919) % n_blocks; /* scattered, as a busy cache is */
-    for (int b = 0; b <= B; b++) seq_off[b] = b;
+    int32_t *ctx_len = xmalloc((size_t)B * sizeof *ctx_len), *pos = xmalloc((size_t)T * sizeof *pos);
+    int32_t *slot = xmalloc((size_t)T * sizeof *slot), *last_ids = xmalloc((size_t)B * sizeof *last_ids);
+    for (int i = 0; i < n_blocks; i++) table[i] = (int32_t)(((long)i * 7919) % n_blocks); /* scattered */
+    for (int b = 0; b <= B; b++) seq_off[b] = b * n;
     for (int b = 0; b < B; b++) {
-        ctx_len[b] = CTX + 1;
-        pos[b] = CTX;
-        slot[b] = table[b * max_blocks + CTX / BLOCK] * BLOCK + CTX % BLOCK;
+        ctx_len[b] = ctx;
+        last_ids[b] = (b + 1) * n - 1;
+        for (int i = 0; i < n; i++) {
+            int p = ctx0 + i;
+            pos[b * n + i] = p;
+            slot[b * n + i] = table[b * max_blocks + p / BLOCK] * BLOCK + p % BLOCK;
+        }
     }
     double *t = xmalloc((size_t)reps * sizeof *t);
     for (int r = -1; r < reps; r++) {
         double t0 = bench_now_s();
         for (int l = 0; l < LAYERS; l++) {
             const layer_t *w = &layers[l];
-            check_rc(ops, ops->add_rms_norm(ops, hn, resid, l ? delta : NULL, norm_w, B, H, 1e-5f), "add_rms_norm");
-            check_rc(ops, ops->matmul_q(ops, qkv, hn, w->qkv, OPS_W_Q4_1, B, H, QKV), "matmul_q qkv");
-            check_rc(ops, ops->rope(ops, qkv, pos, B, 9, 64, QKV, 100000.0f), "rope q");
-            check_rc(ops, ops->rope(ops, qkv + H, pos, B, 3, 64, QKV, 100000.0f), "rope k");
-            check_rc(ops, ops->kv_store(ops, kc, vc, qkv + H, qkv + H + KV, QKV, slot, B, 3, 64), "kv_store");
+            check_rc(ops, ops->add_rms_norm(ops, hn, resid, l ? delta : NULL, norm_w, T, H, 1e-5f), "add_rms_norm");
+            check_rc(ops, ops->matmul_q(ops, qkv, hn, w->qkv, OPS_W_Q4_1, T, H, QKV), "matmul_q qkv");
+            check_rc(ops, ops->rope(ops, qkv, pos, T, 9, 64, QKV, 100000.0f), "rope q");
+            check_rc(ops, ops->rope(ops, qkv + H, pos, T, 3, 64, QKV, 100000.0f), "rope k");
+            check_rc(ops, ops->kv_store(ops, kc, vc, qkv + H, qkv + H + KV, QKV, slot, T, 3, 64), "kv_store");
             check_rc(ops,
-                     ops->attention_paged(ops, att, qkv, QKV, kc, vc, table, max_blocks, seq_off, ctx_len, B, CTX + 1,
-                                          9, 3, 64, BLOCK, 0.125f),
+                     ops->attention_paged(ops, att, qkv, QKV, kc, vc, table, max_blocks, seq_off, ctx_len, B, ctx, 9,
+                                          3, 64, BLOCK, 0.125f),
                      "attention_paged");
-            check_rc(ops, ops->matmul_q(ops, delta, att, w->o, OPS_W_Q4_1, B, H, H), "matmul_q o");
-            check_rc(ops, ops->add_rms_norm(ops, hn, resid, delta, norm_w, B, H, 1e-5f), "add_rms_norm");
-            check_rc(ops, ops->matmul_q(ops, gu, hn, w->gu, OPS_W_Q4_1, B, H, 2 * FFN), "matmul_q gate|up");
-            check_rc(ops, ops->silu_mul(ops, act, gu, B, FFN), "silu_mul");
-            check_rc(ops, ops->matmul_q(ops, delta, act, w->down, OPS_W_Q4_1, B, FFN, H), "matmul_q down");
+            check_rc(ops, ops->matmul_q(ops, delta, att, w->o, OPS_W_Q4_1, T, H, H), "matmul_q o");
+            check_rc(ops, ops->add_rms_norm(ops, hn, resid, delta, norm_w, T, H, 1e-5f), "add_rms_norm");
+            check_rc(ops, ops->matmul_q(ops, gu, hn, w->gu, OPS_W_Q4_1, T, H, 2 * FFN), "matmul_q gate|up");
+            check_rc(ops, ops->silu_mul(ops, act, gu, T, FFN), "silu_mul");
+            check_rc(ops, ops->matmul_q(ops, delta, act, w->down, OPS_W_Q4_1, T, FFN, H), "matmul_q down");
         }
-        check_rc(ops, ops->add_rms_norm(ops, hn, resid, delta, norm_w, B, H, 1e-5f), "add_rms_norm");
-        check_rc(ops, ops->matmul_q(ops, logits, hn, head, OPS_W_Q8_0, B, H, VOCAB), "matmul_q head");
+        check_rc(ops, ops->add_rms_norm(ops, hn, resid, delta, norm_w, T, H, 1e-5f), "add_rms_norm");
+        check_rc(ops, ops->embed_q(ops, last, last_ids, hn, OPS_W_F32, B, H), "embed_q gather");
+        check_rc(ops, ops->matmul_q(ops, logits, last, head, OPS_W_Q8_0, B, H, VOCAB), "matmul_q head");
         if (r >= 0) t[r] = bench_now_s() - t0;
         /* keep the residual stream bounded across repetitions */
-        for (size_t i = 0; i < (size_t)B * H; i++) resid[i] = (float)((i * 37) % 17) * 0.1f - 0.8f;
+        for (size_t i = 0; i < (size_t)T * H; i++) resid[i] = (float)((i * 37) % 17) * 0.1f - 0.8f;
     }
     double med = bench_median(t, reps);
-    free(resid), free(delta), free(hn), free(qkv), free(att), free(gu), free(act), free(logits), free(norm_w);
-    free(kc), free(vc), free(table), free(seq_off), free(ctx_len), free(pos), free(slot), free(t);
+    free(resid), free(delta), free(hn), free(qkv), free(att), free(gu), free(act), free(logits), free(last);
+    free(norm_w), free(kc), free(vc), free(table), free(seq_off), free(ctx_len), free(pos), free(slot), free(last_ids);
+    free(t);
     return med;
 }
 
@@ -247,12 +260,17 @@ int main(int argc, char **argv) {
         if (!ops) return 1;
         for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
             int B = Ts[ti];
-            double step = bench_step(ops, layers, head, B, reps);
+            double step = bench_step(ops, layers, head, B, 1, reps);
             loadavg(la, sizeof la);
             printf("whole decode step B=%2d (context %d) threads=%d: %7.2f ms %8.1f tokens/s | load %s\n", B, CTX + 1,
                    threads, step * 1e3, B / step, la);
             fflush(stdout);
         }
+        double prefill = bench_step(ops, layers, head, 1, PREFILL, reps);
+        loadavg(la, sizeof la);
+        printf("prefill of %d tokens (one sequence) threads=%d: %7.2f ms %8.1f tokens/s | load %s\n", PREFILL, threads,
+               prefill * 1e3, PREFILL / prefill, la);
+        fflush(stdout);
         ops_destroy(ops);
     }
     for (int l = 0; l < LAYERS; l++) free(layers[l].qkv), free(layers[l].o), free(layers[l].gu), free(layers[l].down);

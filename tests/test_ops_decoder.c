@@ -441,15 +441,19 @@ static void check_attention_invariance(void) {
 
 Test(ops_decoder, attention_paged_sequence_alone_equals_among_others_bit_exact) { check_attention_invariance(); }
 
-Test(ops_decoder, portable_paths_match_the_reference_and_are_batch_invariant) {
-    /* the C paths machines without AVX2 run; Criterion runs each test in its
-     * own process, so the switch (read once per process) stays here */
-    setenv("SLUICE_CPU_PORTABLE", "1", 1);
+/* The paths of older CPUs, reached through $SLUICE_CPU_ISA (read once per
+ * process; Criterion runs each test in its own process, so it stays here). */
+static void check_on_isa(const char *isa) {
+    setenv("SLUICE_CPU_ISA", isa, 1);
     check_matmul_q_shapes();
     check_matmul_q_invariance();
     check_attention_shapes();
     check_attention_invariance();
 }
+
+Test(ops_decoder, portable_paths_match_the_reference_and_are_batch_invariant) { check_on_isa("portable"); }
+
+Test(ops_decoder, avx2_paths_match_the_reference_and_are_batch_invariant) { check_on_isa("avx2"); }
 
 Test(ops_decoder, attention_paged_refuses_bad_arguments) {
     ops_t *ops = make_ops(1);

@@ -38,11 +38,14 @@ int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats);
  * the other rows. (cpu_attention.c) */
 void ops_cpu_softmax_rows(float *restrict s, float *restrict sums, int rows, int L);
 
-/* Whether the decoder ops' AVX2 kernels run: the CPU has AVX2, FMA and F16C
- * and SLUICE_CPU_PORTABLE is unset or 0 (set, the portable C paths run: how
- * the tests reach them on an AVX2 machine). Read once per process, so a
- * process never mixes the two paths' (different) summation orders. */
-int ops_cpu_has_avx2(void);
+/* Which kernels the decoder ops run: the best the CPU has (AVX-512F, else
+ * AVX2 + FMA + F16C, else portable C), capped by $SLUICE_CPU_ISA
+ * ("portable", "avx2": how the tests reach the other paths on a newer CPU).
+ * Read once per process, so a process never mixes the paths' (different)
+ * summation orders. */
+enum { OPS_CPU_PORTABLE = 0, OPS_CPU_AVX2 = 1, OPS_CPU_AVX512 = 2 };
+int ops_cpu_isa(void);
+static inline int ops_cpu_has_avx2(void) { return ops_cpu_isa() >= OPS_CPU_AVX2; }
 
 /* IEEE half to float, exact (every half is a float). */
 static inline float ops_cpu_half_to_float(uint16_t h) {

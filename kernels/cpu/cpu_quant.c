@@ -26,9 +26,13 @@
  * below), so the compiler cannot fuse one copy of a product differently from
  * another.
  *
- * Machines without AVX2+FMA+F16C run a portable scalar path (its own fixed
- * order; also batch-invariant, not bit-identical to the AVX2 path). The path
- * is chosen once per process (ops_cpu_has_avx2), never by shape.
+ * CPUs with AVX-512F run the block formats 16 lanes wide (the same
+ * structure: p = q0*x0 + q1*x1 over the block's two halves of 16, acc =
+ * fma(d, p, acc), the mins in groups of 16 blocks, then the 16 lanes folded
+ * to 8 and hsum8): half the instructions of the AVX2 kernel. Machines
+ * without AVX2+FMA+F16C run a portable scalar path. Each path has its own
+ * fixed order (batch-invariant, not bit-identical to the others); the path is
+ * chosen once per process (ops_cpu_isa), never by shape.
  *
  * embed_q writes the dequantized values exactly as gguf.h's formulas say:
  * Q4_1 is d*q + m with two roundings (no fused multiply-add), so a table row
@@ -44,12 +48,14 @@
 #include <immintrin.h>
 #define MQ_X86 1
 #define MQ_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MQ_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #else
 #define MQ_X86 0
 #endif
 
 #define MQ_TILE 6  /* rows of x per weight-block load */
 #define MQ_GROUP 8 /* Q4_1: blocks per m * sum(x) step (one vector of mins) */
+#define MQ_GROUP512 16 /* the same, AVX-512 */
 #define MQ_BAND_BYTES (16 * 1024) /* rows of x kept in L1 while weight rows pass (measured: 16-64 KB) */
 
 typedef struct {
@@ -165,10 +171,34 @@ MQ_AVX2 static inline __attribute__((always_inline)) float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* A block's scale d (and Q4_1's min m) from the halves at its start: one
+ * 4-byte load and one conversion for both (every block is at least 18 bytes). */
+MQ_AVX2 static inline __attribute__((always_inline)) void scales(const uint8_t *blk, const ops_wtype_t wt, float *d,
+                                                                  float *m) {
+    uint32_t dm_bits;
+    memcpy(&dm_bits, blk, sizeof dm_bits);
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm_bits));
+    *d = _mm_cvtss_f32(dm);
+    if (wt == OPS_W_Q4_1) *m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+}
+
+/* A Q4 block's 16 low nibbles (values 0..15) and 16 high ones (16..31) as
+ * bytes; minus 8 (signed) for Q4_0. */
+MQ_AVX2 static inline __attribute__((always_inline)) void nibbles(const uint8_t *blk, const ops_wtype_t wt, __m128i *lo,
+                                                                   __m128i *hi) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)(blk + (wt == OPS_W_Q4_1 ? 4 : 2))), low4 = _mm_set1_epi8(15);
+    *lo = _mm_and_si128(raw, low4);
+    *hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);
+    if (wt == OPS_W_Q4_0) {
+        *lo = _mm_sub_epi8(*lo, _mm_set1_epi8(8));
+        *hi = _mm_sub_epi8(*hi, _mm_set1_epi8(8));
+    }
+}
+
 /* A block's 32 levels as four vectors of 8 floats (exact), its d and m. */
 MQ_AVX2 static inline __attribute__((always_inline)) void levels8(const uint8_t *blk, const ops_wtype_t wt,
                                                                    __m256 q[4], float *d, float *m) {
-    *d = _cvtsh_ss(read_u16(blk));
+    scales(blk, wt, d, m);
     if (wt == OPS_W_Q8_0) {
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
@@ -177,70 +207,19 @@ MQ_AVX2 static inline __attribute__((always_inline)) void levels8(const uint8_t 
         }
         return;
     }
-    const uint8_t *qs = blk + (wt == OPS_W_Q4_1 ? 4 : 2);
-    __m128i raw = _mm_loadu_si128((const __m128i *)qs), low4 = _mm_set1_epi8(15);
-    __m128i lo = _mm_and_si128(raw, low4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);
+    __m128i lo, hi;
+    nibbles(blk, wt, &lo, &hi);
     if (wt == OPS_W_Q4_0) {
-        __m128i eight = _mm_set1_epi8(8);
-        lo = _mm_sub_epi8(lo, eight);
-        hi = _mm_sub_epi8(hi, eight);
         q[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
         q[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
         q[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
         q[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
         return;
     }
-    *m = _cvtsh_ss(read_u16(blk + 2));
     q[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
     q[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
     q[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
     q[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-}
-
-/* The micro-kernel: weight row n against x rows t0 .. t0+TR-1 (TR <= MQ_TILE,
- * a constant at every call site). Lane i of the tile touches only acc[i], with
- * the same operations whatever TR is: that is what makes out[t] independent of
- * where t falls in the batch. */
-MQ_AVX2 static inline __attribute__((always_inline)) void tile_blocks(const mq_job_t *j, const ops_wtype_t wt, int n,
-                                                                       int t0, const int TR) {
-    const uint8_t *w = j->W + (size_t)n * j->row_bytes;
-    const size_t bb = wt == OPS_W_Q8_0 ? 34 : wt == OPS_W_Q4_0 ? 18 : 20;
-    const float *xr[MQ_TILE];
-    __m256 acc[MQ_TILE];
-#pragma GCC unroll 6
-    for (int i = 0; i < TR; i++) {
-        xr[i] = j->x + (size_t)(t0 + i) * j->K;
-        acc[i] = _mm256_setzero_ps();
-    }
-    int nb = j->K / 32;
-    for (int g0 = 0; g0 < nb; g0 += MQ_GROUP) {
-        int g1 = g0 + MQ_GROUP < nb ? g0 + MQ_GROUP : nb;
-        float mins[MQ_GROUP] = {0};
-        for (int b = g0; b < g1; b++) {
-            __m256 q[4];
-            float d, m = 0.0f;
-            levels8(w + (size_t)b * bb, wt, q, &d, &m);
-            mins[b - g0] = m;
-            __m256 dv = _mm256_set1_ps(d);
-#pragma GCC unroll 6
-            for (int i = 0; i < TR; i++) {
-                const float *xb = xr[i] + (size_t)b * 32;
-                __m256 p = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
-                p = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xb + 8), p);
-                p = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb + 16), p);
-                p = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb + 24), p);
-                acc[i] = _mm256_fmadd_ps(dv, p, acc[i]);
-            }
-        }
-        if (wt == OPS_W_Q4_1) {
-            __m256 mv = _mm256_loadu_ps(mins);
-#pragma GCC unroll 6
-            for (int i = 0; i < TR; i++)
-                acc[i] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(j->sx + (size_t)(t0 + i) * j->sx_ld + g0), acc[i]);
-        }
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < TR; i++) j->out[(size_t)(t0 + i) * j->N + n] = hsum8(acc[i]);
 }
 
 /* Eight F16 or F32 weights as floats. */
@@ -284,8 +263,8 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
  * (the last tile shorter: the same kernel at a smaller constant TR). Rows of x
  * go in bands of tb (a multiple of MQ_TILE) that stay in L1 while the task's
  * weight rows stream past them. */
-#define MQ_ROWS_FN(NAME, KERNEL, WT)                                                \
-    MQ_AVX2 static void NAME(const mq_job_t *j, int n0, int n1) {                   \
+#define MQ_ROWS_FN(ATTR, NAME, KERNEL, WT)                                          \
+    ATTR static void NAME(const mq_job_t *j, int n0, int n1) {                      \
         for (int b0 = 0; b0 < j->T; b0 += j->tb) {                                  \
             int b1 = b0 + j->tb < j->T ? b0 + j->tb : j->T;                         \
             for (int n = n0; n < n1; n++) {                                         \
@@ -302,11 +281,93 @@ MQ_AVX2 static inline __attribute__((always_inline)) void tile_dense(const mq_jo
             }                                                                       \
         }                                                                           \
     }
-MQ_ROWS_FN(mq_rows_q8_0, tile_blocks, OPS_W_Q8_0)
-MQ_ROWS_FN(mq_rows_q4_0, tile_blocks, OPS_W_Q4_0)
-MQ_ROWS_FN(mq_rows_q4_1, tile_blocks, OPS_W_Q4_1)
-MQ_ROWS_FN(mq_rows_f16, tile_dense, OPS_W_F16)
-MQ_ROWS_FN(mq_rows_f32, tile_dense, OPS_W_F32)
+
+/* ---- AVX-512F: the block formats 16 lanes wide ---- */
+
+/* A block's 32 levels as two vectors of 16 floats (values 0..15, 16..31). */
+MQ_AVX512 static inline __attribute__((always_inline)) void levels16(const uint8_t *blk, const ops_wtype_t wt,
+                                                                      __m512 q[2], float *d, float *m) {
+    scales(blk, wt, d, m);
+    if (wt == OPS_W_Q8_0) {
+        q[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+        q[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+        return;
+    }
+    __m128i lo, hi;
+    nibbles(blk, wt, &lo, &hi);
+    if (wt == OPS_W_Q4_0) {
+        q[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo));
+        q[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi));
+        return;
+    }
+    q[0] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
+    q[1] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+}
+
+MQ_AVX512 static inline __attribute__((always_inline)) float hsum16(__m512 v) {
+    __m256 lo = _mm512_castps512_ps256(v);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The micro-kernel: weight row n against x rows t0 .. t0+TR-1 (TR <= MQ_TILE,
+ * a constant at every call site). Lane i of the tile touches only acc[i], with
+ * the same operations whatever TR is: that is what makes out[t] independent of
+ * where t falls in the batch. One template for both vector widths (LANES lanes,
+ * 32/LANES vectors a block, the mins in groups of GROUP blocks). */
+#define MQ_TILE_BLOCKS_FN(NAME, ATTR, VEC, LANES, GROUP, LEVELS, SETZERO, SET1, LOADU, MUL, FMADD, HSUM)                 \
+    ATTR static inline __attribute__((always_inline)) void NAME(const mq_job_t *j, const ops_wtype_t wt, int n,       \
+                                                                 int t0, const int TR) {                              \
+        const uint8_t *w = j->W + (size_t)n * j->row_bytes;                                                          \
+        const size_t bb = wt == OPS_W_Q8_0 ? 34 : wt == OPS_W_Q4_0 ? 18 : 20;                                        \
+        const float *xr[MQ_TILE];                                                                                     \
+        VEC acc[MQ_TILE];                                                                                             \
+        _Pragma("GCC unroll 6") for (int i = 0; i < TR; i++) {                                                       \
+            xr[i] = j->x + (size_t)(t0 + i) * j->K;                                                                  \
+            acc[i] = SETZERO();                                                                                       \
+        }                                                                                                             \
+        int nb = j->K / 32;                                                                                           \
+        for (int g0 = 0; g0 < nb; g0 += GROUP) {                                                                     \
+            int g1 = g0 + GROUP < nb ? g0 + GROUP : nb;                                                               \
+            float mins[GROUP] = {0};                                                                                  \
+            for (int b = g0; b < g1; b++) {                                                                           \
+                VEC q[32 / LANES];                                                                                        \
+                float d, m = 0.0f;                                                                                    \
+                LEVELS(w + (size_t)b * bb, wt, q, &d, &m);                                                            \
+                mins[b - g0] = m;                                                                                     \
+                VEC dv = SET1(d);                                                                                     \
+                _Pragma("GCC unroll 6") for (int i = 0; i < TR; i++) {                                               \
+                    const float *xb = xr[i] + (size_t)b * 32;                                                        \
+                    VEC p = MUL(q[0], LOADU(xb));                                                                     \
+                    _Pragma("GCC unroll 4") for (int v = 1; v < 32 / LANES; v++) p = FMADD(q[v], LOADU(xb + v * LANES), p);  \
+                    acc[i] = FMADD(dv, p, acc[i]);                                                                    \
+                }                                                                                                     \
+            }                                                                                                         \
+            if (wt == OPS_W_Q4_1) {                                                                                   \
+                VEC mv = LOADU(mins);                                                                                 \
+                _Pragma("GCC unroll 6") for (int i = 0; i < TR; i++) acc[i] =                                        \
+                    FMADD(mv, LOADU(j->sx + (size_t)(t0 + i) * j->sx_ld + g0), acc[i]);                              \
+            }                                                                                                         \
+        }                                                                                                             \
+        _Pragma("GCC unroll 6") for (int i = 0; i < TR; i++) j->out[(size_t)(t0 + i) * j->N + n] = HSUM(acc[i]);     \
+    }
+MQ_TILE_BLOCKS_FN(tile_blocks, MQ_AVX2, __m256, 8, MQ_GROUP, levels8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps,
+                  _mm256_mul_ps, _mm256_fmadd_ps, hsum8)
+MQ_TILE_BLOCKS_FN(tile_blocks512, MQ_AVX512, __m512, 16, MQ_GROUP512, levels16, _mm512_setzero_ps, _mm512_set1_ps,
+                  _mm512_loadu_ps, _mm512_mul_ps, _mm512_fmadd_ps, hsum16)
+
+MQ_ROWS_FN(MQ_AVX2, mq_rows_q8_0, tile_blocks, OPS_W_Q8_0)
+MQ_ROWS_FN(MQ_AVX2, mq_rows_q4_0, tile_blocks, OPS_W_Q4_0)
+MQ_ROWS_FN(MQ_AVX2, mq_rows_q4_1, tile_blocks, OPS_W_Q4_1)
+MQ_ROWS_FN(MQ_AVX2, mq_rows_f16, tile_dense, OPS_W_F16)
+MQ_ROWS_FN(MQ_AVX2, mq_rows_f32, tile_dense, OPS_W_F32)
+MQ_ROWS_FN(MQ_AVX512, mq_rows512_q8_0, tile_blocks512, OPS_W_Q8_0)
+MQ_ROWS_FN(MQ_AVX512, mq_rows512_q4_0, tile_blocks512, OPS_W_Q4_0)
+MQ_ROWS_FN(MQ_AVX512, mq_rows512_q4_1, tile_blocks512, OPS_W_Q4_1)
 
 /* sx[t][g] = sum of x[t][32g .. 32g+31] (four vector adds, then hsum8), zero
  * for g in [K/32, sx_ld). */
@@ -334,6 +395,14 @@ static void mq_task(void *ctx, int task, int worker) {
     int n0 = task * j->rows_per_task;
     int n1 = n0 + j->rows_per_task < j->N ? n0 + j->rows_per_task : j->N;
 #if MQ_X86
+    if (ops_cpu_isa() == OPS_CPU_AVX512) {
+        switch (j->wt) {
+        case OPS_W_Q8_0: mq_rows512_q8_0(j, n0, n1); return;
+        case OPS_W_Q4_0: mq_rows512_q4_0(j, n0, n1); return;
+        case OPS_W_Q4_1: mq_rows512_q4_1(j, n0, n1); return;
+        default: break; /* F16/F32: the AVX2 kernel */
+        }
+    }
     if (ops_cpu_has_avx2()) {
         switch (j->wt) {
         case OPS_W_Q8_0: mq_rows_q8_0(j, n0, n1); return;
@@ -363,7 +432,7 @@ int ops_cpu_matmul_q(ops_t *ops, float *out, const float *x, const void *W, ops_
     mq_job_t j = {.out = out, .x = x, .W = W, .wt = wtype, .T = T, .K = K, .N = N, .row_bytes = rb};
 #if MQ_X86
     if (wtype == OPS_W_Q4_1 && ops_cpu_has_avx2()) {
-        j.sx_ld = ceil_div(K / 32, MQ_GROUP) * MQ_GROUP;
+        j.sx_ld = ceil_div(K / 32, MQ_GROUP512) * MQ_GROUP512; /* serves both widths */
         int rc = ops_cpu_ensure_shared(ops, "matmul_q", (size_t)T * j.sx_ld);
         if (rc) return rc;
         block_sums_avx2(impl->shared, j.sx_ld, x, T, K);

@@ -66,17 +66,19 @@ int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats) {
     return OPS_OK;
 }
 
-int ops_cpu_has_avx2(void) {
+int ops_cpu_isa(void) {
     static atomic_int cached = -1;
     int v = atomic_load(&cached);
     if (v < 0) {
-        const char *portable = getenv("SLUICE_CPU_PORTABLE");
-        v = 0;
+        v = OPS_CPU_PORTABLE;
 #if defined(__x86_64__) && defined(__GNUC__)
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+            v = __builtin_cpu_supports("avx512f") ? OPS_CPU_AVX512 : OPS_CPU_AVX2;
 #endif
-        if (portable && *portable && strcmp(portable, "0") != 0) v = 0;
+        const char *cap = getenv("SLUICE_CPU_ISA");
+        if (cap && strcmp(cap, "portable") == 0) v = OPS_CPU_PORTABLE;
+        if (cap && strcmp(cap, "avx2") == 0 && v > OPS_CPU_AVX2) v = OPS_CPU_AVX2;
         atomic_store(&cached, v);
     }
     return v;
