@@ -1,6 +1,6 @@
 /* tests/support_decoder_ref.c - references for the decoder ops (see
- * support_decoder_ref.h). Naive loops; no contraction, so the dequantization
- * is gguf.h's formula to the bit. */
+ * support_decoder_ref.h). Naive loops, built without contraction: every
+ * float expression is the formula as written. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif

@@ -3,10 +3,10 @@
  * attention_paged), plus random GGUF-format weights to feed them.
  *
  * Shared by the CPU op tests and (later) the CUDA parity tests. Weights are
- * dequantized to float32 with exactly gguf.h's formulas (this file is built
- * without floating-point contraction, so Q4_1's d*q + m rounds twice, as the
- * gguf package does), then every op runs as naive loops in double. Inputs are
- * host buffers; layouts are those of the matching op.
+ * dequantized to float32 with exactly gguf.h's formulas (bit-identical to the
+ * gguf package's dequantize on every tensor of SmolLM2; d*q is exact in float,
+ * so Q4_1's d*q + m rounds once, fused or not), then every op runs as naive
+ * loops in double. Inputs are host buffers; layouts are those of the matching op.
  */
 #ifndef SLUICE_TEST_SUPPORT_DECODER_REF_H
 #define SLUICE_TEST_SUPPORT_DECODER_REF_H
