@@ -2,9 +2,9 @@
 # do all set-up on a fresh machine (Debian packages, the model) first.
 #
 # Sources are picked up by folder, so a new module file needs no Makefile edit:
-#   engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c -> libsluice.a
+#   engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c api/*/*.c -> libsluice.a
 #   kernels/cuda/*.cu (nvcc)                      -> the CUDA backend (CUDA=1)
-#   api/main.c                                    -> bin/sluice
+#   api/cli/main.c                                -> bin/sluice
 #   bench/sluice_bench.c                          -> bin/sluice-bench
 #   bench/NAME.c (any other)                      -> bin/bench-NAME (make bench)
 #   tests/test_*.c (+ tests/support*.c)           -> build/tests/test_* (Criterion)
@@ -48,7 +48,7 @@ ifneq ($(SAN),)
   LDFLAGS += -fsanitize=$(SAN)
 endif
 
-LIB_SRC := $(filter-out api/main.c,$(wildcard engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c))
+LIB_SRC := $(filter-out api/cli/main.c,$(wildcard engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c api/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 
 ifeq ($(CUDA),1)
@@ -104,7 +104,7 @@ $(BUILD)/libsluice.a: $(LIB_OBJ) $(CU_OBJ) $(CONFIG_STAMP)
 	@rm -f $@
 	ar rcs $@ $(filter %.o,$^)
 
-$(BIN)/sluice: $(BUILD)/api/main.o $(BUILD)/libsluice.a
+$(BIN)/sluice: $(BUILD)/api/cli/main.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -317,3 +317,24 @@ int api_config_load(api_config_t *c, int argc, char **argv, FILE *help_out, char
     }
     return 0;
 }
+
+int api_config_preload_name(const api_config_t *c, int i, char *buf, size_t len) {
+    const char *p = c->preload;
+    for (int k = 0; *p; k++) {
+        size_t n = strcspn(p, ",");
+        if (k == i) {
+            snprintf(buf, len, "%.*s", (int)(n < len ? n : len - 1), p);
+            return 0;
+        }
+        p += n + (p[n] == ',');
+    }
+    return -1;
+}
+
+int api_config_preloads(const api_config_t *c, const char *name) {
+    if (!strcmp(c->preload, "all")) return 1;
+    char buf[512];
+    for (int i = 0; !api_config_preload_name(c, i, buf, sizeof buf); i++)
+        if (!strcmp(buf, name)) return 1;
+    return 0;
+}

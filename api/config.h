@@ -70,6 +70,11 @@ int api_config_load(api_config_t *c, int argc, char **argv, FILE *help_out, char
 /* Set one setting by its name ("max_batch_seqs" or "max-batch-seqs"). */
 int api_config_set(api_config_t *c, const char *name, const char *value, char *err, size_t errlen);
 void api_config_help(FILE *out);
+/* The i-th name of the preload list ("all" is one name) into buf: 0, or -1
+ * past the end. */
+int api_config_preload_name(const api_config_t *c, int i, char *buf, size_t len);
+/* Is model `name` to be loaded at start (named in the list, or "all")? */
+int api_config_preloads(const api_config_t *c, const char *name);
 /* Parse "64M", "2G", "1048576" into bytes; -1 on error. */
 long long api_parse_size(const char *s);
 

@@ -1,4 +1,4 @@
-/* api/expand_job.c - parse an expansion request into an embeddings-shaped job; write the answer. */
+/* api/expand_job.c - the term-expansion operation: terms and options in, neighbours out. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +7,8 @@
 #include "api/expand_job.h"
 #include "engine/expand.h"
 
-void api_expand_args_free(api_expand_args_t *a) {
+static void expand_args_free(void *p) {
+    api_expand_args_t *a = p;
     if (!a) return;
     if (a->terms)
         for (int i = 0; i < a->n; i++) free(a->terms[i]);
@@ -28,7 +29,7 @@ static char *expand_trimmed(const char *s) {
     return t;
 }
 
-/* The embeddings parser speaks of "input": an expansion's field is "terms". */
+/* The shared input parser speaks of "input": an expansion's field is "terms". */
 static void expand_rename_input(api_err_t *e) {
     if (e->param && !strcmp(e->param, "input")) e->param = "terms";
     char msg[sizeof e->message];
@@ -69,7 +70,7 @@ static int expand_parse_options(json_t *body, api_expand_args_t *a, api_err_t *e
     return 0;
 }
 
-int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_embed_job_t **out, api_err_t *e) {
+int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_job_t **out, api_err_t *e) {
     *out = NULL;
     if (!json_is_object(body)) return api_err_set(e, 400, "invalid_json", NULL, "request body must be a JSON object");
     json_t *terms = json_object_get(body, "terms");
@@ -100,28 +101,22 @@ int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api
         if (json_array_append_new(input, json_string(a->terms[i]))) goto oom;
     }
     if (expand_parse_options(body, a, e)) goto fail;
-    /* the embeddings parser validates model, priority and deadline and tokenizes the terms */
+    /* the shared encoder inputs: model, priority and deadline validated, the terms tokenized */
     const char *pass[] = {"model", "priority", "deadline_ms"};
     for (size_t i = 0; i < sizeof pass / sizeof pass[0]; i++) {
         json_t *v = json_object_get(body, pass[i]);
         if (v && json_object_set(sub, pass[i], v)) goto oom;
     }
     if (json_object_set(sub, "input", input)) goto oom;
-    api_embed_job_t *j = NULL;
-    if (api_embed_parse(reg, cfg, sub, &j, e)) {
+    api_job_t *j = NULL;
+    if (api_job_parse_inputs(reg, cfg, sub, NULL, NULL, EXPAND_RESULT_FLOATS, &j, e)) {
         expand_rename_input(e);
         goto fail;
     }
-    float *res = malloc((size_t)j->n * EXPAND_RESULT_FLOATS * sizeof *res);
-    if (!res) {
-        api_embed_job_free(j);
-        goto oom;
-    }
-    free(j->out);
-    j->out = j->item.out = res;
+    j->type = &api_expand_job;
     j->item.op = BATCHER_OP_EXPAND;
     a->model = j->item.model;
-    j->expand = a;
+    j->args = a;
     json_decref(input);
     json_decref(sub);
     *out = j;
@@ -129,7 +124,7 @@ int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api
 oom:
     api_err_set(e, 503, "out_of_memory", NULL, "out of memory for %zu terms", n);
 fail:
-    api_expand_args_free(a);
+    expand_args_free(a);
     json_decref(input);
     json_decref(sub);
     return -1;
@@ -167,8 +162,8 @@ static json_t *expand_entry(const api_expand_args_t *a, int i, const expand_hit_
     return obj;
 }
 
-char *api_expand_result_json(api_embed_job_t *j, size_t *len) {
-    const api_expand_args_t *a = j->expand;
+char *api_expand_result_json(api_job_t *j, size_t *len) {
+    const api_expand_args_t *a = j->args;
     json_t *data = json_array();
     json_t *root = json_pack("{s:s,s:o,s:s,s:{s:i,s:i}}", "object", "list", "data", data, "model", j->model_name,
                              "usage", "prompt_tokens", j->prompt_tokens, "total_tokens", j->prompt_tokens);
@@ -185,3 +180,13 @@ char *api_expand_result_json(api_embed_job_t *j, size_t *len) {
     if (s) *len = strlen(s);
     return s;
 }
+
+const api_job_type_t api_expand_job = {
+    .name = "expand",
+    .op = BATCHER_OP_EXPAND,
+    .input_field = "terms",
+    .cacheable = 0,
+    .parse = api_expand_parse,
+    .result_json = api_expand_result_json,
+    .free_args = expand_args_free,
+};

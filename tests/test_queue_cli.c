@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include "api/cli.h"
+#include "api/cli/cli.h"
 #include "tests/test_queue.h"
 
 TestSuite(queue_cli, .init = redis_up, .fini = redis_down, .timeout = 60);

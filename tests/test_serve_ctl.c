@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/auth.h"
+#include "api/http/auth.h"
 #include "api/server.h"
 #include "queue/queue.h"
 #include "tests/support_http.h"
@@ -197,19 +197,19 @@ Test(ctl, no_key_file_means_loopback_only) {
 
 Test(ctl, constant_time_key_check_is_present) {
     /* the check goes through CRYPTO_memcmp: present in the object, used by the source */
-    FILE *p = popen("nm build/api/auth.o 2>/dev/null | grep -c ' U CRYPTO_memcmp'", "r");
+    FILE *p = popen("nm build/api/http/auth.o 2>/dev/null | grep -c ' U CRYPTO_memcmp'", "r");
     cr_assert(p);
     int n = 0;
     cr_assert_eq(fscanf(p, "%d", &n), 1);
     pclose(p);
-    cr_assert_geq(n, 1, "api/auth.o does not call CRYPTO_memcmp");
-    FILE *f = fopen("api/auth.c", "r");
+    cr_assert_geq(n, 1, "api/http/auth.o does not call CRYPTO_memcmp");
+    FILE *f = fopen("api/http/auth.c", "r");
     cr_assert(f);
     char line[512];
     int uses = 0;
     while (fgets(line, sizeof line, f)) {
         if (strstr(line, "CRYPTO_memcmp(")) uses++;
-        cr_assert(!(strstr(line, "memcmp(") && !strstr(line, "CRYPTO_memcmp(")), "plain memcmp in api/auth.c: %s", line);
+        cr_assert(!(strstr(line, "memcmp(") && !strstr(line, "CRYPTO_memcmp(")), "plain memcmp in api/http/auth.c: %s", line);
     }
     fclose(f);
     cr_assert_geq(uses, 1);
@@ -788,9 +788,10 @@ Test(ctl, metrics_parse_as_prometheus_exposition, .init = redis_start, .fini = r
 
 /* ---------------------------------------------------------------- units */
 
-#include "api/cache.h"
-#include "api/ctl.h"
-#include "api/ratelimit.h"
+#include "api/http/cache.h"
+#include "api/http/ctl.h"
+#include "api/http/ratelimit.h"
+#include "api/log.h"
 
 Test(ctl_unit, traceparent_and_json_depth) {
     cr_assert(api_traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
