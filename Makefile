@@ -72,7 +72,7 @@ BENCH_BIN := $(if $(wildcard bench/sluice_bench.c),$(BIN)/sluice-bench)
 CORE_OBJ := $(filter-out $(BUILD)/api/% $(BUILD)/queue/% $(BUILD)/batcher/%,$(LIB_OBJ))
 CORE_LDLIBS = -ljansson -lopenblas -lutf8proc -lm -lpthread $(CUDA_LDLIBS)
 
-.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz
+.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz check-layers
 all: cuda-note $(BIN)/sluice $(BENCH_BIN)
 
 cuda-note:
@@ -165,9 +165,15 @@ deps:
 model: deps
 	@sh mk/model.sh $(MODEL_DIR) $(LLM_DIR)
 
-# All tests: set-up, build, every Criterion suite (each starts the services it
-# needs, e.g. its own redis-server), then the sanitizer runs.
+# The include graph keeps its layers (kernels < engine | queue < batcher < api)
+# and has no circles between rooms (tests/tools/check_layers.sh).
+check-layers:
+	@sh tests/tools/check_layers.sh $(CC) $(filter -I% -D%,$(CFLAGS))
+
+# All tests: set-up, the layering check, build, every Criterion suite (each
+# starts the services it needs, e.g. its own redis-server), then the sanitizer runs.
 test: deps model
+	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
 	    build/asan/tests/test_safetensors build/asan/tests/test_tokenizer build/asan/tests/test_serve_ctl build/asan/bin/sluice
