@@ -36,10 +36,10 @@ static int embed_options(json_t *body, const registry_model_info_t *info, void *
     return 0;
 }
 
-int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_job_t **out, api_err_t *e) {
+int api_embed_parse(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e) {
     *out = NULL;
     embed_args_t opt;
-    if (api_job_parse_inputs(reg, cfg, body, embed_options, &opt, 0, out, e)) return -1;
+    if (api_job_parse_inputs(env->reg, env->cfg, body, embed_options, &opt, 0, out, e)) return -1;
     embed_args_t *a = malloc(sizeof *a);
     if (!a) {
         api_job_free(*out);

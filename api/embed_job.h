@@ -15,7 +15,7 @@
 extern const api_job_type_t api_embed_job;
 
 /* The type's parser and writer, callable directly (tests, the fuzz target). */
-int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_job_t **out, api_err_t *e);
+int api_embed_parse(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e);
 char *api_embed_result_json(api_job_t *j, size_t *len);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/expand_job.h"
+#include "batcher/worker.h"
 #include "engine/expand.h"
 
 static void expand_args_free(void *p) {
@@ -70,7 +71,9 @@ static int expand_parse_options(json_t *body, api_expand_args_t *a, api_err_t *e
     return 0;
 }
 
-int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_job_t **out, api_err_t *e) {
+int api_expand_parse(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e) {
+    registry_t *reg = env->reg;
+    const api_config_t *cfg = env->cfg;
     *out = NULL;
     if (!json_is_object(body)) return api_err_set(e, 400, "invalid_json", NULL, "request body must be a JSON object");
     json_t *terms = json_object_get(body, "terms");
@@ -85,7 +88,7 @@ int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api
     api_expand_args_t *a = calloc(1, sizeof *a);
     json_t *input = json_array(), *sub = json_object();
     if (!a || !input || !sub || !(a->terms = calloc(n, sizeof *a->terms))) goto oom;
-    *a = (api_expand_args_t){.reg = reg, .k = 10, .min_score = -INFINITY, .exclude_input = 1, .terms = a->terms};
+    *a = (api_expand_args_t){.set = env->state, .k = 10, .min_score = -INFINITY, .exclude_input = 1, .terms = a->terms};
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_is_string(terms) ? terms : json_array_get(terms, i);
         if (!json_is_string(t)) {
@@ -150,7 +153,7 @@ static json_t *expand_entry(const api_expand_args_t *a, int i, const expand_hit_
     char term[256];
     for (int j = 0, kept = 0; j < EXPAND_MAX_K && kept < a->k; j++) {
         if (hits[j].id < 0 || hits[j].score < a->min_score) break; /* best first: the rest is worse */
-        if (registry_expand_term(a->reg, a->model, hits[j].id, term, sizeof term)) continue;
+        if (expand_set_term(a->set, a->model, hits[j].id, term, sizeof term)) continue;
         if (a->exclude_input && expand_same_term(term, a->terms[i])) continue;
         json_t *h = json_pack("{s:s,s:f}", "term", term, "score", (double)hits[j].score);
         if (!h || json_array_append_new(neigh, h)) {
@@ -181,6 +184,47 @@ char *api_expand_result_json(api_job_t *j, size_t *len) {
     return s;
 }
 
+/* ---------------------------------------------------------------- the batcher's side */
+
+static int expand_result_floats(void *user, registry_t *reg, int model) {
+    (void)user;
+    (void)reg;
+    (void)model;
+    return EXPAND_RESULT_FLOATS;
+}
+
+/* The input terms' neighbours in the model's term index (built on first use,
+ * on the worker thread); the answer filters k, min_score and own terms. */
+static int expand_run(void *user, registry_t *reg, model_t *m, const worker_batch_t *in, float *out, char *err,
+                      size_t errlen) {
+    (void)reg;
+    (void)m;
+    expand_index_t *ix = expand_set_index(user, in->model, err, errlen);
+    if (!ix) return BATCHER_ECOMPUTE;
+    return expand_batch(ix, in->ids, in->seq_off, in->n_seqs, out, err, errlen);
+}
+
+static void expand_unload(void *user, int model) { expand_set_drop(user, model); }
+
+static const worker_op_t expand_op = {"expand", expand_result_floats, expand_run, expand_unload};
+
+static int expand_attach(batcher_t *bat, registry_t *reg, void **state, char *err, size_t errlen) {
+    expand_set_t *set = NULL;
+    if (expand_set_create(reg, &set)) {
+        snprintf(err, errlen, "out of memory for the expand indexes");
+        return -1;
+    }
+    if (batcher_register_op(bat, BATCHER_OP_EXPAND, &expand_op, set)) {
+        expand_set_destroy(set);
+        snprintf(err, errlen, "cannot register the expand op");
+        return -1;
+    }
+    *state = set;
+    return 0;
+}
+
+static void expand_detach(void *state) { expand_set_destroy(state); }
+
 const api_job_type_t api_expand_job = {
     .name = "expand",
     .op = BATCHER_OP_EXPAND,
@@ -189,4 +233,6 @@ const api_job_type_t api_expand_job = {
     .parse = api_expand_parse,
     .result_json = api_expand_result_json,
     .free_args = expand_args_free,
+    .attach = expand_attach,
+    .detach = expand_detach,
 };

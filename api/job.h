@@ -54,16 +54,29 @@ unsigned api_status_for_batcher(int err_code, const char **code);
 typedef struct api_job api_job_t;
 typedef struct api_job_type api_job_type_t;
 
+/* What a parser may use: the models, the settings, and the state its
+ * operation attached to the batcher (api/jobs.h; NULL when not attached). */
+typedef struct {
+    registry_t *reg;
+    const api_config_t *cfg;
+    void *state;
+} api_job_env_t;
+
 struct api_job_type {
     const char *name;        /* the op's name in a Redis task ("embed") */
     batcher_op_t op;
     const char *input_field; /* the field holding the inputs ("input", "terms") */
     int cacheable;           /* answers may come from the result cache */
     /* Parse and validate a request object, tokenize its inputs: 0, or -1 with *e. */
-    int (*parse)(registry_t *reg, const api_config_t *cfg, json_t *body, api_job_t **out, api_err_t *e);
+    int (*parse)(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e);
     /* The answer of a finished job: malloc'd, *len bytes (NUL-terminated), or NULL when out of memory. */
     char *(*result_json)(api_job_t *j, size_t *len);
     void (*free_args)(void *args); /* the op's options (NULL: nothing to free) */
+    /* Serve the op on the batcher (its handler, batcher/worker.h) and make the
+     * state the parser gets in env->state; NULL: the batcher serves it already.
+     * detach runs after the batcher stopped and before models unload. */
+    int (*attach)(batcher_t *bat, registry_t *reg, void **state, char *err, size_t errlen);
+    void (*detach)(void *state);
 };
 
 struct api_job {

@@ -11,6 +11,7 @@
 #include "api/http/ctl.h"
 #include "api/http/http.h"
 #include "api/http/routes.h"
+#include "api/jobs.h"
 #include "api/log.h"
 #include "api/redis/tasks.h"
 #include "api/server.h"
@@ -20,6 +21,7 @@ struct api_serve {
     api_ctx_t ctx;       /* what the HTTP handlers see: points into this struct */
     registry_t *reg;
     batcher_t *bat;
+    api_jobs_t *jobs;    /* the operations, attached to the batcher */
     api_tasks_t *tasks;  /* NULL: Redis off */
     api_ctl_t *ctl;      /* keys, rate limits, cache, route metrics */
     api_http_t *http;
@@ -94,13 +96,14 @@ int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_
     };
     if (batcher_create(s->reg, &lim, &s->bat, err, errlen)) goto fail;
     api_ctl_attach(s->ctl, s->bat);
+    if (api_jobs_start(s->reg, cfg, s->bat, &s->jobs, err, errlen)) goto fail;
     preload_models(s);
 
     if (cfg->redis[0] && strcmp(cfg->redis, "none") && strcmp(cfg->redis, "off")) {
-        if (api_tasks_start(cfg, s->reg, s->bat, &s->tasks, err, errlen)) goto fail;
+        if (api_tasks_start(cfg, s->reg, s->bat, s->jobs, &s->tasks, err, errlen)) goto fail;
     }
 
-    s->ctx = (api_ctx_t){.cfg = cfg, .reg = s->reg, .bat = s->bat, .tasks = s->tasks, .ctl = s->ctl,
+    s->ctx = (api_ctx_t){.cfg = cfg, .reg = s->reg, .bat = s->bat, .jobs = s->jobs, .tasks = s->tasks, .ctl = s->ctl,
                          .routes = api_routes, .n_routes = api_routes_count};
     if (api_http_start(&s->ctx, &s->http, err, errlen)) goto fail;
     s->ctx.http = s->http; /* before the first request: MHD calls back only once a connection arrives */
@@ -147,6 +150,8 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
     }
     batcher_destroy(s->bat);
     s->bat = NULL;
+    api_jobs_destroy(s->jobs); /* what the ops built on the models goes before the models */
+    s->jobs = NULL;
     if (s->reg) {
         for (int i = 0; i < registry_count(s->reg); i++) registry_unload(s->reg, i);
     }

@@ -50,9 +50,14 @@ typedef struct {
     int normalize;       /* 1: L2-normalise the pooled vector */
 } engine_info_t;
 
+/* A model's workspace when its options leave it at 0: the one home of these
+ * numbers (the serve flags --workspace-tokens/--workspace-seqs default to them). */
+#define ENGINE_DEFAULT_BATCH_TOKENS 16384
+#define ENGINE_DEFAULT_BATCH_SEQS 1024
+
 typedef struct {
-    int max_batch_tokens; /* workspace is sized for this many packed tokens (default 16384) */
-    int max_batch_seqs;   /* and this many sequences (default 1024) */
+    int max_batch_tokens; /* workspace is sized for this many packed tokens (default ENGINE_DEFAULT_BATCH_TOKENS) */
+    int max_batch_seqs;   /* and this many sequences (default ENGINE_DEFAULT_BATCH_SEQS) */
     int runners;          /* batches that can be in flight at once, each with its own
                            * stream and workspace (default 1; 2 on a GPU lets the CPU
                            * prepare batch N+1 while batch N computes) */

@@ -66,7 +66,8 @@ typedef struct {
     int32_t id;
 } special_t;
 
-struct tok {
+typedef struct wordpiece {
+    tok_t base;             /* the interface (engine/tok.h): first */
     tok_options_t opt;
     char *blob;             /* vocab file bytes, each piece NUL-terminated in place */
     uint32_t *piece_off;    /* (n_pieces) offset of piece id in blob */
@@ -77,7 +78,11 @@ struct tok {
     special_t *specials;    /* (n_specials) added tokens, matched before normalisation */
     int n_specials;
     uint8_t special_first[256]; /* 1: some special starts with this byte */
-};
+} wordpiece_t;
+
+static const tok_vtable_t WORDPIECE;
+static void wp_destroy(tok_t *tt);
+static int32_t wp_lookup(const tok_t *tt, const char *piece);
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
@@ -248,7 +253,7 @@ static void ascii_class_init(void) {
 /* ------------------------------------------------------------------- encoder */
 
 typedef struct {
-    const tok_t *t;
+    const wordpiece_t *t;
     int32_t *ids;       /* output; body pieces go to ids[1 + i] for i < cap */
     int cap;            /* room for body pieces (limit - 2) */
     int n;              /* body pieces so far, untruncated (saturates) */
@@ -270,7 +275,7 @@ static void end_word(enc_t *e) {
     int nch = e->wchars;
     if (!nch) return;
     e->wchars = 0;
-    const tok_t *t = e->t;
+    const wordpiece_t *t = e->t;
     if (nch > WORD_MAX_CHARS) {
         put_id(e, t->unk);
         return;
@@ -393,7 +398,7 @@ static void end_segment(enc_t *e) {
     end_word(e);
 }
 
-static const special_t *match_special(const tok_t *t, const uint8_t *s, size_t left) {
+static const special_t *match_special(const wordpiece_t *t, const uint8_t *s, size_t left) {
     const special_t *best = NULL;
     for (int i = 0; i < t->n_specials; i++) {
         const special_t *sp = &t->specials[i];
@@ -403,8 +408,9 @@ static const special_t *match_special(const tok_t *t, const uint8_t *s, size_t l
     return best;
 }
 
-int tok_encode(const tok_t *t, const char *text, size_t len, int32_t *ids, int max_ids,
-               int *n_untruncated, char *err, size_t errlen) {
+static int wp_encode(const tok_t *tt, const char *text, size_t len, int32_t *ids, int max_ids,
+                     int *n_untruncated, char *err, size_t errlen) {
+    const wordpiece_t *t = (const wordpiece_t *)tt;
     if (!t || !ids || (!text && len)) {
         set_err(err, errlen, "tok_encode: NULL tokenizer, text or ids");
         return TOK_EINVAL;
@@ -529,7 +535,7 @@ fail:
     return NULL;
 }
 
-static int set_specials(tok_t *t, special_t *sp, int n) {
+static int set_specials(wordpiece_t *t, special_t *sp, int n) {
     for (int i = 0; i < t->n_specials; i++) free(t->specials[i].text);
     free(t->specials);
     t->specials = sp;
@@ -540,13 +546,13 @@ static int set_specials(tok_t *t, special_t *sp, int n) {
 }
 
 /* HF BertTokenizer's special tokens, those present in the vocab. */
-static int default_specials(tok_t *t) {
+static int default_specials(wordpiece_t *t) {
     static const char *names[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     special_t *sp = calloc(5, sizeof *sp);
     if (!sp) return TOK_ENOMEM;
     int n = 0;
     for (int i = 0; i < 5; i++) {
-        int32_t id = tok_lookup(t, names[i]);
+        int32_t id = wp_lookup(&t->base, names[i]);
         if (id < 0) continue;
         sp[n].text = strdup(names[i]);
         if (!sp[n].text) {
@@ -563,7 +569,7 @@ static int default_specials(tok_t *t) {
 int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, char *err,
                size_t errlen) {
     int rc = TOK_EINVAL;
-    tok_t *t = NULL;
+    wordpiece_t *t = NULL;
     if (!vocab_path || !opt || !out) {
         set_err(err, errlen, "tok_create: NULL argument");
         return TOK_EINVAL;
@@ -577,6 +583,7 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
     pthread_once(&classes_once, ascii_class_init);
     t = calloc(1, sizeof *t);
     if (!t) goto nomem;
+    t->base.vt = &WORDPIECE;
     t->opt = *opt;
     size_t len = 0;
     t->blob = read_file(vocab_path, VOCAB_MAX_BYTES, &len, &rc, err, errlen);
@@ -622,7 +629,7 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
     static const char *need[] = {"[CLS]", "[SEP]", "[PAD]", "[UNK]"};
     int32_t *dst[] = {&t->cls, &t->sep, &t->pad, &t->unk};
     for (int i = 0; i < 4; i++) {
-        *dst[i] = tok_lookup(t, need[i]);
+        *dst[i] = wp_lookup(&t->base, need[i]);
         if (*dst[i] < 0) {
             set_err(err, errlen, "vocab %s has no %s line (not a BERT WordPiece vocab?)",
                     vocab_path, need[i]);
@@ -631,17 +638,18 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
         }
     }
     if (default_specials(t)) goto nomem;
-    *out = t;
+    *out = &t->base;
     return TOK_OK;
 nomem:
     set_err(err, errlen, "out of memory loading vocab %s", vocab_path);
     rc = TOK_ENOMEM;
 fail:
-    tok_destroy(t);
+    if (t) wp_destroy(&t->base);
     return rc;
 }
 
-void tok_destroy(tok_t *t) {
+static void wp_destroy(tok_t *tt) {
+    wordpiece_t *t = (wordpiece_t *)tt;
     if (!t) return;
     set_specials(t, NULL, 0);
     free(t->whole.slots);
@@ -730,7 +738,7 @@ static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, j
     return TOK_OK;
 }
 
-static int load_added_tokens(tok_t *t, json_t *added, const char *dir, char *err, size_t errlen) {
+static int load_added_tokens(wordpiece_t *t, json_t *added, const char *dir, char *err, size_t errlen) {
     size_t n = json_array_size(added);
     special_t *sp = calloc(n ? n : 1, sizeof *sp);
     if (!sp) return TOK_ENOMEM;
@@ -766,7 +774,7 @@ int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t e
     }
     *out = NULL;
     int rc = TOK_OK;
-    tok_t *t = NULL;
+    wordpiece_t *t = NULL;
     json_t *tc = NULL, *sb = NULL, *tj = NULL, *added = NULL;
     char vocab[4096];
     if (snprintf(vocab, sizeof vocab, "%s/vocab.txt", model_dir) >= (int)sizeof vocab) {
@@ -801,8 +809,10 @@ int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t e
     }
     if (tj && (rc = apply_tokenizer_json(tj, model_dir, &o, &added, err, errlen))) goto fail;
 
-    rc = tok_create(vocab, &o, &t, err, errlen);
+    tok_t *base = NULL;
+    rc = tok_create(vocab, &o, &base, err, errlen);
     if (rc) goto fail;
+    t = (wordpiece_t *)base;
     if (added && (rc = load_added_tokens(t, added, model_dir, err, errlen))) {
         if (rc == TOK_ENOMEM) set_err(err, errlen, "out of memory loading %s", model_dir);
         goto fail;
@@ -810,10 +820,10 @@ int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t e
     json_decref(tc);
     json_decref(sb);
     json_decref(tj);
-    *out = t;
+    *out = &t->base;
     return TOK_OK;
 fail:
-    tok_destroy(t);
+    if (t) wp_destroy(&t->base);
     json_decref(tc);
     json_decref(sb);
     json_decref(tj);
@@ -822,21 +832,59 @@ fail:
 
 /* ---------------------------------------------------------------- lookups */
 
-int tok_vocab_size(const tok_t *t) { return t->n_pieces; }
-int tok_max_len(const tok_t *t) { return t->opt.max_len; }
+static const wordpiece_t *wp(const tok_t *t) { return (const wordpiece_t *)t; }
 
-const char *tok_piece(const tok_t *t, int32_t id) {
+static int wp_vocab_size(const tok_t *t) { return wp(t)->n_pieces; }
+static int wp_max_len(const tok_t *t) { return wp(t)->opt.max_len; }
+
+static const char *wp_piece(const tok_t *tt, int32_t id) {
+    const wordpiece_t *t = wp(tt);
     return id >= 0 && id < t->n_pieces ? t->blob + t->piece_off[id] : NULL;
 }
 
-int32_t tok_lookup(const tok_t *t, const char *piece) {
+static int32_t wp_lookup(const tok_t *tt, const char *piece) {
+    const wordpiece_t *t = wp(tt);
     if (!piece) return -1;
     size_t n = strlen(piece);
     if (n > UINT32_MAX) return -1;
     return map_get(&t->whole, t->blob, piece, (uint32_t)n, fnv(piece, n));
 }
 
-int32_t tok_cls_id(const tok_t *t) { return t->cls; }
-int32_t tok_sep_id(const tok_t *t) { return t->sep; }
-int32_t tok_pad_id(const tok_t *t) { return t->pad; }
-int32_t tok_unk_id(const tok_t *t) { return t->unk; }
+static int32_t wp_special(const tok_t *tt, const char *role) {
+    const wordpiece_t *t = wp(tt);
+    if (!role) return -1;
+    if (!strcmp(role, "cls")) return t->cls;
+    if (!strcmp(role, "sep")) return t->sep;
+    if (!strcmp(role, "pad")) return t->pad;
+    if (!strcmp(role, "unk")) return t->unk;
+    if (!strcmp(role, "mask")) return wp_lookup(tt, "[MASK]");
+    return -1;
+}
+
+/* As HF's WordPiece decoder: pieces joined by spaces, "##" pieces glued to
+ * the one before; [CLS], [SEP] and [PAD] are left out. */
+static int wp_decode_next(const tok_t *tt, tok_decode_state_t *st, int32_t id, char *out, size_t cap) {
+    const wordpiece_t *t = wp(tt);
+    const char *p = wp_piece(tt, id);
+    if (!p) return TOK_EINVAL;
+    if (id == t->cls || id == t->sep || id == t->pad) return 0;
+    int cont = p[0] == '#' && p[1] == '#' && p[2];
+    if (cont) p += 2;
+    size_t n = strlen(p), w = 0;
+    if (st->n_tokens++ > 0 && !cont && w < cap) out[w++] = ' ';
+    if (n > cap - w) n = cap - w;
+    memcpy(out + w, p, n);
+    return (int)(w + n);
+}
+
+static const tok_vtable_t WORDPIECE = {
+    .kind = "wordpiece",
+    .encode = wp_encode,
+    .decode_next = wp_decode_next,
+    .special = wp_special,
+    .lookup = wp_lookup,
+    .piece = wp_piece,
+    .vocab_size = wp_vocab_size,
+    .max_len = wp_max_len,
+    .destroy = wp_destroy,
+};

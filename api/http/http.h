@@ -32,12 +32,14 @@
 typedef struct api_http api_http_t;
 typedef struct api_ctl api_ctl_t;
 typedef struct api_tasks api_tasks_t;
+typedef struct api_jobs api_jobs_t;
 
 /* What a handler may use; filled by the server's owner before the first request. */
 typedef struct api_ctx {
     const api_config_t *cfg;
     registry_t *reg;
     batcher_t *bat;
+    api_jobs_t *jobs;          /* the operations (api/jobs.h) */
     api_tasks_t *tasks;        /* Redis intake (api/redis/tasks.h); NULL when Redis is off */
     api_ctl_t *ctl;            /* keys, rate limits, cache, route metrics (api/http/ctl.h) */
     api_http_t *http;          /* the server: stats, stopping */

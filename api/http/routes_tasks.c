@@ -81,7 +81,7 @@ int api_route_tasks_post(api_req_t *r) {
     /* validate now (400/404/413/422 here rather than a failed task later) */
     api_err_t e;
     api_job_t *j = NULL;
-    if (type->parse(r->ctx->reg, r->ctx->cfg, body, &j, &e)) {
+    if (api_jobs_parse(r->ctx->jobs, type, body, &j, &e)) {
         json_decref(body);
         return api_respond_error(r, e.status, e.code, e.param, "%s", e.message);
     }

@@ -145,7 +145,7 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
         body = json_is_object(in) ? json_deep_copy(in) : json_pack("{s:O}", type->input_field, in ? in : json_null());
         json_object_set_new(body, "model", json_string(p.model));
         json_object_del(body, "deadline_ms");
-        if (type->parse(t->reg, t->cfg, body, &k->job, &e)) {
+        if (api_jobs_parse(t->jobs, type, body, &k->job, &e)) {
             k->refuse_status = (int)e.status;
             k->refuse_json = api_error_json(e.status, e.code, e.param, e.message, 1);
         }

@@ -101,14 +101,15 @@ int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, int *outcome, char 
 
 /* ---------------------------------------------------------------- lifecycle */
 
-int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, api_tasks_t **out, char *err,
-                    size_t errlen) {
+int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, const api_jobs_t *jobs,
+                    api_tasks_t **out, char *err, size_t errlen) {
     *out = NULL;
     api_tasks_t *t = calloc(1, sizeof *t);
     if (!t) goto oom;
     t->cfg = cfg;
     t->reg = reg;
     t->bat = bat;
+    t->jobs = jobs;
     pthread_mutex_init(&t->pool_mu, NULL);
     pthread_mutex_init(&t->wmu, NULL);
     pthread_cond_init(&t->wcv, NULL);

@@ -31,10 +31,11 @@
 
 typedef struct api_tasks api_tasks_t;
 
-/* One queue per name in cfg->queue (comma-separated); reg, bat and cfg must
- * outlive the intake. 0, or -1 with a message. */
-int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, api_tasks_t **out, char *err,
-                    size_t errlen);
+/* One queue per name in cfg->queue (comma-separated); cfg, reg, bat and jobs
+ * (the operations, api/jobs.h) must outlive the intake. 0, or -1 with a message. */
+typedef struct api_jobs api_jobs_t;
+int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, const api_jobs_t *jobs,
+                    api_tasks_t **out, char *err, size_t errlen);
 /* Stop leasing (shutdown step 1); leases held stay renewed until their items
  * end. Long-polls are answered now. */
 void api_tasks_stop_intake(api_tasks_t *t);

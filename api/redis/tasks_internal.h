@@ -9,7 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "api/job.h"
+#include "api/jobs.h"
 #include "api/redis/tasks.h"
 
 #define API_TASKS_POOL_MAX 8 /* idle route connections kept */
@@ -48,6 +48,7 @@ struct api_tasks {
     const api_config_t *cfg;
     registry_t *reg;
     batcher_t *bat;
+    const api_jobs_t *jobs;
     task_queue_t *queues;
     int n;
     char worker[128];
