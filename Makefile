@@ -176,7 +176,8 @@ test: deps model
 	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
-	    build/asan/tests/test_safetensors build/asan/tests/test_tokenizer build/asan/tests/test_serve_ctl build/asan/bin/sluice
+	    build/asan/tests/test_safetensors build/asan/tests/test_tokenizer build/asan/tests/test_serve_ctl \
+	    build/asan/tests/test_ctl build/asan/bin/sluice
 	@$(MAKE) --no-print-directory fuzz
 	@sh tests/run.sh $(BUILD) build/asan $(MODEL_DIR)
 
