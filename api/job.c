@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api/job.h"
+#include "kernels/util.h"
 
 int api_err_set(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...) {
     e->status = status;
@@ -13,7 +14,7 @@ int api_err_set(api_err_t *e, unsigned status, const char *code, const char *par
     e->param = param;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    util_verrf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
     return -1;
 }

@@ -20,6 +20,7 @@
 
 #include "batcher/batcher.h"
 #include "batcher/worker.h"
+#include "kernels/util.h"
 
 #define SWEEP_NS 10000000LL       /* look for expired items at least this often */
 #define IDLE_TICK_NS 20000000LL   /* dispatcher wake-up while items wait */
@@ -112,11 +113,7 @@ const char *batcher_outcome_name(batcher_outcome_t o) {
     return "unknown";
 }
 
-int64_t batcher_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+int64_t batcher_now_ns(void) { return util_now_ns(); }
 
 static void abs_deadline(struct timespec *ts, int64_t mono_ns) {
     /* the condition variables run on CLOCK_MONOTONIC */

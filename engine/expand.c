@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <utf8proc.h>
 #include "engine/safetensors.h"
+#include "kernels/util.h"
 
 #define EXPAND_FORMAT "sluice-expand-index/1"
 
@@ -440,12 +441,10 @@ static int expand_build(expand_index_t *ix, const char *model_dir, const expand_
         snprintf(note, notelen, "expand index: %d terms loaded from %s", ix->N, ix->cache_path);
         return EXPAND_OK;
     }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = util_now_ns();
     rc = expand_embed(ix->model, (const char *const *)ix->terms, ix->N, emb, err, errlen);
     if (rc) return rc;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    double secs = (util_now_ns() - t0) * 1e-9;
     if (!ix->cache_path[0]) {
         snprintf(note, notelen, "expand index: %d terms embedded in %.1f s (no cache)", ix->N, secs);
         return EXPAND_OK;

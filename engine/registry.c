@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "engine/registry.h"
+#include "kernels/util.h"
 
 typedef struct {
     registry_model_info_t info;
@@ -31,12 +32,6 @@ struct registry {
     registry_entry_t *models;
     int n;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int read_hidden(const char *dir) {
     char p[1100];
@@ -194,7 +189,7 @@ int registry_load(registry_t *r, int idx, char *err, size_t errlen) {
     memcpy(dir, e->info.dir, sizeof dir);
     pthread_mutex_unlock(&r->mu);
 
-    double t0 = now_s();
+    int64_t t0 = util_now_ns();
     model_t *m = NULL;
     ops_t *ops = device_ops(r->dev);
     arena_t *arena = device_arena(r->dev);
@@ -214,7 +209,7 @@ int registry_load(registry_t *r, int idx, char *err, size_t errlen) {
 
     pthread_mutex_lock(&r->mu);
     e = &r->models[idx];
-    e->info.load_s = now_s() - t0;
+    e->info.load_s = (util_now_ns() - t0) * 1e-9;
     if (rc == ENGINE_OK) {
         model_info_t mi;
         model_info(m, &mi);

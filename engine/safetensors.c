@@ -13,6 +13,7 @@
  * like any other (size, range, overlap) and then left out of the table.
  */
 #include "engine/safetensors.h"
+#include "kernels/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -114,7 +115,7 @@ __attribute__((format(printf, 6, 7))) static int st_fail(char *err, size_t errle
     if (off >= 0 && (size_t)off < errlen) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err + off, errlen - (size_t)off, fmt, ap);
+        util_verrf(err + off, errlen - (size_t)off, fmt, ap);
         va_end(ap);
     }
     return code;

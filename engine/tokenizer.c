@@ -28,6 +28,7 @@
  * hf_category_override() below, each with its reason.
  */
 #include "engine/tokenizer.h"
+#include "kernels/util.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -84,13 +85,6 @@ static const tok_vtable_t WORDPIECE;
 static void wp_destroy(tok_t *tt);
 static int32_t wp_lookup(const tok_t *tt, const char *piece);
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---------------------------------------------------------------- vocab map */
 
@@ -412,12 +406,12 @@ static int wp_encode(const tok_t *tt, const char *text, size_t len, int32_t *ids
                      int *n_untruncated, char *err, size_t errlen) {
     const wordpiece_t *t = (const wordpiece_t *)tt;
     if (!t || !ids || (!text && len)) {
-        set_err(err, errlen, "tok_encode: NULL tokenizer, text or ids");
+        util_errf(err, errlen, "tok_encode: NULL tokenizer, text or ids");
         return TOK_EINVAL;
     }
     int limit = t->opt.max_len < max_ids ? t->opt.max_len : max_ids;
     if (limit < 2) {
-        set_err(err, errlen, "tok_encode: room for %d ids, need at least 2 ([CLS] [SEP])", max_ids);
+        util_errf(err, errlen, "tok_encode: room for %d ids, need at least 2 ([CLS] [SEP])", max_ids);
         return TOK_EINVAL;
     }
     enc_t e;
@@ -465,7 +459,7 @@ static int wp_encode(const tok_t *tt, const char *text, size_t len, int32_t *ids
         utf8proc_int32_t c;
         utf8proc_ssize_t n = utf8proc_iterate(s + i, (utf8proc_ssize_t)(len - i), &c);
         if (n < 0) {
-            set_err(err, errlen, "invalid UTF-8 at byte %zu (0x%02X)", i, b);
+            util_errf(err, errlen, "invalid UTF-8 at byte %zu (0x%02X)", i, b);
             return TOK_EUTF8;
         }
         i += (size_t)n;
@@ -496,32 +490,32 @@ static char *read_file(const char *path, size_t max, size_t *len, int *rc, char 
                        size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        util_errf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         *rc = TOK_EIO;
         return NULL;
     }
     char *buf = NULL;
     struct stat st;
     if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s is not a regular file", path);
+        util_errf(err, errlen, "%s is not a regular file", path);
         *rc = TOK_EIO;
         goto fail;
     }
     if ((size_t)st.st_size > max) {
-        set_err(err, errlen, "%s is %lld bytes, more than the %zu allowed", path,
+        util_errf(err, errlen, "%s is %lld bytes, more than the %zu allowed", path,
                 (long long)st.st_size, max);
         *rc = TOK_EFORMAT;
         goto fail;
     }
     buf = malloc((size_t)st.st_size + 1);
     if (!buf) {
-        set_err(err, errlen, "out of memory reading %s", path);
+        util_errf(err, errlen, "out of memory reading %s", path);
         *rc = TOK_ENOMEM;
         goto fail;
     }
     size_t got = fread(buf, 1, (size_t)st.st_size, f);
     if (got != (size_t)st.st_size || ferror(f)) {
-        set_err(err, errlen, "cannot read %s", path);
+        util_errf(err, errlen, "cannot read %s", path);
         *rc = TOK_EIO;
         goto fail;
     }
@@ -571,12 +565,12 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
     int rc = TOK_EINVAL;
     wordpiece_t *t = NULL;
     if (!vocab_path || !opt || !out) {
-        set_err(err, errlen, "tok_create: NULL argument");
+        util_errf(err, errlen, "tok_create: NULL argument");
         return TOK_EINVAL;
     }
     *out = NULL;
     if (opt->max_len < 2) {
-        set_err(err, errlen, "tokenizer max_len %d: need at least 2 ([CLS] [SEP])", opt->max_len);
+        util_errf(err, errlen, "tokenizer max_len %d: need at least 2 ([CLS] [SEP])", opt->max_len);
         return TOK_EINVAL;
     }
     static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
@@ -593,7 +587,7 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
     for (size_t i = 0; i < len; i++) n += t->blob[i] == '\n';
     if (len && t->blob[len - 1] != '\n') n++;
     if (n == 0) {
-        set_err(err, errlen, "vocab %s is empty", vocab_path);
+        util_errf(err, errlen, "vocab %s is empty", vocab_path);
         rc = TOK_EFORMAT;
         goto fail;
     }
@@ -608,14 +602,14 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
         if (plen && t->blob[at + plen - 1] == '\r') plen--;
         t->blob[at + plen] = 0;
         if (plen > 1024) {
-            set_err(err, errlen, "vocab %s line %d is %zu bytes long; not a vocab file?",
+            util_errf(err, errlen, "vocab %s line %d is %zu bytes long; not a vocab file?",
                     vocab_path, id + 1, plen);
             rc = TOK_EFORMAT;
             goto fail;
         }
         if (utf8proc_decompose((const utf8proc_uint8_t *)t->blob + at, (utf8proc_ssize_t)plen,
                                NULL, 0, 0) < 0) {
-            set_err(err, errlen, "vocab %s line %d is not valid UTF-8", vocab_path, id + 1);
+            util_errf(err, errlen, "vocab %s line %d is not valid UTF-8", vocab_path, id + 1);
             rc = TOK_EFORMAT;
             goto fail;
         }
@@ -631,7 +625,7 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
     for (int i = 0; i < 4; i++) {
         *dst[i] = wp_lookup(&t->base, need[i]);
         if (*dst[i] < 0) {
-            set_err(err, errlen, "vocab %s has no %s line (not a BERT WordPiece vocab?)",
+            util_errf(err, errlen, "vocab %s has no %s line (not a BERT WordPiece vocab?)",
                     vocab_path, need[i]);
             rc = TOK_EFORMAT;
             goto fail;
@@ -641,7 +635,7 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
     *out = &t->base;
     return TOK_OK;
 nomem:
-    set_err(err, errlen, "out of memory loading vocab %s", vocab_path);
+    util_errf(err, errlen, "out of memory loading vocab %s", vocab_path);
     rc = TOK_ENOMEM;
 fail:
     if (t) wp_destroy(&t->base);
@@ -667,7 +661,7 @@ static void wp_destroy(tok_t *tt) {
 static json_t *load_json(const char *dir, const char *name, int *rc, char *err, size_t errlen) {
     char path[4096];
     if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) {
-        set_err(err, errlen, "model path %s is too long", dir);
+        util_errf(err, errlen, "model path %s is too long", dir);
         *rc = TOK_EINVAL;
         return NULL;
     }
@@ -676,12 +670,12 @@ static json_t *load_json(const char *dir, const char *name, int *rc, char *err, 
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     if (!j) {
-        set_err(err, errlen, "%s: line %d: %s", path, je.line, je.text);
+        util_errf(err, errlen, "%s: line %d: %s", path, je.line, je.text);
         *rc = TOK_EFORMAT;
         return NULL;
     }
     if (!json_is_object(j)) {
-        set_err(err, errlen, "%s: not a JSON object", path);
+        util_errf(err, errlen, "%s: not a JSON object", path);
         json_decref(j);
         *rc = TOK_EFORMAT;
         return NULL;
@@ -703,7 +697,7 @@ static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, j
     if (norm) { /* HF runs no normalizer at all when it is null: not something we do */
         const char *type = json_string_value(json_object_get(norm, "type"));
         if (!type || strcmp(type, "BertNormalizer") || !json_flag(norm, "clean_text", 1)) {
-            set_err(err, errlen, "%s/tokenizer.json: normalizer %s is not supported (BertNormalizer "
+            util_errf(err, errlen, "%s/tokenizer.json: normalizer %s is not supported (BertNormalizer "
                     "with clean_text only)", dir, type ? type : "null");
             return TOK_EFORMAT;
         }
@@ -714,7 +708,7 @@ static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, j
     if (pre) {
         const char *type = json_string_value(json_object_get(pre, "type"));
         if (!type || strcmp(type, "BertPreTokenizer")) {
-            set_err(err, errlen, "%s/tokenizer.json: pre_tokenizer %s is not supported "
+            util_errf(err, errlen, "%s/tokenizer.json: pre_tokenizer %s is not supported "
                     "(BertPreTokenizer only)", dir, type ? type : "null");
             return TOK_EFORMAT;
         }
@@ -726,7 +720,7 @@ static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, j
         json_t *mc = json_object_get(model, "max_input_chars_per_word");
         if ((type && strcmp(type, "WordPiece")) || (prefix && strcmp(prefix, "##")) ||
             (mc && json_integer_value(mc) != WORD_MAX_CHARS)) {
-            set_err(err, errlen, "%s/tokenizer.json: model %s (prefix %s, %lld chars per word) is "
+            util_errf(err, errlen, "%s/tokenizer.json: model %s (prefix %s, %lld chars per word) is "
                     "not supported (WordPiece, \"##\", %d only)", dir, type ? type : "?",
                     prefix ? prefix : "?", mc ? (long long)json_integer_value(mc) : -1LL,
                     WORD_MAX_CHARS);
@@ -749,7 +743,7 @@ static int load_added_tokens(wordpiece_t *t, json_t *added, const char *dir, cha
         json_t *idv = json_object_get(a, "id");
         if (!content || !*content || !json_is_integer(idv) || json_integer_value(idv) < 0 ||
             json_integer_value(idv) >= t->n_pieces) {
-            set_err(err, errlen, "%s/tokenizer.json: added_tokens[%zu] needs a content and an id "
+            util_errf(err, errlen, "%s/tokenizer.json: added_tokens[%zu] needs a content and an id "
                     "inside the vocab (%d pieces)", dir, i, t->n_pieces);
             for (int j = 0; j < k; j++) free(sp[j].text);
             free(sp);
@@ -769,7 +763,7 @@ static int load_added_tokens(wordpiece_t *t, json_t *added, const char *dir, cha
 
 int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t errlen) {
     if (!model_dir || !out) {
-        set_err(err, errlen, "tok_create_for_model: NULL argument");
+        util_errf(err, errlen, "tok_create_for_model: NULL argument");
         return TOK_EINVAL;
     }
     *out = NULL;
@@ -778,7 +772,7 @@ int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t e
     json_t *tc = NULL, *sb = NULL, *tj = NULL, *added = NULL;
     char vocab[4096];
     if (snprintf(vocab, sizeof vocab, "%s/vocab.txt", model_dir) >= (int)sizeof vocab) {
-        set_err(err, errlen, "model path %s is too long", model_dir);
+        util_errf(err, errlen, "model path %s is too long", model_dir);
         return TOK_EINVAL;
     }
     tc = load_json(model_dir, "tokenizer_config.json", &rc, err, errlen);
@@ -800,7 +794,7 @@ int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t e
     json_t *ms = sb ? json_object_get(sb, "max_seq_length") : NULL;
     if (ms) {
         if (!json_is_integer(ms) || json_integer_value(ms) < 2 || json_integer_value(ms) > 1000000) {
-            set_err(err, errlen, "%s/sentence_bert_config.json: max_seq_length must be an integer "
+            util_errf(err, errlen, "%s/sentence_bert_config.json: max_seq_length must be an integer "
                     "in [2, 1000000]", model_dir);
             rc = TOK_EFORMAT;
             goto fail;
@@ -814,7 +808,7 @@ int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t e
     if (rc) goto fail;
     t = (wordpiece_t *)base;
     if (added && (rc = load_added_tokens(t, added, model_dir, err, errlen))) {
-        if (rc == TOK_ENOMEM) set_err(err, errlen, "out of memory loading %s", model_dir);
+        if (rc == TOK_ENOMEM) util_errf(err, errlen, "out of memory loading %s", model_dir);
         goto fail;
     }
     json_decref(tc);

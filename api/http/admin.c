@@ -17,6 +17,7 @@
 
 #include "api/http/routes.h"
 #include "api/log.h"
+#include "kernels/util.h"
 
 #define WATCH_POLL_MS 2
 #define LOAD_TIMEOUT_MS 120000
@@ -35,15 +36,10 @@ typedef struct {
     uint64_t unloads0; /* unload: the model's unload count when asked (pending work may load it again at once) */
 } watch_t;
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 void api_admin_stop_watchers(api_ctx_t *c) {
     if (!c) return;
     atomic_store(&c->watch_stop, 1);
-    for (int i = 0; i < 5000 && atomic_load(&c->watch_running) > 0; i++) sleep_ms(1);
+    for (int i = 0; i < 5000 && atomic_load(&c->watch_running) > 0; i++) util_sleep_ms(1);
 }
 
 /* ---------------------------------------------------------------- JSON */
@@ -121,7 +117,7 @@ static void *watch_main(void *arg) {
             w->timed_out = 1;
             break;
         }
-        sleep_ms(WATCH_POLL_MS);
+        util_sleep_ms(WATCH_POLL_MS);
     }
     api_req_wake(w->r); /* after this the request (and w) may be gone */
     atomic_fetch_sub(&c->watch_running, 1);

@@ -15,6 +15,7 @@
 #include "api/http/ratelimit.h"
 #include "api/log.h"
 #include "batcher/batcher.h"
+#include "kernels/util.h"
 
 struct api_ctl {
     api_config_t cfg;
@@ -186,7 +187,7 @@ static int refuse(api_gate_t *g, unsigned status, const char *code, const char *
     g->code = code;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g->message, sizeof g->message, fmt, ap);
+    util_verrf(g->message, sizeof g->message, fmt, ap);
     va_end(ap);
     return 1;
 }

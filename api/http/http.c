@@ -23,6 +23,7 @@
 #include "api/http/http.h"
 #include "api/job.h"
 #include "api/log.h"
+#include "kernels/util.h"
 
 struct api_http {
     api_ctx_t *ctx;
@@ -385,12 +386,7 @@ void api_http_wait_quiet(api_http_t *s, int timeout_ms) {
     int64_t until = batcher_now_ns() + (int64_t)timeout_ms * 1000000LL;
     while (s->st.open_requests > 0 && batcher_now_ns() < until) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        util_deadline(&ts, CLOCK_REALTIME, 20000000LL);
         pthread_cond_timedwait(&s->quiet, &s->mu, &ts);
     }
     pthread_mutex_unlock(&s->mu);

@@ -22,20 +22,10 @@
 #include "api/jobs.h"
 #include "api/log.h"
 #include "api/redis/tasks_internal.h"
+#include "kernels/util.h"
 
 #define LEASE_BATCH 64   /* tasks per lease call at most */
 #define IDLE_POLL_MS 20  /* intake poll interval while Redis has nothing */
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t unix_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void api_task_free(task_t *k) {
     if (!k) return;
@@ -62,7 +52,7 @@ static queue_conn_t *connect_retry(task_queue_t *q, atomic_int *up, atomic_int *
         if (!logged++)
             api_log(API_LOG_WARN, "redis unreachable, retrying",
                     json_pack("{s:s,s:s,s:s}", "queue", q->name, "thread", who, "error", err));
-        for (int waited = 0; waited < backoff && !atomic_load(stop); waited += 20) sleep_ms(20);
+        for (int waited = 0; waited < backoff && !atomic_load(stop); waited += 20) util_sleep_ms(20);
         if (backoff < 2000) backoff *= 2;
     }
     return NULL;
@@ -160,7 +150,7 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
     batcher_item_t *it = &k->job->item;
     it->priority = l->priority;
     if (l->deadline_ms > 0) {
-        int64_t left = l->deadline_ms - unix_ms();
+        int64_t left = l->deadline_ms - util_wall_ms();
         it->deadline_ns = batcher_now_ns() + (left > 0 ? left : 0) * 1000000LL;
         if (left <= 0) it->deadline_ns = batcher_now_ns(); /* expires at once, without compute */
     }
@@ -288,9 +278,7 @@ void *api_tasks_intake_main(void *arg) {
             /* nothing to take (or no room): wait a little, or until held work ends */
             pthread_mutex_lock(&q->mu);
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += IDLE_POLL_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            util_deadline(&ts, CLOCK_REALTIME, IDLE_POLL_MS * 1000000LL);
             pthread_cond_timedwait(&q->cv, &q->mu, &ts);
             pthread_mutex_unlock(&q->mu);
         }
@@ -452,7 +440,7 @@ void *api_tasks_completion_main(void *arg) {
         pending = settle(q, c, list, &broken);
         if (broken) {
             conn_broken(&c, &q->completion_up, q, "completion");
-            sleep_ms(100);
+            util_sleep_ms(100);
         }
     }
     while (pending) {

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "api/redis/tasks_internal.h"
+#include "kernels/util.h"
 
 #define WAIT_POLL_MS 25 /* waiter poll interval */
 
@@ -84,9 +85,7 @@ void *api_tasks_waiter_main(void *arg) {
         }
         if (final) break;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += WAIT_POLL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        util_deadline(&ts, CLOCK_REALTIME, WAIT_POLL_MS * 1000000LL);
         pthread_cond_timedwait(&t->wcv, &t->wmu, &ts);
     }
     pthread_mutex_unlock(&t->wmu);
