@@ -11,13 +11,14 @@
  * producer (the generation scheduler) calls the same worker for its model
  * lifecycle and forward steps.
  *
- * Serialization: every call that touches a model's weights (worker_run,
- * worker_load, worker_unload) comes from the device's worker threads, which
- * never unload a model under a running batch (batcher.c guarantees it);
- * several runs may overlap on one model when the engine has runners > 1.
+ * Serialization: runs of a model hold it shared and its unload exclusive, so
+ * a model is never unloaded under a running batch whichever producer runs
+ * it; several runs may overlap on one model (the engine's runners > 1 lets
+ * one batch upload while another computes). The batcher's policy also keeps
+ * unloads away from models with batches in flight, so the wait is short.
  *
- * Thread-safety: worker_register_op before work arrives; the rest from the
- * worker threads (worker_result_floats and worker_has_op from any thread).
+ * Thread-safety: worker_register_op before work arrives; every other call
+ * from any thread.
  */
 #ifndef SLUICE_BATCHER_WORKER_H
 #define SLUICE_BATCHER_WORKER_H

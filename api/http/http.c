@@ -173,11 +173,12 @@ static int dispatch(api_req_t *r) {
     if (!m->first) return api_respond_error(r, 404, "not_found", NULL, "no route %s %s", r->method, r->path);
     if (m->first->flags & API_ROUTE_NEEDS_MODEL) { /* the model first: a wrong name is 404 whatever the method */
         const char *name = api_req_param(r, 0);
-        if (strlen(name) >= sizeof r->model_name)
+        size_t n = strlen(name);
+        if (n >= sizeof r->model_name)
             return api_respond_error(r, 404, "model_not_found", "model", "no such model");
         if (registry_find(c->reg, name) < 0)
             return api_respond_error(r, 404, "model_not_found", "model", "model '%s' not found", name);
-        snprintf(r->model_name, sizeof r->model_name, "%s", name);
+        memcpy(r->model_name, name, n + 1);
     }
     if (!m->row) {
         char allowed[64];
