@@ -25,7 +25,7 @@ typedef struct {
     int request_timeout_ms;   /* default deadline of an HTTP request */
     char port_file[512];      /* write the bound port here once listening */
     int max_json_depth;       /* nesting of arrays/objects in a body (400 above) */
-    /* keys, rate limits, cache (api/ctl.h) */
+    /* keys, rate limits, cache (api/http/ctl.h) */
     char key_file[512];       /* API keys (sha256 hashes); "": no auth, loopback only */
     int auth_probes;          /* /healthz, /readyz, /metrics need a key too */
     int rate_limit_rps;       /* per key, requests/s (0: none); the key file may override */

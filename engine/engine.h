@@ -1,4 +1,7 @@
-/* engine/engine.h - a loaded sentence-encoder model and its forward pass.
+/* engine/engine.h - a loaded sentence-encoder model and its forward pass: the
+ * BERT family's own API (engine/bert.c). The server reaches it through the
+ * model interface (engine/model.h, model_bert); tests, benchmarks and the
+ * expand index call it directly.
  *
  * engine_model_load reads a model folder (config.json, model.safetensors,
  * vocab.txt, tokenizer_config.json, sentence_bert_config.json, modules.json,

@@ -1,4 +1,4 @@
-/* tests/test_queue_cli.c - `sluice queue ...` (api/cli_queue.c), run
+/* tests/test_queue_cli.c - `sluice queue ...` (api/cli/cli_queue.c), run
  * in-process against a real redis-server: output, and exit codes 0/1/2. */
 #include <fcntl.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /* api/cli/cli_keys.c - `sluice keys add`: make an API key, print it once, store its hash.
  *
  * The key itself is never written anywhere: only its SHA-256 goes into the
- * key file (api/auth.h), so a leaked key file gives no usable key.
+ * key file (api/http/auth.h), so a leaked key file gives no usable key.
  */
 #include <stdio.h>
 #include <stdlib.h>
