@@ -43,9 +43,11 @@ ifneq ($(DEPS_ROOT),)
              -Wl,-rpath,$(DEPS_LIB)/openblas-pthread
 endif
 
+# Every sanitizer finding stops the program (UBSan would otherwise print
+# `runtime error:` and carry on, and a fuzz run or a suite would pass).
 ifneq ($(SAN),)
-  CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer
-  LDFLAGS += -fsanitize=$(SAN)
+  CFLAGS += -fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=$(SAN) -fno-sanitize-recover=all
 endif
 
 LIB_SRC := $(filter-out api/cli/main.c,$(wildcard engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c api/*/*.c))
@@ -143,6 +145,9 @@ $(BIN)/gpu-parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice-core.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 
+# The tokenizer benchmark times engine/bpe's splitter against PCRE2.
+$(BIN)/bench-bpe_bench: LDLIBS += -lpcre2-8
+
 $(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -176,8 +181,8 @@ test: deps model
 	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
-	    build/asan/tests/test_safetensors build/asan/tests/test_tokenizer build/asan/tests/test_serve_ctl \
-	    build/asan/tests/test_ctl build/asan/bin/sluice
+	    build/asan/tests/test_safetensors build/asan/tests/test_gguf build/asan/tests/test_tokenizer build/asan/tests/test_bpe \
+	    build/asan/tests/test_chat build/asan/tests/test_serve_ctl build/asan/tests/test_ctl build/asan/bin/sluice
 	@$(MAKE) --no-print-directory fuzz
 	@sh tests/run.sh $(BUILD) build/asan $(MODEL_DIR)
 
@@ -189,7 +194,7 @@ run: deps model
 # Regenerate the reference fixtures from the model's own Python libraries
 # (needs PyPI; CI uses the committed fixtures and needs no Python packages).
 fixtures: model
-	@sh tests/tools/make_fixtures.sh $(MODEL_DIR)
+	@sh tests/tools/make_fixtures.sh $(MODEL_DIR) $(wildcard $(LLM_DIR)/*.gguf)
 
 clean:
 	rm -rf build bin

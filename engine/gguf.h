@@ -10,8 +10,12 @@
  * and its type), general.alignment (default 32) a power of two, every offset a
  * multiple of it, every tensor's bytes inside the file's data section and no two
  * tensors overlapping. Any failure returns a negative GGUF_E* code and a one-line
- * message naming the file and what was wrong. After a successful open every
- * pointer this module hands out is safe to read.
+ * message naming the file and what was wrong (GGUF_ETYPE: a tensor of a type
+ * this engine cannot compute with; GGUF_EFORMAT: anything else malformed;
+ * GGUF_EIO: cannot open/map; GGUF_ENOMEM). After a successful open every
+ * pointer this module hands out is safe to read. Arrays of arrays are refused;
+ * keys must be non-empty and at most GGUF_MAX_KEY bytes; tensor names must not
+ * hold a NUL byte.
  *
  * Layout reminder: ne[0] is the fastest-varying dimension (a matrix of N rows of
  * K values has ne = {K, N}); a row of a quantized matrix is ne[0]/32 blocks back
@@ -34,6 +38,7 @@
 
 #define GGUF_MAX_DIMS 4
 #define GGUF_MAX_NAME 256                     /* bytes of a tensor name, as ggml */
+#define GGUF_MAX_KEY 65535u                   /* bytes of a metadata key, as the GGUF spec */
 #define GGUF_MAX_STRING (64u * 1024u * 1024u) /* bytes of one metadata string */
 #define GGUF_MAX_ARRAY (64u * 1024u * 1024u)  /* elements of one metadata array */
 
@@ -63,7 +68,8 @@ typedef struct {
     int n_dims;                 /* 1..4 */
     int64_t ne[GGUF_MAX_DIMS];  /* elements per dim, ne[0] fastest; unused dims are 1 */
     int64_t numel;              /* product of ne */
-    const void *data;           /* inside the mapping, aligned to the file's alignment */
+    const void *data;           /* inside the mapping, aligned to the file's alignment (or
+                                   the page size, if that is smaller) */
     size_t nbytes;
 } gguf_tensor_t;
 
@@ -74,6 +80,11 @@ void gguf_close(gguf_file_t *f); /* NULL is a no-op */
 
 uint32_t gguf_version(const gguf_file_t *f);
 size_t gguf_alignment(const gguf_file_t *f);
+/* The data section: where it starts in the file (bytes), and the section
+ * itself inside the mapping (*len bytes, to the end of the file); every tensor
+ * lies inside it. Lets a backend copy or advise all weights at once. */
+size_t gguf_data_offset(const gguf_file_t *f);
+const void *gguf_data(const gguf_file_t *f, size_t *len);
 
 /* ---- tensors (in file order) ---- */
 int gguf_n_tensors(const gguf_file_t *f);
@@ -100,8 +111,13 @@ const void *gguf_arr_data(const gguf_file_t *f, const char *key);
 const char *gguf_arr_str(const gguf_file_t *f, const char *key, size_t i, size_t *len);
 
 /* ---- types ---- */
-const char *gguf_type_name(gguf_type_t t);     /* "Q4_1", or "type 12" style for unknown ids */
-int gguf_type_block(gguf_type_t t);            /* elements per block: 32 for Q*, 1 otherwise */
-size_t gguf_type_block_bytes(gguf_type_t t);   /* bytes per block: 34, 18, 20, 4, 2, 2 */
+/* The ggml name of any type id ("Q4_1", also "Q6_K" and other types we do not
+ * support), or "type 77" for ids ggml does not name (then in a per-thread
+ * buffer, valid until the thread's next call). */
+const char *gguf_type_name(gguf_type_t t);
+/* Elements per block (32 for Q*, 1 otherwise) and bytes per block (34, 18, 20,
+ * 4, 2, 2); both 0 for a type this module does not support. */
+int gguf_type_block(gguf_type_t t);
+size_t gguf_type_block_bytes(gguf_type_t t);
 
 #endif

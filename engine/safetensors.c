@@ -15,14 +15,14 @@
 #include "engine/safetensors.h"
 #include "kernels/util.h"
 
+#include "engine/mapfile.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -87,37 +87,14 @@ const char *st_dtype_name(st_dtype_t dtype) {
 
 /* ---- errors ---- */
 
-/* A tensor name as it may appear in a message: hostile files choose names, so
- * control bytes become '?' and long names are cut (at a UTF-8 boundary). */
-static void name_for_message(const char *name, char *out, size_t outlen) {
-    size_t len = strlen(name), keep = len < outlen - 4 ? len : outlen - 4;
-    while (keep < len && keep > 0 && ((unsigned char)name[keep] & 0xC0) == 0x80) keep--;
-    for (size_t i = 0; i < keep; i++) {
-        unsigned char c = (unsigned char)name[i];
-        out[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-    }
-    strcpy(out + keep, keep < len ? "..." : "");
-}
-
 /* "path: tensor 'name': message" (no tensor part when name is NULL). */
 __attribute__((format(printf, 6, 7))) static int st_fail(char *err, size_t errlen, int code,
                                                          const char *path, const char *tensor,
                                                          const char *fmt, ...) {
-    if (!err || errlen == 0) return code;
-    int off;
-    if (tensor) {
-        char shown[ERR_NAME_SHOWN + 4];
-        name_for_message(tensor, shown, sizeof shown);
-        off = snprintf(err, errlen, "%s: tensor '%s': ", path, shown);
-    } else {
-        off = snprintf(err, errlen, "%s: ", path);
-    }
-    if (off >= 0 && (size_t)off < errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        util_verrf(err + off, errlen - (size_t)off, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    mapfile_vfail(err, errlen, code, path, tensor, fmt, ap);
+    va_end(ap);
     return code;
 }
 
@@ -187,7 +164,7 @@ static int parse_entry(const char *path, const char *name, const json_t *info, s
         if (strcmp(dts, DTYPES[i].name) == 0) e->dtype_index = i;
     if (e->dtype_index < 0) {
         char shown[ERR_NAME_SHOWN + 4];
-        name_for_message(dts, shown, sizeof shown);
+        mapfile_shown_name(dts, strlen(dts), shown, sizeof shown);
         return st_fail(err, errlen, ST_EFORMAT, path, name, "unknown dtype \"%s\"", shown);
     }
     if (DTYPES[e->dtype_index].use == DT_UNSUPPORTED)
@@ -239,7 +216,7 @@ static int check_overlaps(const char *path, st_entry_t *entries, int n, char *er
         if (entries[i].begin == entries[i].end) continue;
         if (last && entries[i].begin < last->end) {
             char other[ERR_NAME_SHOWN + 4];
-            name_for_message(last->name, other, sizeof other);
+            mapfile_shown_name(last->name, strlen(last->name), other, sizeof other);
             return st_fail(err, errlen, ST_EFORMAT, path, entries[i].name,
                            "data [%llu, %llu) overlaps tensor '%s' [%llu, %llu)",
                            (unsigned long long)entries[i].begin, (unsigned long long)entries[i].end,
@@ -264,7 +241,7 @@ static int parse_metadata(st_file_t *f, const json_t *meta, char *err, size_t er
     json_object_foreach((json_t *)meta, key, val) {
         if (!json_is_string(val)) {
             char shown[ERR_NAME_SHOWN + 4];
-            name_for_message(key, shown, sizeof shown);
+            mapfile_shown_name(key, strlen(key), shown, sizeof shown);
             return st_fail(err, errlen, ST_EFORMAT, f->path, NULL,
                            "\"%s\" value of key '%s' is not a string", METADATA_KEY, shown);
         }
@@ -346,43 +323,19 @@ int st_open(const char *path, st_file_t **out, char *err, size_t errlen) {
     if (!path || !out)
         return st_fail(err, errlen, ST_EIO, path ? path : "(null)", NULL,
                        "st_open needs a path and an output pointer");
-    int rc = ST_OK, fd = -1;
+    int rc = ST_OK;
     st_file_t *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         free(f);
         return st_fail(err, errlen, ST_ENOMEM, path, NULL, "out of memory");
     }
-    /* O_NONBLOCK: a FIFO must not hang the open; it is refused below. */
-    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        rc = st_fail(err, errlen, ST_EIO, path, NULL, "cannot open: %s", strerror(errno));
+    void *map;
+    rc = mapfile_open(path, 8, "8-byte header length", &map, &f->map_len, err, errlen);
+    if (rc) {
+        rc = rc == MAPFILE_ESHORT ? ST_EFORMAT : ST_EIO;
         goto fail;
     }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        rc = st_fail(err, errlen, ST_EIO, path, NULL, "cannot stat: %s", strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        rc = st_fail(err, errlen, ST_EIO, path, NULL, "not a regular file");
-        goto fail;
-    }
-    if (sb.st_size < 8) {
-        rc = st_fail(err, errlen, ST_EFORMAT, path, NULL,
-                     "file is %lld bytes, shorter than the 8-byte header length",
-                     (long long)sb.st_size);
-        goto fail;
-    }
-    f->map_len = (size_t)sb.st_size;
-    f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (f->map == MAP_FAILED) {
-        f->map = NULL;
-        rc = st_fail(err, errlen, ST_EIO, path, NULL, "cannot map %zu bytes: %s", f->map_len,
-                     strerror(errno));
-        goto fail;
-    }
-    close(fd);
-    fd = -1;
+    f->map = map;
 
     uint64_t header_len;
     memcpy(&header_len, f->map, 8); /* little-endian host, checked at compile time */
@@ -406,14 +359,13 @@ int st_open(const char *path, st_file_t **out, char *err, size_t errlen) {
     *out = f;
     return ST_OK;
 fail:
-    if (fd >= 0) close(fd);
     st_close(f);
     return rc;
 }
 
 void st_close(st_file_t *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->map_len);
+    mapfile_close(f->map, f->map_len);
     for (int i = 0; i < f->n_meta; i++) {
         free(f->meta_keys[i]);
         free(f->meta_vals[i]);

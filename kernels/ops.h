@@ -235,6 +235,10 @@ ops_t *ops_cpu_create(int threads);
  * Returns NULL and a one-line reason in err when there is no GPU, no driver,
  * the dtype is unsupported on this card, or the binary was built without CUDA. */
 ops_t *ops_cuda_create(int device, ops_dtype_t dtype, char *err, size_t errlen);
+/* 1 when this binary carries the CUDA backend (built with nvcc), 0 when
+ * kernels/cuda/none.c stands in for it (CUDA=0): tests that check the real
+ * backend's refusals skip on the stand-in instead of passing vacuously. */
+int ops_cuda_built(void);
 
 /* Pick a backend by name: "cpu", "cuda" or "auto" (cuda if a GPU is usable,
  * else cpu, with the reason logged through note). dtype applies to cuda;

@@ -276,8 +276,25 @@ Test(batcher, lazy_load_and_unload_back_to_baseline) {
     cr_assert_eq(info.requests, 2);
 }
 
+/* The compute span of every finished batch, from the batch hook: it runs on
+ * the worker right after the forward pass, so [now - compute_s, now] holds
+ * that pass, and one worker runs its next batch only after the hook. */
+static struct {
+    int n;
+    int64_t start_ns[64], end_ns[64];
+} spans;
+
+static void on_batch(const batcher_batch_info_t *bi, void *user) {
+    (void)user;
+    if (spans.n >= 64) return;
+    int64_t now = batcher_now_ns();
+    spans.start_ns[spans.n] = now - (int64_t)(bi->compute_s * 1e9);
+    spans.end_ns[spans.n++] = now;
+}
+
 /* Two workers (the shape used on a GPU: engine runners = 2): batches compute
- * side by side and every result still equals the one-at-a-time run. */
+ * side by side (two batches' compute spans overlap) and every result still
+ * equals the one-at-a-time run. */
 Test(batcher, two_workers_keep_results) {
     registry_destroy(reg);
     registry_opts_t o = {.models_dir = support_model_dir(), .device = "cpu", .budget = (size_t)512 << 20,
@@ -286,6 +303,7 @@ Test(batcher, two_workers_keep_results) {
     cr_assert_eq(registry_create(&o, &reg, err, sizeof err), 0, "%s", err);
     cr_assert_eq(registry_engine_opts(reg)->runners, 2);
     open_batcher(2, 0);
+    batcher_set_batch_hook(bat, on_batch, NULL);
     enum { N = 12 };
     static test_item_t alone[N], together[N];
     for (int i = 0; i < N; i++) {
@@ -303,4 +321,9 @@ Test(batcher, two_workers_keep_results) {
         for (int k = 0; k < together[i].it.n_seqs * H; k++)
             cr_assert_float_eq(together[i].out[k], alone[i].out[k], 1e-6, "item %d value %d", i, k);
     }
+    int overlaps = 0;
+    for (int i = 0; i < spans.n; i++)
+        for (int j = i + 1; j < spans.n; j++)
+            overlaps += spans.start_ns[i] < spans.end_ns[j] && spans.start_ns[j] < spans.end_ns[i];
+    cr_assert_gt(overlaps, 0, "no two of %d batches computed at the same time", spans.n);
 }

@@ -2,8 +2,9 @@
 # tests/test_docs_api.sh - every curl example in docs/api.md works as written.
 #
 # Starts a real redis-server and `sluice serve` (CPU backend, the real model)
-# on free loopback ports, takes the curl commands of the doc's ```sh blocks in
-# order (other commands there, `make run` say, are not run), points their URLs
+# on free loopback ports, takes the curl commands of the doc's code blocks
+# (```sh and untagged ones alike) in order (other commands there, `make run`
+# say, are not run), points their URLs
 # (localhost:8080, 127.0.0.1:8080) at the live server, runs them one after
 # another in one bash (so a variable one sets is there for the next) and
 # checks the HTTP status each gets against the doc:
@@ -12,6 +13,8 @@
 #   - a curl without one is an example of success: it must get a 2xx;
 #   - an id written shortened with "..." in a URL (`/v1/tasks/5f0c...`)
 #     stands for the last "id" an earlier example was answered with.
+# Every curl of every code block must have run and be answered as shown: an
+# example found but not run (or a count that does not add up) is a failure.
 # One line per example, then a Criterion-style synthesis line that
 # tests/run.sh counts.
 #
@@ -110,7 +113,7 @@ awk -v port="$PORT" -v script="$TMP/examples.sh" -v expect="$TMP/expected" '
     }
     /^[ \t]*```/ {
         if (inblock) { flush(); inblock = 0; next }
-        if ($0 ~ /^[ \t]*```(sh|bash|shell|console)[ \t]*$/) inblock = 1
+        inblock = 1
         next
     }
     inblock {
@@ -169,7 +172,15 @@ for i in "${!want[@]}"; do
     fi
 done
 if [ "${#got[@]}" -ne "${#want[@]}" ]; then
-    echo "docs_api: ${#want[@]} curl calls in the doc, ${#got[@]} made (a curl in a loop or a function?)"
+    echo "[FAIL] docs_api: ${#want[@]} curl calls in the doc, ${#got[@]} made (a curl in a loop or a function?)"
+    fail=$((fail + 1))
+fi
+# Counted apart from the extraction above: every curl as a command word in a code
+# block is an example, and each must have been one of those run.
+found=$(awk '/^[ \t]*```/ { inblock = !inblock; next } inblock' "$DOC" | grep -oE '(^|[;&|( ])curl[ \t]' | wc -l)
+if [ "$found" -ne "${#want[@]}" ]; then
+    echo "[FAIL] docs_api: $found curl calls in the code blocks of $DOC, ${#want[@]} examples were taken from them"
+    fail=$((fail + 1))
 fi
 if [ $fail -gt 0 ]; then
     echo "---- output of the examples (last 40 lines)"

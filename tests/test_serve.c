@@ -560,18 +560,20 @@ Test(serve, sigterm_with_work_in_flight_loses_nothing, .timeout = 120) {
         pthread_create(&th[i], NULL, one_req_main, &reqs[i]);
     }
     /* wait until all are in (pending, waiting for the 3 s batch window) */
-    for (int i = 0; i < 500; i++) {
+    int pending = 0;
+    for (int i = 0; i < 500 && pending != N; i++) {
         http_resp_t r;
-        int pending = 0;
+        pending = 0;
         if (http_get(p.port, "/metrics", &r) == 0) {
             const char *m = strstr(r.body, "\nsluice_pending_items ");
             if (m) pending = atoi(m + 22);
         }
         http_resp_free(&r);
-        if (pending == N) break;
-        sleep_ms(5);
+        if (pending != N) sleep_ms(5);
     }
+    /* the signal goes right after the scrape that saw all of them pending */
     int status = support_proc_stop(&p, SIGTERM, 60000);
+    cr_assert_eq(pending, N, "%d of the %d requests were pending when SIGTERM went", pending, N);
     for (int i = 0; i < N; i++) {
         pthread_join(th[i], NULL);
         cr_assert_eq(reqs[i].status, 200, "request %d answered %d across SIGTERM", i, reqs[i].status);

@@ -29,9 +29,10 @@ static void sleep_ms(int ms) {
 static void redis_start(void) { cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err); }
 static void redis_stop(void) { support_redis_stop(&redis); }
 
-static support_server_t start_with(api_config_t *c) {
+/* A server on the test's Redis serving queues (comma-separated). */
+static support_server_t start_on(api_config_t *c, const char *queues) {
     snprintf(c->redis, sizeof c->redis, "%s", redis.url);
-    snprintf(c->queue, sizeof c->queue, "tq");
+    snprintf(c->queue, sizeof c->queue, "%s", queues);
     support_server_t s;
     cr_assert_eq(support_server_start(&s, c), 0, "server: %s", s.err);
     /* the intake's connections come up in the background */
@@ -39,6 +40,8 @@ static support_server_t start_with(api_config_t *c) {
     cr_assert_eq(api_serve_queue_up(s.srv), 1, "redis intake never came up");
     return s;
 }
+
+static support_server_t start_with(api_config_t *c) { return start_on(c, "tq"); }
 
 static json_t *call(int port, const char *method, const char *path, const char *body, int *status) {
     http_resp_t r;
@@ -303,6 +306,19 @@ Test(serve_tasks, redis_down_http_goes_on_and_intake_reconnects, .init = redis_s
     cr_assert_lt(batcher_now_ns() - t0, 10000000000LL, "shutdown with Redis down took over 10 s");
 }
 
+Test(serve_tasks, redis_up_is_one_series_per_queue, .init = redis_start, .fini = redis_stop, .timeout = 60) {
+    api_config_t c;
+    support_server_config(&c);
+    support_server_t s = start_on(&c, "tq,tq2");
+    http_resp_t m;
+    cr_assert_eq(http_get(s.port, "/metrics", &m), 0);
+    cr_assert(strstr(m.body, "\nsluice_redis_up{queue=\"tq\"} 1\n"), "no up series for tq");
+    cr_assert(strstr(m.body, "\nsluice_redis_up{queue=\"tq2\"} 1\n"), "no up series for tq2");
+    cr_assert_null(strstr(m.body, "queue=\"tq,tq2\""), "a series labelled with the joined queue list");
+    http_resp_free(&m);
+    support_server_stop(&s);
+}
+
 Test(serve_tasks, shutdown_hands_leases_back_and_a_second_server_finishes, .init = redis_start,
      .fini = redis_stop, .timeout = 120) {
     api_config_t c;
@@ -335,6 +351,8 @@ Test(serve_tasks, shutdown_hands_leases_back_and_a_second_server_finishes, .init
     cr_assert_eq(qs.failed + qs.dlq + qs.retried, 0, "shutdown counted as failure");
     cr_assert_eq(qs.acked + qs.released, N, "acked %lld + released %lld != %d", (long long)qs.acked,
                  (long long)qs.released, N);
+    /* one batch of one at a time cannot finish six within the 1 ms drain */
+    cr_assert_geq(qs.released, 1, "nothing was handed back (acked %lld of %d)", (long long)qs.acked, N);
     /* a second server takes the handed-back tasks and finishes them */
     support_server_config(&c);
     s = start_with(&c);

@@ -263,9 +263,16 @@ int api_metrics_append(api_metrics_t *m, const api_metrics_sources_t *src, char 
         int *ok = calloc((size_t)(nq > 0 ? nq : 1), sizeof *ok);
         char (*names)[QUEUE_NAME_MAX] = calloc((size_t)(nq > 0 ? nq : 1), QUEUE_NAME_MAX);
         if (qs && ok && names) {
-            /* while the intake is reconnecting, a scrape does not wait on a dead Redis */
-            int up = api_tasks_up(t);
-            for (int q = 0; q < nq; q++) ok[q] = up == 1 && api_tasks_queue_stats(t, q, names[q], &qs[q]) == 0;
+            /* one series per queue; while a queue's intake is reconnecting, a scrape
+             * does not wait on a dead Redis for its stats */
+            P(&o, "# HELP sluice_redis_up 1 while the queue's Redis connections (intake, completion) are up.\n"
+                  "# TYPE sluice_redis_up gauge\n");
+            for (int q = 0; q < nq; q++) {
+                int up = api_tasks_queue_up(t, q, names[q]);
+                esc(names[q], e, sizeof e);
+                P(&o, "sluice_redis_up{queue=\"%s\"} %d\n", e, up == 1);
+                ok[q] = up == 1 && api_tasks_queue_stats(t, q, names[q], &qs[q]) == 0;
+            }
             P(&o, "# HELP sluice_queue_depth Tasks in the Redis queue by state.\n# TYPE sluice_queue_depth gauge\n");
             for (int q = 0; q < nq; q++) {
                 if (!ok[q]) continue;

@@ -105,8 +105,6 @@ int api_route_metrics(api_req_t *r) {
     P("# TYPE sluice_embed_requests_total counter\nsluice_embed_requests_total %llu\n", (unsigned long long)h.embed_requests);
     P("# TYPE sluice_embed_request_seconds_total counter\nsluice_embed_request_seconds_total %.6f\n", h.embed_request_s);
     P("# TYPE sluice_embed_compute_seconds_total counter\nsluice_embed_compute_seconds_total %.6f\n", h.embed_compute_s);
-    int up = s->tasks ? api_tasks_up(s->tasks) : -1;
-    if (up >= 0) P("# TYPE sluice_redis_up gauge\nsluice_redis_up{queue=\"%s\"} %d\n", s->cfg->queue, up);
     P("# TYPE sluice_memory_used_bytes gauge\nsluice_memory_used_bytes{device=\"%s\"} %zu\n", registry_device_name(s->reg), registry_used(s->reg));
     P("# TYPE sluice_memory_budget_bytes gauge\nsluice_memory_budget_bytes{device=\"%s\"} %zu\n", registry_device_name(s->reg), registry_budget(s->reg));
 #undef P

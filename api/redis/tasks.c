@@ -211,8 +211,14 @@ void api_tasks_destroy(api_tasks_t *t) {
 
 int api_tasks_up(api_tasks_t *t) {
     for (int i = 0; i < t->n; i++)
-        if (!atomic_load(&t->queues[i].intake_up) || !atomic_load(&t->queues[i].completion_up)) return 0;
+        if (!api_tasks_queue_up(t, i, NULL)) return 0;
     return 1;
+}
+
+int api_tasks_queue_up(api_tasks_t *t, int i, char *name) {
+    if (!t || i < 0 || i >= t->n) return -1;
+    if (name) snprintf(name, QUEUE_NAME_MAX, "%s", t->queues[i].name);
+    return atomic_load(&t->queues[i].intake_up) && atomic_load(&t->queues[i].completion_up);
 }
 
 int api_tasks_queue_count(api_tasks_t *t) { return t ? t->n : 0; }

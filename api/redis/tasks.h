@@ -46,6 +46,9 @@ void api_tasks_stop_intake(api_tasks_t *t);
 void api_tasks_destroy(api_tasks_t *t);
 /* 1: every queue's connections are up; 0: some are down (reconnecting). */
 int api_tasks_up(api_tasks_t *t);
+/* The same for queue i alone (name: QUEUE_NAME_MAX bytes, or NULL); -1 when
+ * there is no queue i. */
+int api_tasks_queue_up(api_tasks_t *t, int i, char *name);
 
 /* For /metrics: the queues and their stats (one round trip on a pooled
  * connection; -1 when Redis is unreachable). name: QUEUE_NAME_MAX bytes. */

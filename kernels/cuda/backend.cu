@@ -378,3 +378,5 @@ extern "C" ops_t *ops_cuda_create(int device, ops_dtype_t dtype, char *err, size
     }
     return cuda_open(device, dtype, sm, err, errlen);
 }
+
+extern "C" int ops_cuda_built(void) { return 1; }
