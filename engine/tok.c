@@ -16,6 +16,10 @@ int tok_decode_next(const tok_t *t, tok_decode_state_t *st, int32_t id, char *ou
     return t->vt->decode_next(t, st, id, out, cap);
 }
 
+int tok_decode_flush(const tok_t *t, tok_decode_state_t *st, char *out, size_t cap) {
+    return t->vt->decode_flush ? t->vt->decode_flush(t, st, out, cap) : 0;
+}
+
 int tok_decode(const tok_t *t, const int32_t *ids, int n, char *out, size_t cap) {
     tok_decode_state_t st = {0};
     size_t w = 0;
@@ -25,6 +29,8 @@ int tok_decode(const tok_t *t, const int32_t *ids, int n, char *out, size_t cap)
         if (k < 0) return k;
         w += (size_t)k;
     }
+    int k = tok_decode_flush(t, &st, out + w, cap - 1 - w);
+    if (k > 0) w += (size_t)k;
     out[w] = '\0';
     return (int)w;
 }

@@ -13,7 +13,10 @@
  * generated tokens can be sent as it comes.
  *
  * Special-token names are roles, not pieces: "bos", "eos", "cls", "sep",
- * "pad", "unk", "mask"; a kind maps the ones it has (-1 otherwise).
+ * "pad", "unk", "mask"; a kind maps the ones it has (-1 otherwise). A
+ * special token by its text ("<|im_end|>", "[SEP]") is tok_lookup.
+ *
+ * Kinds: WordPiece (engine/tokenizer.h), byte-level BPE (engine/tok_bpe.h).
  *
  * Ownership: a tokenizer owns its vocabulary; tok_destroy frees it (NULL:
  * no-op). Thread-safety: every call but destroy is read-only on the
@@ -31,9 +34,8 @@ typedef struct tok tok_t;
 
 /* Incremental decode: zero it before the first token of a stream. */
 typedef struct {
-    int n_tokens;            /* tokens decoded so far (the first one may drop a leading space) */
-    int n_pending;           /* bytes of an incomplete UTF-8 character held back */
-    unsigned char pending[8];
+    int n_tokens;                       /* tokens decoded so far */
+    _Alignas(8) unsigned char impl[32]; /* the kind's own (BPE: bytes of an incomplete UTF-8 character) */
 } tok_decode_state_t;
 
 typedef struct tok_vtable {
@@ -44,6 +46,8 @@ typedef struct tok_vtable {
      * bytes), count returned (0: nothing new, e.g. a special token or half a
      * character), or TOK_EINVAL for an id out of range. */
     int (*decode_next)(const tok_t *t, tok_decode_state_t *st, int32_t id, char *out, size_t cap);
+    /* End of stream: what the state still holds (NULL: a kind that holds nothing). */
+    int (*decode_flush)(const tok_t *t, tok_decode_state_t *st, char *out, size_t cap);
     int32_t (*special)(const tok_t *t, const char *role);
     int32_t (*lookup)(const tok_t *t, const char *piece);
     const char *(*piece)(const tok_t *t, int32_t id);
@@ -65,6 +69,8 @@ struct tok {
 int tok_encode(const tok_t *t, const char *text, size_t len, int32_t *ids, int max_ids, int *n_untruncated,
                char *err, size_t errlen);
 int tok_decode_next(const tok_t *t, tok_decode_state_t *st, int32_t id, char *out, size_t cap);
+/* End a stream: bytes still held (an incomplete character becomes U+FFFD). */
+int tok_decode_flush(const tok_t *t, tok_decode_state_t *st, char *out, size_t cap);
 /* Decode n ids at once into out (NUL-terminated, truncated to cap): the byte
  * count, or TOK_EINVAL. */
 int tok_decode(const tok_t *t, const int32_t *ids, int n, char *out, size_t cap);

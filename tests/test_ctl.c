@@ -2,8 +2,9 @@
  * a server: trace ids and body depth, token buckets on a synthetic clock, the
  * result cache, the door (api_ctl_gate: keys, scopes, rate limits, probes)
  * with a real key file, the route table (match, 405 methods, scopes, labels),
- * the one error mapping of both intakes, and the tokenizer interface's
- * decoder on the real model's vocabulary. The same behaviour through a
+ * the one error mapping of both intakes, and the tokenizer interface with
+ * both kinds behind it (WordPiece of the encoder, byte-level BPE of the
+ * decoder GGUF). The same behaviour through a
  * running server is tests/test_serve_ctl.c.
  */
 #include <criterion/criterion.h>
@@ -22,7 +23,9 @@
 #include "api/job.h"
 #include "api/log.h"
 #include "engine/model.h"
+#include "engine/tok_bpe.h"
 #include "engine/tokenizer.h"
+#include "tests/support_llm.h"
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -273,4 +276,52 @@ Test(ctl_unit, tokenizer_interface_decodes_incrementally) {
     tok_destroy(t);
     cr_assert_eq(model_family_for(model_dir()), &model_bert);
     cr_assert_null(model_family_for("/nonexistent"));
+}
+
+Test(ctl_unit, bpe_behind_the_tokenizer_interface) {
+    gguf_file_t *f = support_llm_open();
+    tok_t *t = NULL;
+    char err[256];
+    cr_assert_eq(tok_bpe_from_gguf(f, &t, err, sizeof err), TOK_OK, "%s", err);
+    cr_assert_str_eq(tok_kind(t), "bpe");
+    cr_assert_gt(tok_max_len(t), 1000, "the model's context");
+    cr_assert_geq(tok_special(t, "eos"), 0);
+    cr_assert_eq(tok_special(t, "cls"), -1);
+    /* the same ids as the BPE module itself, special-token text parsed */
+    const char *text = "<|im_start|>user\nHello, wörld! 你好 🙂<|im_end|>";
+    int32_t ids[128], ref[128];
+    int n = tok_encode(t, text, strlen(text), ids, 128, NULL, err, sizeof err);
+    cr_assert_gt(n, 5, "%s", err);
+    size_t nr = 0;
+    cr_assert_eq(bpe_encode(tok_bpe(t), text, strlen(text), ref, 128, &nr, BPE_PARSE_SPECIAL, err, sizeof err), 0);
+    cr_assert_eq((size_t)n, nr + (size_t)bpe_add_bos(tok_bpe(t)));
+    cr_assert(!memcmp(ids + bpe_add_bos(tok_bpe(t)), ref, nr * sizeof *ref));
+    cr_assert_eq(ids[0], tok_lookup(t, "<|im_start|>"));
+    /* decoded whole and token by token: control tokens dropped, every piece whole UTF-8 */
+    char out[256], inc[256];
+    cr_assert_gt(tok_decode(t, ids, n, out, sizeof out), 0);
+    cr_assert_str_eq(out, "user\nHello, wörld! 你好 🙂");
+    tok_decode_state_t st = {0};
+    size_t w = 0;
+    for (int i = 0; i < n; i++) {
+        int k = tok_decode_next(t, &st, ids[i], inc + w, sizeof inc - 1 - w);
+        cr_assert_geq(k, 0);
+        w += (size_t)k;
+        inc[w] = '\0';
+        for (size_t p = 0; p < w;) { /* what has come out so far is valid UTF-8 */
+            unsigned char c = (unsigned char)inc[p];
+            int len = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            cr_assert_leq(p + (size_t)len, w, "token %d left half a character out", i);
+            p += (size_t)len;
+        }
+    }
+    w += (size_t)tok_decode_flush(t, &st, inc + w, sizeof inc - 1 - w);
+    inc[w] = '\0';
+    cr_assert_str_eq(inc, out);
+    /* truncation keeps the first max_ids and says how many there were */
+    int untrunc = 0;
+    cr_assert_eq(tok_encode(t, text, strlen(text), ids, 3, &untrunc, err, sizeof err), 3);
+    cr_assert_eq(untrunc, n);
+    tok_destroy(t);
+    gguf_close(f);
 }
