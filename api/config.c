@@ -91,7 +91,7 @@ void api_config_defaults(api_config_t *c) {
     c->max_pending_bytes = lim.max_pending_bytes;
     snprintf(c->redis, sizeof c->redis, "redis://127.0.0.1:6379/0");
     snprintf(c->queue, sizeof c->queue, "sluice");
-    c->lease_ms = 30000;
+    c->lease_ms = API_DEFAULT_LEASE_MS;
     c->result_ttl_s = 3600;
     c->drain_timeout_ms = 30000;
     snprintf(c->log_level, sizeof c->log_level, "info");

@@ -60,6 +60,10 @@ typedef struct {
     char log_level[16];
 } api_config_t;
 
+/* The lease a Redis task is held for between renewals, unless lease_ms says
+ * otherwise (also what a lease_ms <= 0 means). */
+#define API_DEFAULT_LEASE_MS 30000
+
 void api_config_defaults(api_config_t *c);
 
 /* Apply the config file named by --config / SLUICE_CONFIG (if any), then

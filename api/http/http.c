@@ -193,13 +193,10 @@ static int dispatch(api_req_t *r) {
 static int gate(api_req_t *r) {
     api_gate_t g;
     const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
-    if (!api_ctl_gate(r->ctx->ctl, &r->route, r->method, r->path, auth, batcher_now_ns(), &g)) {
-        r->key = g.key;
-        snprintf(r->key_name, sizeof r->key_name, "%s", g.key_name);
-        return 0;
-    }
+    int refused = api_ctl_gate(r->ctx->ctl, &r->route, r->method, r->path, auth, batcher_now_ns(), &g);
     r->key = g.key;
     snprintf(r->key_name, sizeof r->key_name, "%s", g.key_name);
+    if (!refused) return 0;
     r->retry_after_s = g.retry_after_s;
     api_respond_error(r, g.status, g.code, NULL, "%s", g.message);
     return 1;

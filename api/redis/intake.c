@@ -208,7 +208,7 @@ static int renew_held(task_queue_t *q, queue_conn_t *c) {
     }
     pthread_mutex_unlock(&q->mu);
     int lease_ms = q->t->cfg->lease_ms;
-    int rc = queue_renew(c, refs, (size_t)n, lease_ms > 0 ? lease_ms : 30000, status);
+    int rc = queue_renew(c, refs, (size_t)n, lease_ms > 0 ? lease_ms : API_DEFAULT_LEASE_MS, status);
     if (rc == 0) {
         for (int j = 0; j < n; j++) {
             if (status[j] == QUEUE_RENEWED) continue;
@@ -230,7 +230,7 @@ static int renew_held(task_queue_t *q, queue_conn_t *c) {
 void *api_tasks_intake_main(void *arg) {
     task_queue_t *q = arg;
     const api_config_t *cfg = q->t->cfg;
-    int64_t lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 30000;
+    int64_t lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : API_DEFAULT_LEASE_MS;
     int64_t renew_every_ns = lease_ms * 1000000LL / 3, next_renew = 0, next_reap = 0;
     queue_lease_t leases[LEASE_BATCH];
     queue_conn_t *c = NULL;
