@@ -45,20 +45,21 @@ typedef struct {
     int max_batch_seqs;
 } model_info_t;
 
-struct kv_cache; /* engine/kv.h: the paged KV block pool a decoder step reads and extends */
+struct kv_pool; /* engine/kv.h: the paged KV block pool a decoder step reads and extends */
 
 /* One decoder iteration: for each sequence, its new tokens (a prefill chunk,
- * or the one token sampled last step) at positions pos[s].., attending to
- * everything its KV blocks hold. */
+ * or the one token sampled last step), attending to everything its KV
+ * blocks hold; each sequence's kv_seq_t (engine/kv.h: block table, positions)
+ * already holds room for its new tokens. */
 typedef struct {
     int n_seqs;
-    const int32_t *ids;         /* (seq_off[n_seqs]) new tokens, sequences end to end */
-    const int32_t *seq_off;     /* (n_seqs+1) */
-    const int32_t *pos;         /* (n_seqs) position of each sequence's first new token */
-    const int32_t *block_table; /* (n_seqs, max_blocks) KV block ids of each sequence */
-    int max_blocks;             /* columns of block_table */
-    struct kv_cache *kv;
-    float *logits;              /* (n_seqs, vocab) float32 host: each sequence's last new token */
+    const int32_t *ids;      /* (seq_off[n_seqs]) new tokens, sequences end to end */
+    const int32_t *seq_off;  /* (n_seqs+1), seq_off[0] = 0, each sequence >= 1 token */
+    struct kv_pool *kv;
+    void *const *seqs;       /* (n_seqs) kv_seq_t * of each sequence */
+    float *logits;           /* host float32: (n_seqs, vocab), each sequence's last new token;
+                              * with all_logits (seq_off[n_seqs], vocab), every new token */
+    int all_logits;
 } model_step_t;
 
 typedef struct model_family {
