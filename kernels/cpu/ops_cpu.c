@@ -16,13 +16,14 @@
 #include <unistd.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/topk.h"
+#include "kernels/util.h"
 
 #define CPU_ALIGN 64
 
 int ops_cpu_fail(ops_t *ops, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ops->err, sizeof ops->err, fmt, ap);
+    util_verrf(ops->err, sizeof ops->err, fmt, ap);
     va_end(ap);
     return code;
 }
