@@ -369,3 +369,39 @@ Test(cluster, slot_migrated_mid_run_ask_then_moved_nothing_lost) {
     }
     cr_assert_eq(cli(names[0], "stats", NULL), 0, "%s", cli_out);
 }
+
+Test(cluster, wait_replicas_error_names_the_counts) {
+    unsigned slot = queue_slot("w");
+    int master = support_cluster_owner(&cl, slot);
+    int replica = support_cluster_replica_of(&cl, master);
+    cr_assert(master >= 0 && replica >= 0);
+    queue_config_t qc;
+    queue_config_defaults(&qc);
+    char url[600];
+    snprintf(url, sizeof url, "%s?wait_replicas=1&wait_timeout_ms=100", cl.url); /* the URL path */
+    qc.url = url;
+    qc.name = "w";
+    qc.reconnect_ms = 400;
+    char err[512], id[QUEUE_ID_MAX];
+    queue_conn_t *c = queue_connect(&qc, err, sizeof err);
+    cr_assert(c, "%s", err);
+    queue_task_t t = {.payload = "{}", .payload_len = 2};
+    cr_assert_eq(queue_enqueue(c, &t, id, NULL), 0, "%s", queue_last_error(c));
+    support_redis_kill(&cl.node[replica], 1);
+    int rc = queue_enqueue(c, &t, id, NULL);
+    cr_expect_eq(rc, QUEUE_EREDIS);
+    cr_expect(strstr(queue_last_error(c), "applied on the master but 0 of 1 replicas acknowledged"), "%s",
+              queue_last_error(c));
+    /* reads are not held back */
+    queue_stats_t st;
+    cr_expect_eq(queue_stats(c, &st), 0, "%s", queue_last_error(c));
+    cr_expect_eq(st.enqueued, 2, "the refused write was applied on the master");
+    /* the replica back: writes go through again (the call waits meanwhile) */
+    cr_assert_eq(support_redis_restart(&cl.node[replica], 1), 0, "%s", cl.node[replica].err);
+    queue_close(c);
+    qc.reconnect_ms = 10000;
+    c = queue_connect(&qc, err, sizeof err);
+    cr_assert(c, "%s", err);
+    cr_expect_eq(queue_enqueue(c, &t, id, NULL), 0, "%s", queue_last_error(c));
+    queue_close(c);
+}
