@@ -6,6 +6,7 @@
  * `sluice queue stats` for queues wherever they live. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,6 +19,8 @@
 #include "queue/cluster.h"
 #include "queue/queue.h"
 #include "tests/support_cluster.h"
+#include "tests/support_http.h"
+#include "tests/support_server.h"
 
 /* ---- pure functions ---- */
 
@@ -196,7 +199,10 @@ static int check_queue(qrun_t *q, int strict) {
         int rc = queue_get(c, q->ids[i], &info);
         if (rc == 0 && info.state == QUEUE_S_DONE) done++;
         else lost++;
-        if (rc == 0 && strict) cr_expect_eq(info.state, QUEUE_S_DONE, "%s %s: %s", q->name, q->ids[i], queue_state_name(info.state));
+        if (rc == 0 && strict)
+            cr_expect_eq(info.state, QUEUE_S_DONE, "%s %s: %s, attempts %d, token %lld, enqueued %lld, error %s", q->name,
+                         q->ids[i], queue_state_name(info.state), info.attempts, (long long)info.token,
+                         (long long)info.enqueued_ms, info.error ? info.error : "-");
         if (rc == 0 && info.state == QUEUE_S_DONE) cr_expect(info.result && !strcmp(info.result, "ok"));
         queue_info_clear(&info);
     }
@@ -404,4 +410,67 @@ Test(cluster, wait_replicas_error_names_the_counts) {
     cr_assert(c, "%s", err);
     cr_expect_eq(queue_enqueue(c, &t, id, NULL), 0, "%s", queue_last_error(c));
     queue_close(c);
+}
+
+/* Two `sluice serve` workers serving the eight queues (WAIT on), producers
+ * through HTTP on both workers and `sluice queue`: every task done once, its
+ * result readable through either worker; stats and /metrics per queue. */
+Test(cluster, two_serve_workers_http_and_cli_producers, .timeout = 90) {
+    char names[QUEUES][32], list[QUEUES * 33] = "";
+    pick_names(names);
+    for (int i = 0; i < QUEUES; i++) strcat(strcat(list, i ? "," : ""), names[i]);
+    const char *extra[] = {"--redis", cl.url, "--queue", list, "--redis-wait-replicas", "1", NULL};
+    support_proc_t w[2];
+    for (int k = 0; k < 2; k++) cr_assert_eq(support_proc_start(&w[k], extra), 0, "worker %d: %s", k, w[k].err);
+    for (int k = 0; k < 2; k++) { /* ready: model loaded, every queue's Redis up */
+        int status = 0;
+        for (int t = 0; t < 300 && status != 200; t++) {
+            http_resp_t r;
+            memset(&r, 0, sizeof r);
+            status = http_get(w[k].port, "/readyz", &r) == 0 ? r.status : 0;
+            http_resp_free(&r);
+            if (status != 200) usleep(100000);
+        }
+        cr_assert_eq(status, 200, "worker %d never ready", k);
+    }
+    const char *model = strrchr(support_model_dir(), '/') ? strrchr(support_model_dir(), '/') + 1 : support_model_dir();
+    char ids[QUEUES][7][QUEUE_ID_MAX];
+    for (int i = 0; i < QUEUES; i++) {
+        for (int j = 0; j < 6; j++) { /* three tasks through each worker */
+            char body[160];
+            snprintf(body, sizeof body, "{\"input\":\"task %d of %.31s\",\"queue\":\"%.31s\"}", j, names[i], names[i]);
+            http_resp_t r;
+            cr_assert_eq(http_post_json(w[j % 2].port, "/v1/tasks", body, &r), 0);
+            cr_assert_eq(r.status, 202, "%s", r.body);
+            const char *p = strstr(r.body, "\"id\":\"");
+            cr_assert(p && sscanf(p + 6, "%32[0-9a-f]", ids[i][j]) == 1, "%s", r.body);
+            http_resp_free(&r);
+        }
+        cr_assert_eq(cli(names[i], "enqueue", "--model", model, "--op", "embed", "--input", "[\"from the cli\"]", NULL), 0,
+                     "%s", cli_out);
+        cr_assert_eq(sscanf(cli_out, "%32[0-9a-f]", ids[i][6]), 1, "%s", cli_out);
+    }
+    for (int i = 0; i < QUEUES; i++) {
+        for (int j = 0; j < 7; j++) { /* each result read through the other worker */
+            char path[200];
+            snprintf(path, sizeof path, "/v1/tasks/%s?wait=30&queue=%.31s", ids[i][j], names[i]);
+            http_resp_t r;
+            cr_assert_eq(http_get(w[(j + 1) % 2].port, path, &r), 0);
+            cr_expect_eq(r.status, 200, "%s", r.body);
+            cr_expect(strstr(r.body, "\"state\":\"done\"") && strstr(r.body, "\"embedding\""), "%s %s: %.300s",
+                      names[i], ids[i][j], r.body);
+            http_resp_free(&r);
+        }
+        cr_assert_eq(cli(names[i], "stats", NULL), 0, "%s", cli_out);
+        cr_expect(strstr(cli_out, "\"acked\":7") != NULL, "%s: %s", names[i], cli_out);
+    }
+    http_resp_t m;
+    cr_assert_eq(http_get(w[0].port, "/metrics", &m), 0);
+    for (int i = 0; i < QUEUES; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "sluice_queue_tasks_total{queue=\"%.31s\",event=\"acked\"} 7", names[i]);
+        cr_expect(strstr(m.body, want) != NULL, "/metrics lacks %s", want);
+    }
+    http_resp_free(&m);
+    for (int k = 0; k < 2; k++) cr_expect_eq(support_proc_stop(&w[k], SIGTERM, 20000), 0);
 }
