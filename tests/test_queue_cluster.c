@@ -414,12 +414,15 @@ Test(cluster, wait_replicas_error_names_the_counts) {
 
 /* Two `sluice serve` workers serving the eight queues (WAIT on), producers
  * through HTTP on both workers and `sluice queue`: every task done once, its
- * result readable through either worker; stats and /metrics per queue. */
+ * result readable through either worker; stats and /metrics per queue. Then
+ * a master SIGKILLed while the workers hold tasks: all still done once. */
 Test(cluster, two_serve_workers_http_and_cli_producers, .timeout = 90) {
     char names[QUEUES][32], list[QUEUES * 33] = "";
     pick_names(names);
     for (int i = 0; i < QUEUES; i++) strcat(strcat(list, i ? "," : ""), names[i]);
-    const char *extra[] = {"--redis", cl.url, "--queue", list, "--redis-wait-replicas", "1", NULL};
+    /* A lease whose reply the failover lost leaves its tasks leased to nobody
+     * until the lease ends: a short lease keeps the test short. */
+    const char *extra[] = {"--redis", cl.url, "--queue", list, "--redis-wait-replicas", "1", "--lease-ms", "3000", NULL};
     support_proc_t w[2];
     for (int k = 0; k < 2; k++) cr_assert_eq(support_proc_start(&w[k], extra), 0, "worker %d: %s", k, w[k].err);
     for (int k = 0; k < 2; k++) { /* ready: model loaded, every queue's Redis up */
@@ -472,5 +475,43 @@ Test(cluster, two_serve_workers_http_and_cli_producers, .timeout = 90) {
         cr_expect(strstr(m.body, want) != NULL, "/metrics lacks %s", want);
     }
     http_resp_free(&m);
+
+    /* A master killed while the workers have tasks in hand: its replica takes
+     * over, the workers follow, every task still ends done once. */
+    enum { MORE = 20 };
+    char err[256];
+    char *payload = queue_payload_build(model, "embed", "[\"after the failover\"]", NULL, NULL, err, sizeof err);
+    cr_assert(payload, "%s", err);
+    char (*more)[MORE][QUEUE_ID_MAX] = calloc(QUEUES, sizeof *more);
+    for (int i = 0; i < QUEUES; i++) {
+        queue_conn_t *c = connect_q(names[i], 1);
+        for (int j = 0; j < MORE; j++) {
+            queue_task_t t = {.payload = payload, .payload_len = strlen(payload)};
+            cr_assert_eq(queue_enqueue(c, &t, more[i][j], NULL), 0, "%s", queue_last_error(c));
+        }
+        queue_close(c);
+    }
+    int master = support_cluster_owner(&cl, queue_slot(names[0]));
+    int replica = support_cluster_replica_of(&cl, master);
+    cr_assert(master >= 0 && replica >= 0);
+    support_redis_kill(&cl.node[master], 1);
+    for (int i = 0; i < 200 && !support_cluster_is_master(&cl, replica); i++) usleep(50000);
+    cr_assert(support_cluster_is_master(&cl, replica), "the replica was not promoted");
+    cr_assert_eq(support_redis_restart(&cl.node[master], 1), 0, "%s", cl.node[master].err);
+    for (int i = 0; i < QUEUES; i++) {
+        queue_conn_t *c = connect_q(names[i], 0);
+        for (int j = 0; j < MORE; j++) {
+            queue_info_t info;
+            cr_assert_eq(queue_wait(c, more[i][j], 30000, &info), 0, "%s", queue_last_error(c));
+            cr_expect_eq(info.state, QUEUE_S_DONE, "%s %s: %s", names[i], more[i][j], queue_state_name(info.state));
+            queue_info_clear(&info);
+        }
+        queue_stats_t st;
+        cr_assert_eq(queue_stats(c, &st), 0, "%s", queue_last_error(c));
+        cr_expect_eq(st.acked, 7 + MORE, "%s: acked %lld", names[i], (long long)st.acked);
+        queue_close(c);
+    }
+    free(more);
+    free(payload);
     for (int k = 0; k < 2; k++) cr_expect_eq(support_proc_stop(&w[k], SIGTERM, 20000), 0);
 }
