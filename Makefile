@@ -2,9 +2,9 @@
 # do all set-up on a fresh machine (Debian packages, the model) first.
 #
 # Sources are picked up by folder, so a new module file needs no Makefile edit:
-#   engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c -> libsluice.a
+#   engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c api/*/*.c -> libsluice.a
 #   kernels/cuda/*.cu (nvcc)                      -> the CUDA backend (CUDA=1)
-#   api/main.c                                    -> bin/sluice
+#   api/cli/main.c                                -> bin/sluice
 #   bench/sluice_bench.c                          -> bin/sluice-bench
 #   bench/NAME.c (any other)                      -> bin/bench-NAME (make bench)
 #   tests/test_*.c (+ tests/support*.c)           -> build/tests/test_* (Criterion)
@@ -50,7 +50,7 @@ ifneq ($(SAN),)
   LDFLAGS += -fsanitize=$(SAN) -fno-sanitize-recover=all
 endif
 
-LIB_SRC := $(filter-out api/main.c,$(wildcard engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c))
+LIB_SRC := $(filter-out api/cli/main.c,$(wildcard engine/*.c kernels/*.c kernels/cpu/*.c batcher/*.c queue/*.c api/*.c api/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 
 ifeq ($(CUDA),1)
@@ -74,7 +74,7 @@ BENCH_BIN := $(if $(wildcard bench/sluice_bench.c),$(BIN)/sluice-bench)
 CORE_OBJ := $(filter-out $(BUILD)/api/% $(BUILD)/queue/% $(BUILD)/batcher/%,$(LIB_OBJ))
 CORE_LDLIBS = -ljansson -lopenblas -lutf8proc -lm -lpthread $(CUDA_LDLIBS)
 
-.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz install deb
+.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz check-layers install deb
 all: cuda-note $(BIN)/sluice $(BENCH_BIN)
 
 cuda-note:
@@ -106,7 +106,7 @@ $(BUILD)/libsluice.a: $(LIB_OBJ) $(CU_OBJ) $(CONFIG_STAMP)
 	@rm -f $@
 	ar rcs $@ $(filter %.o,$^)
 
-$(BIN)/sluice: $(BUILD)/api/main.o $(BUILD)/libsluice.a
+$(BIN)/sluice: $(BUILD)/api/cli/main.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -144,6 +144,9 @@ $(BIN)/bench-gpu_parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice.a
 $(BIN)/gpu-parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice-core.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
+
+# The tokenizer benchmark times engine/bpe's splitter against PCRE2.
+$(BIN)/bench-bpe_bench: LDLIBS += -lpcre2-8
 
 $(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
@@ -196,12 +199,20 @@ deps:
 model: deps
 	@sh mk/model.sh $(MODEL_DIR) $(LLM_DIR)
 
-# All tests: set-up, build, every Criterion suite (each starts the services it
-# needs, e.g. its own redis-server), then the sanitizer runs.
+# The include graph keeps its layers (kernels < engine | queue < batcher < api)
+# and has no circles between rooms (tests/tools/check_layers.sh).
+check-layers:
+	@sh tests/tools/check_layers.sh $(CC) $(filter -I% -D%,$(CFLAGS))
+
+# All tests: set-up, the layering check, build, every Criterion suite (each
+# starts the services it needs, e.g. its own redis-server), then the sanitizer runs.
 test: deps model
+	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
-	    build/asan/tests/test_safetensors build/asan/tests/test_gguf build/asan/tests/test_tokenizer build/asan/tests/test_serve_ctl build/asan/bin/sluice
+	    build/asan/tests/test_safetensors build/asan/tests/test_gguf build/asan/tests/test_tokenizer build/asan/tests/test_bpe \
+	    build/asan/tests/test_chat build/asan/tests/test_serve_ctl build/asan/tests/test_ctl build/asan/bin/sluice \
+	    build/asan/tests/test_kv build/asan/tests/test_sample
 	@$(MAKE) --no-print-directory fuzz
 	@sh tests/run.sh $(BUILD) build/asan $(MODEL_DIR)
 
@@ -213,7 +224,7 @@ run: deps model
 # Regenerate the reference fixtures from the model's own Python libraries
 # (needs PyPI; CI uses the committed fixtures and needs no Python packages).
 fixtures: model
-	@sh tests/tools/make_fixtures.sh $(MODEL_DIR)
+	@sh tests/tools/make_fixtures.sh $(MODEL_DIR) $(wildcard $(LLM_DIR)/*.gguf)
 
 clean:
 	rm -rf build bin

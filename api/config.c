@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "api/config.h"
+#include "batcher/batcher.h"
+#include "engine/engine.h"
 
 typedef enum { OPT_STR, OPT_INT, OPT_SIZE, OPT_BOOL } opt_kind_t;
 
@@ -80,16 +82,18 @@ void api_config_defaults(api_config_t *c) {
     snprintf(c->models, sizeof c->models, "models");
     snprintf(c->device, sizeof c->device, "auto");
     snprintf(c->dtype, sizeof c->dtype, "fp16");
-    c->workspace_tokens = 16384;
-    c->workspace_seqs = 1024;
-    c->max_batch_seqs = 64;
-    c->max_batch_tokens = 8192;
-    c->max_queue_delay_ms = 5;
-    c->max_pending_items = 4096;
-    c->max_pending_bytes = (size_t)256 << 20;
+    c->workspace_tokens = ENGINE_DEFAULT_BATCH_TOKENS;
+    c->workspace_seqs = ENGINE_DEFAULT_BATCH_SEQS;
+    batcher_limits_t lim; /* the batching defaults live with the batcher */
+    batcher_limits_default(&lim);
+    c->max_batch_seqs = lim.max_batch_seqs;
+    c->max_batch_tokens = lim.max_batch_tokens;
+    c->max_queue_delay_ms = lim.max_queue_delay_us / 1000;
+    c->max_pending_items = lim.max_pending_items;
+    c->max_pending_bytes = lim.max_pending_bytes;
     snprintf(c->redis, sizeof c->redis, "redis://127.0.0.1:6379/0");
     snprintf(c->queue, sizeof c->queue, "sluice");
-    c->lease_ms = 30000;
+    c->lease_ms = API_DEFAULT_LEASE_MS;
     c->result_ttl_s = 3600;
     c->drain_timeout_ms = 30000;
     snprintf(c->log_level, sizeof c->log_level, "info");
@@ -317,5 +321,26 @@ int api_config_load(api_config_t *c, int argc, char **argv, FILE *help_out, char
         snprintf(err, errlen, "dtype '%s' is not one of fp16, bf16, fp32", c->dtype);
         return -1;
     }
+    return 0;
+}
+
+int api_config_preload_name(const api_config_t *c, int i, char *buf, size_t len) {
+    const char *p = c->preload;
+    for (int k = 0; *p; k++) {
+        size_t n = strcspn(p, ",");
+        if (k == i) {
+            snprintf(buf, len, "%.*s", (int)(n < len ? n : len - 1), p);
+            return 0;
+        }
+        p += n + (p[n] == ',');
+    }
+    return -1;
+}
+
+int api_config_preloads(const api_config_t *c, const char *name) {
+    if (!strcmp(c->preload, "all")) return 1;
+    char buf[512];
+    for (int i = 0; !api_config_preload_name(c, i, buf, sizeof buf); i++)
+        if (!strcmp(buf, name)) return 1;
     return 0;
 }

@@ -25,7 +25,7 @@ typedef struct {
     int request_timeout_ms;   /* default deadline of an HTTP request */
     char port_file[512];      /* write the bound port here once listening */
     int max_json_depth;       /* nesting of arrays/objects in a body (400 above) */
-    /* keys, rate limits, cache (api/ctl.h) */
+    /* keys, rate limits, cache (api/http/ctl.h) */
     char key_file[512];       /* API keys (sha256 hashes); "": no auth, loopback only */
     int auth_probes;          /* /healthz, /readyz, /metrics need a key too */
     int rate_limit_rps;       /* per key, requests/s (0: none); the key file may override */
@@ -62,6 +62,10 @@ typedef struct {
     char log_level[16];
 } api_config_t;
 
+/* The lease a Redis task is held for between renewals, unless lease_ms says
+ * otherwise (also what a lease_ms <= 0 means). */
+#define API_DEFAULT_LEASE_MS 30000
+
 void api_config_defaults(api_config_t *c);
 
 /* Apply the config file named by --config / SLUICE_CONFIG (if any), then
@@ -72,6 +76,11 @@ int api_config_load(api_config_t *c, int argc, char **argv, FILE *help_out, char
 /* Set one setting by its name ("max_batch_seqs" or "max-batch-seqs"). */
 int api_config_set(api_config_t *c, const char *name, const char *value, char *err, size_t errlen);
 void api_config_help(FILE *out);
+/* The i-th name of the preload list ("all" is one name) into buf: 0, or -1
+ * past the end. */
+int api_config_preload_name(const api_config_t *c, int i, char *buf, size_t len);
+/* Is model `name` to be loaded at start (named in the list, or "all")? */
+int api_config_preloads(const api_config_t *c, const char *name);
 /* Parse "64M", "2G", "1048576" into bytes; -1 on error. */
 long long api_parse_size(const char *s);
 

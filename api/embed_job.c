@@ -1,253 +1,56 @@
-/* api/embed_job.c - parse, validate and tokenize an embeddings request; write the answer. */
+/* api/embed_job.c - the embeddings operation: its options (encoding_format,
+ * dimensions) and its answer (OpenAI's embeddings object). */
 #include <math.h>
 #include <openssl/evp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/embed_job.h"
-#include "api/expand_job.h"
 
-int api_err_set(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...) {
-    e->status = status;
-    e->code = code;
-    e->param = param;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+typedef struct {
+    int hidden; /* the model's width */
+    int dims;   /* answer width: hidden, or `dimensions` (truncated + re-normalised) */
+    int base64; /* encoding_format "base64" */
+} embed_args_t;
 
-void api_embed_job_free(api_embed_job_t *j) {
-    if (!j) return;
-    api_expand_args_free(j->expand);
-    free(j->ids);
-    free(j->seq_off);
-    free(j->out);
-    free(j);
-}
-
-typedef enum { IN_TEXTS, IN_TOKENS, IN_TOKEN_LISTS } input_kind_t;
-
-/* Which of the four OpenAI input shapes, and how many inputs. */
-static int classify_input(json_t *in, input_kind_t *kind, int *n, api_err_t *e) {
-    if (json_is_string(in)) {
-        *kind = IN_TEXTS;
-        *n = 1;
-        return 0;
-    }
-    if (!json_is_array(in))
-        return api_err_set(e, 400, "invalid_type", "input",
-                    "input must be a string, an array of strings, an array of token ids or an array of arrays of token ids");
-    size_t sz = json_array_size(in);
-    if (sz == 0) return api_err_set(e, 400, "empty_input", "input", "input must not be empty");
-    json_t *first = json_array_get(in, 0);
-    size_t i;
-    json_t *v;
-    if (json_is_string(first)) {
-        json_array_foreach(in, i, v) if (!json_is_string(v))
-            return api_err_set(e, 400, "invalid_type", "input", "input[%zu] must be a string like input[0]", i);
-        *kind = IN_TEXTS;
-        *n = (int)(sz > 0x7fffffff ? 0x7fffffff : sz);
-        return 0;
-    }
-    if (json_is_integer(first)) {
-        json_array_foreach(in, i, v) if (!json_is_integer(v))
-            return api_err_set(e, 400, "invalid_type", "input", "input[%zu] must be a token id (integer) like input[0]", i);
-        *kind = IN_TOKENS;
-        *n = 1;
-        return 0;
-    }
-    if (json_is_array(first)) {
-        json_array_foreach(in, i, v) {
-            if (!json_is_array(v))
-                return api_err_set(e, 400, "invalid_type", "input", "input[%zu] must be an array of token ids", i);
-            size_t k;
-            json_t *t;
-            json_array_foreach(v, k, t) if (!json_is_integer(t))
-                return api_err_set(e, 400, "invalid_type", "input", "input[%zu][%zu] must be a token id (integer)", i, k);
-        }
-        *kind = IN_TOKEN_LISTS;
-        *n = (int)(sz > 0x7fffffff ? 0x7fffffff : sz);
-        return 0;
-    }
-    return api_err_set(e, 400, "invalid_type", "input",
-                "input[0] must be a string, a token id or an array of token ids");
-}
-
-static int grow_ids(api_embed_job_t *j, size_t *cap, size_t need) {
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    int32_t *p = realloc(j->ids, c * sizeof *p);
-    if (!p) return -1;
-    j->ids = p;
-    *cap = c;
-    return 0;
-}
-
-int api_embed_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_embed_job_t **out,
-                    api_err_t *e) {
-    *out = NULL;
-    if (!json_is_object(body)) return api_err_set(e, 400, "invalid_json", NULL, "request body must be a JSON object");
-
-    /* model */
-    json_t *jm = json_object_get(body, "model");
-    int model = -1;
-    if (!jm || json_is_null(jm)) {
-        if (registry_count(reg) != 1) return api_err_set(e, 400, "missing_field", "model", "model is required");
-        model = 0;
-    } else if (!json_is_string(jm)) {
-        return api_err_set(e, 400, "invalid_type", "model", "model must be a string");
-    } else {
-        model = registry_find(reg, json_string_value(jm));
-        if (model < 0) {
-            char avail[256] = "";
-            for (int i = 0; i < registry_count(reg) && strlen(avail) < 200; i++) {
-                registry_model_info_t info;
-                registry_info(reg, i, &info);
-                size_t l = strlen(avail);
-                snprintf(avail + l, sizeof avail - l, "%s%s", l ? ", " : "", info.name);
-            }
-            return api_err_set(e, 404, "model_not_found", "model", "model '%.128s' not found (available: %s)",
-                        json_string_value(jm), avail[0] ? avail : "none");
-        }
-    }
-    registry_model_info_t info;
-    registry_info(reg, model, &info);
-
-    /* input */
-    json_t *in = json_object_get(body, "input");
-    if (!in) return api_err_set(e, 400, "missing_field", "input", "input is required");
-    input_kind_t kind;
-    int n;
-    if (classify_input(in, &kind, &n, e)) return -1;
-    if (n > cfg->max_inputs)
-        return api_err_set(e, 413, "too_many_inputs", "input", "%d inputs in one request; the limit is %d", n,
-                    cfg->max_inputs);
-
-    /* options */
-    int base64 = 0, truncate = 1, priority = 0, dims = info.hidden;
-    int64_t deadline_ms = 0;
+/* encoding_format and dimensions, read between the input count and the shared options. */
+static int embed_options(json_t *body, const registry_model_info_t *info, void *ctx, api_err_t *e) {
+    embed_args_t *a = ctx;
+    a->hidden = info->hidden;
+    a->dims = info->hidden;
+    a->base64 = 0;
     json_t *v = json_object_get(body, "encoding_format");
     if (v && !json_is_null(v)) {
-        if (json_is_string(v) && !strcmp(json_string_value(v), "float")) base64 = 0;
-        else if (json_is_string(v) && !strcmp(json_string_value(v), "base64")) base64 = 1;
+        if (json_is_string(v) && !strcmp(json_string_value(v), "float")) a->base64 = 0;
+        else if (json_is_string(v) && !strcmp(json_string_value(v), "base64")) a->base64 = 1;
         else return api_err_set(e, 400, "invalid_value", "encoding_format", "encoding_format must be \"float\" or \"base64\"");
     }
     v = json_object_get(body, "dimensions");
     if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > info.hidden)
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > info->hidden)
             return api_err_set(e, 400, "invalid_value", "dimensions", "dimensions must be an integer from 1 to %d",
-                        info.hidden);
-        dims = (int)json_integer_value(v);
+                        info->hidden);
+        a->dims = (int)json_integer_value(v);
     }
-    v = json_object_get(body, "truncate");
-    if (v && !json_is_null(v)) {
-        if (!json_is_boolean(v)) return api_err_set(e, 400, "invalid_type", "truncate", "truncate must be true or false");
-        truncate = json_is_true(v);
-    }
-    v = json_object_get(body, "priority");
-    if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < -1000 || json_integer_value(v) > 1000)
-            return api_err_set(e, 400, "invalid_value", "priority", "priority must be an integer from -1000 to 1000");
-        priority = (int)json_integer_value(v);
-    }
-    v = json_object_get(body, "deadline_ms");
-    if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 86400000)
-            return api_err_set(e, 400, "invalid_value", "deadline_ms", "deadline_ms must be an integer from 1 to 86400000");
-        deadline_ms = json_integer_value(v);
-    }
-    if (info.hidden <= 0)
-        return api_err_set(e, 503, "model_unavailable", "model", "model %s: config.json has no hidden_size", info.name);
-
-    char terr[256];
-    const tok_t *tok = registry_tokenizer(reg, model, terr, sizeof terr);
-    if (!tok) return api_err_set(e, 503, "model_unavailable", "model", "model %s: tokenizer: %s", info.name, terr);
-    int max_len = tok_max_len(tok), vocab = tok_vocab_size(tok);
-    int32_t sep = tok_sep_id(tok);
-
-    api_embed_job_t *j = calloc(1, sizeof *j);
-    if (!j) return api_err_set(e, 503, "out_of_memory", NULL, "out of memory");
-    snprintf(j->model_name, sizeof j->model_name, "%s", info.name);
-    j->n = n;
-    j->hidden = info.hidden;
-    j->dims = dims;
-    j->base64 = base64;
-    j->deadline_ms = deadline_ms;
-    j->seq_off = malloc(((size_t)n + 1) * sizeof *j->seq_off);
-    j->out = malloc((size_t)n * info.hidden * sizeof *j->out);
-    size_t cap = 0, T = 0;
-    if (!j->seq_off || !j->out) goto oom;
-    j->seq_off[0] = 0;
-    for (int i = 0; i < n; i++) {
-        if (grow_ids(j, &cap, T + (size_t)max_len)) goto oom;
-        int len;
-        if (kind == IN_TEXTS) {
-            json_t *s = json_is_string(in) ? in : json_array_get(in, i);
-            size_t bytes = json_string_length(s);
-            if (bytes == 0) {
-                api_embed_job_free(j);
-                return api_err_set(e, 400, "empty_input", "input", "input[%d] is an empty string", i);
-            }
-            int untrunc = 0;
-            len = tok_encode(tok, json_string_value(s), bytes, j->ids + T, max_len, &untrunc, terr, sizeof terr);
-            if (len < 0) {
-                api_embed_job_free(j);
-                return api_err_set(e, 400, "invalid_input", "input", "input[%d]: %s", i, terr);
-            }
-            if (untrunc > max_len && !truncate) {
-                api_embed_job_free(j);
-                return api_err_set(e, 422, "input_too_long", "input",
-                            "input[%d] is %d tokens; model %s takes at most %d (send truncate: true to cut it)",
-                            i, untrunc, info.name, max_len);
-            }
-        } else {
-            json_t *arr = kind == IN_TOKENS ? in : json_array_get(in, i);
-            size_t sz = json_array_size(arr);
-            if (sz == 0) {
-                api_embed_job_free(j);
-                return api_err_set(e, 400, "empty_input", "input", "input[%d] is an empty token list", i);
-            }
-            if (sz > (size_t)max_len && !truncate) {
-                api_embed_job_free(j);
-                return api_err_set(e, 422, "input_too_long", "input",
-                            "input[%d] is %zu tokens; model %s takes at most %d (send truncate: true to cut it)",
-                            i, sz, info.name, max_len);
-            }
-            len = sz > (size_t)max_len ? max_len : (int)sz;
-            for (int k = 0; k < len; k++) {
-                json_int_t id = json_integer_value(json_array_get(arr, k));
-                if (id < 0 || id >= vocab) {
-                    api_embed_job_free(j);
-                    return api_err_set(e, 400, "invalid_input", "input",
-                                "token id %lld at input[%d][%d] is outside the vocabulary (0..%d)",
-                                (long long)id, i, k, vocab - 1);
-                }
-                j->ids[T + k] = (int32_t)id;
-            }
-            /* cut like the tokenizer does: keep the closing [SEP] */
-            if ((int)sz > len && json_integer_value(json_array_get(arr, sz - 1)) == sep) j->ids[T + len - 1] = sep;
-        }
-        T += (size_t)len;
-        j->seq_off[i + 1] = (int32_t)T;
-    }
-    j->prompt_tokens = (int)T;
-    j->item.model = model;
-    j->item.op = BATCHER_OP_EMBED;
-    j->item.priority = priority;
-    j->item.n_seqs = n;
-    j->item.ids = j->ids;
-    j->item.seq_off = j->seq_off;
-    j->item.out = j->out;
-    *out = j;
     return 0;
-oom:
-    api_embed_job_free(j);
-    return api_err_set(e, 503, "out_of_memory", NULL, "out of memory for %d inputs", n);
+}
+
+int api_embed_parse(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e) {
+    *out = NULL;
+    embed_args_t opt;
+    if (api_job_parse_inputs(env->reg, env->cfg, body, embed_options, &opt, 0, out, e)) return -1;
+    embed_args_t *a = malloc(sizeof *a);
+    if (!a) {
+        api_job_free(*out);
+        *out = NULL;
+        return api_err_set(e, 503, "out_of_memory", NULL, "out of memory");
+    }
+    *a = opt;
+    (*out)->type = &api_embed_job;
+    (*out)->args = a;
+    (*out)->item.op = BATCHER_OP_EMBED;
+    return 0;
 }
 
 typedef struct {
@@ -279,16 +82,17 @@ static void sb_add(sbuf_t *b, const char *s, size_t len) {
 
 static void sb_str(sbuf_t *b, const char *s) { sb_add(b, s, strlen(s)); }
 
-char *api_embed_result_json(api_embed_job_t *j, size_t *len) {
-    if (j->expand) return api_expand_result_json(j, len);
+char *api_embed_result_json(api_job_t *job, size_t *len) {
+    const embed_args_t *j = job->args;
+    const int n = job->n;
     sbuf_t b = {0};
-    sb_reserve(&b, (size_t)j->n * (j->base64 ? (size_t)j->dims * 4 / 3 + 64 : (size_t)j->dims * 16 + 64) + 256);
+    sb_reserve(&b, (size_t)n * (j->base64 ? (size_t)j->dims * 4 / 3 + 64 : (size_t)j->dims * 16 + 64) + 256);
     float *row = malloc((size_t)j->dims * sizeof *row);
     if (!row) return NULL;
     sb_str(&b, "{\"object\":\"list\",\"data\":[");
     char num[160];
-    for (int i = 0; i < j->n; i++) {
-        const float *src = j->out + (size_t)i * j->hidden;
+    for (int i = 0; i < n; i++) {
+        const float *src = job->out + (size_t)i * j->hidden;
         memcpy(row, src, (size_t)j->dims * sizeof *row);
         if (j->dims < j->hidden) { /* Matryoshka-style: cut, then back to unit length */
             double ss = 0;
@@ -322,13 +126,13 @@ char *api_embed_result_json(api_embed_job_t *j, size_t *len) {
     }
     free(row);
     sb_str(&b, "],\"model\":");
-    json_t *m = json_string(j->model_name);
+    json_t *m = json_string(job->model_name);
     char *ms = json_dumps(m, JSON_ENCODE_ANY);
     json_decref(m);
     sb_str(&b, ms ? ms : "\"\"");
     free(ms);
-    int l = snprintf(num, sizeof num, ",\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d}}", j->prompt_tokens,
-                     j->prompt_tokens);
+    int l = snprintf(num, sizeof num, ",\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d}}", job->prompt_tokens,
+                     job->prompt_tokens);
     sb_add(&b, num, (size_t)l);
     if (b.oom) {
         free(b.p);
@@ -337,3 +141,13 @@ char *api_embed_result_json(api_embed_job_t *j, size_t *len) {
     *len = b.n;
     return b.p;
 }
+
+const api_job_type_t api_embed_job = {
+    .name = "embed",
+    .op = BATCHER_OP_EMBED,
+    .input_field = "input",
+    .cacheable = 1,
+    .parse = api_embed_parse,
+    .result_json = api_embed_result_json,
+    .free_args = free,
+};

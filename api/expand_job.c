@@ -1,13 +1,15 @@
-/* api/expand_job.c - parse an expansion request into an embeddings-shaped job; write the answer. */
+/* api/expand_job.c - the term-expansion operation: terms and options in, neighbours out. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/expand_job.h"
+#include "batcher/worker.h"
 #include "engine/expand.h"
 
-void api_expand_args_free(api_expand_args_t *a) {
+static void expand_args_free(void *p) {
+    api_expand_args_t *a = p;
     if (!a) return;
     if (a->terms)
         for (int i = 0; i < a->n; i++) free(a->terms[i]);
@@ -28,7 +30,7 @@ static char *expand_trimmed(const char *s) {
     return t;
 }
 
-/* The embeddings parser speaks of "input": an expansion's field is "terms". */
+/* The shared input parser speaks of "input": an expansion's field is "terms". */
 static void expand_rename_input(api_err_t *e) {
     if (e->param && !strcmp(e->param, "input")) e->param = "terms";
     char msg[sizeof e->message];
@@ -69,7 +71,9 @@ static int expand_parse_options(json_t *body, api_expand_args_t *a, api_err_t *e
     return 0;
 }
 
-int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api_embed_job_t **out, api_err_t *e) {
+int api_expand_parse(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e) {
+    registry_t *reg = env->reg;
+    const api_config_t *cfg = env->cfg;
     *out = NULL;
     if (!json_is_object(body)) return api_err_set(e, 400, "invalid_json", NULL, "request body must be a JSON object");
     json_t *terms = json_object_get(body, "terms");
@@ -84,7 +88,7 @@ int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api
     api_expand_args_t *a = calloc(1, sizeof *a);
     json_t *input = json_array(), *sub = json_object();
     if (!a || !input || !sub || !(a->terms = calloc(n, sizeof *a->terms))) goto oom;
-    *a = (api_expand_args_t){.reg = reg, .k = 10, .min_score = -INFINITY, .exclude_input = 1, .terms = a->terms};
+    *a = (api_expand_args_t){.set = env->state, .k = 10, .min_score = -INFINITY, .exclude_input = 1, .terms = a->terms};
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_is_string(terms) ? terms : json_array_get(terms, i);
         if (!json_is_string(t)) {
@@ -100,28 +104,22 @@ int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api
         if (json_array_append_new(input, json_string(a->terms[i]))) goto oom;
     }
     if (expand_parse_options(body, a, e)) goto fail;
-    /* the embeddings parser validates model, priority and deadline and tokenizes the terms */
+    /* the shared encoder inputs: model, priority and deadline validated, the terms tokenized */
     const char *pass[] = {"model", "priority", "deadline_ms"};
     for (size_t i = 0; i < sizeof pass / sizeof pass[0]; i++) {
         json_t *v = json_object_get(body, pass[i]);
         if (v && json_object_set(sub, pass[i], v)) goto oom;
     }
     if (json_object_set(sub, "input", input)) goto oom;
-    api_embed_job_t *j = NULL;
-    if (api_embed_parse(reg, cfg, sub, &j, e)) {
+    api_job_t *j = NULL;
+    if (api_job_parse_inputs(reg, cfg, sub, NULL, NULL, EXPAND_RESULT_FLOATS, &j, e)) {
         expand_rename_input(e);
         goto fail;
     }
-    float *res = malloc((size_t)j->n * EXPAND_RESULT_FLOATS * sizeof *res);
-    if (!res) {
-        api_embed_job_free(j);
-        goto oom;
-    }
-    free(j->out);
-    j->out = j->item.out = res;
+    j->type = &api_expand_job;
     j->item.op = BATCHER_OP_EXPAND;
     a->model = j->item.model;
-    j->expand = a;
+    j->args = a;
     json_decref(input);
     json_decref(sub);
     *out = j;
@@ -129,7 +127,7 @@ int api_expand_parse(registry_t *reg, const api_config_t *cfg, json_t *body, api
 oom:
     api_err_set(e, 503, "out_of_memory", NULL, "out of memory for %zu terms", n);
 fail:
-    api_expand_args_free(a);
+    expand_args_free(a);
     json_decref(input);
     json_decref(sub);
     return -1;
@@ -155,7 +153,7 @@ static json_t *expand_entry(const api_expand_args_t *a, int i, const expand_hit_
     char term[256];
     for (int j = 0, kept = 0; j < EXPAND_MAX_K && kept < a->k; j++) {
         if (hits[j].id < 0 || hits[j].score < a->min_score) break; /* best first: the rest is worse */
-        if (registry_expand_term(a->reg, a->model, hits[j].id, term, sizeof term)) continue;
+        if (expand_set_term(a->set, a->model, hits[j].id, term, sizeof term)) continue;
         if (a->exclude_input && expand_same_term(term, a->terms[i])) continue;
         json_t *h = json_pack("{s:s,s:f}", "term", term, "score", (double)hits[j].score);
         if (!h || json_array_append_new(neigh, h)) {
@@ -167,8 +165,8 @@ static json_t *expand_entry(const api_expand_args_t *a, int i, const expand_hit_
     return obj;
 }
 
-char *api_expand_result_json(api_embed_job_t *j, size_t *len) {
-    const api_expand_args_t *a = j->expand;
+char *api_expand_result_json(api_job_t *j, size_t *len) {
+    const api_expand_args_t *a = j->args;
     json_t *data = json_array();
     json_t *root = json_pack("{s:s,s:o,s:s,s:{s:i,s:i}}", "object", "list", "data", data, "model", j->model_name,
                              "usage", "prompt_tokens", j->prompt_tokens, "total_tokens", j->prompt_tokens);
@@ -185,3 +183,56 @@ char *api_expand_result_json(api_embed_job_t *j, size_t *len) {
     if (s) *len = strlen(s);
     return s;
 }
+
+/* ---------------------------------------------------------------- the batcher's side */
+
+static int expand_result_floats(void *user, registry_t *reg, int model) {
+    (void)user;
+    (void)reg;
+    (void)model;
+    return EXPAND_RESULT_FLOATS;
+}
+
+/* The input terms' neighbours in the model's term index (built on first use,
+ * on the worker thread); the answer filters k, min_score and own terms. */
+static int expand_run(void *user, registry_t *reg, model_t *m, const worker_batch_t *in, float *out, char *err,
+                      size_t errlen) {
+    (void)reg;
+    (void)m;
+    expand_index_t *ix = expand_set_index(user, in->model, err, errlen);
+    if (!ix) return BATCHER_ECOMPUTE;
+    return expand_batch(ix, in->ids, in->seq_off, in->n_seqs, out, err, errlen);
+}
+
+static void expand_unload(void *user, int model) { expand_set_drop(user, model); }
+
+static const worker_op_t expand_op = {"expand", expand_result_floats, expand_run, expand_unload};
+
+static int expand_attach(batcher_t *bat, registry_t *reg, void **state, char *err, size_t errlen) {
+    expand_set_t *set = NULL;
+    if (expand_set_create(reg, &set)) {
+        snprintf(err, errlen, "out of memory for the expand indexes");
+        return -1;
+    }
+    if (batcher_register_op(bat, BATCHER_OP_EXPAND, &expand_op, set)) {
+        expand_set_destroy(set);
+        snprintf(err, errlen, "cannot register the expand op");
+        return -1;
+    }
+    *state = set;
+    return 0;
+}
+
+static void expand_detach(void *state) { expand_set_destroy(state); }
+
+const api_job_type_t api_expand_job = {
+    .name = "expand",
+    .op = BATCHER_OP_EXPAND,
+    .input_field = "terms",
+    .cacheable = 0,
+    .parse = api_expand_parse,
+    .result_json = api_expand_result_json,
+    .free_args = expand_args_free,
+    .attach = expand_attach,
+    .detach = expand_detach,
+};

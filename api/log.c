@@ -1,4 +1,5 @@
 /* api/log.c - JSON lines on stderr, one write(2) each. */
+#include <ctype.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,4 +54,19 @@ void api_log(api_log_level_t level, const char *msg, json_t *fields) {
     ssize_t w = write(2, line, n + 1);
     (void)w;
     free(line);
+}
+
+static int hex_run(const char *s, int n) {
+    int nonzero = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i])) return -1;
+        if (s[i] != '0') nonzero = 1;
+    }
+    return nonzero;
+}
+
+int api_traceparent_valid(const char *s) {
+    if (!s || strlen(s) != 55) return 0;
+    if (strncmp(s, "00-", 3) || s[35] != '-' || s[52] != '-') return 0;
+    return hex_run(s + 3, 32) == 1 && hex_run(s + 36, 16) == 1 && hex_run(s + 53, 2) >= 0;
 }

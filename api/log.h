@@ -1,4 +1,4 @@
-/* api/log.h - structured JSON log lines on stderr.
+/* api/log.h - structured JSON log lines on stderr, and the trace ids they carry.
  *
  * One event, one line: {"time":"2026-01-02T03:04:05.678Z","level":"info",
  * "msg":"...", ...fields}. Fields come as a jansson object (json_pack), so
@@ -22,5 +22,9 @@ const char *api_log_level_name(api_log_level_t l);
 
 /* Log msg with the object `fields` (stolen; NULL for none). */
 void api_log(api_log_level_t level, const char *msg, json_t *fields);
+
+/* A W3C traceparent (version 00: 00-<32 hex>-<16 hex>-<2 hex>, ids not all
+ * zero); 1 when valid. Both intakes carry a valid one into the logs. */
+int api_traceparent_valid(const char *s);
 
 #endif

@@ -5,8 +5,9 @@
  * server (libmicrohttpd, internal epoll thread pool, suspend/resume: no HTTP
  * thread ever waits for compute) and, unless Redis is off, one intake and one
  * completion thread per Redis queue. Preloaded models load in the background;
- * /readyz says which are ready. The CLI (api/cli_serve.c) and the tests use
- * the same calls.
+ * /readyz says which are ready. The CLI (api/cli/cli_serve.c) and the tests
+ * use the same calls. The HTTP room is api/http/, the Redis room api/redis/;
+ * this is the one place that knows them both.
  *
  * api_serve_shutdown is the graceful stop: stop accepting, finish in-flight
  * and pending work within the drain timeout, answer what is left (HTTP 503;
@@ -20,21 +21,11 @@
 #define SLUICE_API_SERVER_H
 
 #include "api/config.h"
+#include "api/http/http.h"
 #include "batcher/batcher.h"
 #include "engine/registry.h"
 
 typedef struct api_serve api_serve_t;
-
-typedef struct {
-    uint64_t requests;          /* HTTP requests answered */
-    uint64_t by_class[6];       /* by status class: [2] 2xx, [4] 4xx, [5] 5xx */
-    uint64_t rejected_busy;     /* 429 from a full pending queue */
-    double request_s;           /* sum of request durations (receipt -> response queued) */
-    double embed_request_s;     /* same, /v1/embeddings that computed */
-    double embed_compute_s;     /* their compute seconds (from their items) */
-    uint64_t embed_requests;    /* /v1/embeddings answered 200 */
-    int open_requests;          /* received, not yet answered (incl. suspended) */
-} api_http_stats_t;
 
 /* 0, or -1 with a message (bad setting, no device, port taken...). */
 int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_t errlen);
@@ -49,7 +40,7 @@ void api_serve_http_stats(api_serve_t *s, api_http_stats_t *out);
 /* Redis intake: 1 when every queue's connections are up, 0 when some are
  * down (reconnecting), -1 when Redis is off. */
 int api_serve_queue_up(api_serve_t *s);
-/* SIGHUP: read the key file again (api/ctl.h); 0 or -1 with a message. */
+/* SIGHUP: read the key file again (api/http/ctl.h); 0 or -1 with a message. */
 int api_serve_reload(api_serve_t *s, char *err, size_t errlen);
 
 #endif

@@ -1,5 +1,6 @@
 /* batcher/batcher.c - pending queues, micro-batch formation, the dispatch and
- * worker threads of one device.
+ * worker threads of one device (what a worker thread runs, and every engine
+ * call, is batcher/worker.c).
  *
  * One mutex guards everything here; the work done under it is list surgery
  * and copying token ids, never compute and never a callback. Finished items
@@ -18,7 +19,8 @@
 #include <time.h>
 
 #include "batcher/batcher.h"
-#include "engine/expand.h"
+#include "batcher/worker.h"
+#include "kernels/util.h"
 
 #define SWEEP_NS 10000000LL       /* look for expired items at least this often */
 #define IDLE_TICK_NS 20000000LL   /* dispatcher wake-up while items wait */
@@ -56,6 +58,7 @@ typedef struct {
 
 struct batcher {
     registry_t *reg;
+    worker_t *worker;     /* the operations and every engine call (batcher/worker.h) */
     pthread_mutex_t mu;
     pthread_cond_t wake_dispatch, wake_worker, idle;
     batcher_limits_t lim;
@@ -79,51 +82,20 @@ struct batcher {
 
 /* ---------------------------------------------------------------- ops */
 
-typedef struct {
-    const char *name;
-    int (*result_floats)(registry_t *reg, int model);
-    /* Fill batch->out (n_seqs, result_floats) from the packed batch. */
-    int (*run)(registry_t *reg, engine_model_t *m, batch_t *batch, char *err, size_t errlen);
-} op_handler_t;
-
-static int embed_result_floats(registry_t *reg, int model) {
-    registry_model_info_t info;
-    if (registry_info(reg, model, &info)) return 0;
-    return info.hidden;
-}
-
-static int embed_run(registry_t *reg, engine_model_t *m, batch_t *batch, char *err, size_t errlen) {
-    (void)reg;
-    return engine_embed(m, batch->ids, batch->seq_off, batch->n_seqs, batch->out, err, errlen);
-}
-
-static int expand_result_floats(registry_t *reg, int model) {
-    (void)reg;
-    (void)model;
-    return EXPAND_RESULT_FLOATS;
-}
-
-/* The input terms' neighbours in the model's term index (built on first use,
- * on this worker thread); the submitter filters k, min_score and own terms. */
-static int expand_run(registry_t *reg, engine_model_t *m, batch_t *batch, char *err, size_t errlen) {
-    (void)m;
-    expand_index_t *ix = registry_expand_index(reg, batch->model, err, errlen);
-    if (!ix) return BATCHER_ECOMPUTE;
-    return expand_batch(ix, batch->ids, batch->seq_off, batch->n_seqs, batch->out, err, errlen);
-}
-
-static const op_handler_t op_handlers[BATCHER_OP_COUNT] = {
-    [BATCHER_OP_EMBED] = {"embed", embed_result_floats, embed_run},
-    [BATCHER_OP_EXPAND] = {"expand", expand_result_floats, expand_run},
+/* Op numbers and names are fixed here; what an op does is registered with
+ * the worker (batcher_register_op). */
+static const char *const OP_NAMES[BATCHER_OP_COUNT] = {
+    [BATCHER_OP_EMBED] = "embed",
+    [BATCHER_OP_EXPAND] = "expand",
 };
 
 const char *batcher_op_name(batcher_op_t op) {
-    return op >= 0 && op < BATCHER_OP_COUNT ? op_handlers[op].name : "unknown";
+    return op >= 0 && op < BATCHER_OP_COUNT ? OP_NAMES[op] : "unknown";
 }
 
 int batcher_op_parse(const char *name, batcher_op_t *op) {
     for (int i = 0; i < BATCHER_OP_COUNT; i++)
-        if (name && !strcmp(name, op_handlers[i].name)) {
+        if (name && !strcmp(name, OP_NAMES[i])) {
             *op = (batcher_op_t)i;
             return 0;
         }
@@ -141,11 +113,7 @@ const char *batcher_outcome_name(batcher_outcome_t o) {
     return "unknown";
 }
 
-int64_t batcher_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+int64_t batcher_now_ns(void) { return util_now_ns(); }
 
 static void abs_deadline(struct timespec *ts, int64_t mono_ns) {
     /* the condition variables run on CLOCK_MONOTONIC */
@@ -432,7 +400,7 @@ static void handle_models(batcher_t *b, batcher_item_t **done) {
         if (q->unload_wanted && !model_in_use(b, m)) {
             q->unload_wanted = 0;
             pthread_mutex_unlock(&b->mu);
-            registry_unload(b->reg, m);
+            worker_unload(b->worker, m);
             pthread_mutex_lock(&b->mu);
         }
         if (q->load_wanted) {
@@ -440,7 +408,7 @@ static void handle_models(batcher_t *b, batcher_item_t **done) {
             q->load_wanted = 0;
             q->loading = 1;
             pthread_mutex_unlock(&b->mu);
-            int rc = registry_load(b->reg, m, err, sizeof err);
+            int rc = worker_load(b->worker, m, err, sizeof err);
             pthread_mutex_lock(&b->mu);
             q->loading = 0;
             if (rc != ENGINE_OK) {
@@ -521,8 +489,7 @@ static void *worker_main(void *arg) {
                     b->st.queue_wait_s += wait;
                     hist_add(b->st.queue_wait_hist, wait, 1e-4);
                 }
-            engine_model_t *m = registry_engine(b->reg, bt->model);
-            int rf = op_handlers[bt->op].result_floats(b->reg, bt->model);
+            int rf = worker_result_floats(b->worker, bt->op, bt->model);
             char err[512] = "";
             int rc = 0;
             size_t need = (size_t)bt->n_seqs * (rf > 0 ? rf : 1);
@@ -536,13 +503,10 @@ static void *worker_main(void *arg) {
                     snprintf(err, sizeof err, "out of host memory for %zu result floats", need);
                 }
             }
-            if (!m && !rc) {
-                rc = BATCHER_EMODEL;
-                snprintf(err, sizeof err, "model is not loaded");
-            }
             pthread_mutex_unlock(&b->mu);
             int64_t t0 = batcher_now_ns();
-            if (!rc) rc = op_handlers[bt->op].run(b->reg, m, bt, err, sizeof err);
+            worker_batch_t wb = {bt->model, bt->n_seqs, bt->ids, bt->seq_off};
+            if (!rc) rc = worker_run(b->worker, bt->op, &wb, bt->out, err, sizeof err);
             double dt = (batcher_now_ns() - t0) * 1e-9;
             pthread_mutex_lock(&b->mu);
             complete_batch(b, bt, rc, err, dt, rf, &done);
@@ -602,6 +566,8 @@ int batcher_create(registry_t *reg, const batcher_limits_t *limits, batcher_t **
     pthread_cond_init(&b->idle, &ca);
     pthread_condattr_destroy(&ca);
     b->reg = reg;
+    if (worker_create(reg, &b->worker) || worker_register_op(b->worker, BATCHER_OP_EMBED, &worker_embed_op, NULL))
+        goto oom;
     b->lim = lim;
     b->running = 1;
     b->next_id = 1;
@@ -677,6 +643,7 @@ void batcher_destroy(batcher_t *b) {
     free(b->bufs);
     free(b->worker_thr);
     free(b->q);
+    worker_destroy(b->worker);
     pthread_cond_destroy(&b->wake_dispatch);
     pthread_cond_destroy(&b->wake_worker);
     pthread_cond_destroy(&b->idle);
@@ -686,13 +653,22 @@ void batcher_destroy(batcher_t *b) {
 
 int batcher_result_floats(batcher_t *b, batcher_op_t op, int model) {
     if (op < 0 || op >= BATCHER_OP_COUNT || model < 0 || model >= b->n_models) return 0;
-    return op_handlers[op].result_floats(b->reg, model);
+    return worker_result_floats(b->worker, op, model);
+}
+
+int batcher_register_op(batcher_t *b, batcher_op_t op, const worker_op_t *h, void *user) {
+    if (op < 0 || op >= BATCHER_OP_COUNT) return BATCHER_EINVAL;
+    return worker_register_op(b->worker, op, h, user) ? BATCHER_EINVAL : BATCHER_OK;
 }
 
 int batcher_submit(batcher_t *b, batcher_item_t *it, char *err, size_t errlen) {
     if (!it || !it->done || it->model < 0 || it->model >= b->n_models || it->op < 0 ||
         it->op >= BATCHER_OP_COUNT || it->n_seqs < 1 || !it->ids || !it->seq_off || !it->out) {
         snprintf(err, errlen, "invalid work item");
+        return BATCHER_EINVAL;
+    }
+    if (!worker_has_op(b->worker, it->op)) {
+        snprintf(err, errlen, "this server does not run op %s", batcher_op_name(it->op));
         return BATCHER_EINVAL;
     }
     char terr[256];
@@ -720,7 +696,7 @@ int batcher_submit(batcher_t *b, batcher_item_t *it, char *err, size_t errlen) {
                 return BATCHER_EINVAL;
             }
     }
-    int rf = op_handlers[it->op].result_floats(b->reg, it->model);
+    int rf = worker_result_floats(b->worker, it->op, it->model);
     size_t bytes = sizeof *it + (size_t)it->seq_off[it->n_seqs] * sizeof(int32_t) +
                    ((size_t)it->n_seqs + 1) * sizeof(int32_t) + (size_t)it->n_seqs * rf * sizeof(float);
 

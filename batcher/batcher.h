@@ -17,10 +17,11 @@
  *     prepared batch is topped up with items that arrive meanwhile. Items past
  *     their deadline are answered EXPIRED without compute, cancelled ones
  *     CANCELLED.
- *   - the worker runs batches through the op's handler (embed now; expand
- *     plugs into the same table), loads models on first use (lazy) and
- *     unloads them; every engine call for a device happens on its worker, so
- *     engine_embed is never called concurrently on one model.
+ *   - the worker threads run batches through the op's handler (registered
+ *     with batcher_register_op; the batcher registers embed itself, see
+ *     batcher/worker.h), load models on first use (lazy) and unload them;
+ *     every engine call for a device happens on its workers, so a model is
+ *     never unloaded under a running batch.
  * An item larger than one batch is split across consecutive batches (its
  * sequences stay in order); it completes when its last sequence is computed.
  *
@@ -44,7 +45,8 @@
 #define BATCHER_RID_MAX 64 /* request id bytes incl. NUL */
 #define BATCHER_TRACE_MAX 56 /* W3C traceparent (55 chars) incl. NUL */
 
-/* Ops: each has a handler in batcher.c's table (name, result size, run). */
+/* Ops: numbers and names fixed here; each runs through the handler registered
+ * for it (batcher_register_op). */
 typedef enum { BATCHER_OP_EMBED = 0, BATCHER_OP_EXPAND = 1, BATCHER_OP_COUNT } batcher_op_t;
 
 enum {
@@ -133,6 +135,7 @@ typedef struct {
 } batcher_stats_t;
 
 typedef struct batcher batcher_t;
+typedef struct worker_op worker_op_t; /* batcher/worker.h */
 
 /* Defaults: 64 seqs, 8192 tokens, 5 ms delay, 4096 items, 256 MiB per model. */
 void batcher_limits_default(batcher_limits_t *l);
@@ -159,8 +162,12 @@ int batcher_cancel(batcher_t *b, uint64_t item_id);
  * the least over all models (what a shared intake like Redis may lease). */
 int batcher_room(batcher_t *b, int model);
 /* Floats of result per sequence for this op on this model (embed: hidden;
- * expand: EXPAND_RESULT_FLOATS, see engine/expand.h). */
+ * others: what their handler says); 0 when the op has no handler. */
 int batcher_result_floats(batcher_t *b, batcher_op_t op, int model);
+/* Serve op with handler h (batcher/worker.h; h and user outlive the batcher),
+ * before work of that op arrives. Items of an op without a handler are
+ * refused BATCHER_EINVAL. 0 or BATCHER_EINVAL. */
+int batcher_register_op(batcher_t *b, batcher_op_t op, const worker_op_t *h, void *user);
 
 /* Live limits (PATCH /v1/admin/config): checked, then applied to the next batch. */
 int batcher_set_limits(batcher_t *b, const batcher_limits_t *l, char *err, size_t errlen);

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/cli_common.h"
+#include "api/cli/cli_common.h"
 
 static double now_s(void) {
     struct timespec ts;

@@ -22,20 +22,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "bench/bench_time.h"
 #include "kernels/ops.h"
-
-static clockid_t bench_clock = CLOCK_MONOTONIC;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(bench_clock, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static float *random_floats(size_t n, float amp) {
     float *p = malloc(n * sizeof *p);
@@ -55,11 +43,11 @@ static float *random_floats(size_t n, float amp) {
         double t_[REPS];                                      \
         body; /* warm-up */                                   \
         for (int r_ = 0; r_ < REPS; r_++) {                   \
-            double t0_ = now_s();                             \
+            double t0_ = bench_now_s();                             \
             body;                                             \
-            t_[r_] = now_s() - t0_;                           \
+            t_[r_] = bench_now_s() - t0_;                           \
         }                                                     \
-        qsort(t_, REPS, sizeof t_[0], cmp_double);            \
+        qsort(t_, REPS, sizeof t_[0], bench_cmp_double);            \
         result = t_[REPS / 2];                                \
     } while (0)
 
@@ -125,21 +113,21 @@ static void bench_layer(ops_t *ops, int B, int lo, int hi) {
     for (int r = -1; r < REPS; r++) { /* r = -1: warm-up */
         double t[N_OPS + 1];
         int rc = 0;
-        t[0] = now_s();
+        t[0] = bench_now_s();
         rc |= ops->matmul(ops, qkv, x, w_qkv, NULL, T, H, 3 * H, OPS_EPI_NONE);
-        t[1] = now_s();
+        t[1] = bench_now_s();
         rc |= ops->attention(ops, ctx, qkv, bias, seq_off, B, max_len, HEADS, D, 1.0f / sqrtf((float)D));
-        t[2] = now_s();
+        t[2] = bench_now_s();
         rc |= ops->matmul(ops, dense, ctx, w_ao, NULL, T, H, H, OPS_EPI_NONE);
-        t[3] = now_s();
+        t[3] = bench_now_s();
         rc |= ops->add_ln(ops, x, dense, bias, x, gamma, bias, T, H, 1e-12f);
-        t[4] = now_s();
+        t[4] = bench_now_s();
         rc |= ops->matmul(ops, ffn, x, w_in, bias, T, H, FFN, OPS_EPI_BIAS_GELU);
-        t[5] = now_s();
+        t[5] = bench_now_s();
         rc |= ops->matmul(ops, dense, ffn, w_out, NULL, T, FFN, H, OPS_EPI_NONE);
-        t[6] = now_s();
+        t[6] = bench_now_s();
         rc |= ops->add_ln(ops, x, dense, bias, x, gamma, bias, T, H, 1e-12f);
-        t[7] = now_s();
+        t[7] = bench_now_s();
         if (rc) {
             fprintf(stderr, "layer: %s\n", ops->err);
             exit(1);
@@ -148,12 +136,12 @@ static void bench_layer(ops_t *ops, int B, int lo, int hi) {
         for (int i = 0; i < N_OPS; i++) op_s[i][r] = t[i + 1] - t[i];
         total[r] = t[N_OPS] - t[0];
     }
-    qsort(total, REPS, sizeof total[0], cmp_double);
+    qsort(total, REPS, sizeof total[0], bench_cmp_double);
     double med = total[REPS / 2];
     printf("layer B=%4d len %3d..%3d T=%6d  %8.3f ms/layer %9.0f tokens/s/layer (6 layers: %7.0f tokens/s)\n  ", B,
            lo, hi, T, med * 1e3, T / med, T / med / 6);
     for (int i = 0; i < N_OPS; i++) {
-        qsort(op_s[i], REPS, sizeof op_s[i][0], cmp_double);
+        qsort(op_s[i], REPS, sizeof op_s[i][0], bench_cmp_double);
         printf(" %s %.0f%%", names[i], 100.0 * op_s[i][REPS / 2] / med);
     }
     printf("\n");

@@ -49,7 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/cli_common.h"
+#include "api/cli/cli_common.h"
 #include "queue/queue.h"
 
 #define BENCH_MAX_CONNS 4096

@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "engine/engine.h"
+#include "engine/model.h"
 #include "engine/safetensors.h"
 
 typedef struct {
@@ -490,8 +492,8 @@ int engine_model_need(const char *dir, ops_dtype_t dtype, const engine_opts_t *o
                    align_up(I * H * e) + align_up(I * 4) + align_up(H * I * e) + align_up(H * 4) +
                    4 * align_up(H * 4);
     w += layer * (size_t)m.info.layers;
-    int T = opts && opts->max_batch_tokens > 0 ? opts->max_batch_tokens : 16384;
-    int B = opts && opts->max_batch_seqs > 0 ? opts->max_batch_seqs : 1024;
+    int T = opts && opts->max_batch_tokens > 0 ? opts->max_batch_tokens : ENGINE_DEFAULT_BATCH_TOKENS;
+    int B = opts && opts->max_batch_seqs > 0 ? opts->max_batch_seqs : ENGINE_DEFAULT_BATCH_SEQS;
     if (T < m.info.max_seq_len) T = m.info.max_seq_len;
     int runners = opts && opts->runners > 0 ? opts->runners : 1;
     if (runners > MAX_RUNNERS) runners = MAX_RUNNERS;
@@ -512,8 +514,8 @@ int engine_model_load(const char *dir, ops_t *ops, arena_t *arena, const engine_
     m->arena = arena;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->freed, NULL);
-    m->max_tokens = opts && opts->max_batch_tokens > 0 ? opts->max_batch_tokens : 16384;
-    m->max_seqs = opts && opts->max_batch_seqs > 0 ? opts->max_batch_seqs : 1024;
+    m->max_tokens = opts && opts->max_batch_tokens > 0 ? opts->max_batch_tokens : ENGINE_DEFAULT_BATCH_TOKENS;
+    m->max_seqs = opts && opts->max_batch_seqs > 0 ? opts->max_batch_seqs : ENGINE_DEFAULT_BATCH_SEQS;
     m->n_runners = opts && opts->runners > 0 ? opts->runners : 1;
     if (m->n_runners > MAX_RUNNERS) m->n_runners = MAX_RUNNERS;
     m->graphs = opts && opts->graphs && ops->capture_begin != NULL;
@@ -699,3 +701,52 @@ int engine_embed(engine_model_t *m, const int32_t *ids, const int32_t *seq_off, 
     pthread_mutex_unlock(&m->mu);
     return rc;
 }
+
+/* ---- the model interface (engine/model.h) ---- */
+
+static int bert_detect(const char *path) {
+    char p[1100];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/config.json", path);
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int bert_tokenizer(const char *path, tok_t **out, char *err, size_t errlen) {
+    return tok_create_for_model(path, out, err, errlen);
+}
+
+static int bert_load(const char *path, ops_t *ops, arena_t *arena, const engine_opts_t *opts, void **out, char *err,
+                     size_t errlen) {
+    engine_model_t *m = NULL;
+    int rc = engine_model_load(path, ops, arena, opts, &m, err, errlen);
+    *out = m;
+    return rc;
+}
+
+static void bert_free(void *impl) { engine_model_destroy(impl); }
+
+static void bert_info(const void *impl, model_info_t *out) {
+    const engine_model_t *m = impl;
+    *out = (model_info_t){.family = "bert", .kind = MODEL_ENCODER, .hidden = m->info.hidden, .vocab = m->info.vocab,
+                          .max_seq_len = m->info.max_seq_len, .weight_bytes = m->weight_bytes,
+                          .workspace_bytes = m->workspace_bytes, .max_batch_tokens = m->max_tokens,
+                          .max_batch_seqs = m->max_seqs};
+}
+
+static int bert_embed(void *impl, const int32_t *ids, const int32_t *seq_off, int n, float *out, char *err,
+                      size_t errlen) {
+    return engine_embed(impl, ids, seq_off, n, out, err, errlen);
+}
+
+const model_family_t model_bert = {
+    .name = "bert",
+    .kind = MODEL_ENCODER,
+    .detect = bert_detect,
+    .need = engine_model_need,
+    .tokenizer = bert_tokenizer,
+    .load = bert_load,
+    .free = bert_free,
+    .info = bert_info,
+    .embed = bert_embed,
+    .step = NULL,
+};

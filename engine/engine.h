@@ -1,4 +1,7 @@
-/* engine/engine.h - a loaded sentence-encoder model and its forward pass.
+/* engine/engine.h - a loaded sentence-encoder model and its forward pass: the
+ * BERT family's own API (engine/bert.c). The server reaches it through the
+ * model interface (engine/model.h, model_bert); tests, benchmarks and the
+ * expand index call it directly.
  *
  * engine_model_load reads a model folder (config.json, model.safetensors,
  * vocab.txt, tokenizer_config.json, sentence_bert_config.json, modules.json,
@@ -50,9 +53,14 @@ typedef struct {
     int normalize;       /* 1: L2-normalise the pooled vector */
 } engine_info_t;
 
+/* A model's workspace when its options leave it at 0: the one home of these
+ * numbers (the serve flags --workspace-tokens/--workspace-seqs default to them). */
+#define ENGINE_DEFAULT_BATCH_TOKENS 16384
+#define ENGINE_DEFAULT_BATCH_SEQS 1024
+
 typedef struct {
-    int max_batch_tokens; /* workspace is sized for this many packed tokens (default 16384) */
-    int max_batch_seqs;   /* and this many sequences (default 1024) */
+    int max_batch_tokens; /* workspace is sized for this many packed tokens (default ENGINE_DEFAULT_BATCH_TOKENS) */
+    int max_batch_seqs;   /* and this many sequences (default ENGINE_DEFAULT_BATCH_SEQS) */
     int runners;          /* batches that can be in flight at once, each with its own
                            * stream and workspace (default 1; 2 on a GPU lets the CPU
                            * prepare batch N+1 while batch N computes) */

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <utf8proc.h>
 #include "engine/safetensors.h"
+#include "kernels/util.h"
 
 #define EXPAND_FORMAT "sluice-expand-index/1"
 
@@ -440,12 +441,10 @@ static int expand_build(expand_index_t *ix, const char *model_dir, const expand_
         snprintf(note, notelen, "expand index: %d terms loaded from %s", ix->N, ix->cache_path);
         return EXPAND_OK;
     }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = util_now_ns();
     rc = expand_embed(ix->model, (const char *const *)ix->terms, ix->N, emb, err, errlen);
     if (rc) return rc;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    double secs = (util_now_ns() - t0) * 1e-9;
     if (!ix->cache_path[0]) {
         snprintf(note, notelen, "expand index: %d terms embedded in %.1f s (no cache)", ix->N, secs);
         return EXPAND_OK;
@@ -672,4 +671,103 @@ done:
     free(q);
     free(n_hits);
     return rc;
+}
+
+/* ---------------------------------------------------------------- per model of a registry */
+
+typedef struct {
+    expand_index_t *ix; /* NULL until the first query, and after a drop */
+    char **terms;       /* (n_terms) the list the index was built from: ids agree */
+    int n_terms;
+} expand_slot_t;
+
+struct expand_set {
+    registry_t *reg;
+    pthread_mutex_t mu; /* guards slots */
+    expand_slot_t *slots; /* (n) */
+    int n;
+};
+
+int expand_set_create(registry_t *reg, expand_set_t **out) {
+    *out = NULL;
+    expand_set_t *s = calloc(1, sizeof *s);
+    int n = registry_count(reg);
+    if (!s || !(s->slots = calloc((size_t)(n > 0 ? n : 1), sizeof *s->slots))) {
+        free(s);
+        return -1;
+    }
+    s->reg = reg;
+    s->n = n;
+    pthread_mutex_init(&s->mu, NULL);
+    *out = s;
+    return 0;
+}
+
+void expand_set_destroy(expand_set_t *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n; i++) {
+        expand_index_destroy(s->slots[i].ix);
+        expand_terms_free(s->slots[i].terms, s->slots[i].n_terms);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s->slots);
+    free(s);
+}
+
+expand_index_t *expand_set_index(expand_set_t *s, int idx, char *err, size_t errlen) {
+    if (idx < 0 || idx >= s->n) {
+        snprintf(err, errlen, "no such model");
+        return NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    expand_index_t *ix = s->slots[idx].ix;
+    int have_terms = s->slots[idx].terms != NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (ix) return ix;
+    model_t *m = registry_model(s->reg, idx);
+    registry_model_info_t info;
+    if (!m || registry_info(s->reg, idx, &info)) {
+        snprintf(err, errlen, "model is not loaded");
+        return NULL;
+    }
+    if (model_family(m) != &model_bert) { /* the index embeds terms with a BERT encoder */
+        snprintf(err, errlen, "model %s is not a sentence encoder: no term expansion", info.name);
+        return NULL;
+    }
+    char note[1024], **terms = NULL;
+    int n_terms = 0;
+    if (!have_terms && expand_terms_load(info.dir, NULL, &terms, &n_terms, err, errlen)) return NULL;
+    device_t *dev = registry_device(s->reg);
+    if (expand_index_open(info.dir, model_impl(m), device_ops(dev), device_arena(dev), NULL, &ix, note, sizeof note,
+                          err, errlen)) {
+        expand_terms_free(terms, n_terms);
+        return NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->slots[idx].ix = ix;
+    if (terms) {
+        s->slots[idx].terms = terms;
+        s->slots[idx].n_terms = n_terms;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ix;
+}
+
+int expand_set_term(expand_set_t *s, int idx, int32_t id, char *buf, size_t len) {
+    if (!s || idx < 0 || idx >= s->n || !len) return -1;
+    pthread_mutex_lock(&s->mu);
+    const expand_slot_t *sl = &s->slots[idx];
+    const char *t = id >= 0 && id < sl->n_terms ? sl->terms[id] : NULL;
+    if (t) snprintf(buf, len, "%s", t);
+    pthread_mutex_unlock(&s->mu);
+    return t ? 0 : -1;
+}
+
+void expand_set_drop(expand_set_t *s, int idx) {
+    if (!s || idx < 0 || idx >= s->n) return;
+    pthread_mutex_lock(&s->mu);
+    expand_index_t *ix = s->slots[idx].ix;
+    s->slots[idx].ix = NULL;
+    pthread_mutex_unlock(&s->mu);
+    expand_index_destroy(ix);
 }

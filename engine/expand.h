@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "engine/engine.h"
+#include "engine/registry.h"
 
 #define EXPAND_MAX_K 1000
 #define EXPAND_DEFAULT_MAX_QUERIES 256
@@ -102,5 +103,28 @@ int expand_terms(expand_index_t *ix, const char *const *terms, int nq, int k, fl
 #define EXPAND_RESULT_FLOATS (2 * EXPAND_MAX_K)
 int expand_batch(expand_index_t *ix, const int32_t *ids, const int32_t *seq_off, int n, float *out, char *err,
                  size_t errlen);
+
+/* ---------------------------------------------------------------- per model of a registry */
+
+/* The term indexes of a registry's models, for the expand operation (which
+ * owns one set; the registry knows nothing of it). An index is built (or
+ * loaded from its cache) on the first query of a model, in the registry's
+ * arena so it counts in the budget, and dropped before the model unloads.
+ * The term list outlives the index, so answers finished after an unload can
+ * still name their neighbours.
+ * Thread-safety: expand_set_index and expand_set_drop are for the device
+ * worker (the thread that loads and unloads models); expand_set_term is safe
+ * from any thread. */
+typedef struct expand_set expand_set_t;
+
+int expand_set_create(registry_t *reg, expand_set_t **out); /* 0, or -1 out of memory */
+void expand_set_destroy(expand_set_t *s);                    /* NULL is a no-op */
+/* The index of a READY model (built on first call); NULL with a message. */
+expand_index_t *expand_set_index(expand_set_t *s, int model, char *err, size_t errlen);
+/* Copy term `id` of the model's list into buf: 0, or -1 when no index was
+ * ever built or id is out of range. */
+int expand_set_term(expand_set_t *s, int model, int32_t id, char *buf, size_t len);
+/* The model is about to unload: free its index (its arena blocks and its use of the model). */
+void expand_set_drop(expand_set_t *s, int model);
 
 #endif

@@ -1,20 +1,22 @@
-/* engine/registry.h - the models a server can run, and the device they run on.
+/* engine/registry.h - the catalog of models a server can run, on one device.
  *
- * registry_create opens one backend (cpu or cuda) and one arena on it, sized
- * by the memory budget: every model's weights and workspace are carved from
- * that arena, so a model that does not fit is refused (ENGINE_ENOMEM, with
- * the numbers) instead of running the device out of memory. Models are the
- * folders holding a config.json under models_dir (or models_dir itself);
- * nothing is loaded at creation. A model's tokenizer (host memory, small) is
- * made on first use so requests can be validated and tokenized before the
- * weights load; the weights load on first use (lazy) or by preload, and
- * registry_unload frees every byte (arena_used returns to its baseline).
+ * registry_create opens the device (engine/device.h: one backend, cpu or
+ * cuda, and one arena sized by the memory budget: every model's weights and
+ * workspace are carved from it, so a model that does not fit is refused,
+ * ENGINE_ENOMEM with the numbers, instead of running the device out of
+ * memory). Models are the entries of models_dir (or models_dir itself) that
+ * a model family knows (engine/model.h: a folder with a config.json for
+ * BERT); nothing is loaded at creation. A model's tokenizer (host memory,
+ * small) is made on first use so requests can be validated and tokenized
+ * before the weights load; the weights load on first use (lazy) or by
+ * preload, and registry_unload frees every byte (arena_used returns to its
+ * baseline).
  *
  * Model names: the folder name; lookups also accept any case and an
  * "org/" prefix ("sentence-transformers/all-MiniLM-L6-v2").
  *
  * Thread-safety: every call is thread-safe. registry_load/registry_unload and
- * registry_engine are meant for the device's worker thread (the batcher),
+ * registry_model are meant for the device's worker thread (the batcher),
  * which is the only thread that runs forward passes; a model is never
  * unloaded under a running batch because the same thread does both.
  */
@@ -23,7 +25,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "engine/device.h"
 #include "engine/engine.h"
+#include "engine/model.h"
 
 #define REGISTRY_NAME_MAX 128
 
@@ -37,7 +41,7 @@ typedef enum {
 typedef struct {
     const char *models_dir; /* folder of model folders (or one model folder) */
     const char *device;     /* "auto", "cpu" or "cuda" */
-    size_t budget;          /* bytes for the arena; 0: the default (see registry_default_budget) */
+    size_t budget;          /* bytes for the arena; 0: the default (see device_default_budget) */
     int cpu_threads;        /* <= 0: one per core */
     const char *dtype;      /* cuda precision: "fp16" (NULL: the default), "bf16" or "fp32" */
     engine_opts_t engine;   /* workspace per model (max batch tokens / sequences) */
@@ -60,10 +64,6 @@ typedef struct {
 
 typedef struct registry registry_t;
 
-/* The budget used when opts.budget is 0: 80% of free device memory on cuda;
- * on cpu min(2 GiB, half the host's RAM). */
-size_t registry_default_budget(ops_t *ops);
-
 int registry_create(const registry_opts_t *opts, registry_t **out, char *err, size_t errlen);
 void registry_destroy(registry_t *r); /* unloads everything; NULL is a no-op */
 
@@ -79,23 +79,14 @@ int registry_load(registry_t *r, int idx, char *err, size_t errlen);
 /* Free the model's weights and workspace; 0, or -1 for a bad index. */
 int registry_unload(registry_t *r, int idx);
 /* The loaded model, or NULL unless READY. */
-engine_model_t *registry_engine(registry_t *r, int idx);
+model_t *registry_model(registry_t *r, int idx);
 registry_state_t registry_state(registry_t *r, int idx);
-
-/* The model's term-expansion index (engine/expand.h): on first call built
- * from the model's vocabulary (or loaded from the cache beside it) in the
- * registry's arena, so it counts in the budget; freed with the model. For the
- * worker thread, with the model READY. NULL with a message in err. */
-typedef struct expand_index expand_index_t;
-expand_index_t *registry_expand_index(registry_t *r, int idx, char *err, size_t errlen);
-/* Copy term `id` of the model's index into buf (any thread; the term list
- * outlives an unload, so finished answers can still be written): 0, or -1
- * when no index was ever built or id is out of range. */
-int registry_expand_term(registry_t *r, int idx, int32_t id, char *buf, size_t len);
 
 /* One finished request against the model (failed != 0: an error). */
 void registry_count_request(registry_t *r, int idx, int failed);
 
+/* The device the models run on, and its getters by the registry's name. */
+device_t *registry_device(const registry_t *r);
 const char *registry_device_name(const registry_t *r); /* "cpu" or "cuda" */
 const char *registry_precision(const registry_t *r);   /* "fp32", "fp16" or "bf16" */
 const char *registry_device_note(const registry_t *r); /* why auto picked cpu, or "" */

@@ -13,6 +13,7 @@
  * like any other (size, range, overlap) and then left out of the table.
  */
 #include "engine/safetensors.h"
+#include "kernels/util.h"
 
 #include "engine/mapfile.h"
 

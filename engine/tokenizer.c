@@ -28,6 +28,7 @@
  * hf_category_override() below, each with its reason.
  */
 #include "engine/tokenizer.h"
+#include "kernels/util.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -66,7 +67,8 @@ typedef struct {
     int32_t id;
 } special_t;
 
-struct tok {
+typedef struct wordpiece {
+    tok_t base;             /* the interface (engine/tok.h): first */
     tok_options_t opt;
     char *blob;             /* vocab file bytes, each piece NUL-terminated in place */
     uint32_t *piece_off;    /* (n_pieces) offset of piece id in blob */
@@ -77,15 +79,12 @@ struct tok {
     special_t *specials;    /* (n_specials) added tokens, matched before normalisation */
     int n_specials;
     uint8_t special_first[256]; /* 1: some special starts with this byte */
-};
+} wordpiece_t;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+static const tok_vtable_t WORDPIECE;
+static void wp_destroy(tok_t *tt);
+static int32_t wp_lookup(const tok_t *tt, const char *piece);
+
 
 /* ---------------------------------------------------------------- vocab map */
 
@@ -248,7 +247,7 @@ static void ascii_class_init(void) {
 /* ------------------------------------------------------------------- encoder */
 
 typedef struct {
-    const tok_t *t;
+    const wordpiece_t *t;
     int32_t *ids;       /* output; body pieces go to ids[1 + i] for i < cap */
     int cap;            /* room for body pieces (limit - 2) */
     int n;              /* body pieces so far, untruncated (saturates) */
@@ -270,7 +269,7 @@ static void end_word(enc_t *e) {
     int nch = e->wchars;
     if (!nch) return;
     e->wchars = 0;
-    const tok_t *t = e->t;
+    const wordpiece_t *t = e->t;
     if (nch > WORD_MAX_CHARS) {
         put_id(e, t->unk);
         return;
@@ -393,7 +392,7 @@ static void end_segment(enc_t *e) {
     end_word(e);
 }
 
-static const special_t *match_special(const tok_t *t, const uint8_t *s, size_t left) {
+static const special_t *match_special(const wordpiece_t *t, const uint8_t *s, size_t left) {
     const special_t *best = NULL;
     for (int i = 0; i < t->n_specials; i++) {
         const special_t *sp = &t->specials[i];
@@ -403,15 +402,16 @@ static const special_t *match_special(const tok_t *t, const uint8_t *s, size_t l
     return best;
 }
 
-int tok_encode(const tok_t *t, const char *text, size_t len, int32_t *ids, int max_ids,
-               int *n_untruncated, char *err, size_t errlen) {
+static int wp_encode(const tok_t *tt, const char *text, size_t len, int32_t *ids, int max_ids,
+                     int *n_untruncated, char *err, size_t errlen) {
+    const wordpiece_t *t = (const wordpiece_t *)tt;
     if (!t || !ids || (!text && len)) {
-        set_err(err, errlen, "tok_encode: NULL tokenizer, text or ids");
+        util_errf(err, errlen, "tok_encode: NULL tokenizer, text or ids");
         return TOK_EINVAL;
     }
     int limit = t->opt.max_len < max_ids ? t->opt.max_len : max_ids;
     if (limit < 2) {
-        set_err(err, errlen, "tok_encode: room for %d ids, need at least 2 ([CLS] [SEP])", max_ids);
+        util_errf(err, errlen, "tok_encode: room for %d ids, need at least 2 ([CLS] [SEP])", max_ids);
         return TOK_EINVAL;
     }
     enc_t e;
@@ -459,7 +459,7 @@ int tok_encode(const tok_t *t, const char *text, size_t len, int32_t *ids, int m
         utf8proc_int32_t c;
         utf8proc_ssize_t n = utf8proc_iterate(s + i, (utf8proc_ssize_t)(len - i), &c);
         if (n < 0) {
-            set_err(err, errlen, "invalid UTF-8 at byte %zu (0x%02X)", i, b);
+            util_errf(err, errlen, "invalid UTF-8 at byte %zu (0x%02X)", i, b);
             return TOK_EUTF8;
         }
         i += (size_t)n;
@@ -490,32 +490,32 @@ static char *read_file(const char *path, size_t max, size_t *len, int *rc, char 
                        size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        util_errf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         *rc = TOK_EIO;
         return NULL;
     }
     char *buf = NULL;
     struct stat st;
     if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s is not a regular file", path);
+        util_errf(err, errlen, "%s is not a regular file", path);
         *rc = TOK_EIO;
         goto fail;
     }
     if ((size_t)st.st_size > max) {
-        set_err(err, errlen, "%s is %lld bytes, more than the %zu allowed", path,
+        util_errf(err, errlen, "%s is %lld bytes, more than the %zu allowed", path,
                 (long long)st.st_size, max);
         *rc = TOK_EFORMAT;
         goto fail;
     }
     buf = malloc((size_t)st.st_size + 1);
     if (!buf) {
-        set_err(err, errlen, "out of memory reading %s", path);
+        util_errf(err, errlen, "out of memory reading %s", path);
         *rc = TOK_ENOMEM;
         goto fail;
     }
     size_t got = fread(buf, 1, (size_t)st.st_size, f);
     if (got != (size_t)st.st_size || ferror(f)) {
-        set_err(err, errlen, "cannot read %s", path);
+        util_errf(err, errlen, "cannot read %s", path);
         *rc = TOK_EIO;
         goto fail;
     }
@@ -529,7 +529,7 @@ fail:
     return NULL;
 }
 
-static int set_specials(tok_t *t, special_t *sp, int n) {
+static int set_specials(wordpiece_t *t, special_t *sp, int n) {
     for (int i = 0; i < t->n_specials; i++) free(t->specials[i].text);
     free(t->specials);
     t->specials = sp;
@@ -540,13 +540,13 @@ static int set_specials(tok_t *t, special_t *sp, int n) {
 }
 
 /* HF BertTokenizer's special tokens, those present in the vocab. */
-static int default_specials(tok_t *t) {
+static int default_specials(wordpiece_t *t) {
     static const char *names[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     special_t *sp = calloc(5, sizeof *sp);
     if (!sp) return TOK_ENOMEM;
     int n = 0;
     for (int i = 0; i < 5; i++) {
-        int32_t id = tok_lookup(t, names[i]);
+        int32_t id = wp_lookup(&t->base, names[i]);
         if (id < 0) continue;
         sp[n].text = strdup(names[i]);
         if (!sp[n].text) {
@@ -563,20 +563,21 @@ static int default_specials(tok_t *t) {
 int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, char *err,
                size_t errlen) {
     int rc = TOK_EINVAL;
-    tok_t *t = NULL;
+    wordpiece_t *t = NULL;
     if (!vocab_path || !opt || !out) {
-        set_err(err, errlen, "tok_create: NULL argument");
+        util_errf(err, errlen, "tok_create: NULL argument");
         return TOK_EINVAL;
     }
     *out = NULL;
     if (opt->max_len < 2) {
-        set_err(err, errlen, "tokenizer max_len %d: need at least 2 ([CLS] [SEP])", opt->max_len);
+        util_errf(err, errlen, "tokenizer max_len %d: need at least 2 ([CLS] [SEP])", opt->max_len);
         return TOK_EINVAL;
     }
     static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
     pthread_once(&classes_once, ascii_class_init);
     t = calloc(1, sizeof *t);
     if (!t) goto nomem;
+    t->base.vt = &WORDPIECE;
     t->opt = *opt;
     size_t len = 0;
     t->blob = read_file(vocab_path, VOCAB_MAX_BYTES, &len, &rc, err, errlen);
@@ -586,7 +587,7 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
     for (size_t i = 0; i < len; i++) n += t->blob[i] == '\n';
     if (len && t->blob[len - 1] != '\n') n++;
     if (n == 0) {
-        set_err(err, errlen, "vocab %s is empty", vocab_path);
+        util_errf(err, errlen, "vocab %s is empty", vocab_path);
         rc = TOK_EFORMAT;
         goto fail;
     }
@@ -601,14 +602,14 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
         if (plen && t->blob[at + plen - 1] == '\r') plen--;
         t->blob[at + plen] = 0;
         if (plen > 1024) {
-            set_err(err, errlen, "vocab %s line %d is %zu bytes long; not a vocab file?",
+            util_errf(err, errlen, "vocab %s line %d is %zu bytes long; not a vocab file?",
                     vocab_path, id + 1, plen);
             rc = TOK_EFORMAT;
             goto fail;
         }
         if (utf8proc_decompose((const utf8proc_uint8_t *)t->blob + at, (utf8proc_ssize_t)plen,
                                NULL, 0, 0) < 0) {
-            set_err(err, errlen, "vocab %s line %d is not valid UTF-8", vocab_path, id + 1);
+            util_errf(err, errlen, "vocab %s line %d is not valid UTF-8", vocab_path, id + 1);
             rc = TOK_EFORMAT;
             goto fail;
         }
@@ -622,26 +623,27 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
     static const char *need[] = {"[CLS]", "[SEP]", "[PAD]", "[UNK]"};
     int32_t *dst[] = {&t->cls, &t->sep, &t->pad, &t->unk};
     for (int i = 0; i < 4; i++) {
-        *dst[i] = tok_lookup(t, need[i]);
+        *dst[i] = wp_lookup(&t->base, need[i]);
         if (*dst[i] < 0) {
-            set_err(err, errlen, "vocab %s has no %s line (not a BERT WordPiece vocab?)",
+            util_errf(err, errlen, "vocab %s has no %s line (not a BERT WordPiece vocab?)",
                     vocab_path, need[i]);
             rc = TOK_EFORMAT;
             goto fail;
         }
     }
     if (default_specials(t)) goto nomem;
-    *out = t;
+    *out = &t->base;
     return TOK_OK;
 nomem:
-    set_err(err, errlen, "out of memory loading vocab %s", vocab_path);
+    util_errf(err, errlen, "out of memory loading vocab %s", vocab_path);
     rc = TOK_ENOMEM;
 fail:
-    tok_destroy(t);
+    if (t) wp_destroy(&t->base);
     return rc;
 }
 
-void tok_destroy(tok_t *t) {
+static void wp_destroy(tok_t *tt) {
+    wordpiece_t *t = (wordpiece_t *)tt;
     if (!t) return;
     set_specials(t, NULL, 0);
     free(t->whole.slots);
@@ -659,7 +661,7 @@ void tok_destroy(tok_t *t) {
 static json_t *load_json(const char *dir, const char *name, int *rc, char *err, size_t errlen) {
     char path[4096];
     if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) {
-        set_err(err, errlen, "model path %s is too long", dir);
+        util_errf(err, errlen, "model path %s is too long", dir);
         *rc = TOK_EINVAL;
         return NULL;
     }
@@ -668,12 +670,12 @@ static json_t *load_json(const char *dir, const char *name, int *rc, char *err, 
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     if (!j) {
-        set_err(err, errlen, "%s: line %d: %s", path, je.line, je.text);
+        util_errf(err, errlen, "%s: line %d: %s", path, je.line, je.text);
         *rc = TOK_EFORMAT;
         return NULL;
     }
     if (!json_is_object(j)) {
-        set_err(err, errlen, "%s: not a JSON object", path);
+        util_errf(err, errlen, "%s: not a JSON object", path);
         json_decref(j);
         *rc = TOK_EFORMAT;
         return NULL;
@@ -695,7 +697,7 @@ static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, j
     if (norm) { /* HF runs no normalizer at all when it is null: not something we do */
         const char *type = json_string_value(json_object_get(norm, "type"));
         if (!type || strcmp(type, "BertNormalizer") || !json_flag(norm, "clean_text", 1)) {
-            set_err(err, errlen, "%s/tokenizer.json: normalizer %s is not supported (BertNormalizer "
+            util_errf(err, errlen, "%s/tokenizer.json: normalizer %s is not supported (BertNormalizer "
                     "with clean_text only)", dir, type ? type : "null");
             return TOK_EFORMAT;
         }
@@ -706,7 +708,7 @@ static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, j
     if (pre) {
         const char *type = json_string_value(json_object_get(pre, "type"));
         if (!type || strcmp(type, "BertPreTokenizer")) {
-            set_err(err, errlen, "%s/tokenizer.json: pre_tokenizer %s is not supported "
+            util_errf(err, errlen, "%s/tokenizer.json: pre_tokenizer %s is not supported "
                     "(BertPreTokenizer only)", dir, type ? type : "null");
             return TOK_EFORMAT;
         }
@@ -718,7 +720,7 @@ static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, j
         json_t *mc = json_object_get(model, "max_input_chars_per_word");
         if ((type && strcmp(type, "WordPiece")) || (prefix && strcmp(prefix, "##")) ||
             (mc && json_integer_value(mc) != WORD_MAX_CHARS)) {
-            set_err(err, errlen, "%s/tokenizer.json: model %s (prefix %s, %lld chars per word) is "
+            util_errf(err, errlen, "%s/tokenizer.json: model %s (prefix %s, %lld chars per word) is "
                     "not supported (WordPiece, \"##\", %d only)", dir, type ? type : "?",
                     prefix ? prefix : "?", mc ? (long long)json_integer_value(mc) : -1LL,
                     WORD_MAX_CHARS);
@@ -730,7 +732,7 @@ static int apply_tokenizer_json(json_t *tj, const char *dir, tok_options_t *o, j
     return TOK_OK;
 }
 
-static int load_added_tokens(tok_t *t, json_t *added, const char *dir, char *err, size_t errlen) {
+static int load_added_tokens(wordpiece_t *t, json_t *added, const char *dir, char *err, size_t errlen) {
     size_t n = json_array_size(added);
     special_t *sp = calloc(n ? n : 1, sizeof *sp);
     if (!sp) return TOK_ENOMEM;
@@ -741,7 +743,7 @@ static int load_added_tokens(tok_t *t, json_t *added, const char *dir, char *err
         json_t *idv = json_object_get(a, "id");
         if (!content || !*content || !json_is_integer(idv) || json_integer_value(idv) < 0 ||
             json_integer_value(idv) >= t->n_pieces) {
-            set_err(err, errlen, "%s/tokenizer.json: added_tokens[%zu] needs a content and an id "
+            util_errf(err, errlen, "%s/tokenizer.json: added_tokens[%zu] needs a content and an id "
                     "inside the vocab (%d pieces)", dir, i, t->n_pieces);
             for (int j = 0; j < k; j++) free(sp[j].text);
             free(sp);
@@ -761,16 +763,16 @@ static int load_added_tokens(tok_t *t, json_t *added, const char *dir, char *err
 
 int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t errlen) {
     if (!model_dir || !out) {
-        set_err(err, errlen, "tok_create_for_model: NULL argument");
+        util_errf(err, errlen, "tok_create_for_model: NULL argument");
         return TOK_EINVAL;
     }
     *out = NULL;
     int rc = TOK_OK;
-    tok_t *t = NULL;
+    wordpiece_t *t = NULL;
     json_t *tc = NULL, *sb = NULL, *tj = NULL, *added = NULL;
     char vocab[4096];
     if (snprintf(vocab, sizeof vocab, "%s/vocab.txt", model_dir) >= (int)sizeof vocab) {
-        set_err(err, errlen, "model path %s is too long", model_dir);
+        util_errf(err, errlen, "model path %s is too long", model_dir);
         return TOK_EINVAL;
     }
     tc = load_json(model_dir, "tokenizer_config.json", &rc, err, errlen);
@@ -792,7 +794,7 @@ int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t e
     json_t *ms = sb ? json_object_get(sb, "max_seq_length") : NULL;
     if (ms) {
         if (!json_is_integer(ms) || json_integer_value(ms) < 2 || json_integer_value(ms) > 1000000) {
-            set_err(err, errlen, "%s/sentence_bert_config.json: max_seq_length must be an integer "
+            util_errf(err, errlen, "%s/sentence_bert_config.json: max_seq_length must be an integer "
                     "in [2, 1000000]", model_dir);
             rc = TOK_EFORMAT;
             goto fail;
@@ -801,19 +803,21 @@ int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t e
     }
     if (tj && (rc = apply_tokenizer_json(tj, model_dir, &o, &added, err, errlen))) goto fail;
 
-    rc = tok_create(vocab, &o, &t, err, errlen);
+    tok_t *base = NULL;
+    rc = tok_create(vocab, &o, &base, err, errlen);
     if (rc) goto fail;
+    t = (wordpiece_t *)base;
     if (added && (rc = load_added_tokens(t, added, model_dir, err, errlen))) {
-        if (rc == TOK_ENOMEM) set_err(err, errlen, "out of memory loading %s", model_dir);
+        if (rc == TOK_ENOMEM) util_errf(err, errlen, "out of memory loading %s", model_dir);
         goto fail;
     }
     json_decref(tc);
     json_decref(sb);
     json_decref(tj);
-    *out = t;
+    *out = &t->base;
     return TOK_OK;
 fail:
-    tok_destroy(t);
+    if (t) wp_destroy(&t->base);
     json_decref(tc);
     json_decref(sb);
     json_decref(tj);
@@ -822,21 +826,59 @@ fail:
 
 /* ---------------------------------------------------------------- lookups */
 
-int tok_vocab_size(const tok_t *t) { return t->n_pieces; }
-int tok_max_len(const tok_t *t) { return t->opt.max_len; }
+static const wordpiece_t *wp(const tok_t *t) { return (const wordpiece_t *)t; }
 
-const char *tok_piece(const tok_t *t, int32_t id) {
+static int wp_vocab_size(const tok_t *t) { return wp(t)->n_pieces; }
+static int wp_max_len(const tok_t *t) { return wp(t)->opt.max_len; }
+
+static const char *wp_piece(const tok_t *tt, int32_t id) {
+    const wordpiece_t *t = wp(tt);
     return id >= 0 && id < t->n_pieces ? t->blob + t->piece_off[id] : NULL;
 }
 
-int32_t tok_lookup(const tok_t *t, const char *piece) {
+static int32_t wp_lookup(const tok_t *tt, const char *piece) {
+    const wordpiece_t *t = wp(tt);
     if (!piece) return -1;
     size_t n = strlen(piece);
     if (n > UINT32_MAX) return -1;
     return map_get(&t->whole, t->blob, piece, (uint32_t)n, fnv(piece, n));
 }
 
-int32_t tok_cls_id(const tok_t *t) { return t->cls; }
-int32_t tok_sep_id(const tok_t *t) { return t->sep; }
-int32_t tok_pad_id(const tok_t *t) { return t->pad; }
-int32_t tok_unk_id(const tok_t *t) { return t->unk; }
+static int32_t wp_special(const tok_t *tt, const char *role) {
+    const wordpiece_t *t = wp(tt);
+    if (!role) return -1;
+    if (!strcmp(role, "cls")) return t->cls;
+    if (!strcmp(role, "sep")) return t->sep;
+    if (!strcmp(role, "pad")) return t->pad;
+    if (!strcmp(role, "unk")) return t->unk;
+    if (!strcmp(role, "mask")) return wp_lookup(tt, "[MASK]");
+    return -1;
+}
+
+/* As HF's WordPiece decoder: pieces joined by spaces, "##" pieces glued to
+ * the one before; [CLS], [SEP] and [PAD] are left out. */
+static int wp_decode_next(const tok_t *tt, tok_decode_state_t *st, int32_t id, char *out, size_t cap) {
+    const wordpiece_t *t = wp(tt);
+    const char *p = wp_piece(tt, id);
+    if (!p) return TOK_EINVAL;
+    if (id == t->cls || id == t->sep || id == t->pad) return 0;
+    int cont = p[0] == '#' && p[1] == '#' && p[2];
+    if (cont) p += 2;
+    size_t n = strlen(p), w = 0;
+    if (st->n_tokens++ > 0 && !cont && w < cap) out[w++] = ' ';
+    if (n > cap - w) n = cap - w;
+    memcpy(out + w, p, n);
+    return (int)(w + n);
+}
+
+static const tok_vtable_t WORDPIECE = {
+    .kind = "wordpiece",
+    .encode = wp_encode,
+    .decode_next = wp_decode_next,
+    .special = wp_special,
+    .lookup = wp_lookup,
+    .piece = wp_piece,
+    .vocab_size = wp_vocab_size,
+    .max_len = wp_max_len,
+    .destroy = wp_destroy,
+};

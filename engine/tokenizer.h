@@ -15,6 +15,10 @@
  * Invalid UTF-8 input is rejected with TOK_EUTF8 and "invalid UTF-8 at byte N"
  * (the API answers 400): we do not guess what the bytes meant.
  *
+ * This is one kind behind the tokenizer interface (engine/tok.h): the
+ * tokenizers made here are used through the tok_* calls there (encode,
+ * decode, special tokens by role: cls, sep, pad, unk, mask).
+ *
  * Ownership: tok_t owns its vocabulary. tok_encode and the lookups are
  * read-only and thread-safe on one tok_t.
  */
@@ -24,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { TOK_OK = 0, TOK_EIO = -1, TOK_EFORMAT = -2, TOK_ENOMEM = -3, TOK_EUTF8 = -4, TOK_EINVAL = -5 };
+#include "engine/tok.h"
 
 typedef struct {
     int lowercase;      /* 1 for uncased models */
@@ -32,8 +36,6 @@ typedef struct {
     int tokenize_cjk;   /* 1: spaces around CJK ideographs */
     int max_len;        /* total ids including [CLS] and [SEP], >= 2 */
 } tok_options_t;
-
-typedef struct tok tok_t;
 
 /* vocab.txt: one piece per line, id = line number. Needs [CLS], [SEP], [UNK], [PAD].
  * The special tokens matched in text are the BERT ones present: [PAD] [UNK]
@@ -46,24 +48,13 @@ int tok_create(const char *vocab_path, const tok_options_t *opt, tok_t **out, ch
  * When tokenizer.json is there (what HF itself runs), its BertNormalizer flags
  * and added_tokens win; another normalizer or model type is TOK_EFORMAT. */
 int tok_create_for_model(const char *model_dir, tok_t **out, char *err, size_t errlen);
-void tok_destroy(tok_t *t); /* NULL is a no-op */
 
-/* Encode text (len bytes, need not be NUL-terminated; NULL when len is 0) into
- * ids (capacity max_ids; at most min(opt.max_len, max_ids) are written, the
- * last always [SEP]; max_ids < 2 is TOK_EINVAL). Returns the count written
- * (>= 2) or a negative TOK_E* code with a message in err. *n_untruncated, if
- * not NULL, receives the count before truncation (so callers can refuse
- * over-long input). No allocation: safe and cheap on the request path. */
-int tok_encode(const tok_t *t, const char *text, size_t len, int32_t *ids, int max_ids,
-               int *n_untruncated, char *err, size_t errlen);
-
-int tok_vocab_size(const tok_t *t);
-int tok_max_len(const tok_t *t);
-const char *tok_piece(const tok_t *t, int32_t id); /* NULL when out of range */
-int32_t tok_lookup(const tok_t *t, const char *piece); /* -1 when absent */
-int32_t tok_cls_id(const tok_t *t);
-int32_t tok_sep_id(const tok_t *t);
-int32_t tok_pad_id(const tok_t *t);
-int32_t tok_unk_id(const tok_t *t);
+/* WordPiece behind tok_encode (engine/tok.h): text (len bytes, need not be
+ * NUL-terminated; NULL when len is 0) into ids (capacity max_ids; at most
+ * min(opt.max_len, max_ids) are written, the last always [SEP]; max_ids < 2
+ * is TOK_EINVAL). Returns the count written (>= 2) or a negative TOK_E* code
+ * with a message in err. No allocation: safe and cheap on the request path.
+ * tok_decode joins pieces as HF's WordPiece decoder does, without [CLS],
+ * [SEP] and [PAD]. */
 
 #endif

@@ -183,12 +183,16 @@ struct ops {
      * for token t, head h, i in [0, head_dim/2): with a = pos[t] * theta^(-2i/head_dim),
      * (x0, x1) = x[t*row_stride + h*head_dim + 2i .. +1] becomes
      * (x0 cos a - x1 sin a, x0 sin a + x1 cos a). pos (T) int32 in backend memory.
-     * row_stride in floats (so q and k inside one fused QKV row can be rotated). */
+     * The angle is computed in float32 as transformers does, so long contexts
+     * match it: inv_i = 1 / theta^(2i/head_dim) rounded to float, a =
+     * (float)pos * inv_i rounded to float, then cos and sin of that float.
+     * head_dim even. row_stride in floats (so q and k inside one fused QKV row
+     * can be rotated). */
     int (*rope)(ops_t *ops, float *x, const int32_t *pos, int T, int n_heads, int head_dim,
                 int row_stride, float theta);
 
     /* out(T,F) f32 = silu(gu[t, 0:F]) * gu[t, F:2F], gu (T,2F) the fused
-     * [gate | up] matmul output. */
+     * [gate | up] matmul output. out must not overlap gu. */
     int (*silu_mul)(ops_t *ops, float *out, const float *gu, int T, int F);
 
     /* Paged KV cache of one layer: k_cache and v_cache each (n_blocks,

@@ -1,11 +1,11 @@
-/* tests/test_queue_cli.c - `sluice queue ...` (api/cli_queue.c), run
+/* tests/test_queue_cli.c - `sluice queue ...` (api/cli/cli_queue.c), run
  * in-process against a real redis-server: output, and exit codes 0/1/2. */
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include "api/cli.h"
+#include "api/cli/cli.h"
 #include "tests/support_cli.h"
 #include "tests/test_queue.h"
 

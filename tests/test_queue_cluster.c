@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "api/cli.h"
+#include "api/cli/cli.h"
 #include "tests/support_cli.h"
 #include "queue/cluster.h"
 #include "queue/queue.h"

@@ -5,7 +5,8 @@
  * every bad-input class, model load/unload (memory back to its baseline),
  * pause/resume/drain, live config, request id and traceparent from HTTP
  * through Redis to the result and the logs, /metrics parsed by
- * prometheus_client, health bodies, and the result cache.
+ * prometheus_client, health bodies, and the result cache. The same parts as
+ * units, without a server: tests/test_ctl.c.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -19,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/auth.h"
+#include "api/http/auth.h"
 #include "api/server.h"
 #include "queue/queue.h"
 #include "tests/support_http.h"
@@ -197,19 +198,19 @@ Test(ctl, no_key_file_means_loopback_only) {
 
 Test(ctl, constant_time_key_check_is_present) {
     /* the check goes through CRYPTO_memcmp: present in the object, used by the source */
-    FILE *p = popen("nm build/api/auth.o 2>/dev/null | grep -c ' U CRYPTO_memcmp'", "r");
+    FILE *p = popen("nm build/api/http/auth.o 2>/dev/null | grep -c ' U CRYPTO_memcmp'", "r");
     cr_assert(p);
     int n = 0;
     cr_assert_eq(fscanf(p, "%d", &n), 1);
     pclose(p);
-    cr_assert_geq(n, 1, "api/auth.o does not call CRYPTO_memcmp");
-    FILE *f = fopen("api/auth.c", "r");
+    cr_assert_geq(n, 1, "api/http/auth.o does not call CRYPTO_memcmp");
+    FILE *f = fopen("api/http/auth.c", "r");
     cr_assert(f);
     char line[512];
     int uses = 0;
     while (fgets(line, sizeof line, f)) {
         if (strstr(line, "CRYPTO_memcmp(")) uses++;
-        cr_assert(!(strstr(line, "memcmp(") && !strstr(line, "CRYPTO_memcmp(")), "plain memcmp in api/auth.c: %s", line);
+        cr_assert(!(strstr(line, "memcmp(") && !strstr(line, "CRYPTO_memcmp(")), "plain memcmp in api/http/auth.c: %s", line);
     }
     fclose(f);
     cr_assert_geq(uses, 1);
@@ -784,91 +785,6 @@ Test(ctl, metrics_parse_as_prometheus_exposition, .init = redis_start, .fini = r
     unlink(file);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert(strstr(out, "prom-check: ok"), "%s", out);
-}
-
-/* ---------------------------------------------------------------- units */
-
-#include "api/cache.h"
-#include "api/ctl.h"
-#include "api/ratelimit.h"
-
-Test(ctl_unit, traceparent_and_json_depth) {
-    cr_assert(api_traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-    cr_assert(!api_traceparent_valid("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), "upper case");
-    cr_assert(!api_traceparent_valid("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), "zero trace id");
-    cr_assert(!api_traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"), "zero parent id");
-    cr_assert(!api_traceparent_valid("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), "version");
-    cr_assert(!api_traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
-    cr_assert(!api_traceparent_valid(""));
-    const char *s = "{\"input\":\"[[[[{{{{\\\"]]]\",\"x\":[[1]]}";
-    cr_assert_eq(api_json_depth(s, strlen(s)), 3, "brackets inside strings count");
-    cr_assert_eq(api_json_depth("[]", 2), 1);
-    cr_assert_eq(api_json_depth("", 0), 0);
-    cr_assert(api_host_is_loopback("127.0.0.1") && api_host_is_loopback("127.1.2.3") && api_host_is_loopback("localhost"));
-    cr_assert(!api_host_is_loopback("0.0.0.0") && !api_host_is_loopback("10.0.0.1"));
-}
-
-Test(ctl_unit, token_buckets_on_a_synthetic_clock) {
-    api_ratelimit_t *rl;
-    cr_assert_eq(api_ratelimit_create(2, &rl), 0);
-    api_ratelimit_configure(rl, 0, 2, 0);    /* 2 requests/s */
-    api_ratelimit_configure(rl, 1, 0, 100);  /* 100 tokens/s */
-    int64_t t = 1000000000LL;
-    int ra = 0;
-    cr_assert_eq(api_ratelimit_take(rl, 0, t, &ra), API_RL_OK);
-    cr_assert_eq(api_ratelimit_take(rl, 0, t, &ra), API_RL_OK);
-    cr_assert_eq(api_ratelimit_take(rl, 0, t, &ra), API_RL_REQUESTS);
-    cr_assert_eq(ra, 1);
-    cr_assert_eq(api_ratelimit_take(rl, 0, t + 500000000LL, &ra), API_RL_OK, "half a second refills one");
-    cr_assert_eq(api_ratelimit_take(rl, 0, t + 500000000LL, &ra), API_RL_REQUESTS);
-    /* tokens: debt of 250 at 100/s -> about 3 s, then admitted again */
-    cr_assert_eq(api_ratelimit_take(rl, 1, t, &ra), API_RL_OK);
-    api_ratelimit_charge(rl, 1, t, 350);
-    cr_assert_eq(api_ratelimit_take(rl, 1, t, &ra), API_RL_TOKENS);
-    cr_assert_eq(ra, 3);
-    cr_assert_eq(api_ratelimit_take(rl, 1, t + 2000000000LL, &ra), API_RL_TOKENS);
-    cr_assert_eq(api_ratelimit_take(rl, 1, t + 2600000000LL, &ra), API_RL_OK);
-    /* no limits, unknown bucket: always ok */
-    cr_assert_eq(api_ratelimit_take(rl, 7, t, &ra), API_RL_OK);
-    api_ratelimit_destroy(rl);
-}
-
-Test(ctl_unit, cache_bounds_and_ttl) {
-    api_cache_t *c;
-    cr_assert_eq(api_cache_create(2, 1 << 20, 200, &c), 0);
-    unsigned char k[3][API_CACHE_KEY_BYTES];
-    json_t *b = json_pack("{s:s}", "input", "x");
-    for (int i = 0; i < 3; i++) {
-        char m[8];
-        snprintf(m, sizeof m, "m%d", i);
-        api_cache_key(m, b, k[i]);
-    }
-    json_decref(b);
-    cr_assert(memcmp(k[0], k[1], API_CACHE_KEY_BYTES));
-    api_cache_put(c, k[0], "zero", 4);
-    api_cache_put(c, k[1], "one", 3);
-    api_cache_put(c, k[2], "two", 3); /* evicts the oldest */
-    size_t len;
-    char *v = api_cache_get(c, k[0], &len);
-    cr_assert_null(v);
-    v = api_cache_get(c, k[2], &len);
-    cr_assert(v && len == 3 && !memcmp(v, "two", 3));
-    free(v);
-    api_cache_stats_t st;
-    api_cache_stats(c, &st);
-    cr_assert(st.entries == 2 && st.bytes == 6 && st.hits == 1 && st.misses == 1);
-    sleep_ms(250);
-    cr_assert_null(api_cache_get(c, k[2], &len), "expired entry answered");
-    api_cache_stats(c, &st);
-    cr_assert_eq(st.entries, 0);
-    api_cache_destroy(c);
-    /* the key ignores priority and deadline, not the input */
-    unsigned char a1[32], a2[32], a3[32];
-    json_t *x = json_pack("{s:s,s:i}", "input", "q", "priority", 5), *y = json_pack("{s:s,s:i}", "input", "q", "deadline_ms", 9),
-           *z = json_pack("{s:s}", "input", "r");
-    api_cache_key("m", x, a1), api_cache_key("m", y, a2), api_cache_key("m", z, a3);
-    cr_assert(!memcmp(a1, a2, 32) && memcmp(a1, a3, 32));
-    json_decref(x), json_decref(y), json_decref(z);
 }
 
 /* Embedding requests in flight while the model is unloaded: every one is answered,

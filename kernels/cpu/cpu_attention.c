@@ -48,8 +48,7 @@ CPU_HOT static void copy_rows_plus_bias(float *restrict dst, const float *restri
     }
 }
 
-/* Each row: exp(x - max) in place, its sum in sums[r]. */
-CPU_HOT static void softmax_rows(float *restrict s, float *restrict sums, int rows, int L) {
+CPU_HOT void ops_cpu_softmax_rows(float *restrict s, float *restrict sums, int rows, int L) {
     for (int r = 0; r < rows; r++) {
         float *restrict row = s + (size_t)r * L;
         float lane[CPU_VEC_BLOCK];
@@ -102,7 +101,7 @@ static void attention_task(void *ctx, int task, int worker) {
         int rows = L - r0 < ATTN_QUERY_BLOCK ? L - r0 : ATTN_QUERY_BLOCK;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, d, j->scale, q + (size_t)r0 * ld, ld, k, ld,
                     0.0f, scores, L);
-        softmax_rows(scores, sums, rows, L);
+        ops_cpu_softmax_rows(scores, sums, rows, L);
         float *ob = o + (size_t)r0 * H;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, L, 1.0f, scores, L, v, ld, 0.0f, ob, H);
         for (int r = 0; r < rows; r++) {
@@ -111,23 +110,6 @@ static void attention_task(void *ctx, int task, int worker) {
             for (int c = 0; c < d; c++) orow[c] *= inv;
         }
     }
-}
-
-/* Grows every worker's score tile to hold `floats`; done on the calling
- * thread before the tasks start. */
-static int ensure_scratch(ops_t *ops, size_t floats) {
-    ops_cpu_impl_t *impl = ops->impl;
-    for (int w = 0; w < impl->threads; w++) {
-        if (impl->scratch_floats[w] >= floats) continue;
-        float *p = malloc(floats * sizeof(float));
-        if (!p)
-            return ops_cpu_fail(ops, OPS_ENOMEM, "attention: cannot allocate %zu bytes of scratch",
-                                floats * sizeof(float));
-        free(impl->scratch[w]);
-        impl->scratch[w] = p;
-        impl->scratch_floats[w] = floats;
-    }
-    return OPS_OK;
 }
 
 int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const float *qkv_bias, const int32_t *seq_off, int B,
@@ -147,7 +129,7 @@ int ops_cpu_attention(ops_t *ops, void *out, const void *qkv, const float *qkv_b
     /* Size the tile (and the biased q, k, v copies) for the longest sequence actually present. */
     size_t floats = (size_t)ATTN_QUERY_BLOCK * longest + ATTN_QUERY_BLOCK;
     if (qkv_bias) floats += 3 * (size_t)longest * (size_t)head_dim;
-    int rc = ensure_scratch(ops, floats);
+    int rc = ops_cpu_ensure_scratch(ops, "attention", floats);
     if (rc) return rc;
     ops_cpu_impl_t *impl = ops->impl;
     attn_job_t j = {out, qkv, qkv_bias, seq_off, n_heads, head_dim, scale, impl->scratch, longest};

@@ -8,6 +8,7 @@
  */
 #include <cblas.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +16,14 @@
 #include <unistd.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/topk.h"
+#include "kernels/util.h"
 
 #define CPU_ALIGN 64
 
 int ops_cpu_fail(ops_t *ops, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ops->err, sizeof ops->err, fmt, ap);
+    util_verrf(ops->err, sizeof ops->err, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -41,6 +43,48 @@ int ops_cpu_check_seq_off(ops_t *ops, const char *what, const int32_t *seq_off, 
     return longest;
 }
 
+int ops_cpu_ensure_scratch(ops_t *ops, const char *what, size_t floats) {
+    ops_cpu_impl_t *impl = ops->impl;
+    for (int w = 0; w < impl->threads; w++) {
+        if (impl->scratch_floats[w] >= floats) continue;
+        float *p = malloc(floats * sizeof(float));
+        if (!p) return ops_cpu_fail(ops, OPS_ENOMEM, "%s: cannot allocate %zu bytes of scratch", what, floats * sizeof(float));
+        free(impl->scratch[w]);
+        impl->scratch[w] = p;
+        impl->scratch_floats[w] = floats;
+    }
+    return OPS_OK;
+}
+
+int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats) {
+    ops_cpu_impl_t *impl = ops->impl;
+    if (impl->shared_floats >= floats) return OPS_OK;
+    float *p = aligned_alloc(CPU_ALIGN, (floats * sizeof(float) + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN);
+    if (!p) return ops_cpu_fail(ops, OPS_ENOMEM, "%s: cannot allocate %zu bytes of scratch", what, floats * sizeof(float));
+    free(impl->shared);
+    impl->shared = p;
+    impl->shared_floats = floats;
+    return OPS_OK;
+}
+
+int ops_cpu_isa(void) {
+    static atomic_int cached = -1;
+    int v = atomic_load(&cached);
+    if (v < 0) {
+        v = OPS_CPU_PORTABLE;
+#if defined(__x86_64__) && defined(__GNUC__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+            v = __builtin_cpu_supports("avx512f") ? OPS_CPU_AVX512 : OPS_CPU_AVX2;
+#endif
+        const char *cap = getenv("SLUICE_CPU_ISA");
+        if (cap && strcmp(cap, "portable") == 0) v = OPS_CPU_PORTABLE;
+        if (cap && strcmp(cap, "avx2") == 0 && v > OPS_CPU_AVX2) v = OPS_CPU_AVX2;
+        atomic_store(&cached, v);
+    }
+    return v;
+}
+
 static void cpu_destroy(ops_t *ops) {
     if (!ops) return;
     ops_cpu_impl_t *impl = ops->impl;
@@ -50,6 +94,7 @@ static void cpu_destroy(ops_t *ops) {
             for (int i = 0; i < impl->threads; i++) free(impl->scratch[i]);
         free(impl->scratch);
         free(impl->scratch_floats);
+        free(impl->shared);
         free(impl);
     }
     free(ops);
@@ -150,6 +195,14 @@ ops_t *ops_cpu_create(int threads) {
         .mean_pool = ops_cpu_mean_pool,
         .topk_workspace = cpu_topk_workspace,
         .similarity_topk = cpu_similarity_topk,
+        .kv_dtype = OPS_F32,
+        .matmul_q = ops_cpu_matmul_q,
+        .embed_q = ops_cpu_embed_q,
+        .add_rms_norm = ops_cpu_add_rms_norm,
+        .rope = ops_cpu_rope,
+        .silu_mul = ops_cpu_silu_mul,
+        .kv_store = ops_cpu_kv_store,
+        .attention_paged = ops_cpu_attention_paged,
         .capture_begin = NULL,
         .capture_end = NULL,
         .graph_launch = NULL,

@@ -15,9 +15,10 @@
 #include <string.h>
 
 #include "api/config.h"
-#include "api/ctl.h"
+#include "api/http/ctl.h"
 #include "api/embed_job.h"
 #include "api/expand_job.h"
+#include "api/log.h"
 #include "engine/registry.h"
 
 static registry_t *reg;
@@ -57,10 +58,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         json_t *body = json_loadb(text, size, 0, &je);
         if (body) {
             api_err_t e;
-            api_embed_job_t *j = NULL;
-            if (api_embed_parse(reg, &cfg, body, &j, &e) == 0) api_embed_job_free(j);
+            api_job_env_t env = {reg, &cfg, NULL}; /* no batcher: the expand state stays NULL */
+            api_job_t *j = NULL;
+            if (api_embed_parse(&env, body, &j, &e) == 0) api_job_free(j);
             j = NULL;
-            if (api_expand_parse(reg, &cfg, body, &j, &e) == 0) api_embed_job_free(j);
+            if (api_expand_parse(&env, body, &j, &e) == 0) api_job_free(j);
             json_decref(body);
         }
     }

@@ -1,0 +1,412 @@
+/* api/http/http.c - the HTTP server (libmicrohttpd): requests in, route table, responses out.
+ *
+ * MHD runs an internal epoll thread pool with suspend/resume: a route handler
+ * parses, validates and tokenizes on the HTTP thread, submits work and
+ * suspends the connection; the batcher's completion callback only marks the
+ * request done and resumes it, and the response is built back on an HTTP
+ * thread. So a few HTTP threads hold thousands of open requests and never
+ * wait for compute.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/http/ctl.h"
+#include "api/http/http.h"
+#include "api/job.h"
+#include "api/log.h"
+#include "kernels/util.h"
+
+struct api_http {
+    api_ctx_t *ctx;
+    struct MHD_Daemon *mhd;
+    int port;
+    atomic_int stopping;
+    pthread_mutex_t mu; /* guards st, signals quiet */
+    pthread_cond_t quiet;
+    api_http_stats_t st;
+    atomic_ullong rid_counter;
+    uint64_t rid_seed;
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+void api_http_note_embed(api_http_t *s, double request_s, double compute_s) {
+    pthread_mutex_lock(&s->mu);
+    s->st.embed_requests++;
+    s->st.embed_request_s += request_s;
+    s->st.embed_compute_s += compute_s;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* Accept a caller's X-Request-ID when it is short, printable ASCII without
+ * quotes or backslashes (it goes into logs and JSON); else make one. */
+static void set_request_id(api_http_t *s, api_req_t *r) {
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-ID");
+    if (h) {
+        size_t n = strlen(h);
+        int ok = n > 0 && n < sizeof r->request_id;
+        for (size_t i = 0; ok && i < n; i++)
+            if (h[i] <= 0x20 || h[i] >= 0x7f || h[i] == '"' || h[i] == '\\') ok = 0;
+        if (ok) {
+            memcpy(r->request_id, h, n + 1);
+            return;
+        }
+    }
+    uint64_t c = atomic_fetch_add(&s->rid_counter, 1);
+    uint64_t a = splitmix64(s->rid_seed ^ c), b = splitmix64(a ^ c);
+    snprintf(r->request_id, sizeof r->request_id, "%016llx%016llx", (unsigned long long)a,
+             (unsigned long long)b);
+}
+
+const char *api_query(api_req_t *r, const char *key) {
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *api_req_param(const api_req_t *r, int i) {
+    return i >= 0 && i < r->route.n_params ? r->route.params[i] : "";
+}
+
+/* ---------------------------------------------------------------- responses */
+
+int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type) {
+    api_http_t *s = r->ctx->http;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return API_DONE;
+    }
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    MHD_add_response_header(resp, "X-Request-ID", r->request_id);
+    if (status == 429 || status == 503) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", r->retry_after_s > 0 ? r->retry_after_s : 1);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+    if (r->cache_hit) MHD_add_response_header(resp, "X-Cache", "hit");
+    if (atomic_load(&s->stopping)) MHD_add_response_header(resp, "Connection", "close");
+    MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    r->responded = 1;
+    r->status = (int)status;
+    double dur = (batcher_now_ns() - r->t_start_ns) * 1e-9;
+    pthread_mutex_lock(&s->mu);
+    s->st.requests++;
+    if (status / 100 < 6) s->st.by_class[status / 100]++;
+    if (status == 429) s->st.rejected_busy++;
+    s->st.request_s += dur;
+    pthread_mutex_unlock(&s->mu);
+    api_ctl_note_response(r->ctx->ctl, api_route_label_index(r->ctx->routes, r->ctx->n_routes, &r->route), status,
+                          dur);
+    /* probes are polled often: their lines only at debug */
+    int probe = api_route_is_probe(&r->route);
+    api_log_level_t lvl = probe ? API_LOG_DEBUG : status >= 500 ? API_LOG_WARN : API_LOG_INFO;
+    if (lvl >= api_log_level()) {
+        json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method,
+                              "path", r->path, "status", (int)status, "duration_s", dur, "model", r->model_name);
+        if (r->traceparent[0]) json_object_set_new(f, "traceparent", json_string(r->traceparent));
+        if (r->key_name[0]) json_object_set_new(f, "key", json_string(r->key_name));
+        if (r->batch_id) json_object_set_new(f, "batch_id", json_integer((json_int_t)r->batch_id));
+        if (r->cache_hit) json_object_set_new(f, "cache", json_string("hit"));
+        api_log(lvl, "request", f);
+    }
+    return API_DONE;
+}
+
+int api_respond_json(api_req_t *r, unsigned status, json_t *body) {
+    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)); /* float32 round-trips */
+    json_decref(body);
+    if (!text) text = strdup("{}");
+    return api_respond_raw(r, status, text, strlen(text), "application/json");
+}
+
+int api_respond_error(api_req_t *r, unsigned status, const char *code, const char *param,
+                      const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (status >= 500 && api_log_level() <= API_LOG_WARN)
+        api_log(API_LOG_WARN, msg, json_pack("{s:s,s:s,s:i}", "request_id", r->request_id, "code",
+                                             code ? code : "error", "status", (int)status));
+    return api_respond_json(r, status, api_error_object(status, code, param, msg, 0));
+}
+
+void api_req_wake(api_req_t *r) {
+    pthread_mutex_lock(&r->mu);
+    r->woken = 1;
+    if (r->suspended) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---------------------------------------------------------------- MHD callbacks */
+
+/* One request, body in: the row's handler, or the answer for no row. */
+static int dispatch(api_req_t *r) {
+    api_ctx_t *c = r->ctx;
+    int depth = 0, limit = 0;
+    if (api_ctl_body_too_deep(c->ctl, r->body, r->body_len, &depth, &limit))
+        return api_respond_error(r, 400, "nesting_too_deep", NULL, "request body nests %d levels deep; the limit is %d",
+                                 depth, limit);
+    const api_route_match_t *m = &r->route;
+    if (!api_route_is_probe(m) && atomic_load(&c->http->stopping))
+        return api_respond_error(r, 503, "shutting_down", NULL, "server shutting down");
+    if (!m->first) return api_respond_error(r, 404, "not_found", NULL, "no route %s %s", r->method, r->path);
+    if (m->first->flags & API_ROUTE_NEEDS_MODEL) { /* the model first: a wrong name is 404 whatever the method */
+        const char *name = api_req_param(r, 0);
+        size_t n = strlen(name);
+        if (n >= sizeof r->model_name)
+            return api_respond_error(r, 404, "model_not_found", "model", "no such model");
+        if (registry_find(c->reg, name) < 0)
+            return api_respond_error(r, 404, "model_not_found", "model", "model '%s' not found", name);
+        memcpy(r->model_name, name, n + 1);
+    }
+    if (!m->row) {
+        char allowed[64];
+        api_route_allowed(m, allowed, sizeof allowed);
+        return api_respond_error(r, 405, "method_not_allowed", NULL, "%s", allowed);
+    }
+    return m->row->handler(r);
+}
+
+/* Auth, scope and rate limit, as soon as the headers are in (a refused
+ * request's body is never kept): 1 when it answered the request. */
+static int gate(api_req_t *r) {
+    api_gate_t g;
+    const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    int refused = api_ctl_gate(r->ctx->ctl, &r->route, r->method, r->path, auth, batcher_now_ns(), &g);
+    r->key = g.key;
+    snprintf(r->key_name, sizeof r->key_name, "%s", g.key_name);
+    if (!refused) return 0;
+    r->retry_after_s = g.retry_after_s;
+    api_respond_error(r, g.status, g.code, NULL, "%s", g.message);
+    return 1;
+}
+
+static void req_free(api_req_t *r) {
+    if (r->cleanup) r->cleanup(r);
+    pthread_mutex_destroy(&r->mu);
+    free(r->body);
+    free(r);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_size, void **con_cls) {
+    (void)version;
+    api_http_t *s = cls;
+    api_req_t *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->ctx = s->ctx;
+        r->conn = conn;
+        r->t_start_ns = batcher_now_ns();
+        pthread_mutex_init(&r->mu, NULL);
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->path, sizeof r->path, "%s", url);
+        set_request_id(s, r);
+        r->key = -1;
+        api_route_match(s->ctx->routes, s->ctx->n_routes, r->method, r->path, &r->route);
+        /* an invalid traceparent is dropped, as the W3C spec says: the trace restarts here */
+        const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
+        if (tp && api_traceparent_valid(tp)) snprintf(r->traceparent, sizeof r->traceparent, "%s", tp);
+        *con_cls = r;
+        pthread_mutex_lock(&s->mu);
+        s->st.open_requests++;
+        pthread_mutex_unlock(&s->mu);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (gate(r)) return MHD_YES; /* 401, 403, 429 before the body is read */
+        if (cl && strtoull(cl, NULL, 10) > s->ctx->cfg->max_body_bytes) {
+            api_respond_error(r, 413, "body_too_large", NULL, "request body of %s bytes is over the limit of %zu bytes",
+                              cl, s->ctx->cfg->max_body_bytes);
+        }
+        return MHD_YES;
+    }
+    if (r->responded) { /* answered early (413): swallow the rest of the body */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->async) { /* resumed: the work is done */
+        pthread_mutex_lock(&r->mu);
+        int woken = r->woken;
+        pthread_mutex_unlock(&r->mu);
+        if (woken) r->finish(r);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->body_too_large) {
+            if (r->body_len + *upload_size > s->ctx->cfg->max_body_bytes) {
+                r->body_too_large = 1;
+                free(r->body);
+                r->body = NULL;
+                r->body_len = r->body_cap = 0;
+            } else {
+                if (r->body_len + *upload_size + 1 > r->body_cap) {
+                    size_t cap = r->body_cap ? r->body_cap : 4096;
+                    while (cap < r->body_len + *upload_size + 1) cap *= 2;
+                    char *nb = realloc(r->body, cap);
+                    if (!nb) return MHD_NO;
+                    r->body = nb;
+                    r->body_cap = cap;
+                }
+                memcpy(r->body + r->body_len, upload_data, *upload_size);
+                r->body_len += *upload_size;
+                r->body[r->body_len] = '\0';
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->body_too_large) {
+        api_respond_error(r, 413, "body_too_large", NULL, "request body is over the limit of %zu bytes",
+                          s->ctx->cfg->max_body_bytes);
+        return MHD_YES;
+    }
+    if (!r->body) {
+        r->body = strdup("");
+        if (!r->body) return MHD_NO;
+    }
+    if (dispatch(r) == API_ASYNC) {
+        r->async = 1;
+        pthread_mutex_lock(&r->mu);
+        if (!r->woken) {
+            MHD_suspend_connection(conn);
+            r->suspended = 1;
+            pthread_mutex_unlock(&r->mu);
+            return MHD_YES;
+        }
+        pthread_mutex_unlock(&r->mu);
+        r->finish(r);
+    }
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)conn;
+    (void)toe;
+    api_http_t *s = cls;
+    api_req_t *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    req_free(r);
+    pthread_mutex_lock(&s->mu);
+    s->st.open_requests--;
+    if (s->st.open_requests == 0) pthread_cond_broadcast(&s->quiet);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+int api_http_start(api_ctx_t *ctx, api_http_t **out, char *err, size_t errlen) {
+    *out = NULL;
+    const api_config_t *cfg = ctx->cfg;
+    api_http_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->ctx = ctx;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->quiet, NULL);
+    s->rid_seed = splitmix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)s);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)cfg->port);
+    if (inet_pton(AF_INET, cfg->host, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "host must be an IPv4 address (got '%s')", cfg->host);
+        goto fail;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_TURBO;
+    s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_access, s,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->http_threads > 0 ? cfg->http_threads : 1),
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s:%d (%s)", cfg->host, cfg->port, strerror(errno));
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : cfg->port;
+    if (cfg->port_file[0]) {
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s.tmp", cfg->port_file);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%d\n", s->port) < 0 || fclose(f) || rename(tmp, cfg->port_file)) {
+            snprintf(err, errlen, "cannot write the port file %s", cfg->port_file);
+            goto fail;
+        }
+    }
+    *out = s;
+    return 0;
+fail:
+    api_http_destroy(s);
+    return -1;
+}
+
+void api_http_quiesce(api_http_t *s) {
+    if (!s) return;
+    atomic_store(&s->stopping, 1);
+    if (s->mhd) {
+        MHD_socket ls = MHD_quiesce_daemon(s->mhd); /* no new connections */
+        if (ls != MHD_INVALID_SOCKET) close(ls);
+    }
+}
+
+void api_http_wait_quiet(api_http_t *s, int timeout_ms) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    int64_t until = batcher_now_ns() + (int64_t)timeout_ms * 1000000LL;
+    while (s->st.open_requests > 0 && batcher_now_ns() < until) {
+        struct timespec ts;
+        util_deadline(&ts, CLOCK_REALTIME, 20000000LL);
+        pthread_cond_timedwait(&s->quiet, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void api_http_destroy(api_http_t *s) {
+    if (!s) return;
+    if (s->mhd) MHD_stop_daemon(s->mhd);
+    pthread_cond_destroy(&s->quiet);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int api_http_port(const api_http_t *s) { return s ? s->port : 0; }
+int api_http_stopping(const api_http_t *s) { return s && atomic_load(&s->stopping); }
+
+void api_http_stats(api_http_t *s, api_http_stats_t *out) {
+    if (!s) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    *out = s->st;
+    pthread_mutex_unlock(&s->mu);
+}

@@ -1,0 +1,43 @@
+/* api/http/routes.h - the route table of `sluice serve` and its handlers.
+ *
+ * One row per route (api/http/route.h says what a row holds); dispatch,
+ * auth, probes and the metric labels all read this table. A new route is a
+ * row here and a handler in the file of its kind:
+ *   probes.c            /healthz /readyz /metrics
+ *   routes_embeddings.c /v1/embeddings /v1/expand (the job layer, api/jobs.h)
+ *   routes_tasks.c      /v1/tasks... (the Redis side in api/redis/tasks.h)
+ *   admin.c             /v1/models... /v1/admin/...
+ * Each handler returns API_DONE or API_ASYNC (api/http/http.h).
+ */
+#ifndef SLUICE_API_HTTP_ROUTES_H
+#define SLUICE_API_HTTP_ROUTES_H
+
+#include "api/http/http.h"
+
+extern const api_route_t api_routes[];
+extern const int api_routes_count;
+
+int api_route_healthz(api_req_t *r);
+int api_route_readyz(api_req_t *r);
+int api_route_metrics(api_req_t *r);
+int api_route_embeddings(api_req_t *r);
+int api_route_expand(api_req_t *r);
+int api_route_tasks_post(api_req_t *r);
+int api_route_tasks_get(api_req_t *r);
+int api_route_tasks_delete(api_req_t *r);
+int api_route_models_list(api_req_t *r);
+int api_route_model_get(api_req_t *r);
+int api_route_model_load(api_req_t *r);
+int api_route_model_unload(api_req_t *r);
+int api_route_admin_pause(api_req_t *r);
+int api_route_admin_resume(api_req_t *r);
+int api_route_admin_drain(api_req_t *r);
+int api_route_admin_config_get(api_req_t *r);
+int api_route_admin_config_patch(api_req_t *r);
+int api_route_not_found(api_req_t *r); /* catch-all rows: 404 not_found */
+
+/* Shutdown: wake every suspended control request (503) and wait for the
+ * watcher threads to end (before the batcher goes). */
+void api_admin_stop_watchers(api_ctx_t *ctx);
+
+#endif

@@ -1,0 +1,109 @@
+/* api/job.h - the job layer: one operation's request, from JSON to a batcher
+ * work item to the answer, shared by every intake.
+ *
+ * An operation (embed, expand; generation later) is one api_job_type_t: a
+ * parser (request object -> job with its token ids and result buffer), a
+ * writer (finished job -> response JSON) and a destructor for its own
+ * options. POST /v1/embeddings and the Redis intake's "embed" tasks go
+ * through the same type, so an operation validates, answers and fails the
+ * same way from HTTP and from Redis. api/jobs.h names the types this server
+ * runs; adding an operation is one more type there.
+ *
+ * Errors: a parser fills api_err_t (HTTP status, code, field, message);
+ * api_error_type maps a status to the OpenAI error type once for every
+ * intake, and api_error_json writes the error object both return.
+ *
+ * Ownership: a job owns its buffers and its options; api_job_free frees them
+ * (NULL: no-op). Thread-safety: no shared state; one job is used by one
+ * thread at a time (the batcher hands it back through the item's callback).
+ */
+#ifndef SLUICE_API_JOB_H
+#define SLUICE_API_JOB_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/config.h"
+#include "batcher/batcher.h"
+#include "engine/registry.h"
+
+typedef struct {
+    unsigned status;   /* HTTP status: 400, 404, 413, 422, 503 */
+    const char *code;  /* e.g. "invalid_input", "model_not_found" */
+    const char *param; /* the field at fault, or NULL */
+    char message[512];
+} api_err_t;
+
+/* Fill e (status, code, param, printf-style message) and return -1, so a
+ * parser can `return api_err_set(...)`. */
+int api_err_set(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* The OpenAI error type of a status ("not_found_error", "rate_limit_error",
+ * ...; "invalid_request_error" for other 4xx, "server_error" for other 5xx). */
+const char *api_error_type(unsigned status);
+/* {"error":{"message","type","param","code"}} (+ "status" when with_status:
+ * the form a Redis task's result takes). Returns a new reference. */
+json_t *api_error_object(unsigned status, const char *code, const char *param, const char *msg, int with_status);
+/* The same, dumped: malloc'd text, or NULL when out of memory. */
+char *api_error_json(unsigned status, const char *code, const char *param, const char *msg, int with_status);
+/* A batcher error (BATCHER_E*) as a status and an error code. */
+unsigned api_status_for_batcher(int err_code, const char **code);
+
+typedef struct api_job api_job_t;
+typedef struct api_job_type api_job_type_t;
+
+/* What a parser may use: the models, the settings, and the state its
+ * operation attached to the batcher (api/jobs.h; NULL when not attached). */
+typedef struct {
+    registry_t *reg;
+    const api_config_t *cfg;
+    void *state;
+} api_job_env_t;
+
+struct api_job_type {
+    const char *name;        /* the op's name in a Redis task ("embed") */
+    batcher_op_t op;
+    const char *input_field; /* the field holding the inputs ("input", "terms") */
+    int cacheable;           /* answers may come from the result cache */
+    /* Parse and validate a request object, tokenize its inputs: 0, or -1 with *e. */
+    int (*parse)(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e);
+    /* The answer of a finished job: malloc'd, *len bytes (NUL-terminated), or NULL when out of memory. */
+    char *(*result_json)(api_job_t *j, size_t *len);
+    void (*free_args)(void *args); /* the op's options (NULL: nothing to free) */
+    /* Serve the op on the batcher (its handler, batcher/worker.h) and make the
+     * state the parser gets in env->state; NULL: the batcher serves it already.
+     * detach runs after the batcher stopped and before models unload. */
+    int (*attach)(batcher_t *bat, registry_t *reg, void **state, char *err, size_t errlen);
+    void (*detach)(void *state);
+};
+
+struct api_job {
+    batcher_item_t item;     /* model, op, priority, ids, seq_off, out filled */
+    const api_job_type_t *type;
+    char model_name[REGISTRY_NAME_MAX];
+    int n;                   /* inputs */
+    int32_t *ids;            /* (prompt_tokens) */
+    int32_t *seq_off;        /* (n+1) */
+    float *out;              /* (n, result_floats) */
+    int prompt_tokens;       /* after truncation */
+    int64_t deadline_ms;     /* relative deadline asked for (0: none given) */
+    void *args;              /* the op's options (api/embed_job.h, api/expand_job.h) */
+};
+
+/* Parse the inputs every encoder op shares: model (may be omitted when only
+ * one model exists), `input` (string | [string] | [int] | [[int]]), truncate,
+ * priority (-1000..1000), deadline_ms. `options`, when not NULL, is called
+ * after the input count is checked to read the op's own fields (so errors
+ * come in one fixed order); result_floats sizes the result buffer per input
+ * (0: the model's hidden width).
+ * The job comes back with its type unset. 0, or -1 with *e. */
+typedef int (*api_job_options_fn)(json_t *body, const registry_model_info_t *info, void *ctx, api_err_t *e);
+int api_job_parse_inputs(registry_t *reg, const api_config_t *cfg, json_t *body, api_job_options_fn options,
+                         void *ctx, int result_floats, api_job_t **out, api_err_t *e);
+
+char *api_job_result_json(api_job_t *j, size_t *len); /* j->type->result_json */
+void api_job_free(api_job_t *j);                      /* NULL is a no-op */
+
+#endif

@@ -1,0 +1,238 @@
+/* api/redis/tasks.c - the Redis room's lifecycle (threads per queue, the
+ * waiter), the connection pool, and the task routes' Redis side. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/redis/tasks_internal.h"
+
+/* ---------------------------------------------------------------- connections for one round trip */
+
+int api_tasks_find_queue(api_tasks_t *t, const char *name) {
+    if (!name) return 0;
+    for (int i = 0; i < t->n; i++)
+        if (!strcmp(t->queues[i].name, name)) return i;
+    return -1;
+}
+
+const char *api_tasks_queue_name(api_tasks_t *t, int q) { return q >= 0 && q < t->n ? t->queues[q].name : ""; }
+
+queue_conn_t *api_tasks_pool_get(api_tasks_t *t, task_queue_t *q, char *err, size_t errlen) {
+    pthread_mutex_lock(&t->pool_mu);
+    for (int i = t->n_pool - 1; i >= 0; i--)
+        if (!strcmp(t->pool_q[i], q->name)) {
+            queue_conn_t *c = t->pool[i];
+            t->pool[i] = t->pool[t->n_pool - 1];
+            memcpy(t->pool_q[i], t->pool_q[t->n_pool - 1], QUEUE_NAME_MAX);
+            t->n_pool--;
+            pthread_mutex_unlock(&t->pool_mu);
+            return c;
+        }
+    pthread_mutex_unlock(&t->pool_mu);
+    queue_config_t qc = q->qc;
+    qc.reconnect_ms = 300; /* a route must not hang on a dead Redis */
+    qc.connect_timeout_ms = 300;
+    return queue_connect(&qc, err, errlen);
+}
+
+void api_tasks_pool_put(api_tasks_t *t, task_queue_t *q, queue_conn_t *c, int rc) {
+    if (rc == QUEUE_EREDIS) {
+        queue_close(c);
+        return;
+    }
+    pthread_mutex_lock(&t->pool_mu);
+    if (t->n_pool < API_TASKS_POOL_MAX) {
+        t->pool[t->n_pool] = c;
+        snprintf(t->pool_q[t->n_pool], QUEUE_NAME_MAX, "%s", q->name);
+        t->n_pool++;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&t->pool_mu);
+    queue_close(c);
+}
+
+
+/* ---------------------------------------------------------------- the task routes' Redis side */
+
+int api_tasks_enqueue(api_tasks_t *t, int qi, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome,
+                      char *err, size_t errlen) {
+    task_queue_t *q = &t->queues[qi];
+    queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
+    if (!c) return API_TASKS_ENOCONN;
+    int rc = queue_enqueue(c, task, id, outcome);
+    snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
+    api_tasks_pool_put(t, q, c, rc);
+    return rc;
+}
+
+int api_tasks_get(api_tasks_t *t, int qi, const char *id, queue_info_t *info, char *err, size_t errlen) {
+    task_queue_t *q = &t->queues[qi];
+    memset(info, 0, sizeof *info);
+    queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
+    if (!c) return API_TASKS_ENOCONN;
+    int rc = queue_get(c, id, info);
+    api_tasks_pool_put(t, q, c, rc);
+    return rc;
+}
+
+int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, int *outcome, char *err, size_t errlen) {
+    task_queue_t *q = &t->queues[qi];
+    queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
+    if (!c) return API_TASKS_ENOCONN;
+    int rc = queue_cancel(c, id, outcome);
+    api_tasks_pool_put(t, q, c, rc);
+    /* a task we hold right now: drop it before compute if it has not started */
+    if (rc == QUEUE_OK && *outcome == QUEUE_CANCEL_PENDING) {
+        uint64_t item = 0;
+        pthread_mutex_lock(&q->mu);
+        for (task_t *k = q->held; k; k = k->next)
+            if (!strcmp(k->id, id)) {
+                k->cancel_requested = 1;
+                item = k->job->item.id;
+            }
+        pthread_mutex_unlock(&q->mu);
+        if (item) batcher_cancel(t->bat, item);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, const api_jobs_t *jobs,
+                    api_tasks_t **out, char *err, size_t errlen) {
+    *out = NULL;
+    api_tasks_t *t = calloc(1, sizeof *t);
+    if (!t) goto oom;
+    t->cfg = cfg;
+    t->reg = reg;
+    t->bat = bat;
+    t->jobs = jobs;
+    pthread_mutex_init(&t->pool_mu, NULL);
+    pthread_mutex_init(&t->wmu, NULL);
+    pthread_cond_init(&t->wcv, NULL);
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    snprintf(t->worker, sizeof t->worker, "%s:%d", host, (int)getpid());
+    /* one task_queue per name in cfg->queue */
+    int n = 1;
+    for (const char *p = cfg->queue; *p; p++) n += *p == ',';
+    t->queues = calloc((size_t)n, sizeof *t->queues);
+    if (!t->queues) goto oom;
+    for (const char *p = cfg->queue; *p || t->n == 0;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= QUEUE_NAME_MAX) {
+            snprintf(err, errlen, "queue names must be 1..%d characters (got '%s')", QUEUE_NAME_MAX - 1, cfg->queue);
+            api_tasks_destroy(t);
+            return -1;
+        }
+        task_queue_t *q = &t->queues[t->n++];
+        q->t = t;
+        memcpy(q->name, p, len);
+        q->name[len] = '\0';
+        pthread_mutex_init(&q->mu, NULL);
+        pthread_cond_init(&q->cv, NULL);
+        queue_config_defaults(&q->qc);
+        q->qc.url = cfg->redis;
+        q->qc.name = q->name;
+        q->qc.result_ttl_ms = (int64_t)cfg->result_ttl_s * 1000;
+        q->qc.wait_replicas = cfg->redis_wait_replicas;
+        q->qc.wait_timeout_ms = cfg->redis_wait_timeout_ms;
+        if (cfg->task_signing_key[0]) { /* enqueue signs; the intake refuses unsigned or forged tasks */
+            q->qc.signing_key = (const unsigned char *)cfg->task_signing_key;
+            q->qc.signing_key_len = strlen(cfg->task_signing_key);
+        }
+        p += len + (p[len] == ',');
+        if (!*p) break;
+    }
+    for (int i = 0; i < t->n; i++) {
+        task_queue_t *q = &t->queues[i];
+        if (pthread_create(&q->intake_thr, NULL, api_tasks_intake_main, q)) goto nothread;
+        q->intake_started = 1;
+        if (pthread_create(&q->completion_thr, NULL, api_tasks_completion_main, q)) goto nothread;
+        q->completion_started = 1;
+    }
+    if (pthread_create(&t->waiter_thr, NULL, api_tasks_waiter_main, t)) goto nothread;
+    t->waiter_started = 1;
+    *out = t;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory starting the Redis intake");
+    api_tasks_destroy(t);
+    return -1;
+nothread:
+    snprintf(err, errlen, "cannot start the Redis intake threads");
+    api_tasks_destroy(t);
+    return -1;
+}
+
+void api_tasks_stop_intake(api_tasks_t *t) {
+    if (!t) return;
+    for (int i = 0; i < t->n; i++) atomic_store(&t->queues[i].stop_intake, 1);
+    if (t->waiter_started) { /* long-polls get their answer now */
+        pthread_mutex_lock(&t->wmu);
+        t->wstop = 1;
+        pthread_cond_signal(&t->wcv);
+        pthread_mutex_unlock(&t->wmu);
+        pthread_join(t->waiter_thr, NULL);
+        t->waiter_started = 0;
+    }
+}
+
+void api_tasks_destroy(api_tasks_t *t) {
+    if (!t) return;
+    api_tasks_stop_intake(t);
+    /* Called after the batcher stopped, so every task we held is on a done
+     * list: the intake may go now (also out of a reconnect loop while Redis
+     * is down), and completion settles what is left before it exits. */
+    for (int i = 0; i < t->n; i++) {
+        task_queue_t *q = &t->queues[i];
+        pthread_mutex_lock(&q->mu);
+        atomic_store(&q->stop, 1);
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+    }
+    for (int i = 0; i < t->n; i++) {
+        task_queue_t *q = &t->queues[i];
+        if (q->intake_started) pthread_join(q->intake_thr, NULL);
+        if (q->completion_started) pthread_join(q->completion_thr, NULL);
+    }
+    for (int i = 0; i < t->n; i++) {
+        pthread_mutex_destroy(&t->queues[i].mu);
+        pthread_cond_destroy(&t->queues[i].cv);
+    }
+    for (int i = 0; i < t->n_pool; i++) queue_close(t->pool[i]);
+    free(t->queues);
+    pthread_mutex_destroy(&t->pool_mu);
+    pthread_mutex_destroy(&t->wmu);
+    pthread_cond_destroy(&t->wcv);
+    free(t);
+}
+
+int api_tasks_up(api_tasks_t *t) {
+    for (int i = 0; i < t->n; i++)
+        if (!api_tasks_queue_up(t, i, NULL)) return 0;
+    return 1;
+}
+
+int api_tasks_queue_up(api_tasks_t *t, int i, char *name) {
+    if (!t || i < 0 || i >= t->n) return -1;
+    if (name) snprintf(name, QUEUE_NAME_MAX, "%s", t->queues[i].name);
+    return atomic_load(&t->queues[i].intake_up) && atomic_load(&t->queues[i].completion_up);
+}
+
+int api_tasks_queue_count(api_tasks_t *t) { return t ? t->n : 0; }
+
+int api_tasks_queue_stats(api_tasks_t *t, int i, char *name, queue_stats_t *out) {
+    if (!t || i < 0 || i >= t->n) return -1;
+    task_queue_t *q = &t->queues[i];
+    snprintf(name, QUEUE_NAME_MAX, "%s", q->name);
+    char err[512];
+    queue_conn_t *c = api_tasks_pool_get(t, q, err, sizeof err);
+    if (!c) return -1;
+    int rc = queue_stats(c, out);
+    api_tasks_pool_put(t, q, c, rc);
+    return rc ? -1 : 0;
+}

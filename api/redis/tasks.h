@@ -1,0 +1,91 @@
+/* api/redis/tasks.h - the Redis intake of `sluice serve`, and the Redis side
+ * of the /v1/tasks routes.
+ *
+ * Per Redis queue: one intake thread leases only as many tasks as the
+ * batcher has room for (so under load the backlog waits in Redis, not in our
+ * memory), decodes them through the job layer (api/jobs.h) into work items,
+ * renews the leases of everything it holds while it waits or computes, and
+ * reaps expired leases periodically; one completion thread acks results and
+ * fails errors in pipelined batches (api/redis/intake.c). Each thread has its
+ * own Redis connection. When Redis is unreachable both keep reconnecting and
+ * api_tasks_up answers 0; HTTP goes on.
+ *
+ * For the task routes (api/http/routes_tasks.c), which know HTTP but not
+ * Redis: enqueue, get, cancel on a pooled connection, and long-polls served
+ * by one waiter thread (api/redis/waiter.c) that calls the caller's wake
+ * function when the task ends or the wait runs out. Nothing here knows HTTP.
+ *
+ * Thread-safety: every call but start/stop/destroy is safe from any thread;
+ * those are called by the server's owner thread.
+ */
+#ifndef SLUICE_API_REDIS_TASKS_H
+#define SLUICE_API_REDIS_TASKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/config.h"
+#include "batcher/batcher.h"
+#include "engine/registry.h"
+#include "queue/queue.h"
+
+typedef struct api_tasks api_tasks_t;
+
+/* One queue per name in cfg->queue (comma-separated); cfg, reg, bat and jobs
+ * (the operations, api/jobs.h) must outlive the intake. 0, or -1 with a message. */
+typedef struct api_jobs api_jobs_t;
+int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, const api_jobs_t *jobs,
+                    api_tasks_t **out, char *err, size_t errlen);
+/* Stop leasing (shutdown step 1); leases held stay renewed until their items
+ * end. Long-polls are answered now. */
+void api_tasks_stop_intake(api_tasks_t *t);
+/* Stop the threads after flushing acks, fails and lease hand-backs (call it
+ * after batcher_stop, so nothing is still computing). With Redis down the
+ * unsettled rest is dropped: the leases expire and the reaper re-queues them.
+ * NULL: no-op. */
+void api_tasks_destroy(api_tasks_t *t);
+/* 1: every queue's connections are up; 0: some are down (reconnecting). */
+int api_tasks_up(api_tasks_t *t);
+/* The same for queue i alone (name: QUEUE_NAME_MAX bytes, or NULL); -1 when
+ * there is no queue i. */
+int api_tasks_queue_up(api_tasks_t *t, int i, char *name);
+
+/* For /metrics: the queues and their stats (one round trip on a pooled
+ * connection; -1 when Redis is unreachable). name: QUEUE_NAME_MAX bytes. */
+int api_tasks_queue_count(api_tasks_t *t);
+int api_tasks_queue_stats(api_tasks_t *t, int i, char *name, queue_stats_t *out);
+
+/* The queue named `name` (NULL: the first): its index, or -1. */
+int api_tasks_find_queue(api_tasks_t *t, const char *name);
+const char *api_tasks_queue_name(api_tasks_t *t, int q);
+
+/* Each returns a QUEUE_* code, or API_TASKS_ENOCONN when no connection
+ * could be made; err gets the reason of a failure. */
+#define API_TASKS_ENOCONN (-100)
+int api_tasks_enqueue(api_tasks_t *t, int q, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome,
+                      char *err, size_t errlen);
+int api_tasks_get(api_tasks_t *t, int q, const char *id, queue_info_t *info, char *err, size_t errlen);
+/* Cancel; a task this server holds right now is dropped before compute if it
+ * has not started. */
+int api_tasks_cancel(api_tasks_t *t, int q, const char *id, int *outcome, char *err, size_t errlen);
+
+/* A long-poll: the waiter polls the task until it ends or until_ns (CLOCK_MONOTONIC)
+ * passes, fills rc and info, then calls wake(user) once; from then on the
+ * caller owns the watch and frees it with api_tasks_watch_free. */
+typedef struct api_task_watch {
+    char id[QUEUE_ID_MAX];
+    int q;
+    int64_t until_ns;
+    int rc;            /* QUEUE_* of the last look */
+    queue_info_t info; /* the task as last seen */
+    void (*wake)(void *user);
+    void *user;
+    struct api_task_watch *next;
+} api_task_watch_t;
+
+/* NULL when out of memory. */
+api_task_watch_t *api_tasks_watch(api_tasks_t *t, int q, const char *id, int64_t until_ns, void (*wake)(void *),
+                                  void *user);
+void api_tasks_watch_free(api_task_watch_t *w); /* NULL is a no-op */
+
+#endif

@@ -1,0 +1,90 @@
+/* engine/llama.h - a Llama-architecture decoder loaded from GGUF, and its
+ * forward pass over several sequences at once on a paged KV cache.
+ *
+ * llama_load reads the hyperparameters from the GGUF metadata (llama.*:
+ * block_count, embedding_length, feed_forward_length, attention.head_count,
+ * attention.head_count_kv, rope.freq_base, attention.layer_norm_rms_epsilon,
+ * context_length; a missing key, another architecture, RoPE scaling or a
+ * partial rotary dimension are refused by name), checks every tensor's shape
+ * and type, refuses a backend that lacks a decoder op (naming it), and uploads
+ * the weights as the file stores them (quantized blocks stay quantized) into
+ * one arena block: Q, K and V rows concatenated into one fused matrix, gate
+ * and up likewise, so one matmul makes each. token_embd doubles as the LM
+ * head when output.weight is absent (tied). The file may be closed after load.
+ * GGUF's Q and K rows are permuted by llama.cpp's converter, so RoPE rotates
+ * consecutive pairs (ops->rope's "normal" mode).
+ *
+ * llama_forward runs one step for n sequences: each brings its new tokens (a
+ * prefill chunk or one decode token) and its kv_seq_t, on which the caller has
+ * already called kv_seq_append for exactly those tokens (so the positions are
+ * seq->n_tokens - n .. seq->n_tokens - 1 and their slots are in the block
+ * table). It writes the logits of each sequence's last token, or of every new
+ * token. The workspace is sized at load for opts->max_tokens tokens and
+ * opts->max_seqs sequences per call; a call allocates nothing.
+ * Each sequence's logits are bit-identical whatever else shares its call and
+ * however its prompt was split into chunks (the ops' batch invariance).
+ *
+ * Ownership: the model owns its arena blocks and host staging; the arena, the
+ * ops and the KV pool must outlive it. Thread-safety: one forward at a time
+ * per model (one workspace, one ops stream); the getters are read-only.
+ */
+#ifndef SLUICE_LLAMA_H
+#define SLUICE_LLAMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "engine/arena.h"
+#include "engine/gguf.h"
+#include "engine/kv.h"
+#include "kernels/ops.h"
+
+enum {
+    LLAMA_OK = 0,
+    LLAMA_EINVAL = -1,  /* bad input: token out of range, too many tokens or sequences */
+    LLAMA_ENOMEM = -2,  /* does not fit the budget */
+    LLAMA_EMODEL = -3,  /* missing key, unsupported tensor type or shape, backend lacks an op */
+    LLAMA_EDEVICE = -4, /* backend failure */
+};
+
+typedef struct {
+    int n_layers;
+    int hidden;       /* H: embedding_length */
+    int ffn;          /* F: feed_forward_length */
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;     /* H / n_heads */
+    int vocab;        /* rows of token_embd */
+    int n_ctx;        /* context_length: positions the model was trained for */
+    float rope_theta; /* rope.freq_base */
+    float rms_eps;
+} llama_info_t;
+
+typedef struct {
+    int max_tokens; /* new tokens per forward call, all sequences together (default 512) */
+    int max_seqs;   /* sequences per call (default 64) */
+    int max_ctx;    /* positions per sequence (default and cap: the model's n_ctx) */
+} llama_opts_t;
+
+typedef struct llama_model llama_model_t;
+
+int llama_load(gguf_file_t *f, ops_t *ops, arena_t *arena, const llama_opts_t *opts, llama_model_t **out,
+               char *err, size_t errlen);
+void llama_destroy(llama_model_t *m); /* NULL is a no-op; frees its arena blocks */
+
+const llama_info_t *llama_info(const llama_model_t *m);
+const llama_opts_t *llama_opts(const llama_model_t *m); /* with the defaults filled in */
+size_t llama_weight_bytes(const llama_model_t *m);     /* bytes in the arena */
+size_t llama_workspace_bytes(const llama_model_t *m);  /* bytes in the arena */
+
+/* The KV pool shape this model needs (n_blocks and block_size left to the caller). */
+kv_config_t llama_kv_config(const llama_model_t *m);
+
+/* One step for n sequences. tokens: the new tokens end to end (seq_off[n]
+ * in all); seq_off (n+1) host int32, seq_off[0] = 0, each sequence >= 1 token;
+ * seqs[b] already holds its new tokens (kv_seq_append). logits (host float32):
+ * all_logits = 0: (n, vocab), row b = sequence b's last token; all_logits = 1:
+ * (seq_off[n], vocab), one row per new token. */
+int llama_forward(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const int32_t *seq_off, int n,
+                  kv_seq_t *const *seqs, float *logits, int all_logits, char *err, size_t errlen);
+
+#endif

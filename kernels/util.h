@@ -1,0 +1,29 @@
+/* kernels/util.h - the small helpers every layer uses, in one home: clocks,
+ * sleeps, condition-variable deadlines and formatting into an error buffer.
+ * They sit in the lowest layer so kernels, engine, batcher and api share
+ * them (queue/ keeps its own: it depends on hiredis alone).
+ *
+ * Thread-safety: every call is thread-safe.
+ */
+#ifndef SLUICE_UTIL_H
+#define SLUICE_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* CLOCK_MONOTONIC in ns: durations, deadlines, rate limits. */
+int64_t util_now_ns(void);
+/* CLOCK_REALTIME in ms since the epoch: times other processes see (Redis task deadlines). */
+int64_t util_wall_ms(void);
+void util_sleep_ms(int ms);
+/* An absolute time ns_from_now on `clock` (pthread_cond_timedwait takes the
+ * clock its condition variable was made with: CLOCK_REALTIME by default). */
+void util_deadline(struct timespec *ts, clockid_t clock, int64_t ns_from_now);
+
+/* printf into err (errlen bytes; NULL or 0: nothing), always NUL-terminated. */
+void util_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void util_verrf(char *err, size_t errlen, const char *fmt, va_list ap);
+
+#endif
