@@ -368,6 +368,13 @@ Test(cluster, slot_migrated_mid_run_ask_then_moved_nothing_lost) {
     cr_assert_eq(support_cluster_migrate(&cl, slot, to, 300), 0, "%s", cl.err);
     cr_expect_eq(support_cluster_owner(&cl, slot), to);
     finish_all(q, 2, th);
+    /* nothing of the queue left behind on the old owner (or its replica) */
+    char slot_s[16];
+    snprintf(slot_s, sizeof slot_s, "%u", slot);
+    const char *count[] = {"CLUSTER", "COUNTKEYSINSLOT", slot_s, NULL};
+    for (int i = 0; i < SUPPORT_CLUSTER_NODES; i++)
+        if (i != to && support_cluster_replica_of(&cl, to) != i)
+            cr_expect_eq(support_redis_cmd(&cl.node[i], count), 0, "node %d still holds keys of slot %u", i, slot);
     for (int i = 0; i < 2; i++) {
         check_queue(&q[i], 1);
         cr_expect_eq(atomic_load(&q[i].enq_errors), 0);
