@@ -535,8 +535,15 @@ int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *a,
                  * on the importing node: one call there, after ASKING. */
                 freeReplyObject(r);
                 redirects++, asked = 1;
-                redisContext *actx = node_open(c, &node, 1);
+                redisContext *actx = node_open(c, &node, 0);
                 r = actx ? pipeline(c, actx, &node, 1, what, argc, argv, lens, durable, &acked) : NULL;
+                /* The importing master usually has the scripts already (its
+                 * own queues' clients loaded them): load only when missing. */
+                if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8) &&
+                    load_scripts(c, actx, &node) == 0) {
+                    freeReplyObject(r);
+                    r = pipeline(c, actx, &node, 1, what, argc, argv, lens, durable, &acked);
+                }
                 if (actx) redisFree(actx);
             }
             if (!r) {
