@@ -74,7 +74,7 @@ BENCH_BIN := $(if $(wildcard bench/sluice_bench.c),$(BIN)/sluice-bench)
 CORE_OBJ := $(filter-out $(BUILD)/api/% $(BUILD)/queue/% $(BUILD)/batcher/%,$(LIB_OBJ))
 CORE_LDLIBS = -ljansson -lopenblas -lutf8proc -lm -lpthread $(CUDA_LDLIBS)
 
-.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz check-layers
+.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz check-layers install deb
 all: cuda-note $(BIN)/sluice $(BENCH_BIN)
 
 cuda-note:
@@ -163,6 +163,35 @@ fuzz:
 
 $(BUILD)/fuzz_request: $(BUILD)/tests/fuzz/fuzz_request.o $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+# Install: the binaries, the docs (PREFIX=/usr/local, DESTDIR for staging).
+PREFIX ?= /usr/local
+DESTDIR ?=
+DOCS := README.md $(wildcard docs/*.md)
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/sluice
+	install -m 0755 $(BIN)/sluice $(DESTDIR)$(PREFIX)/bin/sluice
+	$(if $(BENCH_BIN),install -m 0755 $(BENCH_BIN) $(DESTDIR)$(PREFIX)/bin/sluice-bench)
+	install -m 0644 $(DOCS) $(DESTDIR)$(PREFIX)/share/doc/sluice/
+
+# A Debian package (dpkg-deb): make install under /usr, the systemd unit, the
+# settings file (a conffile) and the maintainer scripts of packaging/.
+DEB_VERSION ?= 0.1.0+git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
+DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_ROOT = $(BUILD)/deb/root
+DEB = $(BUILD)/sluice_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb: all
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR=$(abspath $(DEB_ROOT))
+	install -d $(DEB_ROOT)/DEBIAN $(DEB_ROOT)/lib/systemd/system $(DEB_ROOT)/etc/sluice
+	install -m 0644 packaging/sluice.service $(DEB_ROOT)/lib/systemd/system/sluice.service
+	install -m 0644 packaging/sluice.env $(DEB_ROOT)/etc/sluice/sluice.env
+	install -m 0755 packaging/postinst packaging/prerm packaging/postrm $(DEB_ROOT)/DEBIAN/
+	echo /etc/sluice/sluice.env > $(DEB_ROOT)/DEBIAN/conffiles
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+	    -e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)/" packaging/control.in > $(DEB_ROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group --build $(DEB_ROOT) $(DEB)
+	@echo "sluice: $(DEB)"
 
 deps:
 	@sh mk/deps.sh

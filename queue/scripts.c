@@ -7,7 +7,7 @@
  * effects, so TIME is allowed in writing scripts): every worker agrees on
  * "now" whatever its own clock says.
  *
- * Keys of queue q ("{q}:" is KEYS[1]):
+ * Keys of queue q (KEYS[1] is "{q}:seq"; the prefix "{q}:" is taken from it):
  *   {q}:ready      zset  id by (PRIO_MAX - priority) * 2^32 + seq: pop min = highest priority, FIFO
  *   {q}:delayed    zset  id by due time (ms): retries with backoff, delayed enqueues
  *   {q}:leased     zset  id by lease deadline (ms): the only record of it
@@ -35,7 +35,11 @@
 
 /* Shared by every script: key prefix, clock, counters, the terminal moves. */
 const char queue_script_prelude[] =
-    "local P = KEYS[1]\n"
+    /* KEYS[1] is "{q}:seq", a key that lives as long as the queue: while a
+     * cluster slot is being migrated, Redis runs the script where that key
+     * is (ASK sends the call on only once it has moved), so a script never
+     * runs on a node that holds only part of the queue. */
+    "local P = string.sub(KEYS[1], 1, -4)\n"
     "local PRIO_MAX = " STR(QUEUE_PRIORITY_MAX) "\n"
     "local TERMINAL = {done = true, dlq = true, expired = true, cancelled = true}\n"
     "local events = {}\n"
