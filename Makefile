@@ -134,7 +134,8 @@ bench: $(BENCH_DRIVERS)
 
 # The GPU parity driver runs the checks of the CUDA tests without Criterion.
 GPU_PARITY_OBJ = $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o $(BUILD)/tests/support_ref.o \
-                 $(BUILD)/tests/support_topk.o
+                 $(BUILD)/tests/support_topk.o $(BUILD)/tests/support_cuda_decoder.o \
+                 $(BUILD)/tests/support_decoder_ref.o
 $(BIN)/bench-gpu_parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -15,6 +15,9 @@
 
 #define LT_WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLASLt's advice for Hopper */
 #define STAGING_FLOATS ((size_t)1 << 20)      /* 4 MiB: upload_weight converts in chunks of this */
+/* attention_paged's split-K partials: 2,048 query tokens x 9 heads x 8 splits of
+ * (64 + 2) floats is 39 MB; larger calls run in chunks of query tokens. */
+#define ATTN_SCRATCH_BYTES ((size_t)48 << 20)
 
 int cuda_fail(ops_t *ops, int code, const char *fmt, ...) {
     va_list ap;
@@ -70,6 +73,7 @@ static void cuda_release(ops_t *ops) {
         if (c->lt) cublasLtDestroy(c->lt);
         cudaFree(c->lt_workspace);
         cudaFree(c->staging);
+        cudaFree(c->attn_scratch);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -279,6 +283,8 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
     }
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
     OPEN_CHECK(cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes));
+    c->attn_scratch_bytes = ATTN_SCRATCH_BYTES;
+    OPEN_CHECK(cudaMalloc((void **)&c->attn_scratch, c->attn_scratch_bytes));
     if (dtype != OPS_F32) {
         c->staging_n = STAGING_FLOATS;
         OPEN_CHECK(cudaMalloc((void **)&c->staging, c->staging_n * sizeof(float)));
@@ -307,15 +313,15 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
         .mean_pool = cuda_mean_pool,
         .topk_workspace = cuda_topk_workspace,
         .similarity_topk = cuda_similarity_topk,
-        /* the decoder ops come with the CUDA decoder; until then a decoder model is refused on cuda */
+        /* the decoder ops: float32 activations whatever dtype is, KV cache in fp16 */
         .kv_dtype = OPS_F16,
-        .matmul_q = NULL,
-        .embed_q = NULL,
-        .add_rms_norm = NULL,
-        .rope = NULL,
-        .silu_mul = NULL,
-        .kv_store = NULL,
-        .attention_paged = NULL,
+        .matmul_q = cuda_matmul_q,
+        .embed_q = cuda_embed_q,
+        .add_rms_norm = cuda_add_rms_norm,
+        .rope = cuda_rope,
+        .silu_mul = cuda_silu_mul,
+        .kv_store = cuda_kv_store,
+        .attention_paged = cuda_attention_paged,
         .capture_begin = cuda_capture_begin,
         .capture_end = cuda_capture_end,
         .graph_launch = cuda_graph_launch,

@@ -47,6 +47,9 @@ typedef struct cuda_impl {
     int capturing;              /* a graph capture is open on stream */
     int fallback;               /* $SLUICE_CUDA_FALLBACK=1 at create: the plain kernels only (own GEMM,
                                  * CUDA-core attention), to rule the fast paths in or out */
+    float *attn_scratch;        /* device, attn_scratch_bytes: attention_paged's split-K partials (fixed, so
+                                 * decode steps capture into graphs; the query tokens run in chunks that fit) */
+    size_t attn_scratch_bytes;  /* bytes */
     gemm_algo_entry_t gemm_cache[GEMM_ALGO_CACHE]; /* filled round-robin */
     int gemm_cache_next;                           /* next slot to replace */
 } cuda_impl_t;
@@ -178,6 +181,31 @@ int cuda_mean_pool(ops_t *ops, float *out, const void *x, const int32_t *seq_off
 size_t cuda_topk_workspace(ops_t *ops, int nq, int N, int k);
 int cuda_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q, const void *X, int nq,
                          int N, int D, int k, void *workspace);
+
+/* decoder ops (kernels/ops.h "decoder ops"): quant_matmul.cu, decoder.cu, paged_attention.cu */
+int cuda_matmul_q(ops_t *ops, float *out, const float *x, const void *W, ops_wtype_t wtype, int T, int K, int N);
+int cuda_embed_q(ops_t *ops, float *out, const int32_t *ids, const void *table, ops_wtype_t wtype, int T, int H);
+int cuda_add_rms_norm(ops_t *ops, float *out, float *resid, const float *delta, const float *w, int T, int H,
+                      float eps);
+int cuda_rope(ops_t *ops, float *x, const int32_t *pos, int T, int n_heads, int head_dim, int row_stride,
+              float theta);
+int cuda_silu_mul(ops_t *ops, float *out, const float *gu, int T, int F);
+int cuda_kv_store(ops_t *ops, void *k_cache, void *v_cache, const float *k, const float *v, int row_stride,
+                  const int32_t *slot, int T, int n_kv_heads, int head_dim);
+int cuda_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,
+                         const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off,
+                         const int32_t *ctx_len, int B, int max_ctx, int n_heads, int n_kv_heads, int head_dim,
+                         int block_size, float scale);
+
+/* Bytes of one row of K values of a decoder weight type (0 for an unknown
+ * type or a K that is not whole blocks). Device code dequantizes by
+ * engine/gguf.h's formulas. */
+size_t cuda_wrow_bytes(ops_wtype_t wtype, int K);
+
+/* IEEE half bits -> float, for the block scales (d, m) read as raw uint16. */
+static __device__ __forceinline__ float half_bits_to_f32(uint16_t h) {
+    return __half2float(__ushort_as_half((unsigned short)h));
+}
 
 /* out(T,N) float32 = in(T,K) @ W(N,K)^T with in and W in ops->dtype: the
  * fallback GEMM (gemm.cu) with an fp32 result, for ops whose cuBLASLt call
