@@ -146,6 +146,14 @@ $(BIN)/gpu-parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice-core.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 
+# The decoder's GPU check driver (bench/gpu-gen-check.sh): model files, parity, speed.
+$(BIN)/gen-gpu: $(BUILD)/bench/gen_gpu.o $(BUILD)/tests/support_gguf.o $(BUILD)/libsluice-core.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
+$(BIN)/bench-gen_gpu: $(BUILD)/bench/gen_gpu.o $(BUILD)/tests/support_gguf.o $(BUILD)/libsluice.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # The tokenizer benchmark times engine/bpe's splitter against PCRE2.
 $(BIN)/bench-bpe_bench: LDLIBS += -lpcre2-8
 
