@@ -122,20 +122,25 @@ int cuda_add_rms_norm(ops_t *ops, float *out, float *resid, const float *delta, 
 
 /* ---- rope ---- */
 
+#define ROPE_MAX_HD 256 /* the inverse frequencies travel by value in the launch (512 bytes) */
+typedef struct {
+    float inv[ROPE_MAX_HD / 2]; /* 1 / theta^(2i/head_dim), computed on the host as the CPU backend does */
+} rope_freqs_t;
+
 /* One thread per (token, pair i); it rotates pair i of every head. The
- * inverse frequency is 1/theta^(2i/hd) correctly rounded to float (the CPU's
- * powf is within an ulp of it), the angle (float)pos * inv rounded to float. */
+ * inverse frequencies come from the host (powf there, as kernels/cpu does and
+ * transformers' float32 inv_freq): a one-ulp difference in them moves the
+ * angle at position 30,000 by 2e-3 rad. The angle is (float)pos * inv rounded
+ * to float, then sincosf (full precision: no fast-math in this build). */
 static __global__ void rope_kernel(float *x, const int32_t *__restrict__ pos, int T, int n_heads, int head_dim,
-                                   int row_stride, float theta) {
+                                   int row_stride, rope_freqs_t f) {
     const int half = head_dim >> 1;
     const int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (int64_t)T * half) return;
     const int t = (int)(idx / half), i = (int)(idx % half);
     const int p = pos[t];
     if (p < 0) return;
-    const float e = (float)(2 * i) / (float)head_dim;
-    const float inv = (float)(1.0 / pow((double)theta, (double)e));
-    const float a = (float)p * inv;
+    const float a = (float)p * f.inv[i];
     float sn, cs;
     sincosf(a, &sn, &cs);
     float *row = x + (size_t)t * row_stride + 2 * i;
@@ -161,11 +166,15 @@ int cuda_rope(ops_t *ops, float *x, const int32_t *pos, int T, int n_heads, int 
     if (!x || !pos) return cuda_fail(ops, OPS_EINVAL, "rope: NULL buffer");
     if (((uintptr_t)x & 7) || (row_stride & 1))
         return cuda_fail(ops, OPS_EINVAL, "rope: x and row_stride must keep pairs 8-byte aligned");
+    if (head_dim > ROPE_MAX_HD)
+        return cuda_fail(ops, OPS_EINVAL, "rope: head_dim %d too large on cuda (at most %d)", head_dim, ROPE_MAX_HD);
+    rope_freqs_t f;
+    for (int i = 0; i < head_dim / 2; i++) f.inv[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
     int rc = cuda_enter(ops);
     if (rc) return rc;
     const int64_t n = (int64_t)T * (head_dim / 2);
     rope_kernel<<<grid_1d(n, 256, 1u << 30), 256, 0, cuda_impl(ops)->stream>>>(x, pos, T, n_heads, head_dim,
-                                                                              row_stride, theta);
+                                                                              row_stride, f);
     CUDA_CHECK_LAUNCH();
     return OPS_OK;
 }
