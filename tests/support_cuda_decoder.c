@@ -303,6 +303,10 @@ static void cache_free(cache_t *c) {
 /* Returns 0, or -1 with a note (the caller's check then fails). */
 static int cache_make(run_t *r, cache_t *c, int B, const int *lens, int n_kv, int d, int bs) {
     memset(c, 0, sizeof *c);
+    if (r->gpu->kv_dtype != OPS_F16) { /* the checks below compare fp16 bits */
+        note(r, "the backend's KV cache is %s, these checks need fp16", ops_dtype_name(r->gpu->kv_dtype));
+        return -1;
+    }
     c->B = B, c->n_kv = n_kv, c->d = d, c->bs = bs;
     for (int b = 0; b < B; b++) c->max_ctx = lens[b] > c->max_ctx ? lens[b] : c->max_ctx;
     c->max_blocks = (c->max_ctx + bs - 1) / bs + 1;
