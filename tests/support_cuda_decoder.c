@@ -401,8 +401,21 @@ static void family_kv_store(run_t *r) {
 /* Runs attention_paged for queries n[b] (the last n[b] positions of each
  * sequence) of q (T, q_stride) on the device; out (T, n_heads*d) on the host.
  * table/ctx: device arrays for these B sequences (a view into a cache's). */
+static void run_attention_via(run_t *r, const cache_t *c, float *out, const float *q, int q_stride, int B,
+                              const int *n, const int32_t *dtable, const int32_t *dctx, int max_ctx, int n_heads,
+                              ops_t *uploader);
+
 static void run_attention(run_t *r, const cache_t *c, float *out, const float *q, int q_stride, int B,
                           const int *n, const int32_t *dtable, const int32_t *dctx, int max_ctx, int n_heads) {
+    run_attention_via(r, c, out, q, q_stride, B, n, dtable, dctx, max_ctx, n_heads, NULL);
+}
+
+/* uploader: the ops_t that uploads seq_off (NULL: r->gpu). A sibling's upload
+ * is not in r->gpu's upload shadow, so the op reads the token count back from
+ * the device instead: the other path to the same bits. */
+static void run_attention_via(run_t *r, const cache_t *c, float *out, const float *q, int q_stride, int B,
+                              const int *n, const int32_t *dtable, const int32_t *dctx, int max_ctx, int n_heads,
+                              ops_t *uploader) {
     int T = 0;
     int32_t *seq_off = malloc((B + 1) * sizeof *seq_off);
     if (!seq_off) {
@@ -414,7 +427,10 @@ static void run_attention(run_t *r, const cache_t *c, float *out, const float *q
     T = seq_off[B];
     const int H = n_heads * c->d, mark = r->ndev;
     float *dq = dev_put(r, q, (size_t)(T ? T : 1) * q_stride * sizeof *q), *dout = dev_nan(r, (size_t)T * H);
-    int32_t *doff = dev_put(r, seq_off, (B + 1) * sizeof *seq_off);
+    int32_t *doff = dev_put(r, uploader ? NULL : seq_off, (B + 1) * sizeof *seq_off);
+    if (uploader && doff &&
+        (uploader->upload(uploader, doff, seq_off, (B + 1) * sizeof *seq_off) || uploader->sync(uploader)))
+        note(r, "sibling upload: %s", uploader->err);
     if (!r->msg[0])
         op_rc(r, r->gpu->attention_paged(r->gpu, dout, dq, q_stride, c->dk, c->dv, dtable, c->max_blocks, doff, dctx,
                                          B, max_ctx, n_heads, c->n_kv, c->d, c->bs, 0.125f),
@@ -506,8 +522,10 @@ static void invariance_matmul_q(run_t *r, ops_wtype_t wt) {
     free(W), free(x), free(whole), free(part);
 }
 
-/* Sequence 2 alone (B = 1: one split, the direct path) and among others with a
- * context of 700 (six splits and the merge); then its prompt in two chunks. */
+/* Sequence 2 alone (B = 1: one split, the direct path; seq_off uploaded by this
+ * ops_t, then by a sibling so the token count is read back) and among others
+ * with a context of 700 (six splits and the merge); then its prompt in two
+ * chunks. */
 static void invariance_attention(run_t *r) {
     int lens[] = {30, 700, 77, 5}, n[] = {30, 1, 77, 1};
     const int n_heads = 9, n_kv = 3, d = 64, H = n_heads * d, q_stride = H + 2 * n_kv * d, T = 30 + 1 + 77 + 1, at = 31;
@@ -524,6 +542,15 @@ static void invariance_attention(run_t *r) {
         run_attention(r, &c, alone, q + (size_t)at * q_stride, q_stride, 1, n_one, c.dtable + 2 * c.max_blocks,
                       c.dctx + 2, 77, n_heads);
         same_alone = !r->msg[0] && !memcmp(alone, all + (size_t)at * H, (size_t)77 * H * 4);
+        ops_t *sib = r->gpu->clone(r->gpu);
+        if (!sib) note(r, "clone: %s", r->gpu->err);
+        else {
+            memset(alone, 0, (size_t)77 * H * 4);
+            run_attention_via(r, &c, alone, q + (size_t)at * q_stride, q_stride, 1, n_one, c.dtable + 2 * c.max_blocks,
+                              c.dctx + 2, 77, n_heads, sib);
+            same_alone = same_alone && !r->msg[0] && !memcmp(alone, all + (size_t)at * H, (size_t)77 * H * 4);
+            ops_destroy(sib);
+        }
         int32_t *d40 = dev_put(r, &ctx40, sizeof ctx40);
         run_attention(r, &c, chunked, q + (size_t)at * q_stride, q_stride, 1, n40, c.dtable + 2 * c.max_blocks, d40,
                       c.max_ctx, n_heads);
@@ -533,7 +560,8 @@ static void invariance_attention(run_t *r) {
     }
     int both = same_alone && same_chunked;
     if (!r->msg[0] && !both)
-        note(r, "%s differs", !same_alone ? "the sequence alone (one split) vs among others (six)" : "the chunked prompt");
+        note(r, "%s differs", !same_alone ? "the sequence alone (one split; token count from the upload shadow, "
+                                            "then read back) vs among others (six)" : "the chunked prompt");
     judge_bits(r, "invariance attention_paged: alone vs among others, chunked vs whole (bits)", &both, &(int){1},
                sizeof both);
     cache_free(&c);
