@@ -134,7 +134,8 @@ bench: $(BENCH_DRIVERS)
 
 # The GPU parity driver runs the checks of the CUDA tests without Criterion.
 GPU_PARITY_OBJ = $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o $(BUILD)/tests/support_ref.o \
-                 $(BUILD)/tests/support_topk.o
+                 $(BUILD)/tests/support_topk.o $(BUILD)/tests/support_cuda_decoder.o \
+                 $(BUILD)/tests/support_decoder_ref.o
 $(BIN)/bench-gpu_parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -144,6 +145,14 @@ $(BIN)/bench-gpu_parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice.a
 $(BIN)/gpu-parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice-core.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
+
+# The decoder's GPU check driver (bench/gpu-gen-check.sh): model files, parity, speed.
+$(BIN)/gen-gpu: $(BUILD)/bench/gen_gpu.o $(BUILD)/tests/support_gguf.o $(BUILD)/libsluice-core.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
+$(BIN)/bench-gen_gpu: $(BUILD)/bench/gen_gpu.o $(BUILD)/tests/support_gguf.o $(BUILD)/libsluice.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The tokenizer benchmark times engine/bpe's splitter against PCRE2.
 $(BIN)/bench-bpe_bench: LDLIBS += -lpcre2-8
