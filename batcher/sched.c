@@ -52,6 +52,7 @@ typedef struct req {
     int n_keyed;       /* full blocks of seq offered to the prefix cache */
     uint64_t last_key; /* prefix key of the first n_keyed blocks */
     int n_cached, preemptions, admitted;
+    int32_t stop_id;   /* the stop token that ended it, or -1 */
     int cancel_req;    /* under s->mu: 1 + the sched_finish_t asked for (cancel, shutdown) */
     int end;           /* scheduler thread's copy of cancel_req */
     int placed;        /* in this step's batch */
@@ -145,6 +146,7 @@ static int prepare_locked(sched_t *s, int model, char *err, size_t errlen) {
     size_t bytes = s->cfg.kv_bytes ? s->cfg.kv_bytes : (size_t)((double)arena_largest_free(arena) * s->cfg.kv_share);
     size_t per = kv_block_bytes(&kc);
     kc.n_blocks = per ? (int)(bytes / per > (1u << 30) ? (1u << 30) : bytes / per) : 0;
+    if (s->cfg.kv_tokens > 0) kc.n_blocks = (s->cfg.kv_tokens + M->bs - 1) / M->bs;
     if (kc.n_blocks < 1) {
         snprintf(err, errlen, "KV cache of %zu bytes holds no block of %d tokens (%zu bytes)", bytes, M->bs, per);
         return SCHED_ENOMEM;
@@ -236,6 +238,7 @@ static void finish(sched_t *s, req_t *r, sched_finish_t f, const char *msg) {
     int64_t now = util_now_ns();
     sched_result_t res = {
         .finish = f,
+        .stop_id = f == SCHED_FINISH_STOP ? r->stop_id : -1,
         .message = msg ? msg : "",
         .prompt_tokens = r->n_prompt,
         .completion_tokens = r->n_toks - r->n_prompt,
@@ -332,6 +335,7 @@ int sched_submit(sched_t *s, const sched_req_t *q, uint64_t *id, char *err, size
     r->on_done = q->on_done;
     r->user = q->user;
     r->t_submit = util_now_ns();
+    r->stop_id = -1;
 
     pthread_mutex_lock(&s->mu);
     if (s->draining || s->stop) {
@@ -539,6 +543,7 @@ static int next_token(sched_t *s, smodel_t *M, req_t *r, const float *row, sched
             r->on_delta(r->user, &d);
         }
     }
+    if (f == SAMPLE_STOP_TOKEN) r->stop_id = tok;
     *why = f == SAMPLE_LENGTH ? SCHED_FINISH_LENGTH : SCHED_FINISH_STOP;
     return 1;
 }
