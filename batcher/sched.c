@@ -635,6 +635,9 @@ static void step_model(sched_t *s, int model) {
     int64_t t0 = util_now_ns();
     char serr[512];
     int rc = worker_with_model(s->w, model, run_step, &ctx, serr, sizeof serr);
+    if (rc == ENGINE_EMODEL && registry_state(s->reg, model) != REGISTRY_READY &&
+        worker_load(s->w, model, serr, sizeof serr) == ENGINE_OK) /* unloaded meanwhile (admin): load again */
+        rc = worker_with_model(s->w, model, run_step, &ctx, serr, sizeof serr);
     double dt = (util_now_ns() - t0) * 1e-9;
     uint64_t gen = 0;
     for (int b = 0; b < nb; b++) {
