@@ -455,6 +455,62 @@ Test(sched, a_model_unloaded_meanwhile_loads_again) {
     sched_destroy(s);
 }
 
+static int order_seen;
+static int order_of[3];
+
+static void on_done_order(void *user, const sched_result_t *r) {
+    answer_t *a = user;
+    on_done(user, r);
+    order_of[a->during] = ++order_seen; /* `during` holds the request's index here */
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    int ttft, itl, e2e, queue;
+} seen_t;
+
+static void observe(void *user, int model, const char *kind, double secs) {
+    seen_t *o = user;
+    cr_assert_eq(model, 0);
+    cr_assert_geq(secs, 0);
+    pthread_mutex_lock(&o->mu);
+    if (!strcmp(kind, "ttft")) o->ttft++;
+    else if (!strcmp(kind, "itl")) o->itl++;
+    else if (!strcmp(kind, "e2e")) o->e2e++;
+    else if (!strcmp(kind, "queue")) o->queue++;
+    pthread_mutex_unlock(&o->mu);
+}
+
+Test(sched, priority_then_age_and_the_observer) {
+    sched_config_t c = {.max_seqs = 1};
+    sched_t *s = make(&c);
+    seen_t seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    sched_set_observer(s, observe, &seen);
+    job_t j = job_of(PROMPTS[1], 12);
+    answer_t a[3];
+    int prio[3] = {0, 0, 5};
+    char err[512];
+    for (int i = 0; i < 3; i++) {
+        answer_init(&a[i]);
+        a[i].during = i;
+        sched_req_t r = {.model = 0, .prompt = j.ids, .n_prompt = j.n, .sample = sample_params_default(),
+                         .priority = prio[i], .on_done = on_done_order, .user = &a[i]};
+        r.sample.max_tokens = 12;
+        cr_assert_eq(sched_submit(s, &r, NULL, err, sizeof err), 0, "%s", err);
+        if (i == 0) util_sleep_ms(50); /* the first is running; the others wait */
+    }
+    for (int i = 0; i < 3; i++) answer_wait(&a[i]);
+    cr_assert_eq(order_of[0], 1, "the running one ends first");
+    cr_assert_eq(order_of[2], 2, "then the higher priority, though it came last");
+    cr_assert_eq(order_of[1], 3);
+    cr_assert_eq(seen.ttft, 3);
+    cr_assert_eq(seen.queue, 3);
+    cr_assert_eq(seen.e2e, 3);
+    cr_assert_eq(seen.itl, 3 * 11);
+    cr_assert_gt(a[1].res.queue_s, a[2].res.queue_s);
+    sched_destroy(s);
+}
+
 Test(sched, deadline_and_destroy_end_requests) {
     sched_t *s = make(NULL);
     char err[512];
