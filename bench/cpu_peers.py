@@ -8,6 +8,7 @@ fp32) running the same model exported to ONNX, with HF tokenizers, mean
 pooling and L2 normalisation in numpy. Each prints one JSON line per batch
 size with the median of 3 passes after a warm-up, like the C driver.
 Threads: both peers use every core (torch.set_num_threads, ORT intra-op).
+PEERS (environment, comma-separated; default both) picks the systems timed.
 """
 import json
 import os
@@ -50,7 +51,8 @@ def report(system, bs, secs):
           flush=True)
 
 
-for bs in batches:
+peers = os.environ.get("PEERS", "sentence-transformers,onnxruntime").split(",")
+for bs in batches if "sentence-transformers" in peers else []:
     with torch.inference_mode():
         report("sentence-transformers", bs, timed(lambda: st.encode(texts, batch_size=bs, show_progress_bar=False)))
 
@@ -94,7 +96,7 @@ def ort_encode(bs):
     return out
 
 
-for bs in batches:
+for bs in batches if "onnxruntime" in peers else []:
     report("onnxruntime", bs, timed(lambda: ort_encode(bs)))
 
 # the exported model must compute what sentence-transformers does

@@ -80,8 +80,11 @@ int ops_cpu_matmul(ops_t *ops, void *out, const void *in, const void *W, const f
             j.row_block = round_up(ceil_div(T, tasks), 16);
             n_tasks = ceil_div(T, j.row_block);
         } else if (N >= 32 * nt) {
-            /* Few tokens: split W's rows (the output columns) instead. */
-            j.col_block = round_up(ceil_div(N, nt), 16);
+            /* Few tokens: split W's rows (the output columns) instead, about
+             * four blocks per thread (at least 32 columns each), so when
+             * another process holds one core the others take its share. */
+            int tasks = N >= 128 * nt ? 4 * nt : nt;
+            j.col_block = round_up(ceil_div(N, tasks), 16);
             j.col_tasks = ceil_div(N, j.col_block);
             n_tasks = j.col_tasks;
         }
