@@ -2,7 +2,7 @@
 # CPU embedding throughput: sluice (CPU backend) against sentence-transformers
 # (PyTorch, CPU) and onnxruntime (CPU, fp32, the same model exported to ONNX),
 # on the same real sentences, in one run. Prints JSON lines, then a table with
-# the ratios to sluice. usage: [ROUNDS=N] [PEERS=a,b] bench/cpu_compare.sh [LIMIT] [BATCH...]
+# the ratios to sluice. usage: [ROUNDS=N] [PEERS=a,b] [PIN=cpus] bench/cpu_compare.sh [LIMIT] [BATCH...]
 # (defaults: 1000 sentences of the fortunes corpus; batches 1 32 256; one
 # round; both peers, see bench/cpu_peers.py)
 set -e
@@ -24,13 +24,17 @@ trap 'rm -f "$OUT"' EXIT
 # ROUNDS > 1 alternates the systems (sluice, then its peers, batch by batch,
 # round after round), so load from other jobs falls on all of them alike;
 # each round's ratios use that round's figures, with the 1-minute load average.
+# PIN=CPULIST runs every system under `taskset -c CPULIST` (each then uses
+# just those cores), e.g. PIN=0 for a one-core comparison on a busy machine.
 ROUNDS=${ROUNDS:-1}
+RUN=""
+[ -n "$PIN" ] && RUN="taskset -c $PIN"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
     for b in $BATCHES; do
         echo "{\"round\": $r, \"load\": $(cut -d' ' -f1 /proc/loadavg)}" >> "$OUT"
-        bin/bench-embed_bench --model $MODEL --device cpu --corpus bench/data/fortunes.txt --limit "$LIMIT" --batch "$b" | tee -a "$OUT"
-        HF_HUB_OFFLINE=1 "$VENV/bin/python" bench/cpu_peers.py $MODEL bench/data/fortunes.txt "$LIMIT" "$b" 2>/dev/null | tee -a "$OUT"
+        $RUN bin/bench-embed_bench --model $MODEL --device cpu --corpus bench/data/fortunes.txt --limit "$LIMIT" --batch "$b" | tee -a "$OUT"
+        HF_HUB_OFFLINE=1 $RUN "$VENV/bin/python" bench/cpu_peers.py $MODEL bench/data/fortunes.txt "$LIMIT" "$b" 2>/dev/null | tee -a "$OUT"
     done
     r=$((r + 1))
 done

@@ -7,7 +7,7 @@ sentence-transformers (PyTorch, CPU, fp32) `encode`, and onnxruntime (CPU,
 fp32) running the same model exported to ONNX, with HF tokenizers, mean
 pooling and L2 normalisation in numpy. Each prints one JSON line per batch
 size with the median of 3 passes after a warm-up, like the C driver.
-Threads: both peers use every core (torch.set_num_threads, ORT intra-op).
+Threads: both peers use every core they may run on (torch.set_num_threads, ORT intra-op).
 PEERS (environment, comma-separated; default both) picks the systems timed.
 """
 import json
@@ -24,7 +24,7 @@ model_dir, corpus, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
 batches = [int(b) for b in sys.argv[4:]]
 with open(corpus, encoding="utf-8", errors="replace") as f:
     texts = [line.rstrip("\n") for line in f][:limit]
-cores = os.cpu_count()
+cores = len(os.sched_getaffinity(0))  # the cores taskset leaves us, as sluice counts them
 torch.set_num_threads(cores)
 
 
