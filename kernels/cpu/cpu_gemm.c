@@ -44,6 +44,16 @@ static int gemm_col_block(int K, int nr) {
     return cb < nr ? nr : cb;
 }
 
+/* Rows of in per chunk: about 256 KB, so a chunk stays in L2 while every
+ * column block of W passes over it, and W (a few MB, in L3) is what is
+ * re-read per chunk, not in (tens of MB at large batches, from memory).
+ * A multiple of every path's MR (6, 3, 2), so only the last chunk has edges. */
+static int gemm_row_block(int K) {
+    int rb = (int)((256u * 1024u) / ((unsigned)K * sizeof(float)));
+    rb = rb / 6 * 6;
+    return rb < 6 ? 6 : rb;
+}
+
 /* ---------------- portable C ---------------- */
 
 #define C_LANES 8
@@ -225,11 +235,21 @@ const char *ops_cpu_gemm_path(void) {
     return "c";
 }
 
+/* f over chunks of rows (see gemm_row_block); each element's sum is the same
+ * whatever chunk it falls in. */
+static void gemm_chunked(gemm_fn f, float *out, int ldo, const float *in, int lda, const float *W, int ldw, int rows,
+                         int cols, int K) {
+    int rb = gemm_row_block(K);
+    if (rows <= 2 * rb) rb = rows; /* a sentence or two: one pass, W read once */
+    for (int r = 0; r < rows; r += rb)
+        f(out + (size_t)r * ldo, ldo, in + (size_t)r * lda, lda, W, ldw, rows - r < rb ? rows - r : rb, cols, K);
+}
+
 int ops_cpu_gemm_nt_on(const char *path, float *out, int ldo, const float *in, int lda, const float *W, int ldw,
                        int rows, int cols, int K) {
     gemm_fn f = gemm_by_name(path);
     if (!f) return -1;
-    f(out, ldo, in, lda, W, ldw, rows, cols, K);
+    gemm_chunked(f, out, ldo, in, lda, W, ldw, rows, cols, K);
     return 0;
 }
 
@@ -242,5 +262,5 @@ void ops_cpu_gemm_nt(float *out, int ldo, const float *in, int lda, const float 
         f = gemm_by_name(ops_cpu_gemm_path());
         __atomic_store_n(&fn, f, __ATOMIC_RELAXED);
     }
-    f(out, ldo, in, lda, W, ldw, rows, cols, K);
+    gemm_chunked(f, out, ldo, in, lda, W, ldw, rows, cols, K);
 }
