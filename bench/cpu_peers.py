@@ -7,7 +7,8 @@ sentence-transformers (PyTorch, CPU, fp32) `encode`, and onnxruntime (CPU,
 fp32) running the same model exported to ONNX, with HF tokenizers, mean
 pooling and L2 normalisation in numpy. Each prints one JSON line per batch
 size with the median of 3 passes after a warm-up, like the C driver.
-Threads: both peers use every core (torch.set_num_threads, ORT intra-op).
+Threads: both peers use every core they may run on (torch.set_num_threads, ORT intra-op).
+PEERS (environment, comma-separated; default both) picks the systems timed.
 """
 import json
 import os
@@ -23,7 +24,7 @@ model_dir, corpus, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
 batches = [int(b) for b in sys.argv[4:]]
 with open(corpus, encoding="utf-8", errors="replace") as f:
     texts = [line.rstrip("\n") for line in f][:limit]
-cores = os.cpu_count()
+cores = len(os.sched_getaffinity(0))  # the cores taskset leaves us, as sluice counts them
 torch.set_num_threads(cores)
 
 
@@ -50,7 +51,8 @@ def report(system, bs, secs):
           flush=True)
 
 
-for bs in batches:
+peers = os.environ.get("PEERS", "sentence-transformers,onnxruntime").split(",")
+for bs in batches if "sentence-transformers" in peers else []:
     with torch.inference_mode():
         report("sentence-transformers", bs, timed(lambda: st.encode(texts, batch_size=bs, show_progress_bar=False)))
 
@@ -94,7 +96,7 @@ def ort_encode(bs):
     return out
 
 
-for bs in batches:
+for bs in batches if "onnxruntime" in peers else []:
     report("onnxruntime", bs, timed(lambda: ort_encode(bs)))
 
 # the exported model must compute what sentence-transformers does

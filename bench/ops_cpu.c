@@ -174,6 +174,7 @@ int main(int argc, char **argv) {
     bench_attention(ops, 16, 128);
     bench_attention(ops, 128, 16);
     bench_layer(ops, 1, 12, 12);
+    bench_layer(ops, 1, 54, 54); /* the corpus's mean sentence alone: batch 1 */
     bench_layer(ops, 32, 5, 40);
     bench_layer(ops, 256, 5, 60);
     bench_layer(ops, 16, 128, 128);

@@ -64,6 +64,18 @@ static inline float ops_cpu_half_to_float(uint16_t h) {
     return f;
 }
 
+/* out(rows,cols) = in(rows,K) @ W(cols,K)^T, leading dimensions in floats
+ * (cpu_gemm.c). Single-threaded: callers split the work. Each element's sum
+ * is in one order fixed by K (batch invariant). */
+void ops_cpu_gemm_nt(float *out, int ldo, const float *in, int lda, const float *W, int ldw, int rows, int cols,
+                     int K);
+/* The instruction-set path ops_cpu_gemm_nt runs on here: "avx512", "avx2" or "c". */
+const char *ops_cpu_gemm_path(void);
+/* ops_cpu_gemm_nt on a named path (tests and benchmarks compare them);
+ * -1 when this CPU lacks it. */
+int ops_cpu_gemm_nt_on(const char *path, float *out, int ldo, const float *in, int lda, const float *W, int ldw,
+                       int rows, int cols, int K);
+
 /* The op entries, one family per file. */
 int ops_cpu_embed_ln(ops_t *ops, void *out, const int32_t *ids, const int32_t *pos_ids, const float *word,
                      const float *pos, const float *type, const float *gamma, const float *beta, int T, int H,

@@ -1,15 +1,15 @@
-/* kernels/cpu/cpu_matmul.c - out = epilogue(in @ W^T + bias) with OpenBLAS sgemm.
+/* kernels/cpu/cpu_matmul.c - out = epilogue(in @ W^T + bias) with our GEMM (cpu_gemm.c).
  *
  * The output is cut into tiles (row blocks when there are many tokens, column
- * blocks of W when there are few), one pool task each: a single-threaded sgemm
- * on the tile, then the bias / bias+GELU epilogue on the same tile while it is
- * still in cache.
+ * blocks of W when there are few), one pool task each: the product on the
+ * tile, then the bias / bias+GELU epilogue on the same tile while it is still
+ * in cache. W is read as uploaded (row-major, K-contiguous): no per-call
+ * packing.
  */
 /* Let loops with selects vectorise (see cpu_math.h). */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math", "vect-cost-model=dynamic", "fp-contract=fast")
 #endif
-#include <cblas.h>
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_math.h"
 
@@ -49,8 +49,7 @@ static void matmul_task(void *ctx, int task, int worker) {
     int cols = j->N - c0 < j->col_block ? j->N - c0 : j->col_block;
     if (rows <= 0 || cols <= 0) return;
     float *out = j->out + (size_t)r0 * j->N + c0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, j->K, 1.0f, j->in + (size_t)r0 * j->K, j->K,
-                j->W + (size_t)c0 * j->K, j->K, 0.0f, out, j->N);
+    ops_cpu_gemm_nt(out, j->N, j->in + (size_t)r0 * j->K, j->K, j->W + (size_t)c0 * j->K, j->K, rows, cols, j->K);
     if (j->epi != OPS_EPI_NONE) epilogue_rows(out, rows, cols, j->N, j->bias + c0, j->epi);
 }
 
@@ -81,8 +80,11 @@ int ops_cpu_matmul(ops_t *ops, void *out, const void *in, const void *W, const f
             j.row_block = round_up(ceil_div(T, tasks), 16);
             n_tasks = ceil_div(T, j.row_block);
         } else if (N >= 32 * nt) {
-            /* Few tokens: split W's rows (the output columns) instead. */
-            j.col_block = round_up(ceil_div(N, nt), 16);
+            /* Few tokens: split W's rows (the output columns) instead, about
+             * four blocks per thread (at least 32 columns each), so when
+             * another process holds one core the others take its share. */
+            int tasks = N >= 128 * nt ? 4 * nt : nt;
+            j.col_block = round_up(ceil_div(N, tasks), 16);
             j.col_tasks = ceil_div(N, j.col_block);
             n_tasks = j.col_tasks;
         }
