@@ -115,6 +115,7 @@ typedef struct {
     int64_t ttl_ms;        /* deadline = enqueue time + ttl; 0: none. Past it, the task ends expired */
     int max_attempts;      /* 0: config default */
     const char *dedup_key; /* NULL: none. While {q}:dd:<key> lives, enqueue returns its task's id */
+    int64_t result_ttl_ms; /* how long the result (and the finished task) is kept; 0: the acker's result TTL */
 } queue_task_t;
 
 enum { QUEUE_ENQ_NEW = 0, QUEUE_ENQ_DEDUPED = 1 };

@@ -23,7 +23,7 @@
  *   {q}:b:<id>     string marker of an applied enqueue call of several tasks (its first id)
  *   {q}:events     pub/sub channel: "id state" lines when tasks end
  * Task hash fields: payload sig prio score state attempts maxatt enq deadline
- *   dedup token worker finished error dead_at due cancel
+ *   dedup rttl token worker finished error dead_at due cancel
  *   ftok (token of the holder whose fail was applied) waiters.
  * States: ready delayed leased | done dlq expired cancelled (terminal).
  */
@@ -72,11 +72,24 @@ const char queue_script_prelude[] =
     "  end\n"
     "  events[#events + 1] = id .. ' ' .. state\n"
     "end\n"
+    /* A dedup key lives no longer than its task: when the task ends, its key
+     * (if it still names this task) gets the result's lifetime, or keeps a
+     * shorter one (LT: Redis 7). Enqueue also checks that the task a key
+     * names still exists, so a key never answers an id that is gone. */
+    "local function end_dedup(id, dkey, ttl)\n"
+    "  if dkey and dkey ~= '' then\n"
+    "    local dk = P .. 'dd:' .. dkey\n"
+    "    if redis.call('GET', dk) == id then redis.call('PEXPIRE', dk, ttl, 'LT') end\n"
+    "  end\n"
+    "end\n"
     /* End a task that produced no result (expired, cancelled): state and a
      * result saying why, both kept ttl ms; waiters woken. */
     "local function finish(id, state, why, now, ttl)\n"
     "  local tk = P .. 't:' .. id\n"
-    "  local waiters = redis.call('HGET', tk, 'waiters')\n"
+    "  local f = redis.call('HMGET', tk, 'waiters', 'dedup', 'rttl')\n"
+    "  local waiters = f[1]\n"
+    "  if f[3] then ttl = f[3] end\n"
+    "  end_dedup(id, f[2], ttl)\n"
     "  redis.call('HSET', tk, 'state', state, 'finished', now, 'error', why)\n"
     "  redis.call('PEXPIRE', tk, ttl)\n"
     "  redis.call('SET', P .. 'r:' .. id, cjson.encode({state = state, error = why}), 'PX', ttl)\n"
@@ -136,8 +149,8 @@ const char queue_script_prelude[] =
     "end\n";
 
 /* enqueue. ARGV: maxlen (waiting tasks; 0 unbounded), dedup_ttl_ms,
- * marker_ttl_ms, then 8 per task: id payload priority delay_ms ttl_ms
- * max_attempts dedup_key sig. Returns per task: code, id (0 new; 1
+ * marker_ttl_ms, then 9 per task: id payload priority delay_ms ttl_ms
+ * max_attempts dedup_key sig result_ttl_ms (0: the acker's). Returns per task: code, id (0 new; 1
  * deduplicated, id is the existing task; 2 BUSY, refused).
  * A call resent after a lost reply must not store its tasks twice. The
  * script is atomic, so the call was applied whole or not at all. A call of
@@ -148,14 +161,21 @@ const char queue_script_prelude[] =
 static const char script_enqueue[] =
     "local maxlen = num(ARGV[1])\n"
     "local out, replay = {}, false\n"
-    "if #ARGV == 3 + 8 then\n"
+    /* the id a dedup key names, if that task still exists */
+    "local function dedup_of(dkey)\n"
+    "  if dkey == '' then return false end\n"
+    "  local existing = redis.call('GET', P .. 'dd:' .. dkey)\n"
+    "  if existing and redis.call('EXISTS', P .. 't:' .. existing) == 0 then existing = false end\n"
+    "  return existing\n"
+    "end\n"
+    "if #ARGV == 3 + 9 then\n"
     "  replay = redis.call('EXISTS', P .. 't:' .. ARGV[4]) == 1\n"
     "else\n"
     "  replay = redis.call('SET', P .. 'b:' .. ARGV[4], '1', 'NX', 'PX', ARGV[3]) == false\n"
     "end\n"
     "if replay then\n"
-    "  for i = 4, #ARGV, 8 do\n"
-    "    local existing = ARGV[i + 6] ~= '' and redis.call('GET', P .. 'dd:' .. ARGV[i + 6])\n"
+    "  for i = 4, #ARGV, 9 do\n"
+    "    local existing = dedup_of(ARGV[i + 6])\n"
     "    if redis.call('EXISTS', P .. 't:' .. ARGV[i]) == 1 then\n"
     "      out[#out + 1] = 0; out[#out + 1] = ARGV[i]\n"
     "    elseif existing then\n"
@@ -171,13 +191,12 @@ static const char script_enqueue[] =
     "local waiting = -1\n"
     "local added, deduped, rejected = 0, 0, 0\n"
     "local ready, delayed = {}, {}\n"
-    "local ntasks = (#ARGV - 3) / 8\n"
+    "local ntasks = (#ARGV - 3) / 9\n"
     "local seq = redis.call('INCRBY', P .. 'seq', ntasks) - ntasks\n"
-    "for i = 4, #ARGV, 8 do\n"
+    "for i = 4, #ARGV, 9 do\n"
     "  local id, prio, delay, ttl, dkey = ARGV[i], num(ARGV[i + 2]), num(ARGV[i + 3]), num(ARGV[i + 4]), ARGV[i + 6]\n"
     "  local tk = P .. 't:' .. id\n"
-    "  local existing = false\n"
-    "  if dkey ~= '' then existing = redis.call('GET', P .. 'dd:' .. dkey) end\n"
+    "  local existing = dedup_of(dkey)\n"
     "  if existing then\n"
     "    deduped = deduped + 1; out[#out + 1] = 1; out[#out + 1] = existing\n"
     "  else\n"
@@ -199,6 +218,7 @@ static const char script_enqueue[] =
     "      if ARGV[i + 7] ~= '' then h[#h + 1] = 'sig'; h[#h + 1] = ARGV[i + 7] end\n"
     "      if dkey ~= '' then h[#h + 1] = 'dedup'; h[#h + 1] = dkey end\n"
     "      if deadline > 0 then h[#h + 1] = 'deadline'; h[#h + 1] = fmt(deadline) end\n"
+    "      if num(ARGV[i + 8]) > 0 then h[#h + 1] = 'rttl'; h[#h + 1] = ARGV[i + 8] end\n"
     "      redis.call('HSET', tk, unpack(h))\n"
     "      if delay > 0 then\n"
     "        delayed[#delayed + 1] = fmt(now + delay); delayed[#delayed + 1] = id\n"
@@ -292,7 +312,7 @@ static const char script_ack[] =
     "for i = 2, #ARGV, 3 do\n"
     "  local id, token = ARGV[i], ARGV[i + 1]\n"
     "  local tk = P .. 't:' .. id\n"
-    "  local f = redis.call('HMGET', tk, 'state', 'token', 'waiters')\n"
+    "  local f = redis.call('HMGET', tk, 'state', 'token', 'waiters', 'dedup', 'rttl')\n"
     "  if f[2] ~= token then\n"
     "    out[#out + 1] = -1\n"
     "  elseif f[1] == 'done' then\n"
@@ -300,10 +320,12 @@ static const char script_ack[] =
     "  elseif f[1] ~= 'leased' then\n"
     "    out[#out + 1] = -1\n"
     "  else\n"
+    "    local t = f[5] or ttl\n"
     "    redis.call('HSET', tk, 'state', 'done', 'finished', now_s)\n"
-    "    redis.call('PEXPIRE', tk, ttl)\n"
+    "    redis.call('PEXPIRE', tk, t)\n"
     "    done[#done + 1] = id\n"
-    "    redis.call('SET', P .. 'r:' .. id, ARGV[i + 2], 'PX', ttl)\n"
+    "    redis.call('SET', P .. 'r:' .. id, ARGV[i + 2], 'PX', t)\n"
+    "    end_dedup(id, f[4], t)\n"
     "    wake(id, 'done', f[3])\n"
     "    acked = acked + 1; out[#out + 1] = 0\n"
     "  end\n"
