@@ -68,6 +68,27 @@ int api_tasks_enqueue(api_tasks_t *t, int qi, const queue_task_t *task, char id[
     return rc;
 }
 
+int api_tasks_enqueue_many(api_tasks_t *t, int qi, const queue_task_t *tasks, size_t n, char (*ids)[QUEUE_ID_MAX],
+                           int *status, char *err, size_t errlen) {
+    task_queue_t *q = &t->queues[qi];
+    if (n > API_TASKS_BATCH_MAX) {
+        snprintf(err, errlen, "at most %d tasks per call", API_TASKS_BATCH_MAX);
+        return QUEUE_EINVAL;
+    }
+    queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
+    if (!c) return API_TASKS_ENOCONN;
+    int rc = queue_enqueue_many(c, tasks, n, ids, status);
+    snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
+    api_tasks_pool_put(t, q, c, rc);
+    return rc;
+}
+
+queue_conn_t *api_tasks_borrow(api_tasks_t *t, int qi, char *err, size_t errlen) {
+    return api_tasks_pool_get(t, &t->queues[qi], err, errlen);
+}
+
+void api_tasks_give_back(api_tasks_t *t, int qi, queue_conn_t *c, int rc) { api_tasks_pool_put(t, &t->queues[qi], c, rc); }
+
 int api_tasks_get(api_tasks_t *t, int qi, const char *id, queue_info_t *info, char *err, size_t errlen) {
     task_queue_t *q = &t->queues[qi];
     memset(info, 0, sizeof *info);

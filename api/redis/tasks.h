@@ -65,6 +65,16 @@ const char *api_tasks_queue_name(api_tasks_t *t, int q);
 int api_tasks_enqueue(api_tasks_t *t, int q, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome,
                       char *err, size_t errlen);
 int api_tasks_get(api_tasks_t *t, int q, const char *id, queue_info_t *info, char *err, size_t errlen);
+/* n tasks (at most API_TASKS_BATCH_MAX: one script call, one round trip);
+ * status[i] as queue_enqueue_many's. */
+#define API_TASKS_BATCH_MAX 512
+int api_tasks_enqueue_many(api_tasks_t *t, int q, const queue_task_t *tasks, size_t n, char (*ids)[QUEUE_ID_MAX],
+                           int *status, char *err, size_t errlen);
+/* A pooled connection of queue q for the calls that need no more than one
+ * (stats, the dead-letter queue), NULL with err when none could be made;
+ * give it back with the call's QUEUE_* code. */
+queue_conn_t *api_tasks_borrow(api_tasks_t *t, int q, char *err, size_t errlen);
+void api_tasks_give_back(api_tasks_t *t, int q, queue_conn_t *c, int rc);
 /* Cancel; a task this server holds right now is dropped before compute if it
  * has not started. */
 int api_tasks_cancel(api_tasks_t *t, int q, const char *id, int *outcome, char *err, size_t errlen);
