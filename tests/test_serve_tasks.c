@@ -70,6 +70,12 @@ static json_t *task_wait(int port, const char *id, double wait_s, int *status) {
 
 static const char *state_of(json_t *t) { return json_string_value(json_object_get(t, "state")); }
 
+/* The length of the first embedding in a task's result. */
+static size_t dims_of(json_t *t) {
+    json_t *data = json_object_get(json_object_get(t, "result"), "data");
+    return json_array_size(json_object_get(json_array_get(data, 0), "embedding"));
+}
+
 static queue_conn_t *redis_conn(void) {
     char err[256];
     queue_conn_t *c = support_redis_queue(&redis, "tq", err, sizeof err);
@@ -124,9 +130,7 @@ Test(serve_tasks, results_come_back_through_wait_and_match_http, .init = redis_s
     int st;
     json_t *t = task_wait(s.port, a, 30, &st);
     cr_assert_str_eq(state_of(t), "done");
-    cr_assert_eq(json_array_size(json_object_get(json_array_get(json_object_get(json_object_get(t, "result"), "data"), 0),
-                                                 "embedding")),
-                 16);
+    cr_assert_eq(dims_of(t), 16);
     json_decref(t);
     support_server_stop(&s);
 }
@@ -435,8 +439,7 @@ Test(serve_tasks, batch_options_and_admin_routes, .init = redis_start, .fini = r
     cr_assert_str_eq(state_of(t), "done");
     cr_expect_eq(json_integer_value(json_object_get(t, "max_attempts")), 5);
     cr_expect_eq(json_integer_value(json_object_get(t, "priority")), 9);
-    cr_expect_eq(json_array_size(json_object_get(json_array_get(json_object_get(json_object_get(t, "result"), "data"), 0),
-                                                 "embedding")), 8);
+    cr_expect_eq(dims_of(t), 8);
     json_decref(t);
     /* the result lives as the task asked */
     queue_conn_t *qc = redis_conn();
