@@ -168,9 +168,13 @@ static int enqueue_failed(api_req_t *r, int rc, const char *qname, const char *e
 }
 
 static json_t *enqueued_json(const char *id, const char *qname, int status) {
-    if (status == QUEUE_EBUSY)
-        return json_pack("{s:n,s:s,s:s,s:s,s:o}", "id", "object", "task", "queue", qname, "state", "rejected", "error",
-                         api_error_object(429, "queue_full", NULL, "the queue is full", 0));
+    if (status == QUEUE_EBUSY) {
+        json_t *e = api_error_object(429, "queue_full", NULL, "the queue is full", 0);
+        json_t *o = json_pack("{s:n,s:s,s:s,s:s,s:O}", "id", "object", "task", "queue", qname, "state", "rejected",
+                              "error", json_object_get(e, "error"));
+        json_decref(e);
+        return o;
+    }
     return json_pack("{s:s,s:s,s:s,s:s,s:b}", "id", id, "object", "task", "queue", qname, "state",
                      status == QUEUE_ENQ_DEDUPED ? "deduplicated" : "queued", "deduplicated",
                      status == QUEUE_ENQ_DEDUPED);
