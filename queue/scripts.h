@@ -5,6 +5,9 @@
  * shared prelude (queue_script_prelude) followed by its body; the client
  * loads the full text with SCRIPT LOAD and calls it with EVALSHA.
  *
+ * The text lives in queue/lua/<name>.lua (prelude.lua first), embedded at
+ * build time by scripts.c.
+ *
  * Calling convention: KEYS[1] is the queue's key prefix "{q}:" and every key
  * is built from it, so all keys of one queue carry the hash tag {q} and live
  * in one Redis Cluster slot. ARGV is described above each body in scripts.c.
@@ -27,6 +30,7 @@ typedef enum {
     QS_DLQ_LIST,
     QS_DLQ_REQUEUE,
     QS_DLQ_PURGE,
+    QS_HELLO,
     QS_COUNT
 } queue_script_id_t;
 

@@ -133,6 +133,38 @@ Test(queue, result_ttl_per_task) {
     queue_close(c);
 }
 
+/* A queue records the protocol version of its first client; a client of
+ * another version refuses it with a message that says so. */
+Test(queue, protocol_version_is_stored_and_checked) {
+    queue_conn_t *c = open_default();
+    queue_close(c);
+    char want[16];
+    snprintf(want, sizeof want, "%d", QUEUE_PROTOCOL_VERSION);
+    cr_expect_eq(support_redis_cmd(&srv, (const char *[]){"EXISTS", "{tq}:protocol", NULL}), 1);
+    support_redis_cmd(&srv, (const char *[]){"SET", "{tq}:protocol", "999", NULL});
+    queue_config_t cfg = test_config();
+    char err[512] = "";
+    c = queue_connect(&cfg, err, sizeof err);
+    cr_expect_null(c, "a queue of protocol 999 must be refused");
+    queue_close(c);
+    cr_expect(strstr(err, "protocol version 999") && strstr(err, want), "%s", err);
+}
+
+/* What the C code runs is the text of queue/lua/ (the tests run from the repository root). */
+Test(queue, embedded_scripts_are_the_lua_files) {
+    for (int i = -1; i < QS_COUNT; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "queue/lua/%s.lua", i < 0 ? "prelude" : queue_script_name[i]);
+        FILE *f = fopen(path, "rb");
+        cr_assert_not_null(f, "%s", path);
+        static char buf[65536];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        cr_expect_str_eq(i < 0 ? queue_script_prelude : queue_script_body[i], buf, "%s", path);
+    }
+}
+
 Test(queue, strict_priority_then_fifo) {
     queue_conn_t *c = open_default();
     const struct { const char *p; int prio; } in[] = {{"a", 1}, {"b", 5}, {"c", 5}, {"d", 0}, {"e", 255}, {"f", 1}};
