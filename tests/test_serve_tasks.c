@@ -105,6 +105,10 @@ Test(serve_tasks, results_come_back_through_wait_and_match_http, .init = redis_s
         cr_assert_eq(st, 200);
         cr_assert_str_eq(state_of(t), "done", "task %d ended %s (error %s)", i, state_of(t),
                          json_string_value(json_object_get(t, "error")));
+        /* the same names as `sluice queue get`: the worker that ran it, *_at_ms times */
+        cr_assert(json_is_string(json_object_get(t, "worker")));
+        cr_assert_geq(json_integer_value(json_object_get(t, "finished_at_ms")),
+                      json_integer_value(json_object_get(t, "enqueued_at_ms")));
         json_t *res = json_object_get(t, "result");
         json_t *emb = json_object_get(json_array_get(json_object_get(res, "data"), 0), "embedding");
         cr_assert_eq(json_array_size(emb), H);

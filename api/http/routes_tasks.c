@@ -283,17 +283,10 @@ done:
 static int respond_task(api_req_t *r, const char *id, const char *qname, int rc, queue_info_t *info) {
     if (rc == QUEUE_ENOTFOUND) return api_respond_error(r, 404, "task_not_found", NULL, "no task %s in queue %s", id, qname);
     if (rc) return api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s: %s", qname, queue_strerror(rc));
-    json_t *res = json_null();
-    if (info->result) {
-        res = json_loadb(info->result, info->result_len, JSON_DECODE_ANY, NULL);
-        if (!res) res = json_stringn(info->result, info->result_len);
-    }
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:o,s:o}", "id", id, "object", "task", "queue", qname,
-                          "state", queue_state_name(info->state), "attempts", info->attempts, "max_attempts",
-                          info->max_attempts, "priority", info->priority, "enqueued_at_ms", (json_int_t)info->enqueued_ms,
-                          "result", res, "error", info->error ? json_string(info->error) : json_null());
-    if (info->finished_ms) json_object_set_new(o, "finished_at_ms", json_integer(info->finished_ms));
-    if (info->cancel_requested) json_object_set_new(o, "cancel_requested", json_true());
+    json_t *o = api_task_info_json(id, info);
+    if (!o) return api_respond_error(r, 503, "out_of_memory", NULL, "out of memory");
+    json_object_set_new(o, "object", json_string("task"));
+    json_object_set_new(o, "queue", json_string(qname));
     /* the ids the task was enqueued with, so a caller can find its log lines */
     queue_payload_t p;
     char perr[128];

@@ -120,6 +120,26 @@ int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, int *outcome, char 
     return rc;
 }
 
+json_t *api_json_or_string(const char *s, size_t len) {
+    if (!s) return json_null();
+    json_t *j = json_loadb(s, len, JSON_DECODE_ANY, NULL);
+    return j ? j : json_stringn(s, len);
+}
+
+json_t *api_task_info_json(const char *id, const queue_info_t *i) {
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:o,s:I,s:o,s:o,s:b}", "id", id, "state", queue_state_name(i->state),
+                          "attempts", i->attempts, "max_attempts", i->max_attempts, "priority", i->priority, "worker",
+                          i->worker && *i->worker ? json_string(i->worker) : json_null(), "enqueued_at_ms",
+                          (json_int_t)i->enqueued_ms, "result", api_json_or_string(i->result, i->result_len), "error",
+                          i->error ? json_string(i->error) : json_null(), "cancel_requested", i->cancel_requested);
+    const struct { const char *name; int64_t v; } t[] = {{"finished_at_ms", i->finished_ms}, {"deadline_at_ms", i->deadline_ms},
+                                                          {"due_at_ms", i->due_ms},           {"lease_until_ms", i->lease_until_ms},
+                                                          {"dead_at_ms", i->dead_ms}};
+    for (size_t k = 0; o && k < sizeof t / sizeof t[0]; k++)
+        if (t[k].v) json_object_set_new(o, t[k].name, json_integer(t[k].v));
+    return o;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, const api_jobs_t *jobs,

@@ -184,3 +184,19 @@ def test_the_example_runs(stack):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "doc-3 -> task" in out.stdout and "cancelled before it ran" in out.stdout and "queue pyq" in out.stdout
+
+
+def test_a_producer_written_from_docs_queue_md(client, stack):
+    """Straight to Redis as docs/queue.md says (prelude + enqueue.lua, its ARGV), then read over HTTP."""
+    import os
+    import secrets
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+    lua = "".join(open(os.path.join(root, "queue", "lua", f)).read() for f in ("prelude.lua", "enqueue.lua"))
+    assert stack.redis_cli("GET", "{pyq}:protocol") == "1"
+    tid = secrets.token_hex(16)
+    payload = json.dumps({"model": "all-minilm-l6-v2", "op": "embed", "inputs": {"input": "from Redis"}})
+    out = stack.redis_cli("EVAL", lua, "1", "{pyq}:", "0", "3600000", "120000",
+                          tid, payload, "5", "0", "0", "3", "", "", "0")
+    assert out.split() == ["0", tid]
+    r = client.result(tid, timeout=60)
+    assert isinstance(r, Embeddings) and len(r.vectors[0]) == 384
