@@ -28,7 +28,7 @@ def _free_port():
 class Stack:
     """redis-server on a free port, and sluice serve on it serving queues pyq and other."""
 
-    def __init__(self, tmp, extra=()):
+    def __init__(self, tmp, extra=(), preload=True):
         self.tmp = tmp
         self.redis_port = _free_port()
         self.redis = subprocess.Popen(
@@ -46,7 +46,7 @@ class Stack:
         model = _path("SLUICE_TEST_MODEL", "models/all-minilm-l6-v2")
         self.serve = subprocess.Popen(
             [_path("SLUICE_BIN", "bin/sluice"), "serve", "--port", "0", "--port-file", port_file, "--device", "cpu",
-             "--models", os.path.dirname(model), "--preload", os.path.basename(model),
+             "--models", os.path.dirname(model), *(("--preload", os.path.basename(model)) if preload else ()),
              "--redis", "redis://127.0.0.1:%d/0" % self.redis_port, "--queue", "pyq,other",
              "--log-level", "warn", "--max-queue-delay-ms", "2", *extra], stderr=self.log)
         deadline = time.time() + 90
@@ -89,14 +89,14 @@ class Stack:
         self.log.close()
 
 
-def _stack(extra=()):
+def _stack(extra=(), preload=True):
     for tool in ("redis-server", "redis-cli"):
         if not shutil.which(tool):
             pytest.fail("%s not found (make deps installs it)" % tool)
     tmp = tempfile.mkdtemp(prefix="sluice-pyclient-")
     s = None
     try:
-        s = Stack(tmp, extra)
+        s = Stack(tmp, extra, preload)
         yield s
     finally:
         if s is not None:
@@ -120,3 +120,9 @@ def client(stack):
     from sluice_client import Client
     with Client(stack.url, queue="pyq") as c:
         yield c
+
+
+@pytest.fixture
+def starved():
+    """A server whose memory budget no model fits: every task fails when it runs."""
+    yield from _stack(("--host-memory-budget", "1M"), preload=False)

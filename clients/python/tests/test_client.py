@@ -200,3 +200,21 @@ def test_a_producer_written_from_docs_queue_md(client, stack):
     assert out.split() == ["0", tid]
     r = client.result(tid, timeout=60)
     assert isinstance(r, Embeddings) and len(r.vectors[0]) == 384
+
+
+def test_failed_attempts_are_logged_and_end_in_the_dlq(starved):
+    with Client(starved.url, queue="pyq") as c:
+        t = c.submit("no room for the model", max_attempts=2)
+        with pytest.raises(TaskFailed) as e:
+            c.result(t.id, timeout=30)
+        assert e.value.task.attempts == 2 and "memory budget" in e.value.task.error
+        assert [d.id for d in c.dlq()] == [t.id]
+        assert c.dlq_requeue(t.id) == 1  # back to ready, it fails again
+        with pytest.raises(TaskFailed):
+            c.result(t.id, timeout=30)
+    starved.log.flush()
+    lines = [json.loads(l) for l in open(starved.log.name) if l.startswith("{")]
+    fails = [l for l in lines if l.get("task") == t.id and l["msg"].startswith("task failed")]
+    assert [(l["attempt"], l["next"]) for l in fails][:2] == [(1, "retry"), (2, "dlq")]
+    assert fails[0]["retry_in_ms"] > 0 and "memory budget" in fails[0]["error"] and fails[0]["max_attempts"] == 2
+    assert fails[1]["msg"] == "task failed, moved to the dead-letter queue"
