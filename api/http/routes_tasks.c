@@ -224,8 +224,9 @@ int api_route_tasks_batch(api_req_t *r) {
     }
     size_t n = json_array_size(tasks);
     if (!json_is_array(tasks) || n == 0 || n > API_TASKS_BATCH_MAX) {
+        unsigned st = json_is_array(tasks) && n ? 413 : 400; /* tasks goes with body */
         json_decref(body);
-        return api_respond_error(r, json_is_array(tasks) && n ? 413 : 400, "invalid_value", "tasks",
+        return api_respond_error(r, st, "invalid_value", "tasks",
                                  "tasks must be an array of 1..%d task objects", API_TASKS_BATCH_MAX);
     }
     int q = body_queue(r, t, body);
