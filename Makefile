@@ -74,7 +74,7 @@ BENCH_BIN := $(if $(wildcard bench/sluice_bench.c),$(BIN)/sluice-bench)
 CORE_OBJ := $(filter-out $(BUILD)/api/% $(BUILD)/queue/% $(BUILD)/batcher/%,$(LIB_OBJ))
 CORE_LDLIBS = -ljansson -lopenblas -lutf8proc -lm -lpthread $(CUDA_LDLIBS)
 
-.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz check-layers
+.PHONY: all deps model test run tests bench clean cuda-note test-asan test-leak fixtures fuzz check-layers install deb
 all: cuda-note $(BIN)/sluice $(BENCH_BIN)
 
 cuda-note:
@@ -138,7 +138,8 @@ bench: $(BENCH_DRIVERS)
 
 # The GPU parity driver runs the checks of the CUDA tests without Criterion.
 GPU_PARITY_OBJ = $(BUILD)/bench/gpu_parity.o $(BUILD)/tests/support_cuda_parity.o $(BUILD)/tests/support_ref.o \
-                 $(BUILD)/tests/support_topk.o
+                 $(BUILD)/tests/support_topk.o $(BUILD)/tests/support_cuda_decoder.o \
+                 $(BUILD)/tests/support_decoder_ref.o
 $(BIN)/bench-gpu_parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -148,6 +149,14 @@ $(BIN)/bench-gpu_parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice.a
 $(BIN)/gpu-parity: $(GPU_PARITY_OBJ) $(BUILD)/libsluice-core.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
+
+# The decoder's GPU check driver (bench/gpu-gen-check.sh): model files, parity, speed.
+$(BIN)/gen-gpu: $(BUILD)/bench/gen_gpu.o $(BUILD)/tests/support_gguf.o $(BUILD)/libsluice-core.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
+$(BIN)/bench-gen_gpu: $(BUILD)/bench/gen_gpu.o $(BUILD)/tests/support_gguf.o $(BUILD)/libsluice.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The tokenizer benchmark times engine/bpe's splitter against PCRE2.
 $(BIN)/bench-bpe_bench: LDLIBS += -lpcre2-8
@@ -167,6 +176,35 @@ fuzz:
 
 $(BUILD)/fuzz_request: $(BUILD)/tests/fuzz/fuzz_request.o $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+# Install: the binaries, the docs (PREFIX=/usr/local, DESTDIR for staging).
+PREFIX ?= /usr/local
+DESTDIR ?=
+DOCS := README.md $(wildcard docs/*.md)
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/sluice
+	install -m 0755 $(BIN)/sluice $(DESTDIR)$(PREFIX)/bin/sluice
+	$(if $(BENCH_BIN),install -m 0755 $(BENCH_BIN) $(DESTDIR)$(PREFIX)/bin/sluice-bench)
+	install -m 0644 $(DOCS) $(DESTDIR)$(PREFIX)/share/doc/sluice/
+
+# A Debian package (dpkg-deb): make install under /usr, the systemd unit, the
+# settings file (a conffile) and the maintainer scripts of packaging/.
+DEB_VERSION ?= 0.1.0+git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
+DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_ROOT = $(BUILD)/deb/root
+DEB = $(BUILD)/sluice_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb: all
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR=$(abspath $(DEB_ROOT))
+	install -d $(DEB_ROOT)/DEBIAN $(DEB_ROOT)/lib/systemd/system $(DEB_ROOT)/etc/sluice
+	install -m 0644 packaging/sluice.service $(DEB_ROOT)/lib/systemd/system/sluice.service
+	install -m 0644 packaging/sluice.env $(DEB_ROOT)/etc/sluice/sluice.env
+	install -m 0755 packaging/postinst packaging/prerm packaging/postrm $(DEB_ROOT)/DEBIAN/
+	echo /etc/sluice/sluice.env > $(DEB_ROOT)/DEBIAN/conffiles
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+	    -e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)/" packaging/control.in > $(DEB_ROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group --build $(DEB_ROOT) $(DEB)
+	@echo "sluice: $(DEB)"
 
 deps:
 	@sh mk/deps.sh

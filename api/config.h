@@ -52,6 +52,8 @@ typedef struct {
     /* Redis */
     char redis[256];          /* redis://host:port/db; "" or "none": no Redis intake */
     char queue[128];          /* queue names, comma-separated */
+    int redis_wait_replicas;  /* WAIT after each write (queue_config_t.wait_replicas); 0: off */
+    int redis_wait_timeout_ms;
     int lease_ms;
     int result_ttl_s;
     int dedup_ttl_s;          /* a dedup key lives at most this long, and never past its task's result */

@@ -57,7 +57,7 @@ rm -rf "$WORK" && mkdir -p "$WORK/root" "$WORK/dump"
 STAGES=$WORK/stages.tsv
 : >"$STAGES"
 : >"$OUTDIR/sluice.jsonl"
-exec > >(tee "$OUTDIR/gpu-check.log") 2>&1
+exec > >(tee "$OUTDIR/${GPU_CHECK_LOG:-gpu-check.log}") 2>&1
 TEE_PID=$!
 
 # record NAME STATUS SECONDS NOTE   (STATUS: pass fail timeout skip)
@@ -154,7 +154,8 @@ build() {
     command -v cc >/dev/null || cc=gcc
     extra=$(cuda_link_env)
     # gpu-parity: bench/gpu_parity.c linked against engine + kernels only
-    targets="$BIN/gpu-bench $BIN/gpu-parity"
+    targets=""
+    for t in ${GPU_CHECK_TARGETS:-gpu-bench gpu-parity}; do targets="$targets $BIN/$t"; done # bench/gpu-gen-check.sh: its own
     echo "make $targets  (CUDA_ARCH=$ARCH, DEPS_ROOT=$WORK/root, $JOBS jobs)"
     LDFLAGS="$extra" "$make" -k -j"$JOBS" CC="$cc" CUDA=1 DEPS_ROOT="$WORK/root" CUDA_ARCH="$ARCH" \
         BUILD="$BUILD" BIN="$BIN" $targets >"$OUTDIR/build.log" 2>&1
@@ -181,7 +182,7 @@ build() {
 
 kernel_parity() {
     [ -x "$BIN/gpu-parity" ] || { echo "no $BIN/gpu-parity"; return 1; }
-    "$BIN/gpu-parity" >"$OUTDIR/gpu-parity.log" 2>&1
+    "$BIN/gpu-parity" ${GPU_CHECK_PARITY:-} >"$OUTDIR/gpu-parity.log" 2>&1 # families (default: all)
     local rc=$?
     tail -n 40 "$OUTDIR/gpu-parity.log"
     return $rc
@@ -292,6 +293,30 @@ export -f env_info unpack cuda_link_env build kernel_parity e2e_parity sluice_be
 export LD_LIBRARY_PATH="$WORK/root/usr/lib/x86_64-linux-gnu:$WORK/root/usr/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
+# report_and_exit NAME SCRIPT ARGS...: the table (python3 SCRIPT ARGS; without
+# python3 the raw stage list), then exit with its status.
+report_and_exit() {
+    local name=$1 rc
+    shift
+    echo "=== report"
+    if command -v python3 >/dev/null; then
+        python3 "$@"
+        rc=$?
+    else
+        cat "$STAGES"
+        rc=1
+        grep -qv "	pass	" "$STAGES" || rc=0
+    fi
+    echo "$name: exit $rc after $(($(date +%s) - START)) s"
+    exec >/dev/null 2>&1 # let tee see the end of its input and finish the log
+    wait "$TEE_PID" 2>/dev/null
+    exit $rc
+}
+
+# Sourced by bench/gpu-gen-check.sh (GPU_CHECK_LIB=1): the set-up and stage
+# functions above serve it; it runs its own stages and report.
+[ "${GPU_CHECK_LIB:-0}" = 1 ] && return 0
+
 echo "sluice gpu-check: budget ${BUDGET}s, out $OUTDIR$([ "$REHEARSE" = 1 ] && echo ', REHEARSAL (no GPU)')"
 stage env 30 env_info
 stage unpack 60 unpack
@@ -316,17 +341,5 @@ fi
 stage profile 60 profile_ncu
 
 # ---- report: the table last ----
-echo "=== report"
-if command -v python3 >/dev/null; then
-    python3 bench/gpu_report.py --stages "$STAGES" --outdir "$OUTDIR" --log "$OUTDIR/gpu-check.log" \
-        --model "$MODEL" --rehearse "$REHEARSE"
-    rc=$?
-else
-    cat "$STAGES"
-    rc=1
-    grep -qv "	pass	" "$STAGES" || rc=0
-fi
-echo "gpu-check: exit $rc after $(($(date +%s) - START)) s"
-exec >/dev/null 2>&1 # let tee see the end of its input and finish the log
-wait "$TEE_PID" 2>/dev/null
-exit $rc
+report_and_exit gpu-check bench/gpu_report.py --stages "$STAGES" --outdir "$OUTDIR" --log "$OUTDIR/gpu-check.log" \
+    --model "$MODEL" --rehearse "$REHEARSE"

@@ -3,7 +3,10 @@
  * bf16 and fp16 (and matmul and attention again through the plain fallback kernels),
  * against the CPU backend, and similarity top-k against a brute-force sort
  * (family "topk"). One line per check, a summary last; exits 1 on any
- * failure (a missing GPU included), 0 when everything passed.
+ * failure (a missing GPU included), 0 when everything passed. Family
+ * "decoder" runs the decoder ops' checks (tests/support_cuda_decoder.c) once,
+ * on an fp16 backend (those ops are float32 whatever the dtype; the KV cache
+ * is fp16).
  *
  * usage: bench-gpu_parity [family...]     (default: every family)
  *        SLUICE_TEST_SEED=N replays a run; the seed is printed. */
@@ -13,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "kernels/ops.h"
+#include "tests/support_cuda_decoder.h"
 #include "tests/support_cuda_parity.h"
 #include "tests/support_ref.h"
 #include "tests/support_topk.h"
@@ -66,10 +70,10 @@ int main(int argc, char **argv) {
     printf("gpu-parity: seed %llu (SLUICE_TEST_SEED=%llu replays)\n", (unsigned long long)seed,
            (unsigned long long)seed);
     for (int i = 1; i < argc; i++) {
-        int known = !strcmp(argv[i], "topk");
+        int known = !strcmp(argv[i], "topk") || !strcmp(argv[i], "decoder");
         for (int f = 0; cuda_parity_families[f]; f++) known |= !strcmp(argv[i], cuda_parity_families[f]);
         if (!known) {
-            fprintf(stderr, "gpu-parity: unknown family '%s' (known: topk", argv[i]);
+            fprintf(stderr, "gpu-parity: unknown family '%s' (known: topk decoder", argv[i]);
             for (int f = 0; cuda_parity_families[f]; f++) fprintf(stderr, " %s", cuda_parity_families[f]);
             fprintf(stderr, ")\n");
             return 2;
@@ -123,6 +127,22 @@ int main(int argc, char **argv) {
         ops_destroy(gpu);
     }
     unsetenv("SLUICE_CUDA_FALLBACK");
+    int want_decoder = argc < 2;
+    for (int i = 1; i < argc; i++) want_decoder |= !strcmp(argv[i], "decoder");
+    if (want_decoder) {
+        char err[512];
+        ops_t *gpu = ops_cuda_create(0, OPS_F16, err, sizeof err);
+        if (gpu) {
+            printf("cuda decoder ops (float32 activations, fp16 KV cache):\n");
+            for (int f = 0; cuda_decoder_families[f]; f++)
+                cuda_decoder_run(gpu, cuda_decoder_families[f], seed, print_result, &t);
+            ops_destroy(gpu);
+        } else if (argc >= 2) { /* with no family named, the dtype loop above already counted it */
+            printf("FAIL decoder: no CUDA backend: %s\n", err);
+            t.checks++;
+            tally_fail(&t, "decoder: no CUDA backend: %s", err);
+        }
+    }
     ops_destroy(cpu);
     if (t.failed) printf("gpu-parity: failed checks%s:\n", t.failed > RECAP_MAX ? " (the first ones)" : "");
     for (int i = 0; i < t.failed && i < RECAP_MAX; i++) printf("  %s\n", t.recap[i]);

@@ -1,11 +1,13 @@
 /* queue/conn.h - internal to queue/: the connection behind a queue_conn_t and
  * the one way every operation talks to Redis (script calls with timeouts,
- * reconnect with backoff, NOSCRIPT reload). Not part of the public API. */
+ * reconnect with backoff, NOSCRIPT reload, cluster routing, WAIT). Not part
+ * of the public API. */
 #ifndef SLUICE_QUEUE_CONN_H
 #define SLUICE_QUEUE_CONN_H
 
 #include <hiredis.h>
 #include <stdint.h>
+#include "queue/cluster.h"
 #include "queue/queue.h"
 #include "queue/scripts.h"
 
@@ -13,9 +15,16 @@ struct queue_conn {
     queue_config_t cfg;        /* string fields point at the copies below */
     char *url_copy, *name_copy;
     unsigned char *key_copy;
-    queue_url_t url;
-    char prefix[QUEUE_NAME_MAX + 4]; /* "{name}:" - KEYS[1] of every script */
+    queue_url_t url;           /* auth, db and options (of the first seed) */
+    char prefix[QUEUE_NAME_MAX + 4]; /* "{name}:" - every key of the queue starts with it */
+    char key1[QUEUE_NAME_MAX + 8];   /* "{name}:seq" - KEYS[1] of every script (scripts.h) */
     redisContext *ctx;         /* NULL while disconnected */
+    queue_node_t node;         /* the node ctx talks to: the URL's, or the slot's master */
+    queue_seeds_t seeds;       /* hosts of the URL */
+    int cluster;               /* route by slot: a cluster URL, or a MOVED was seen */
+    int stale;                 /* ask the cluster where the slot lives before the next connect */
+    unsigned slot;             /* hash slot of the prefix: every key of the queue */
+    queue_slot_map_t map;      /* the last CLUSTER SLOTS */
     uint64_t rng;              /* xorshift state for jitter */
     int opened;                /* connected at least once (a later open is a reconnect) */
     char err[512];
@@ -37,7 +46,7 @@ void queue_args_str(queue_args_t *a, const char *s);
 void queue_args_int(queue_args_t *a, int64_t v);
 void queue_args_double(queue_args_t *a, double v);
 
-/* EVALSHA script with KEYS[1] = prefix and the given ARGV. On 0, *reply is
+/* EVALSHA script with KEYS[1] = key1 and the given ARGV. On 0, *reply is
  * the answer (never an error reply; free it). Reconnects and retries as
  * the header of queue.h says. */
 int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *argv, redisReply **reply);

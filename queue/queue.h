@@ -22,6 +22,13 @@
  *   in parallel freely; calls on one conn must not overlap. queue_connect
  *   and the payload/signing helpers are thread-safe.
  *
+ * Redis Cluster
+ *   One queue lives in one hash slot (every key carries the tag {name}), so a
+ *   conn talks to the master of that slot: found from CLUSTER SLOTS asked of
+ *   the seeds (queue_config_t.url), followed on MOVED (map refreshed) and
+ *   ASK (one ASKING call on the importing node), found again after the node
+ *   fails (its replica is promoted) within reconnect_ms. queue/cluster.h.
+ *
  * Failure
  *   Every call has a deadline: command_timeout_ms per round trip, and on a
  *   broken connection it reconnects with backoff for up to reconnect_ms
@@ -80,7 +87,10 @@ int queue_state_is_terminal(queue_state_t s);
 const char *queue_strerror(int code);
 
 typedef struct {
-    const char *url;             /* redis://[user][:password@]host[:port][/db]; NULL: redis://127.0.0.1:6379/0 */
+    const char *url;             /* redis://[user][:password@]host[:port][/db][?opts]; NULL: redis://127.0.0.1:6379/0.
+                                  * Cluster: redis+cluster://[auth@]h1:p1[,h2:p2...] or redis:// with several
+                                  * hosts (seeds); a plain redis:// URL also turns to cluster routing at the
+                                  * first MOVED. opts: wait_replicas=N&wait_timeout_ms=T (fields below win) */
     const char *name;            /* queue name, the hash tag {name}; NULL: "sluice" */
     int connect_timeout_ms;      /* per connect attempt; default 1000 */
     int command_timeout_ms;      /* per round trip; default 2000 */
@@ -97,6 +107,10 @@ typedef struct {
     int64_t reap_interval_ms;    /* guard: one sweep per interval across workers; default 1000 */
     const unsigned char *signing_key; /* NULL: no signing. With a key, enqueue signs and lease verifies */
     size_t signing_key_len;
+    int wait_replicas;           /* 0: off. N: every writing call returns only once N replicas have its
+                                  * writes (Redis WAIT), else QUEUE_EREDIS naming the counts; see docs/queue.md */
+    int wait_timeout_ms;         /* one WAIT's limit; 0: the URL's, else 1000. Calls keep waiting (WAIT
+                                  * again) up to reconnect_ms */
 } queue_config_t;
 
 void queue_config_defaults(queue_config_t *cfg);
@@ -307,7 +321,11 @@ typedef struct {
     int db;
     char user[128];     /* empty: AUTH password only */
     char password[256]; /* empty: no AUTH */
+    int wait_replicas;  /* ?wait_replicas=N; 0: not given */
+    int wait_timeout_ms;/* ?wait_timeout_ms=T; 0: not given */
 } queue_url_t;
+
+/* A cluster URL (redis+cluster:// or several hosts) parses as its first seed. */
 
 int queue_url_parse(const char *url, queue_url_t *out, char *err, size_t errlen);
 

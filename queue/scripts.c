@@ -9,7 +9,7 @@
  * effects, so TIME is allowed in writing scripts): every worker agrees on
  * "now" whatever its own clock says.
  *
- * Keys of queue q ("{q}:" is KEYS[1]):
+ * Keys of queue q (KEYS[1] is "{q}:seq"; the prefix "{q}:" is taken from it):
  *   {q}:ready      zset  id by (PRIO_MAX - priority) * 2^32 + seq: pop min = highest priority, FIFO
  *   {q}:delayed    zset  id by due time (ms): retries with backoff, delayed enqueues
  *   {q}:leased     zset  id by lease deadline (ms): the only record of it

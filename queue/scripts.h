@@ -8,8 +8,9 @@
  * The text lives in queue/lua/<name>.lua (prelude.lua first), embedded at
  * build time by scripts.c.
  *
- * Calling convention: KEYS[1] is the queue's key prefix "{q}:" and every key
- * is built from it, so all keys of one queue carry the hash tag {q} and live
+ * Calling convention: KEYS[1] is "{q}:seq" (a key that exists as long as the
+ * queue does); the prefix "{q}:" is KEYS[1] less "seq" and every key is built
+ * from it, so all keys of one queue carry the hash tag {q} and live
  * in one Redis Cluster slot. ARGV is described above each body in scripts.c.
  */
 #ifndef SLUICE_QUEUE_SCRIPTS_H

@@ -69,6 +69,8 @@ done
 [ -x "$SLUICE_BIN" ] && run_suite "python-client" sh tests/tools/pyclient_check.sh "$SLUICE_BIN" "$SLUICE_TEST_MODEL" "$BUILD"
 # Every curl example in docs/api.md against a live server (skips without the doc, the binary or redis-server).
 run_suite docs_api bash tests/test_docs_api.sh docs/api.md
+# The Debian package: make deb, dpkg -i into a throwaway root, the unit's command line, purge.
+run_suite package sh tests/test_package.sh "$BUILD"
 # The request parser under libFuzzer for a bounded time (FUZZ_SECONDS, default 30): no crash,
 # no sanitizer report, no leak. New inputs go to a temp corpus; the seeds stay as they are.
 if [ -x "$BUILD/fuzz/fuzz_request" ]; then

@@ -115,6 +115,7 @@ static int launch(support_redis_t *r, const char *const *extra) {
 
 int support_redis_start(support_redis_t *r, const char *const *extra_args) {
     memset(r, 0, sizeof *r);
+    r->extra = extra_args;
     for (int attempt = 0; attempt < 5; attempt++) {
         snprintf(r->dir, sizeof r->dir, "%s/sluice-redis-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
         if (!mkdtemp(r->dir)) {
@@ -131,6 +132,7 @@ int support_redis_start(support_redis_t *r, const char *const *extra_args) {
         memcpy(err, r->err, sizeof err);
         support_redis_stop(r);
         memcpy(r->err, err, sizeof err);
+        r->extra = extra_args;
     }
     return -1;
 }
@@ -153,7 +155,7 @@ void support_redis_kill(support_redis_t *r, int hard) {
 int support_redis_restart(support_redis_t *r, int hard) {
     support_redis_kill(r, hard);
     for (int attempt = 0; attempt < 20; attempt++) { /* the port may linger a moment */
-        if (launch(r, NULL) == 0) return 0;
+        if (launch(r, r->extra) == 0) return 0;
         nap_ms(100);
     }
     return -1;

@@ -21,10 +21,12 @@ typedef struct {
     char dir[256];    /* temp dir: AOF, log */
     char url[64];     /* redis://127.0.0.1:<port>/0 */
     char err[512];    /* why start/restart failed */
+    const char *const *extra; /* the extra_args of start, used again by restart (the caller keeps them) */
 } support_redis_t;
 
 /* Start on a free port in a fresh temp dir and wait until PING answers.
- * extra_args: NULL-terminated list of more "--option value" words, or NULL.
+ * extra_args: NULL-terminated list of more "--option value" words, or NULL;
+ * they must outlive r (restart passes them again).
  * 0 ok, -1 with r->err (nothing left running). */
 int support_redis_start(support_redis_t *r, const char *const *extra_args);
 /* Stop the server (hard: SIGKILL, else SIGTERM which flushes) and start it

@@ -780,7 +780,7 @@ Test(queue, resent_enqueue_stores_nothing_twice) {
     cr_assert_not_null(text);
     strcpy(text, queue_script_prelude);
     strcat(text, queue_script_body[QS_ENQUEUE]);
-    const char *argv[] = {"EVAL", text, "1", "{tq}:", "0", "60000", "60000",
+    const char *argv[] = {"EVAL", text, "1", "{tq}:seq", "0", "60000", "60000",
                           "id-a", "pa", "1", "0", "0", "3", "", "", "0",
                           "id-b", "pb", "1", "0", "0", "3", "dk", "", "0",
                           "id-c", "pc", "1", "0", "0", "3", "dk", "", "0"};
@@ -799,7 +799,7 @@ Test(queue, resent_enqueue_stores_nothing_twice) {
         freeReplyObject(r);
     }
     /* a one-task call is recognised by its task key */
-    const char *one[] = {"EVAL", text, "1", "{tq}:", "0", "60000", "60000", "id-d", "pd", "1", "0", "0", "3", "", "", "0"};
+    const char *one[] = {"EVAL", text, "1", "{tq}:seq", "0", "60000", "60000", "id-d", "pd", "1", "0", "0", "3", "", "", "0"};
     for (int round = 0; round < 2; round++) {
         redisReply *r = redisCommandArgv(rc, 16, one, NULL);
         cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);

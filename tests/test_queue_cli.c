@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include "api/cli/cli.h"
+#include "tests/support_cli.h"
 #include "tests/test_queue.h"
 
 TestSuite(queue_cli, .init = redis_up, .fini = redis_down, .timeout = 60);
@@ -21,21 +22,8 @@ static int run(const char *first, ...) {
     va_start(ap, first);
     for (const char *w = first; w && argc < 31; w = va_arg(ap, const char *)) argv[argc++] = w;
     va_end(ap);
-    fflush(stdout);
-    char path[] = "/tmp/sluice-cli-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    int saved = dup(1);
-    dup2(fd, 1);
-    int rc = cli_queue(argc, (char **)argv);
-    fflush(stdout);
-    dup2(saved, 1);
-    close(saved);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n = read(fd, out, sizeof out - 1);
-    out[n > 0 ? n : 0] = 0;
-    close(fd);
-    unlink(path);
+    int rc = support_cli_capture(cli_queue, argc, argv, out, sizeof out);
+    cr_assert_geq(rc, 0);
     return rc;
 }
 

@@ -67,6 +67,21 @@ int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats) {
     return OPS_OK;
 }
 
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
+ * not know the name "f16c" (gcc does), and the fuzz build uses clang. */
+static inline int cpu_has_f16c(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1u), "c"(0u));
+    (void)a;
+    (void)b;
+    (void)d;
+    return (c >> 29) & 1u;
+#else
+    return 0;
+#endif
+}
+
 int ops_cpu_isa(void) {
     static atomic_int cached = -1;
     int v = atomic_load(&cached);
@@ -74,7 +89,7 @@ int ops_cpu_isa(void) {
         v = OPS_CPU_PORTABLE;
 #if defined(__x86_64__) && defined(__GNUC__)
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
             v = __builtin_cpu_supports("avx512f") ? OPS_CPU_AVX512 : OPS_CPU_AVX2;
 #endif
         const char *cap = getenv("SLUICE_CPU_ISA");

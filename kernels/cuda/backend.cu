@@ -15,6 +15,9 @@
 
 #define LT_WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLASLt's advice for Hopper */
 #define STAGING_FLOATS ((size_t)1 << 20)      /* 4 MiB: upload_weight converts in chunks of this */
+/* attention_paged's split-K partials: 2,048 query tokens x 9 heads x 8 splits of
+ * (64 + 2) floats is 39 MB; larger calls run in chunks of query tokens. */
+#define ATTN_SCRATCH_BYTES ((size_t)48 << 20)
 
 int cuda_fail(ops_t *ops, int code, const char *fmt, ...) {
     va_list ap;
@@ -70,6 +73,7 @@ static void cuda_release(ops_t *ops) {
         if (c->lt) cublasLtDestroy(c->lt);
         cudaFree(c->lt_workspace);
         cudaFree(c->staging);
+        cudaFree(c->attn_scratch);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -88,6 +92,8 @@ static ops_t *cuda_clone(ops_t *ops) {
 
 /* ---- memory ---- */
 
+static void shadow_forget(cuda_impl_t *c, const char *dst, size_t bytes);
+
 static void *cuda_mem_alloc(ops_t *ops, size_t bytes) {
     void *p = NULL;
     if (cuda_enter(ops) != OPS_OK) return NULL;
@@ -103,6 +109,7 @@ static void *cuda_mem_alloc(ops_t *ops, size_t bytes) {
 
 static void cuda_mem_free(ops_t *ops, void *p) {
     if (!p || cuda_enter(ops) != OPS_OK) return;
+    shadow_forget(cuda_impl(ops), NULL, 0); /* the memory may come back as another buffer */
     cudaFree(p);
 }
 
@@ -137,11 +144,42 @@ static void cuda_host_free(ops_t *ops, void *p) {
 
 /* Copies are asynchronous on this ops_t's stream; from or to pinned host
  * memory the host buffer must stay alive until ops->sync. */
+/* ---- the upload shadow (cuda_common.cuh) ---- */
+
+/* Forget the shadows that overlap [dst, dst + bytes) (all of them for bytes 0). */
+static void shadow_forget(cuda_impl_t *c, const char *dst, size_t bytes) {
+    for (int i = 0; i < UPLOAD_SHADOWS; i++)
+        if (c->shadow[i].dst && (!bytes || (c->shadow[i].dst < dst + bytes && dst < c->shadow[i].dst + c->shadow[i].bytes)))
+            c->shadow[i].dst = NULL;
+}
+
+static void shadow_record(cuda_impl_t *c, const void *dst, const void *src, size_t bytes) {
+    shadow_forget(c, (const char *)dst, bytes);
+    if (bytes > UPLOAD_SHADOW_BYTES) return;
+    int i = c->shadow_next;
+    c->shadow_next = (i + 1) % UPLOAD_SHADOWS;
+    memcpy(c->shadow[i].data, src, bytes);
+    c->shadow[i].bytes = bytes;
+    c->shadow[i].dst = (const char *)dst;
+}
+
+int cuda_shadow_int(ops_t *ops, const int32_t *p, int32_t *out) {
+    cuda_impl_t *c = cuda_impl(ops);
+    const char *a = (const char *)p;
+    for (int i = 0; i < UPLOAD_SHADOWS; i++)
+        if (c->shadow[i].dst && c->shadow[i].dst <= a && a + sizeof *out <= c->shadow[i].dst + c->shadow[i].bytes) {
+            memcpy(out, c->shadow[i].data + (a - c->shadow[i].dst), sizeof *out);
+            return 1;
+        }
+    return 0;
+}
+
 static int cuda_upload(ops_t *ops, void *dst, const void *src_host, size_t bytes) {
     if (!bytes) return OPS_OK;
     if (!dst || !src_host) return cuda_fail(ops, OPS_EINVAL, "upload: NULL buffer");
     int rc = cuda_enter(ops);
     if (rc) return rc;
+    shadow_record(cuda_impl(ops), dst, src_host, bytes);
     CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, cuda_impl(ops)->stream));
     return OPS_OK;
 }
@@ -164,6 +202,7 @@ static int cuda_upload_weight(ops_t *ops, void *dst, const float *src_host, size
     if (!dst || !src_host) return cuda_fail(ops, OPS_EINVAL, "upload_weight: NULL buffer");
     cuda_impl_t *c = cuda_impl(ops);
     if (c->capturing) return cuda_fail(ops, OPS_EINVAL, "upload_weight: not allowed during graph capture");
+    shadow_forget(c, (const char *)dst, n * ops_dtype_size(ops->dtype));
     int rc = cuda_enter(ops);
     if (rc) return rc;
     for (size_t done = 0; done < n;) {
@@ -279,6 +318,8 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
     }
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
     OPEN_CHECK(cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes));
+    c->attn_scratch_bytes = ATTN_SCRATCH_BYTES;
+    OPEN_CHECK(cudaMalloc((void **)&c->attn_scratch, c->attn_scratch_bytes));
     if (dtype != OPS_F32) {
         c->staging_n = STAGING_FLOATS;
         OPEN_CHECK(cudaMalloc((void **)&c->staging, c->staging_n * sizeof(float)));
@@ -307,15 +348,15 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
         .mean_pool = cuda_mean_pool,
         .topk_workspace = cuda_topk_workspace,
         .similarity_topk = cuda_similarity_topk,
-        /* the decoder ops come with the CUDA decoder; until then a decoder model is refused on cuda */
+        /* the decoder ops: float32 activations whatever dtype is, KV cache in fp16 */
         .kv_dtype = OPS_F16,
-        .matmul_q = NULL,
-        .embed_q = NULL,
-        .add_rms_norm = NULL,
-        .rope = NULL,
-        .silu_mul = NULL,
-        .kv_store = NULL,
-        .attention_paged = NULL,
+        .matmul_q = cuda_matmul_q,
+        .embed_q = cuda_embed_q,
+        .add_rms_norm = cuda_add_rms_norm,
+        .rope = cuda_rope,
+        .silu_mul = cuda_silu_mul,
+        .kv_store = cuda_kv_store,
+        .attention_paged = cuda_attention_paged,
         .capture_begin = cuda_capture_begin,
         .capture_end = cuda_capture_end,
         .graph_launch = cuda_graph_launch,

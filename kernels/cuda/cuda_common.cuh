@@ -34,6 +34,12 @@ typedef struct gemm_algo_entry {
 } gemm_algo_entry_t;
 #define GEMM_ALGO_CACHE 64
 
+/* Host copies of the last small uploads: attention_paged finds its token count
+ * (seq_off[B], uploaded by the caller just before) there instead of reading
+ * it back from the device with a stream sync. */
+#define UPLOAD_SHADOWS 8
+#define UPLOAD_SHADOW_BYTES 4096
+
 /* Backend state of one ops_t (one stream of work). */
 typedef struct cuda_impl {
     int device;                 /* CUDA device ordinal */
@@ -47,6 +53,15 @@ typedef struct cuda_impl {
     int capturing;              /* a graph capture is open on stream */
     int fallback;               /* $SLUICE_CUDA_FALLBACK=1 at create: the plain kernels only (own GEMM,
                                  * CUDA-core attention), to rule the fast paths in or out */
+    float *attn_scratch;        /* device, attn_scratch_bytes: attention_paged's split-K partials (fixed, so
+                                 * decode steps capture into graphs; the query tokens run in chunks that fit) */
+    size_t attn_scratch_bytes;  /* bytes */
+    struct {
+        const char *dst;        /* device address of a small upload, NULL when the slot is empty */
+        size_t bytes;           /* <= UPLOAD_SHADOW_BYTES */
+        unsigned char data[UPLOAD_SHADOW_BYTES]; /* what was uploaded there */
+    } shadow[UPLOAD_SHADOWS];   /* the last small uploads (see cuda_shadow_int) */
+    int shadow_next;            /* next slot to replace */
     gemm_algo_entry_t gemm_cache[GEMM_ALGO_CACHE]; /* filled round-robin */
     int gemm_cache_next;                           /* next slot to replace */
 } cuda_impl_t;
@@ -75,6 +90,12 @@ int cuda_fail(ops_t *ops, int code, const char *fmt, ...) __attribute__((format(
 
 /* After a kernel launch: a bad configuration shows here, a fault at the next sync. */
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+/* The int32 at device address p as this ops_t last uploaded it, if a small
+ * upload covered it and no later upload or free touched it: 1 and *out, else 0.
+ * Sound because device buffers change only through ops->upload or as an op's
+ * output (kernels/ops.h), and index arrays are never an op's output. */
+int cuda_shadow_int(ops_t *ops, const int32_t *p, int32_t *out);
 
 /* Makes the ops_t's device current on the calling thread (ops may move between threads). */
 int cuda_enter(ops_t *ops);
@@ -178,6 +199,31 @@ int cuda_mean_pool(ops_t *ops, float *out, const void *x, const int32_t *seq_off
 size_t cuda_topk_workspace(ops_t *ops, int nq, int N, int k);
 int cuda_similarity_topk(ops_t *ops, int32_t *out_idx, float *out_score, const float *Q, const void *X, int nq,
                          int N, int D, int k, void *workspace);
+
+/* decoder ops (kernels/ops.h "decoder ops"): quant_matmul.cu, decoder.cu, paged_attention.cu */
+int cuda_matmul_q(ops_t *ops, float *out, const float *x, const void *W, ops_wtype_t wtype, int T, int K, int N);
+int cuda_embed_q(ops_t *ops, float *out, const int32_t *ids, const void *table, ops_wtype_t wtype, int T, int H);
+int cuda_add_rms_norm(ops_t *ops, float *out, float *resid, const float *delta, const float *w, int T, int H,
+                      float eps);
+int cuda_rope(ops_t *ops, float *x, const int32_t *pos, int T, int n_heads, int head_dim, int row_stride,
+              float theta);
+int cuda_silu_mul(ops_t *ops, float *out, const float *gu, int T, int F);
+int cuda_kv_store(ops_t *ops, void *k_cache, void *v_cache, const float *k, const float *v, int row_stride,
+                  const int32_t *slot, int T, int n_kv_heads, int head_dim);
+int cuda_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,
+                         const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off,
+                         const int32_t *ctx_len, int B, int max_ctx, int n_heads, int n_kv_heads, int head_dim,
+                         int block_size, float scale);
+
+/* Bytes of one row of K values of a decoder weight type (0 for an unknown
+ * type or a K that is not whole blocks). Device code dequantizes by
+ * engine/gguf.h's formulas. */
+size_t cuda_wrow_bytes(ops_wtype_t wtype, int K);
+
+/* IEEE half bits -> float, for the block scales (d, m) read as raw uint16. */
+static __device__ __forceinline__ float half_bits_to_f32(uint16_t h) {
+    return __half2float(__ushort_as_half((unsigned short)h));
+}
 
 /* out(T,N) float32 = in(T,K) @ W(N,K)^T with in and W in ops->dtype: the
  * fallback GEMM (gemm.cu) with an fp32 result, for ops whose cuBLASLt call

@@ -1,5 +1,8 @@
 -- Shared by every script: key prefix, clock, counters, the terminal moves.
-local P = KEYS[1]
+-- KEYS[1] is "{q}:seq", a key that lives as long as the queue: while a cluster slot is being
+-- migrated, Redis runs the script where that key is (ASK sends the call on only once it has moved), so
+-- a script never runs on a node that holds only part of the queue.
+local P = string.sub(KEYS[1], 1, -4)
 local PRIO_MAX = 255
 local TERMINAL = {done = true, dlq = true, expired = true, cancelled = true}
 local events = {}

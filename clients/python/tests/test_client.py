@@ -195,7 +195,7 @@ def test_a_producer_written_from_docs_queue_md(client, stack):
     assert stack.redis_cli("GET", "{pyq}:protocol") == "1"
     tid = secrets.token_hex(16)
     payload = json.dumps({"model": "all-minilm-l6-v2", "op": "embed", "inputs": {"input": "from Redis"}})
-    out = stack.redis_cli("EVAL", lua, "1", "{pyq}:", "0", "3600000", "120000",
+    out = stack.redis_cli("EVAL", lua, "1", "{pyq}:seq", "0", "3600000", "120000",
                           tid, payload, "5", "0", "0", "3", "", "", "0")
     assert out.split() == ["0", tid]
     r = client.result(tid, timeout=60)

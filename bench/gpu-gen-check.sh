@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# bench/gpu-gen-check.sh - the decoder's GPU check in one run: build the CUDA
+# backend, the decoder ops' kernel parity, end-to-end parity of the CUDA
+# decoder against the CPU backend, then the generation benchmark against HF
+# transformers (fp16, static cache, generate) on the same card in the same
+# run. Prints a table last; writes OUTDIR/gen-report.json and logs.
+#
+# What travels, and why the figures still stand (64 MiB per run):
+#   The GGUF is 98 MB. What is carried is .deps/debs (the build's packages) and
+#   .deps-gen/smollm2-4layers.gguf (39 MB): the real file's token embedding
+#   (Q8_0, also the LM head), output norm and its first 4 layers (Q4_1), made
+#   here by `bin/gen-gpu layers` (sh mk/fetch-gpu-deps.sh does it).
+#   - parity runs on that 4-layer model: the CPU and CUDA backends on the same
+#     weights, the fixture prompts' token ids plus prompts of 1..300 tokens;
+#   - the speed figures run on a 30-layer file built on the GPU machine from
+#     the carried layers repeated (layer l = carried layer l % 4): the real
+#     model's shapes and block types, so the same bytes read and FLOPs per
+#     token; speed does not depend on the values. The transformers peer is a
+#     LlamaForCausalLM of SmolLM2-135M's configuration with random fp16 weights.
+#
+# How it runs with the device tool (from the repo root; see docs/benchmarks.md):
+#   here:  sh mk/fetch-gpu-deps.sh            (fills .deps and .deps-gen, checks both carries fit)
+#   run:   command  "bash bench/gpu-gen-check.sh"
+#          carry    [".deps/debs", ".deps-gen"]
+#          timeout_s 600
+# Everything comes back under $OUT: gpu-gen-check.log, gen-report.json,
+# build.log, gpu-parity.log, sluice-gen.jsonl, peer-gen.json.
+#
+# Environment: as bench/gpu-check.sh (GPU_CHECK_BUDGET, GPU_CHECK_REHEARSE=1 for
+# a machine without a GPU: CPU on both sides, tiny sizes; GPU_CHECK_ARCH;
+# GPU_CHECK_ONLY with the stage names below).
+# Exit status: 0 all passed and every target met; 1 a stage or parity check
+# failed; 2 all passed but a performance target was missed.
+set -u
+export GPU_CHECK_LIB=1 GPU_CHECK_LOG=gpu-gen-check.log GPU_CHECK_TARGETS="gen-gpu gpu-parity" GPU_CHECK_PARITY=decoder
+# shellcheck source=bench/gpu-check.sh
+source "$(dirname "$0")/gpu-check.sh" "$@"
+
+SUB=${GPU_GEN_SUBSET:-.deps-gen/smollm2-4layers.gguf}
+FULL=$WORK/smollm2-30layers-repeated.gguf
+LLAMA_FIXTURE=tests/fixtures/llama_fixture.json
+export SUB FULL LLAMA_FIXTURE
+
+gen_models() {
+    [ -f "$SUB" ] || { echo "no $SUB: run sh mk/fetch-gpu-deps.sh here and carry .deps-gen"; return 1; }
+    [ "$REHEARSE" = 1 ] && { echo "rehearsal: the speed figures run on the 4-layer subset"; return 0; }
+    "$BIN/gen-gpu" layers --from "$SUB" --layers 30 --out "$FULL"
+}
+
+gen_parity() {
+    local dev=cuda steps=32
+    [ "$REHEARSE" = 1 ] && dev=cpu steps=4
+    "$BIN/gen-gpu" parity --model "$SUB" --fixture "$LLAMA_FIXTURE" --steps $steps --device $dev |
+        tee -a "$OUTDIR/sluice-gen.jsonl"
+    return "${PIPESTATUS[0]}"
+}
+
+gen_bench() {
+    if [ "$REHEARSE" = 1 ]; then
+        "$BIN/gen-gpu" speed --model "$SUB" --device cpu --streams 1,2 --prompt 16 --new 4 | tee -a "$OUTDIR/sluice-gen.jsonl"
+    else
+        "$BIN/gen-gpu" speed --model "$FULL" --streams 1,8,32,128,256 --prompt 128 --new 256 |
+            tee -a "$OUTDIR/sluice-gen.jsonl"
+    fi
+    return "${PIPESTATUS[0]}"
+}
+
+gen_peer() {
+    command -v python3 >/dev/null || { echo "no python3"; return 1; }
+    if [ "$REHEARSE" = 1 ]; then
+        python3 bench/gen_gpu_peer.py --out "$OUTDIR/peer-gen.json" --device cpu --tiny --streams 1,2 --prompt 16 --new 4
+    else
+        python3 bench/gen_gpu_peer.py --out "$OUTDIR/peer-gen.json" --streams 1,8,32,128,256 --prompt 128 --new 256
+    fi
+}
+export -f gen_models gen_parity gen_bench gen_peer
+
+: >"$OUTDIR/sluice-gen.jsonl"
+echo "sluice gpu-gen-check: budget ${BUDGET}s, out $OUTDIR$([ "$REHEARSE" = 1 ] && echo ', REHEARSAL (no GPU)')"
+stage env 30 env_info
+stage unpack 60 unpack
+stage build 240 build
+stage kernel-parity 90 kernel_parity
+stage gen-models 30 gen_models
+stage gen-parity 90 gen_parity
+stage gen-bench 150 gen_bench
+stage gen-peer 180 gen_peer
+
+report_and_exit gpu-gen-check bench/gen_gpu_report.py --stages "$STAGES" --sluice "$OUTDIR/sluice-gen.jsonl" \
+    --peer "$OUTDIR/peer-gen.json" --out "$OUTDIR/gen-report.json" --rehearse "$REHEARSE"
