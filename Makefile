@@ -86,6 +86,10 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# The queue's Lua scripts are embedded with .incbin (queue/scripts.c), which the
+# compiler's dependency files do not see.
+$(BUILD)/queue/scripts.o: $(wildcard queue/lua/*.lua)
+
 $(BUILD)/kernels/cuda/none.o: kernels/cuda/none.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@

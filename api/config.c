@@ -67,6 +67,7 @@ static const opt_t options[] = {
     {"redis_wait_timeout_ms", I(redis_wait_timeout_ms), "one WAIT's limit (0: the URL's, else 1000)"},
     {"lease_ms", I(lease_ms), "Redis task lease; renewed while the task waits or computes"},
     {"result_ttl_s", I(result_ttl_s), "how long Redis keeps a task's result"},
+    {"dedup_ttl_s", I(dedup_ttl_s), "longest life of a task's dedup_key (it also ends with the task's result)"},
     {"task_signing_key", S(task_signing_key), "sign Redis tasks enqueued here and refuse unsigned ones (HMAC-SHA256; prefer the environment)"},
     {"drain_timeout_ms", I(drain_timeout_ms), "on SIGTERM: time to finish in-flight work"},
     {"log_level", S(log_level), "debug | info | warn | error"},
@@ -107,6 +108,7 @@ void api_config_defaults(api_config_t *c) {
     snprintf(c->queue, sizeof c->queue, "sluice");
     c->lease_ms = API_DEFAULT_LEASE_MS;
     c->result_ttl_s = 3600;
+    c->dedup_ttl_s = 3600;
     c->drain_timeout_ms = 30000;
     snprintf(c->log_level, sizeof c->log_level, "info");
 }

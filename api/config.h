@@ -62,6 +62,7 @@ typedef struct {
     int redis_wait_timeout_ms;
     int lease_ms;
     int result_ttl_s;
+    int dedup_ttl_s;          /* a dedup key lives at most this long, and never past its task's result */
     char task_signing_key[256]; /* HMAC-SHA256 key for Redis tasks ("": none) */
     /* lifecycle */
     int drain_timeout_ms;

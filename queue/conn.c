@@ -677,6 +677,31 @@ static int name_ok(const char *s) {
     return 1;
 }
 
+/* The queue's protocol version ({q}:protocol, set by its first client) must
+ * be ours: a worker must not run tasks laid out by a version it does not speak. */
+static int protocol_check(queue_conn_t *c, char *err, size_t errlen) {
+    queue_args_t a;
+    queue_args_init(&a);
+    queue_args_int(&a, QUEUE_PROTOCOL_VERSION);
+    redisReply *r = NULL;
+    int rc = queue_conn_eval(c, QS_HELLO, &a, &r);
+    queue_args_free(&a);
+    if (rc) {
+        snprintf(err, errlen, "%s", c->err);
+        return rc;
+    }
+    char want[16];
+    snprintf(want, sizeof want, "%d", QUEUE_PROTOCOL_VERSION);
+    int ours = r->type == REDIS_REPLY_STRING && !strcmp(r->str, want);
+    if (!ours)
+        snprintf(err, errlen,
+                 "queue %s speaks protocol version %s (Redis key %sprotocol); this sluice speaks version %d: "
+                 "use a sluice of that version, or a new queue name", c->cfg.name,
+                 r->type == REDIS_REPLY_STRING ? r->str : "?", c->prefix, QUEUE_PROTOCOL_VERSION);
+    freeReplyObject(r);
+    return ours ? 0 : QUEUE_EPROTO;
+}
+
 queue_conn_t *queue_connect(const queue_config_t *cfg, char *err, size_t errlen) {
     queue_conn_t *c = NULL;
     queue_config_t def;
@@ -747,6 +772,7 @@ queue_conn_t *queue_connect(const queue_config_t *cfg, char *err, size_t errlen)
         sleep_ms(backoff);
         backoff = backoff * 2 < 1000 ? backoff * 2 : 1000;
     }
+    if (protocol_check(c, err, errlen)) goto fail;
     return c;
 nomem:
     snprintf(err, errlen, "queue: out of memory");

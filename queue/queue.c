@@ -78,8 +78,8 @@ static int task_ok(queue_conn_t *c, const queue_task_t *t) {
     if (!t->payload && t->payload_len) return queue_set_err(c, QUEUE_EINVAL, "enqueue: payload is NULL");
     if (t->priority < 0 || t->priority > QUEUE_PRIORITY_MAX)
         return queue_set_err(c, QUEUE_EINVAL, "enqueue: priority %d outside 0..%d", t->priority, QUEUE_PRIORITY_MAX);
-    if (t->delay_ms < 0 || t->ttl_ms < 0 || t->max_attempts < 0 || t->max_attempts > 1000)
-        return queue_set_err(c, QUEUE_EINVAL, "enqueue: negative delay/ttl or max_attempts outside 0..1000");
+    if (t->delay_ms < 0 || t->ttl_ms < 0 || t->result_ttl_ms < 0 || t->max_attempts < 0 || t->max_attempts > 1000)
+        return queue_set_err(c, QUEUE_EINVAL, "enqueue: negative delay/ttl/result_ttl or max_attempts outside 0..1000");
     if (t->dedup_key && (!*t->dedup_key || strlen(t->dedup_key) > 256))
         return queue_set_err(c, QUEUE_EINVAL, "enqueue: dedup key must be 1..256 bytes");
     return 0;
@@ -112,6 +112,7 @@ static int enqueue_chunk(queue_conn_t *c, const queue_task_t *tasks, size_t n, c
         } else {
             queue_args_str(&a, "");
         }
+        queue_args_int(&a, t->result_ttl_ms);
     }
     redisReply *r;
     int rc = queue_conn_eval(c, QS_ENQUEUE, &a, &r);

@@ -52,6 +52,11 @@
 #define QUEUE_PRIORITY_MAX 255 /* priorities are 0..255, higher runs first */
 #define QUEUE_ID_MAX 40        /* bytes for an id and its NUL (ids are 32 hex chars) */
 #define QUEUE_NAME_MAX 64      /* queue names: [A-Za-z0-9_.:-], 1..64 chars */
+/* The Redis layout and script contracts this code speaks (docs/queue.md).
+ * A queue records its version in {q}:protocol (set by its first client);
+ * queue_connect refuses a queue of another version. Raise it with any change
+ * a producer or worker written elsewhere would have to follow. */
+#define QUEUE_PROTOCOL_VERSION 1
 
 enum {
     QUEUE_OK = 0,
@@ -112,8 +117,9 @@ void queue_config_defaults(queue_config_t *cfg);
 
 typedef struct queue_conn queue_conn_t;
 
-/* Connect (AUTH, SELECT, SCRIPT LOAD). NULL with a message in err when Redis
- * cannot be reached within reconnect_ms or the config is bad. */
+/* Connect (AUTH, SELECT, SCRIPT LOAD, the protocol check). NULL with a
+ * message in err when Redis cannot be reached within reconnect_ms, the config
+ * is bad, or the queue's {q}:protocol is not QUEUE_PROTOCOL_VERSION. */
 queue_conn_t *queue_connect(const queue_config_t *cfg, char *err, size_t errlen);
 void queue_close(queue_conn_t *c); /* NULL is a no-op */
 const char *queue_last_error(const queue_conn_t *c); /* message of the last failed call */
@@ -129,6 +135,7 @@ typedef struct {
     int64_t ttl_ms;        /* deadline = enqueue time + ttl; 0: none. Past it, the task ends expired */
     int max_attempts;      /* 0: config default */
     const char *dedup_key; /* NULL: none. While {q}:dd:<key> lives, enqueue returns its task's id */
+    int64_t result_ttl_ms; /* how long the result (and the finished task) is kept; 0: the acker's result TTL */
 } queue_task_t;
 
 enum { QUEUE_ENQ_NEW = 0, QUEUE_ENQ_DEDUPED = 1 };

@@ -5,6 +5,9 @@
  * shared prelude (queue_script_prelude) followed by its body; the client
  * loads the full text with SCRIPT LOAD and calls it with EVALSHA.
  *
+ * The text lives in queue/lua/<name>.lua (prelude.lua first), embedded at
+ * build time by scripts.c.
+ *
  * Calling convention: KEYS[1] is "{q}:seq" (a key that exists as long as the
  * queue does); the prefix "{q}:" is KEYS[1] less "seq" and every key is built
  * from it, so all keys of one queue carry the hash tag {q} and live
@@ -28,6 +31,7 @@ typedef enum {
     QS_DLQ_LIST,
     QS_DLQ_REQUEUE,
     QS_DLQ_PURGE,
+    QS_HELLO,
     QS_COUNT
 } queue_script_id_t;
 

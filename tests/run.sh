@@ -29,7 +29,17 @@ run_suite() { # name, command...
     n=$(grep -cE "$SAN_REPORT" "$LOG/out")
     [ "$n" -gt 0 ] && echo "$name: $n sanitizer report line(s)"
     failed=0
-    if [ -n "$line" ]; then
+    # pytest's closing line ("3 failed, 12 passed, 1 skipped in 9.04s"): counted test by test too
+    pyline=""
+    [ -z "$line" ] && pyline=$(grep -E '^=* ?[0-9]+ (passed|failed|errors?|skipped)(,.*)? in [0-9.]+s' "$LOG/out" | tail -1)
+    if [ -n "$pyline" ]; then
+        p=$(echo "$pyline" | sed -nE 's/(.*[^0-9])?([0-9]+) passed.*/\2/p')
+        f=$(echo "$pyline" | sed -nE 's/(.*[^0-9])?([0-9]+) failed.*/\2/p')
+        e=$(echo "$pyline" | sed -nE 's/(.*[^0-9])?([0-9]+) errors?([^a-z].*)?$/\2/p')
+        s=$(echo "$pyline" | sed -nE 's/(.*[^0-9])?([0-9]+) skipped.*/\2/p')
+        pass=$((pass + ${p:-0})); skip=$((skip + ${s:-0})); fail=$((fail + ${f:-0} + ${e:-0}))
+        [ $((${f:-0} + ${e:-0})) -gt 0 ] && failed=1
+    elif [ -n "$line" ]; then
         p=$(echo "$line" | sed -n 's/.*Passing: \([0-9]*\).*/\1/p')
         f=$(echo "$line" | sed -n 's/.*Failing: \([0-9]*\).*/\1/p')
         c=$(echo "$line" | sed -n 's/.*Crashing: \([0-9]*\).*/\1/p')
@@ -54,6 +64,9 @@ done
 # A real third-party client: the OpenAI Python SDK against `sluice serve`, compared
 # with `sluice embed` (its virtualenv is made once under $BUILD; PyPI needed then).
 [ -x "$SLUICE_BIN" ] && run_suite "openai-client" sh tests/tools/openai_client_check.sh "$SLUICE_BIN" "$SLUICE_TEST_MODEL" "$BUILD"
+# The official Python client (clients/python) and its pytest suite against a real server and
+# redis-server (its virtualenv is made once under $BUILD; PyPI needed then).
+[ -x "$SLUICE_BIN" ] && run_suite "python-client" sh tests/tools/pyclient_check.sh "$SLUICE_BIN" "$SLUICE_TEST_MODEL" "$BUILD"
 # Every curl example in docs/api.md against a live server (skips without the doc, the binary or redis-server).
 run_suite docs_api bash tests/test_docs_api.sh docs/api.md
 # The Debian package: make deb, dpkg -i into a throwaway root, the unit's command line, purge.

@@ -61,6 +61,110 @@ Test(queue, dedup_returns_the_existing_task) {
     queue_close(c);
 }
 
+/* The dedup key never answers with an id that is gone: with results kept
+ * 200 ms and dedup keys an hour, the same key after the task's result
+ * expired makes a new task (it answered the vanished id before). A dedup
+ * key ends with its task: ack, cancel and expiry shorten it to the result's
+ * lifetime. */
+Test(queue, dedup_key_dies_with_its_task) {
+    queue_config_t cfg = test_config();
+    cfg.result_ttl_ms = 200;
+    cfg.dedup_ttl_ms = 3600000;
+    queue_conn_t *c = open_with(&cfg);
+    queue_task_t t = {.payload = "a", .payload_len = 1, .dedup_key = "short-lived"};
+    char id1[QUEUE_ID_MAX], id2[QUEUE_ID_MAX], id3[QUEUE_ID_MAX];
+    int o = -1;
+    cr_assert_eq(queue_enqueue(c, &t, id1, &o), 0, "%s", queue_last_error(c));
+    queue_lease_t l;
+    int got = 0;
+    cr_assert_eq(queue_lease(c, 1, "w", 5000, &l, &got), 0);
+    cr_assert_eq(got, 1);
+    cr_assert_eq(queue_ack(c, l.id, l.token, "{}", 2, 0), 0, "%s", queue_last_error(c));
+    queue_lease_clear(&l, 1);
+    /* while the result lives, the key answers the finished task */
+    cr_assert_eq(queue_enqueue(c, &t, id2, &o), 0);
+    cr_expect_eq(o, QUEUE_ENQ_DEDUPED);
+    cr_expect_str_eq(id1, id2);
+    long long pttl = support_redis_cmd(&srv, (const char *[]){"PTTL", "{tq}:dd:short-lived", NULL});
+    cr_expect(pttl > 0 && pttl <= 200, "the dedup key lives as long as the result (pttl %lld)", pttl);
+    nap(300);
+    cr_assert_eq(queue_enqueue(c, &t, id3, &o), 0);
+    cr_expect_eq(o, QUEUE_ENQ_NEW, "the key of a task that is gone must not answer");
+    cr_expect_str_neq(id1, id3);
+    queue_info_t info;
+    cr_expect_eq(queue_get(c, id3, &info), 0, "the answered id exists");
+    queue_info_clear(&info);
+    /* a key whose task hash went away by other means (a DLQ purge, a DEL) does not answer either */
+    char path[128];
+    snprintf(path, sizeof path, "{tq}:t:%s", id3);
+    support_redis_cmd(&srv, (const char *[]){"DEL", path, NULL});
+    support_redis_cmd(&srv, (const char *[]){"ZREM", "{tq}:ready", id3, NULL});
+    queue_task_t many[2] = {t, {.payload = "z", .payload_len = 1}};
+    char ids[2][QUEUE_ID_MAX];
+    int st[2];
+    cr_assert_eq(queue_enqueue_many(c, many, 2, ids, st), 0);
+    cr_expect_eq(st[0], QUEUE_ENQ_NEW);
+    cr_expect_str_neq(ids[0], id3);
+    /* cancel ends the key with the task too */
+    queue_task_t t2 = {.payload = "c", .payload_len = 1, .dedup_key = "cancel-me"};
+    cr_assert_eq(queue_enqueue(c, &t2, id1, &o), 0);
+    cr_assert_eq(queue_cancel(c, id1, &o), 0);
+    pttl = support_redis_cmd(&srv, (const char *[]){"PTTL", "{tq}:dd:cancel-me", NULL});
+    cr_expect(pttl > 0 && pttl <= 200, "cancel: pttl %lld", pttl);
+    queue_close(c);
+}
+
+/* A task's own result lifetime wins over the acker's. */
+Test(queue, result_ttl_per_task) {
+    queue_conn_t *c = open_default();
+    queue_task_t t = {.payload = "a", .payload_len = 1, .result_ttl_ms = 150};
+    char id[QUEUE_ID_MAX], key[64];
+    cr_assert_eq(queue_enqueue(c, &t, id, NULL), 0, "%s", queue_last_error(c));
+    queue_lease_t l;
+    int got = 0;
+    cr_assert_eq(queue_lease(c, 1, "w", 5000, &l, &got), 0);
+    cr_assert_eq(queue_ack(c, l.id, l.token, "{}", 2, 3600000), 0, "%s", queue_last_error(c));
+    queue_lease_clear(&l, 1);
+    snprintf(key, sizeof key, "{tq}:r:%s", id);
+    long long pttl = support_redis_cmd(&srv, (const char *[]){"PTTL", key, NULL});
+    cr_expect(pttl > 0 && pttl <= 150, "result pttl %lld", pttl);
+    t.result_ttl_ms = -1;
+    cr_expect_eq(queue_enqueue(c, &t, id, NULL), QUEUE_EINVAL);
+    queue_close(c);
+}
+
+/* A queue records the protocol version of its first client; a client of
+ * another version refuses it with a message that says so. */
+Test(queue, protocol_version_is_stored_and_checked) {
+    queue_conn_t *c = open_default();
+    queue_close(c);
+    char want[16];
+    snprintf(want, sizeof want, "%d", QUEUE_PROTOCOL_VERSION);
+    cr_expect_eq(support_redis_cmd(&srv, (const char *[]){"EXISTS", "{tq}:protocol", NULL}), 1);
+    support_redis_cmd(&srv, (const char *[]){"SET", "{tq}:protocol", "999", NULL});
+    queue_config_t cfg = test_config();
+    char err[512] = "";
+    c = queue_connect(&cfg, err, sizeof err);
+    cr_expect_null(c, "a queue of protocol 999 must be refused");
+    queue_close(c);
+    cr_expect(strstr(err, "protocol version 999") && strstr(err, want), "%s", err);
+}
+
+/* What the C code runs is the text of queue/lua/ (the tests run from the repository root). */
+Test(queue, embedded_scripts_are_the_lua_files) {
+    for (int i = -1; i < QS_COUNT; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "queue/lua/%s.lua", i < 0 ? "prelude" : queue_script_name[i]);
+        FILE *f = fopen(path, "rb");
+        cr_assert_not_null(f, "%s", path);
+        static char buf[65536];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        cr_expect_str_eq(i < 0 ? queue_script_prelude : queue_script_body[i], buf, "%s", path);
+    }
+}
+
 Test(queue, strict_priority_then_fifo) {
     queue_conn_t *c = open_default();
     const struct { const char *p; int prio; } in[] = {{"a", 1}, {"b", 5}, {"c", 5}, {"d", 0}, {"e", 255}, {"f", 1}};
@@ -677,14 +781,14 @@ Test(queue, resent_enqueue_stores_nothing_twice) {
     strcpy(text, queue_script_prelude);
     strcat(text, queue_script_body[QS_ENQUEUE]);
     const char *argv[] = {"EVAL", text, "1", "{tq}:seq", "0", "60000", "60000",
-                          "id-a", "pa", "1", "0", "0", "3", "", "",
-                          "id-b", "pb", "1", "0", "0", "3", "dk", "",
-                          "id-c", "pc", "1", "0", "0", "3", "dk", ""};
+                          "id-a", "pa", "1", "0", "0", "3", "", "", "0",
+                          "id-b", "pb", "1", "0", "0", "3", "dk", "", "0",
+                          "id-c", "pc", "1", "0", "0", "3", "dk", "", "0"};
     struct timeval tv = {2, 0};
     redisContext *rc = redisConnectWithTimeout("127.0.0.1", srv.port, tv);
     cr_assert(rc && !rc->err);
     for (int round = 0; round < 2; round++) {
-        redisReply *r = redisCommandArgv(rc, 31, argv, NULL);
+        redisReply *r = redisCommandArgv(rc, 34, argv, NULL);
         cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 6, "round %d: %s", round,
                   r && r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
         cr_expect_eq(r->element[0]->integer, 0);
@@ -695,9 +799,9 @@ Test(queue, resent_enqueue_stores_nothing_twice) {
         freeReplyObject(r);
     }
     /* a one-task call is recognised by its task key */
-    const char *one[] = {"EVAL", text, "1", "{tq}:seq", "0", "60000", "60000", "id-d", "pd", "1", "0", "0", "3", "", ""};
+    const char *one[] = {"EVAL", text, "1", "{tq}:seq", "0", "60000", "60000", "id-d", "pd", "1", "0", "0", "3", "", "", "0"};
     for (int round = 0; round < 2; round++) {
-        redisReply *r = redisCommandArgv(rc, 15, one, NULL);
+        redisReply *r = redisCommandArgv(rc, 16, one, NULL);
         cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
         cr_expect_eq(r->element[0]->integer, 0);
         freeReplyObject(r);

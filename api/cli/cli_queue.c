@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "api/cli/cli.h"
+#include "api/redis/tasks.h"
 #include "queue/queue.h"
 
 static const char usage_text[] =
@@ -89,13 +90,6 @@ static int parse_args(int argc, char **argv, args_t *a) {
     return 0;
 }
 
-/* Emit a JSON value: raw when the text is JSON, else as a string. */
-static json_t *json_or_string(const char *s, size_t len) {
-    if (!s) return json_null();
-    json_t *v = json_loadb(s, len, JSON_DECODE_ANY, NULL);
-    return v ? v : json_stringn(s, len);
-}
-
 static void print_json(json_t *o) {
     char *s = json_dumps(o, JSON_COMPACT);
     if (s) puts(s);
@@ -144,15 +138,10 @@ static int cmd_get(queue_conn_t *c, const args_t *a) {
         fprintf(stderr, "sluice queue: get: %s\n", queue_last_error(c));
         return rc == QUEUE_EINVAL ? 2 : 1;
     }
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:I, s:I, s:I}", "id", a->pos[1], "state",
-                          queue_state_name(i.state), "attempts", i.attempts, "max_attempts", i.max_attempts,
-                          "priority", i.priority, "enqueued_ms", (json_int_t)i.enqueued_ms, "finished_ms",
-                          (json_int_t)i.finished_ms, "deadline_ms", (json_int_t)i.deadline_ms);
+    json_t *o = api_task_info_json(a->pos[1], &i); /* the names GET /v1/tasks/{id} uses */
     if (o) {
-        json_object_set_new(o, "error", i.error ? json_string(i.error) : json_null());
-        json_object_set_new(o, "cancel_requested", json_boolean(i.cancel_requested));
-        json_object_set_new(o, "payload", json_or_string(i.payload, i.payload_len));
-        json_object_set_new(o, "result", json_or_string(i.result, i.result_len));
+        json_object_set_new(o, "queue", json_string(queue_name(c)));
+        json_object_set_new(o, "payload", api_json_or_string(i.payload, i.payload_len));
         print_json(o);
     }
     queue_info_clear(&i);
@@ -202,7 +191,7 @@ static int cmd_dlq(queue_conn_t *c, const args_t *a) {
             return 1;
         }
         for (size_t i = 0; i < got; i++)
-            print_json(json_pack("{s:s, s:I, s:i, s:i, s:s}", "id", e[i].id, "dead_ms", (json_int_t)e[i].dead_ms,
+            print_json(json_pack("{s:s, s:I, s:i, s:i, s:s}", "id", e[i].id, "dead_at_ms", (json_int_t)e[i].dead_ms,
                                  "attempts", e[i].attempts, "max_attempts", e[i].max_attempts, "error",
                                  e[i].error ? e[i].error : ""));
         queue_dlq_entries_clear(e, got);

@@ -15,6 +15,8 @@ const api_route_t api_routes[] = {
     {"POST",   "/v1/embeddings",               INFER,         "/v1/embeddings",            0,     api_route_embeddings},
     {"POST",   "/v1/expand",                   INFER,         "/v1/expand",                0,     api_route_expand},
     {"POST",   "/v1/tasks",                    INFER,         "/v1/tasks",                 0,     api_route_tasks_post},
+    /* before /v1/tasks/{id}: the first pattern that fits a path decides */
+    {"POST",   "/v1/tasks/batch",              INFER,         "/v1/tasks/batch",           0,     api_route_tasks_batch},
     {"GET",    "/v1/tasks/{id}",               INFER,         "/v1/tasks/{id}",            0,     api_route_tasks_get},
     {"DELETE", "/v1/tasks/{id}",               INFER,         "/v1/tasks/{id}",            0,     api_route_tasks_delete},
     {"GET",    "/v1/models",                   INFER | ADMIN, "/v1/models",                0,     api_route_models_list},
@@ -26,6 +28,10 @@ const api_route_t api_routes[] = {
     {"POST",   "/v1/admin/drain",              ADMIN,         "/v1/admin/drain",           0,     api_route_admin_drain},
     {"GET",    "/v1/admin/config",             ADMIN,         "/v1/admin/config",          0,     api_route_admin_config_get},
     {"PATCH",  "/v1/admin/config",             ADMIN,         "/v1/admin/config",          0,     api_route_admin_config_patch},
+    {"GET",    "/v1/admin/queue/stats",        ADMIN,         "/v1/admin/queue/stats",     0,     api_route_queue_stats},
+    {"GET",    "/v1/admin/dlq",                ADMIN,         "/v1/admin/dlq",             0,     api_route_dlq_list},
+    {"POST",   "/v1/admin/dlq/requeue",        ADMIN,         "/v1/admin/dlq/requeue",     0,     api_route_dlq_requeue},
+    {"POST",   "/v1/admin/dlq/purge",          ADMIN,         "/v1/admin/dlq/purge",       0,     api_route_dlq_purge},
     /* unknown actions under a model or /v1/admin: admin scope, 404 */
     {NULL,     "/v1/models/{name}/{action}",   ADMIN,         "other",                     MODEL, api_route_not_found},
     {NULL,     "/v1/admin/{action}",           ADMIN,         "other",                     0,     api_route_not_found},

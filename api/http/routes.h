@@ -5,7 +5,8 @@
  * row here and a handler in the file of its kind:
  *   probes.c            /healthz /readyz /metrics
  *   routes_embeddings.c /v1/embeddings /v1/expand (the job layer, api/jobs.h)
- *   routes_tasks.c      /v1/tasks... (the Redis side in api/redis/tasks.h)
+ *   routes_tasks.c      /v1/tasks... (the Redis side in api/redis/tasks.h), and the
+ *                       admin routes of the queues: /v1/admin/queue/stats, /v1/admin/dlq...
  *   admin.c             /v1/models... /v1/admin/...
  * Each handler returns API_DONE or API_ASYNC (api/http/http.h).
  */
@@ -25,6 +26,11 @@ int api_route_expand(api_req_t *r);
 int api_route_tasks_post(api_req_t *r);
 int api_route_tasks_get(api_req_t *r);
 int api_route_tasks_delete(api_req_t *r);
+int api_route_tasks_batch(api_req_t *r);
+int api_route_queue_stats(api_req_t *r);       /* admin: one queue's depths and counters */
+int api_route_dlq_list(api_req_t *r);          /* admin: the dead-letter queue, oldest first */
+int api_route_dlq_requeue(api_req_t *r);       /* admin: one entry or all back to ready */
+int api_route_dlq_purge(api_req_t *r);         /* admin: drop entries by count or age */
 int api_route_models_list(api_req_t *r);
 int api_route_model_get(api_req_t *r);
 int api_route_model_load(api_req_t *r);

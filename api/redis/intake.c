@@ -49,8 +49,9 @@ static queue_conn_t *connect_retry(task_queue_t *q, atomic_int *up, atomic_int *
             return c;
         }
         atomic_store(up, 0);
-        if (!logged++)
-            api_log(API_LOG_WARN, "redis unreachable, retrying",
+        if (!logged++) /* a queue of another protocol version is refused, not unreachable */
+            api_log(strstr(err, "speaks protocol") ? API_LOG_ERROR : API_LOG_WARN,
+                    strstr(err, "speaks protocol") ? "queue refused, retrying" : "redis unreachable, retrying",
                     json_pack("{s:s,s:s,s:s}", "queue", q->name, "thread", who, "error", err));
         for (int waited = 0; waited < backoff && !atomic_load(stop); waited += 20) util_sleep_ms(20);
         if (backoff < 2000) backoff *= 2;
@@ -113,6 +114,8 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
     k->q = q;
     memcpy(k->id, l->id, sizeof k->id);
     k->token = l->token;
+    k->attempt = l->attempt;
+    k->max_attempts = l->max_attempts;
     queue_payload_t p;
     char err[512];
     api_err_t e = {0};
@@ -309,6 +312,19 @@ static void log_task(task_queue_t *q, task_t *k, batcher_item_t *it) {
     api_log(API_LOG_INFO, "task", f);
 }
 
+/* A failed attempt: its error, which attempt of how many, and what became
+ * of the task (retried after a delay, moved to the dead-letter queue, or
+ * cancelled) - at warn, so it shows at the default log level. */
+static void log_failure(task_queue_t *q, task_t *k, const char *why, int outcome, int64_t delay_ms) {
+    json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:i,s:s}", "queue", q->name, "task", k->id, "error", why, "attempt",
+                          k->attempt, "max_attempts", k->max_attempts, "next",
+                          outcome == QUEUE_FAIL_DEAD ? "dlq" : outcome == QUEUE_FAIL_CANCELLED ? "cancelled" : "retry");
+    if (outcome == QUEUE_FAIL_RETRY) json_object_set_new(f, "retry_in_ms", json_integer((json_int_t)delay_ms));
+    if (k->job && k->job->item.request_id[0]) json_object_set_new(f, "request_id", json_string(k->job->item.request_id));
+    api_log(API_LOG_WARN, outcome == QUEUE_FAIL_DEAD ? "task failed, moved to the dead-letter queue" : "task failed",
+            f);
+}
+
 /* Settle a list of finished tasks: acks in one round trip, then fails and
  * hand-backs. Returns the tasks it could not settle (Redis down). */
 static task_t *settle(task_queue_t *q, queue_conn_t *c, task_t *list, int *broken) {
@@ -369,8 +385,12 @@ static task_t *settle(task_queue_t *q, queue_conn_t *c, task_t *list, int *broke
                 continue;
             }
         } else {
-            rc = queue_fail(c, k->id, k->token, it->err[0] ? it->err : "failed", NULL, NULL);
+            const char *why = it->err[0] ? it->err : "failed";
+            int outcome = -1;
+            int64_t delay = 0;
+            rc = queue_fail(c, k->id, k->token, why, &outcome, &delay);
             what = "failed";
+            if (!rc) log_failure(q, k, why, outcome, delay);
         }
         if (rc == QUEUE_EREDIS) {
             *broken = 1;

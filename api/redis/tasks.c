@@ -68,6 +68,27 @@ int api_tasks_enqueue(api_tasks_t *t, int qi, const queue_task_t *task, char id[
     return rc;
 }
 
+int api_tasks_enqueue_many(api_tasks_t *t, int qi, const queue_task_t *tasks, size_t n, char (*ids)[QUEUE_ID_MAX],
+                           int *status, char *err, size_t errlen) {
+    task_queue_t *q = &t->queues[qi];
+    if (n > API_TASKS_BATCH_MAX) {
+        snprintf(err, errlen, "at most %d tasks per call", API_TASKS_BATCH_MAX);
+        return QUEUE_EINVAL;
+    }
+    queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
+    if (!c) return API_TASKS_ENOCONN;
+    int rc = queue_enqueue_many(c, tasks, n, ids, status);
+    snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
+    api_tasks_pool_put(t, q, c, rc);
+    return rc;
+}
+
+queue_conn_t *api_tasks_borrow(api_tasks_t *t, int qi, char *err, size_t errlen) {
+    return api_tasks_pool_get(t, &t->queues[qi], err, errlen);
+}
+
+void api_tasks_give_back(api_tasks_t *t, int qi, queue_conn_t *c, int rc) { api_tasks_pool_put(t, &t->queues[qi], c, rc); }
+
 int api_tasks_get(api_tasks_t *t, int qi, const char *id, queue_info_t *info, char *err, size_t errlen) {
     task_queue_t *q = &t->queues[qi];
     memset(info, 0, sizeof *info);
@@ -97,6 +118,26 @@ int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, int *outcome, char 
         if (item) batcher_cancel(t->bat, item);
     }
     return rc;
+}
+
+json_t *api_json_or_string(const char *s, size_t len) {
+    if (!s) return json_null();
+    json_t *j = json_loadb(s, len, JSON_DECODE_ANY, NULL);
+    return j ? j : json_stringn(s, len);
+}
+
+json_t *api_task_info_json(const char *id, const queue_info_t *i) {
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:o,s:I,s:o,s:o,s:b}", "id", id, "state", queue_state_name(i->state),
+                          "attempts", i->attempts, "max_attempts", i->max_attempts, "priority", i->priority, "worker",
+                          i->worker && *i->worker ? json_string(i->worker) : json_null(), "enqueued_at_ms",
+                          (json_int_t)i->enqueued_ms, "result", api_json_or_string(i->result, i->result_len), "error",
+                          i->error ? json_string(i->error) : json_null(), "cancel_requested", i->cancel_requested);
+    const struct { const char *name; int64_t v; } t[] = {{"finished_at_ms", i->finished_ms}, {"deadline_at_ms", i->deadline_ms},
+                                                          {"due_at_ms", i->due_ms},           {"lease_until_ms", i->lease_until_ms},
+                                                          {"dead_at_ms", i->dead_ms}};
+    for (size_t k = 0; o && k < sizeof t / sizeof t[0]; k++)
+        if (t[k].v) json_object_set_new(o, t[k].name, json_integer(t[k].v));
+    return o;
 }
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -138,6 +179,7 @@ int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, co
         q->qc.url = cfg->redis;
         q->qc.name = q->name;
         q->qc.result_ttl_ms = (int64_t)cfg->result_ttl_s * 1000;
+        q->qc.dedup_ttl_ms = (int64_t)cfg->dedup_ttl_s * 1000;
         q->qc.wait_replicas = cfg->redis_wait_replicas;
         q->qc.wait_timeout_ms = cfg->redis_wait_timeout_ms;
         if (cfg->task_signing_key[0]) { /* enqueue signs; the intake refuses unsigned or forged tasks */

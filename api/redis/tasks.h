@@ -21,6 +21,7 @@
 #ifndef SLUICE_API_REDIS_TASKS_H
 #define SLUICE_API_REDIS_TASKS_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,9 +66,29 @@ const char *api_tasks_queue_name(api_tasks_t *t, int q);
 int api_tasks_enqueue(api_tasks_t *t, int q, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome,
                       char *err, size_t errlen);
 int api_tasks_get(api_tasks_t *t, int q, const char *id, queue_info_t *info, char *err, size_t errlen);
+/* n tasks (at most API_TASKS_BATCH_MAX: one script call, one round trip);
+ * status[i] as queue_enqueue_many's. */
+#define API_TASKS_BATCH_MAX 512
+int api_tasks_enqueue_many(api_tasks_t *t, int q, const queue_task_t *tasks, size_t n, char (*ids)[QUEUE_ID_MAX],
+                           int *status, char *err, size_t errlen);
+/* A pooled connection of queue q for the calls that need no more than one
+ * (stats, the dead-letter queue), NULL with err when none could be made;
+ * give it back with the call's QUEUE_* code. */
+queue_conn_t *api_tasks_borrow(api_tasks_t *t, int q, char *err, size_t errlen);
+void api_tasks_give_back(api_tasks_t *t, int q, queue_conn_t *c, int rc);
 /* Cancel; a task this server holds right now is dropped before compute if it
  * has not started. */
 int api_tasks_cancel(api_tasks_t *t, int q, const char *id, int *outcome, char *err, size_t errlen);
+
+/* The task as HTTP (GET /v1/tasks/{id}) and the CLI (sluice queue get) show
+ * it, so both use the same names: id, state, attempts, max_attempts,
+ * priority, worker (the last lease holder), error, cancel_requested, result
+ * (parsed JSON when it is JSON), and the times as unix ms: enqueued_at_ms,
+ * and when set finished_at_ms, deadline_at_ms, due_at_ms, lease_until_ms,
+ * dead_at_ms. A new reference, or NULL when out of memory. */
+json_t *api_task_info_json(const char *id, const queue_info_t *info);
+/* Stored text as JSON: parsed when it is JSON, else a string; null for NULL. */
+json_t *api_json_or_string(const char *s, size_t len);
 
 /* A long-poll: the waiter polls the task until it ends or until_ns (CLOCK_MONOTONIC)
  * passes, fills rc and info, then calls wake(user) once; from then on the

@@ -21,6 +21,7 @@ typedef struct task {
     task_queue_t *q;
     char id[QUEUE_ID_MAX];
     int64_t token;
+    int attempt, max_attempts; /* of this lease, for the log line of a failure */
     api_job_t *job;           /* NULL when the payload was refused before submit */
     int refuse_status;        /* validation failure: answered as a result with this status */
     char *refuse_json;        /* its error JSON */

@@ -1,0 +1,44 @@
+-- lease. ARGV: n worker lease_ms result_ttl_ms. Promotes due delayed tasks,
+-- pops up to n by priority, finishes cancelled/expired ones on the way, and
+-- leases the rest with a fresh fencing token. Returns 10 fields per task:
+-- id token attempt max_attempts priority deadline lease_until enq payload sig.
+local n, worker, lease_ms, ttl = num(ARGV[1]), ARGV[2], num(ARGV[3]), num(ARGV[4])
+local now = now_ms()
+promote(now, 1000)
+local out, got, expired, cancelled = {}, 0, 0, 0
+local leased = {}
+local until_ms = now + lease_ms
+local until_s = fmt(until_ms)
+while got < n do
+  local popped = redis.call('ZPOPMIN', P .. 'ready', n - got)
+  if #popped == 0 then break end
+  local token = redis.call('INCRBY', P .. 'token', #popped / 2) - #popped / 2
+  for j = 1, #popped, 2 do
+    local id = popped[j]
+    local tk = P .. 't:' .. id
+    local f = redis.call('HMGET', tk, 'payload', 'attempts', 'maxatt', 'prio', 'deadline', 'cancel', 'sig', 'enq')
+    local deadline = num(f[5])
+    if not f[1] then
+      -- the hash is gone (purged by hand): nothing to run
+    elseif f[6] == '1' then
+      finish(id, 'cancelled', 'cancelled before it ran', now, ttl); cancelled = cancelled + 1
+    elseif deadline > 0 and deadline <= now then
+      finish(id, 'expired', 'deadline passed before it ran', now, ttl); expired = expired + 1
+    else
+      token = token + 1
+      local attempt = num(f[2]) + 1
+      redis.call('HSET', tk, 'state', 'leased', 'attempts', fmt(attempt), 'token', fmt(token), 'worker', worker)
+      leased[#leased + 1] = until_s; leased[#leased + 1] = id
+      if deadline > 0 then redis.call('ZREM', P .. 'deadlines', id) end
+      local k = #out
+      out[k + 1] = id; out[k + 2] = token; out[k + 3] = attempt; out[k + 4] = num(f[3])
+      out[k + 5] = num(f[4]); out[k + 6] = deadline; out[k + 7] = until_ms; out[k + 8] = num(f[8])
+      out[k + 9] = f[1]; out[k + 10] = f[7] or ''
+      got = got + 1
+    end
+  end
+end
+many('ZADD', P .. 'leased', leased)
+count('expired', expired); count('cancelled', cancelled)
+publish()
+return out

@@ -1,0 +1,113 @@
+-- Shared by every script: key prefix, clock, counters, the terminal moves.
+-- KEYS[1] is "{q}:seq", a key that lives as long as the queue: while a cluster slot is being
+-- migrated, Redis runs the script where that key is (ASK sends the call on only once it has moved), so
+-- a script never runs on a node that holds only part of the queue.
+local P = string.sub(KEYS[1], 1, -4)
+local PRIO_MAX = 255
+local TERMINAL = {done = true, dlq = true, expired = true, cancelled = true}
+local events = {}
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function num(s) return tonumber(s) or 0 end
+-- Numbers handed to redis.call are printed by Redis with %.17g, a slow float path that showed as
+-- ~10% of the server's CPU per task; the hot paths pass integers as strings made with %d instead.
+local function fmt(x) return string.format('%d', x) end
+-- One variadic call for a whole batch (ZADD/ZREM of many members): each redis.call costs more than
+-- the work it does, so per-task calls are gathered where the command allows it.
+local function many(cmd, key, args)
+  if #args > 0 then redis.call(cmd, key, unpack(args)) end
+end
+local function count(field, n)
+  if n ~= 0 then redis.call('HINCRBY', P .. 'stats', field, n) end
+end
+-- One message per script call keeps PUBLISH off the per-task cost.
+local function publish()
+  if #events > 0 then redis.call('PUBLISH', P .. 'events', table.concat(events, '\n')) end
+end
+-- Waiters registered through wait_prepare each get one list entry.
+local function wake(id, state, waiters)
+  local w = math.min(num(waiters), 1000)
+  if w > 0 then
+    local wk = P .. 'w:' .. id
+    for _ = 1, w do redis.call('RPUSH', wk, state) end
+    redis.call('PEXPIRE', wk, 60000)
+    redis.call('HSET', P .. 't:' .. id, 'waiters', 0)
+  end
+  events[#events + 1] = id .. ' ' .. state
+end
+-- A dedup key lives no longer than its task: when the task ends, its key (if it still names this
+-- task) gets the result's lifetime, or keeps a shorter one (LT: Redis 7). Enqueue also checks that
+-- the task a key names still exists, so a key never answers an id that is gone.
+local function end_dedup(id, dkey, ttl)
+  if dkey and dkey ~= '' then
+    local dk = P .. 'dd:' .. dkey
+    if redis.call('GET', dk) == id then redis.call('PEXPIRE', dk, ttl, 'LT') end
+  end
+end
+-- End a task that produced no result (expired, cancelled): state and a result saying why, both kept
+-- ttl ms; waiters woken.
+local function finish(id, state, why, now, ttl)
+  local tk = P .. 't:' .. id
+  local f = redis.call('HMGET', tk, 'waiters', 'dedup', 'rttl')
+  local waiters = f[1]
+  if f[3] then ttl = f[3] end
+  end_dedup(id, f[2], ttl)
+  redis.call('HSET', tk, 'state', state, 'finished', now, 'error', why)
+  redis.call('PEXPIRE', tk, ttl)
+  redis.call('SET', P .. 'r:' .. id, cjson.encode({state = state, error = why}), 'PX', ttl)
+  redis.call('ZREM', P .. 'deadlines', id)
+  wake(id, state, waiters)
+end
+local function to_dlq(id, why, now, waiters)
+  redis.call('HSET', P .. 't:' .. id, 'state', 'dlq', 'error', why, 'dead_at', now, 'finished', now)
+  redis.call('ZADD', P .. 'dlq', now, id)
+  redis.call('ZREM', P .. 'deadlines', id)
+  count('failed', 1)
+  wake(id, 'dlq', waiters)
+end
+-- Cap the DLQ: drop entries older than maxage ms (0: no age cap) and the oldest beyond maxlen
+-- (negative: no count cap), with their hashes and results; at most 1000 per call. Returns how many
+-- went.
+local function trim_dlq(now, maxlen, maxage)
+  local dk, gone, n = P .. 'dlq', {}, 0
+  if maxage > 0 then
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', dk, '-inf', fmt(now - maxage), 'LIMIT', 0, 1000)) do
+      gone[id] = true
+    end
+  end
+  if maxlen >= 0 then
+    local extra = math.min(redis.call('ZCARD', dk) - maxlen, 1000)
+    if extra > 0 then
+      for _, id in ipairs(redis.call('ZRANGE', dk, 0, extra - 1)) do gone[id] = true end
+    end
+  end
+  for id in pairs(gone) do
+    redis.call('ZREM', dk, id)
+    redis.call('DEL', P .. 't:' .. id, P .. 'r:' .. id)
+    n = n + 1
+  end
+  count('purged', n)
+  return n
+end
+-- Delayed tasks that are due go to ready with their original score.
+local function promote(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', fmt(now), 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    local tk = P .. 't:' .. id
+    local score = redis.call('HGET', tk, 'score')
+    redis.call('ZREM', P .. 'delayed', id)
+    if score then
+      redis.call('ZADD', P .. 'ready', score, id)
+      redis.call('HSET', tk, 'state', 'ready')
+    end
+  end
+  return #due
+end
+-- Back to ready with its original priority and place (release, reap).
+local function to_ready(id, score, deadline)
+  redis.call('HSET', P .. 't:' .. id, 'state', 'ready')
+  redis.call('ZADD', P .. 'ready', score, id)
+  if deadline > 0 then redis.call('ZADD', P .. 'deadlines', deadline, id) end
+end
