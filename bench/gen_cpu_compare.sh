@@ -3,7 +3,8 @@
 # prompts (deterministic ids), same thread count: prefill tokens/s and decode
 # tokens/s at 1, 8 and 32 sequences, with the box's sgemm rate and the load
 # average before each side (this box is shared: read ratios, not absolutes).
-# llama.cpp comes later (its build takes ~10 minutes of both cores).
+# llama.cpp's llama-bench on the same GGUF runs last when it has been built
+# (bench/llamacpp_build.sh: ~10 minutes of both cores, cached under build/).
 #
 # usage: bench/gen_cpu_compare.sh [GGUF] [THREADS]
 #   PYTHON=/path/to/python (default: build/venv-fixtures, else /work/venv-fixtures)
@@ -32,5 +33,12 @@ if [ -n "$PYTHON" ]; then
     "$PYTHON" bench/gen_cpu_peer.py "$GGUF" --threads "$THREADS" --prompt "$PROMPT" --steps "$PEER_STEPS" $PEER_CPU 2>/dev/null
 else
     echo "== transformers: no Python with torch/transformers/gguf (make fixtures builds build/venv-fixtures)"
+fi
+LLAMA_BENCH=${LLAMA_BENCH:-build/llama.cpp/build/bin/llama-bench}
+if [ -x "$LLAMA_BENCH" ]; then
+    echo "== llama.cpp llama-bench ($THREADS threads; prefill pp$PROMPT, decode tg64), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$LLAMA_BENCH" -m "$GGUF" -t "$THREADS" -p "$PROMPT" -n 64 -r 3 2>/dev/null
+else
+    echo "== llama.cpp: not built (sh bench/llamacpp_build.sh)"
 fi
 echo "== done, load $(cut -d' ' -f1-3 /proc/loadavg)"
