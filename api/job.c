@@ -19,6 +19,14 @@ int api_err_set(api_err_t *e, unsigned status, const char *code, const char *par
     return -1;
 }
 
+const char *api_err_param(api_err_t *e, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->param_buf, sizeof e->param_buf, fmt, ap);
+    va_end(ap);
+    return e->param_buf;
+}
+
 const char *api_error_type(unsigned status) {
     switch (status) {
     case 401: return "authentication_error";

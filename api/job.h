@@ -31,9 +31,13 @@
 typedef struct {
     unsigned status;   /* HTTP status: 400, 404, 413, 422, 503 */
     const char *code;  /* e.g. "invalid_input", "model_not_found" */
-    const char *param; /* the field at fault, or NULL */
+    const char *param; /* the field at fault, or NULL (static text, or param_buf) */
     char message[512];
+    char param_buf[128]; /* a field name made for this error ("messages[2].role") */
 } api_err_t;
+
+/* Write a field name into e->param_buf and return it (for api_err_set's param). */
+const char *api_err_param(api_err_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Fill e (status, code, param, printf-style message) and return -1, so a
  * parser can `return api_err_set(...)`. */
