@@ -509,6 +509,28 @@ static const char script_dlq_requeue[] =
 static const char script_dlq_purge[] =
     "return trim_dlq(now_ms(), num(ARGV[1]), num(ARGV[2]))\n";
 
+/* stream_add. ARGV: maxlen ttl_ms, then id token field value quadruples:
+ * appends {token, field: value} to the task's stream {q}:s:<id> (capped near
+ * maxlen entries, expiring ttl_ms after the last append) while the task is
+ * leased under token, so a worker that lost its lease adds nothing. Per
+ * quadruple: 0 added, -1 stale. */
+static const char script_stream_add[] =
+    "local maxlen, ttl = ARGV[1], ARGV[2]\n"
+    "local out = {}\n"
+    "for i = 3, #ARGV, 4 do\n"
+    "  local id, token = ARGV[i], ARGV[i + 1]\n"
+    "  local f = redis.call('HMGET', P .. 't:' .. id, 'state', 'token')\n"
+    "  if f[1] == 'leased' and f[2] == token then\n"
+    "    local sk = P .. 's:' .. id\n"
+    "    redis.call('XADD', sk, 'MAXLEN', '~', maxlen, '*', 'token', token, ARGV[i + 2], ARGV[i + 3])\n"
+    "    redis.call('PEXPIRE', sk, ttl)\n"
+    "    out[#out + 1] = 0\n"
+    "  else\n"
+    "    out[#out + 1] = -1\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
 const char *const queue_script_body[QS_COUNT] = {
     [QS_ENQUEUE] = script_enqueue,
     [QS_LEASE] = script_lease,
@@ -524,6 +546,7 @@ const char *const queue_script_body[QS_COUNT] = {
     [QS_DLQ_LIST] = script_dlq_list,
     [QS_DLQ_REQUEUE] = script_dlq_requeue,
     [QS_DLQ_PURGE] = script_dlq_purge,
+    [QS_STREAM_ADD] = script_stream_add,
 };
 
 const char *const queue_script_name[QS_COUNT] = {
@@ -531,5 +554,5 @@ const char *const queue_script_name[QS_COUNT] = {
     [QS_ACK] = "ack",           [QS_FAIL] = "fail",       [QS_RELEASE] = "release",
     [QS_REAP] = "reap",         [QS_CANCEL] = "cancel",   [QS_GET] = "get",
     [QS_WAIT_PREPARE] = "wait_prepare", [QS_STATS] = "stats", [QS_DLQ_LIST] = "dlq_list",
-    [QS_DLQ_REQUEUE] = "dlq_requeue",   [QS_DLQ_PURGE] = "dlq_purge",
+    [QS_DLQ_REQUEUE] = "dlq_requeue",   [QS_DLQ_PURGE] = "dlq_purge", [QS_STREAM_ADD] = "stream_add",
 };

@@ -27,6 +27,7 @@ typedef enum {
     QS_DLQ_LIST,
     QS_DLQ_REQUEUE,
     QS_DLQ_PURGE,
+    QS_STREAM_ADD,
     QS_COUNT
 } queue_script_id_t;
 
