@@ -749,3 +749,50 @@ char *api_gen_usage_sse(const api_gen_req_t *g, const char *id, int64_t created,
     json_object_set_new(o, "usage", usage_object(u));
     return sse(o, out_len);
 }
+
+/* ---------------------------------------------------------------- the scheduler side */
+
+sched_req_t api_gen_sched_req(const api_gen_req_t *g, int c, int priority, int64_t deadline_ns, sched_delta_fn on_delta,
+                              sched_done_fn on_done, void *user) {
+    sched_req_t q = {
+        .model = g->model,
+        .prompt = g->prompt_ids[c / g->n],
+        .n_prompt = g->prompt_len[c / g->n],
+        .sample = g->sp,
+        .logprobs = g->logprobs,
+        .top_logprobs = g->top_logprobs,
+        .priority = priority,
+        .deadline_ns = deadline_ns,
+        .on_delta = on_delta,
+        .on_done = on_done,
+        .user = user,
+    };
+    q.sample.seed = g->sp.seed + (uint64_t)(c % g->n);
+    return q;
+}
+
+void api_gen_choice_add_delta(api_gen_choice_t *c, const api_gen_req_t *g, const tok_t *tok, const sched_delta_t *d,
+                              int add_text) {
+    if (add_text) api_gen_choice_add(c, d->text, d->text_len);
+    c->completion_tokens += d->n_ids;
+    for (int i = 0; d->logprobs && i < d->n_ids; i++) {
+        const sched_logprob_t *l = &d->logprobs[i];
+        api_gen_logprob_t lp = {l->id, l->logprob, l->n_top, l->top_ids, l->top_logprobs};
+        api_gen_choice_add_logprob(c, g, tok, &lp);
+    }
+}
+
+int api_gen_finish_rank(sched_finish_t f) {
+    switch (f) {
+    case SCHED_FINISH_ERROR: return 5;
+    case SCHED_FINISH_SHUTDOWN: return 4;
+    case SCHED_FINISH_DEADLINE: return 3;
+    case SCHED_FINISH_CANCELLED: return 2;
+    default: return 1;
+    }
+}
+
+const char *api_gen_sched_finish_word(sched_finish_t f) {
+    static const char *const w[] = {"stop", "length", "cancelled", "deadline", "error", "shutdown"};
+    return (unsigned)f < sizeof w / sizeof w[0] ? w[f] : "error";
+}

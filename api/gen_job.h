@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "api/job.h"
+#include "batcher/sched.h"
 #include "engine/chat.h"
 #include "engine/sample.h"
 
@@ -135,5 +136,33 @@ char *api_gen_chunk_sse(const api_gen_req_t *g, const char *id, int64_t created,
 /* The usage chunk of stream_options.include_usage (choices []). */
 char *api_gen_usage_sse(const api_gen_req_t *g, const char *id, int64_t created, const api_gen_usage_t *u,
                         size_t *out_len);
+
+/* ---- running a request on the scheduler (batcher/sched.h) ---- */
+/* The scheduler request of choice c (prompt c / n; seed + c % n, so the n
+ * choices of a prompt differ and a seeded request repeats). */
+sched_req_t api_gen_sched_req(const api_gen_req_t *g, int c, int priority, int64_t deadline_ns, sched_delta_fn on_delta,
+                              sched_done_fn on_done, void *user);
+/* A delta's token count and logprobs into a choice (its text too when add_text). */
+void api_gen_choice_add_delta(api_gen_choice_t *c, const api_gen_req_t *g, const tok_t *tok, const sched_delta_t *d,
+                              int add_text);
+/* How serious a finish is (stop, length 1 .. error 5): a request reports its choices' worst. */
+int api_gen_finish_rank(sched_finish_t f);
+/* sched_finish_name's words ("stop", "length", "cancelled", "deadline", "error", "shutdown"). */
+const char *api_gen_sched_finish_word(sched_finish_t f);
+
+/* ---- the "generate" job (api/gen_task.c): one answer through the scheduler ----
+ * Its body is a chat body ("messages") or a completion body ("prompt");
+ * stream fields are ignored (a task streams to its Redis stream). The job's
+ * item.done runs when its last choice ends. */
+extern const api_job_type_t api_gen_task_job;
+/* Called (on the scheduler thread; must not block) with each piece of text
+ * of choice `index` (finish NULL), and once when that choice ends well
+ * (text NULL, finish "stop" | "length"). */
+typedef void (*api_gen_listen_fn)(void *user, api_job_t *j, int index, const char *text, size_t len,
+                                  const char *finish);
+/* Set before the job is submitted. */
+void api_gen_task_listen(api_job_t *j, api_gen_listen_fn fn, void *user);
+/* Its counts so far, for the log line (finish: the most serious choice's). */
+void api_gen_task_counts(api_job_t *j, api_gen_usage_t *u, double *ttft_s, const char **finish);
 
 #endif

@@ -26,6 +26,7 @@
 
 #include "api/config.h"
 #include "batcher/batcher.h"
+#include "batcher/sched.h"
 #include "engine/registry.h"
 
 typedef struct {
@@ -58,12 +59,23 @@ unsigned api_status_for_batcher(int err_code, const char **code);
 typedef struct api_job api_job_t;
 typedef struct api_job_type api_job_type_t;
 
-/* What a parser may use: the models, the settings, and the state its
- * operation attached to the batcher (api/jobs.h; NULL when not attached). */
+/* The generation scheduler's calls (batcher/sched.h), given by the server's
+ * owner with the scheduler itself, so the intakes depend on the contract only. */
+typedef struct {
+    int (*submit)(sched_t *s, const sched_req_t *r, uint64_t *id, char *err, size_t errlen);
+    int (*cancel)(sched_t *s, uint64_t id);
+    void (*stats)(sched_t *s, int model, sched_stats_t *out);
+} api_sched_ops_t;
+
+/* What a parser may use: the models, the settings, the state its operation
+ * attached to the batcher (api/jobs.h; NULL when not attached), and the
+ * generation scheduler (NULL when this server has none). */
 typedef struct {
     registry_t *reg;
     const api_config_t *cfg;
     void *state;
+    sched_t *sched;
+    const api_sched_ops_t *sched_ops;
 } api_job_env_t;
 
 struct api_job_type {
@@ -71,6 +83,8 @@ struct api_job_type {
     batcher_op_t op;
     const char *input_field; /* the field holding the inputs ("input", "terms") */
     int cacheable;           /* answers may come from the result cache */
+    int task_all_fields;     /* POST /v1/tasks: every field the parser took travels with the task
+                              * (0: the encoder ops' own list, api/http/routes_tasks.c) */
     /* Parse and validate a request object, tokenize its inputs: 0, or -1 with *e. */
     int (*parse)(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e);
     /* The answer of a finished job: malloc'd, *len bytes (NUL-terminated), or NULL when out of memory. */
@@ -81,6 +95,15 @@ struct api_job_type {
      * detach runs after the batcher stopped and before models unload. */
     int (*attach)(batcher_t *bat, registry_t *reg, void **state, char *err, size_t errlen);
     void (*detach)(void *state);
+    /* Work that does not ride the batcher (generation: env->sched): start it;
+     * item.done is called once when it ends, with item.outcome (and err) set
+     * as the batcher sets them. NULL: batcher_submit. 0, or a BATCHER_E* code
+     * with err, and then done is never called. */
+    int (*submit)(const api_job_env_t *env, api_job_t *j, char *err, size_t errlen);
+    /* The ids its cancel takes, copied while the holder's lock keeps the job
+     * alive (cancelling an id that ended is a no-op), and the cancel. */
+    int (*cancel_ids)(api_job_t *j, uint64_t *ids, int max);
+    void (*cancel)(const api_job_env_t *env, uint64_t id);
 };
 
 struct api_job {

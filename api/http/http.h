@@ -27,21 +27,13 @@
 #include "api/config.h"
 #include "api/http/route.h"
 #include "batcher/batcher.h"
-#include "batcher/sched.h"
+#include "api/job.h"
 #include "engine/registry.h"
 
 typedef struct api_http api_http_t;
 typedef struct api_ctl api_ctl_t;
 typedef struct api_tasks api_tasks_t;
 typedef struct api_jobs api_jobs_t;
-
-/* The generation scheduler's calls (batcher/sched.h), given by the server's
- * owner with the scheduler itself, so the routes depend on the contract only. */
-typedef struct {
-    int (*submit)(sched_t *s, const sched_req_t *r, uint64_t *id, char *err, size_t errlen);
-    int (*cancel)(sched_t *s, uint64_t id);
-    void (*stats)(sched_t *s, int model, sched_stats_t *out);
-} api_sched_ops_t;
 
 /* What a handler may use; filled by the server's owner before the first request. */
 typedef struct api_ctx {

@@ -124,17 +124,9 @@ static void on_delta(void *user, const sched_delta_t *d) {
     gen_http_t *h = s->h;
     pthread_mutex_lock(&h->mu);
     api_gen_choice_t *c = &h->ch[s->index];
-    c->completion_tokens += d->n_ids;
-    json_t *lp_before = c->logprobs;
-    size_t lp_at = lp_before ? json_array_size(lp_before) : 0;
-    for (int i = 0; d->logprobs && i < d->n_ids; i++) {
-        const sched_logprob_t *l = &d->logprobs[i];
-        api_gen_logprob_t lp = {l->id, l->logprob, l->n_top, l->top_ids, l->top_logprobs};
-        api_gen_choice_add_logprob(c, h->g, h->tok, &lp);
-    }
-    if (!h->stream) {
-        api_gen_choice_add(c, d->text, d->text_len);
-    } else if (h->conn && (d->text_len || !h->role_sent[s->index] || d->logprobs)) {
+    size_t lp_at = c->logprobs ? json_array_size(c->logprobs) : 0;
+    api_gen_choice_add_delta(c, h->g, h->tok, d, !h->stream);
+    if (h->stream && h->conn && (d->text_len || !h->role_sent[s->index] || d->logprobs)) {
         json_t *lps = NULL;
         if (c->logprobs && json_array_size(c->logprobs) > lp_at) {
             lps = json_array();
@@ -150,22 +142,6 @@ static void on_delta(void *user, const sched_delta_t *d) {
         stream_kick(h);
     }
     pthread_mutex_unlock(&h->mu);
-}
-
-/* sched_finish_name's words, for the log line. */
-static const char *finish_word(sched_finish_t f) {
-    static const char *const w[] = {"stop", "length", "cancelled", "deadline", "error", "shutdown"};
-    return (unsigned)f < sizeof w / sizeof w[0] ? w[f] : "error";
-}
-
-static int finish_rank(sched_finish_t f) {
-    switch (f) {
-    case SCHED_FINISH_ERROR: return 5;
-    case SCHED_FINISH_SHUTDOWN: return 4;
-    case SCHED_FINISH_DEADLINE: return 3;
-    case SCHED_FINISH_CANCELLED: return 2;
-    default: return 1;
-    }
 }
 
 /* h->mu held, every choice done: the closing events of a stream. */
@@ -206,7 +182,7 @@ static void on_done(void *user, const sched_result_t *res) {
     }
     h->preemptions += res->preemptions;
     if (s->index == 0) h->ttft_s = res->ttft_s;
-    if (finish_rank(res->finish) > finish_rank(h->worst)) {
+    if (api_gen_finish_rank(res->finish) > api_gen_finish_rank(h->worst)) {
         h->worst = res->finish;
         if (res->message && res->message[0]) snprintf(h->err, sizeof h->err, "%s", res->message);
     }
@@ -230,7 +206,7 @@ static void on_done(void *user, const sched_result_t *res) {
 static void note_result(gen_http_t *h, api_req_t *r) {
     json_t *f = json_pack("{s:i,s:i,s:i,s:s,s:i}", "prompt_tokens", h->usage.prompt_tokens, "completion_tokens",
                           h->usage.completion_tokens, "cached_tokens", h->usage.cached_tokens, "finish_reason",
-                          finish_word(h->worst), "choices", h->n);
+                          api_gen_sched_finish_word(h->worst), "choices", h->n);
     if (h->ttft_s >= 0) json_object_set_new(f, "ttft_s", json_real(h->ttft_s));
     if (h->preemptions) json_object_set_new(f, "preemptions", json_integer(h->preemptions));
     if (h->g->user[0]) json_object_set_new(f, "user", json_string(h->g->user));
@@ -360,43 +336,38 @@ static int route_gen(api_req_t *r, api_gen_kind_t kind) {
     api_ctl_charge_tokens(r->ctx->ctl, r->key, batcher_now_ns(), g->prompt_len[0]);
     int64_t ms = g->deadline_ms ? g->deadline_ms : r->ctx->cfg->request_timeout_ms;
     int64_t deadline = ms > 0 ? batcher_now_ns() + ms * 1000000LL : 0;
+    /* one count more than submitted while submitting: a choice that ends
+     * before the next is submitted must not end the request */
+    h->n_submitted = 1;
     for (int i = 0; i < n; i++) {
         h->slots[i] = (gen_slot_t){h, i};
-        sched_req_t q = {
-            .model = g->model,
-            .prompt = g->prompt_ids[i / g->n],
-            .n_prompt = g->prompt_len[i / g->n],
-            .sample = g->sp,
-            .logprobs = g->logprobs,
-            .top_logprobs = g->top_logprobs,
-            .priority = g->priority,
-            .deadline_ns = deadline,
-            .on_delta = on_delta,
-            .on_done = on_done,
-            .user = &h->slots[i],
-        };
-        q.sample.seed = g->sp.seed + (uint64_t)(i % g->n); /* the n choices of a prompt differ */
+        sched_req_t q = api_gen_sched_req(g, i, g->priority, deadline, on_delta, on_done, &h->slots[i]);
         pthread_mutex_lock(&h->mu);
-        h->refs++;
+        h->refs++; /* the submit's: its on_done may come before submit returns */
+        h->n_submitted++;
         pthread_mutex_unlock(&h->mu);
         uint64_t id = 0;
         rc = h->ops->submit(h->sched, &q, &id, err, sizeof err);
         pthread_mutex_lock(&h->mu);
         if (rc) {
             h->refs--;
+            h->n_submitted--;
             h->refused = 1;
         } else {
             h->ids[i] = id;
-            h->n_submitted++;
         }
         pthread_mutex_unlock(&h->mu);
         if (rc) break;
     }
+    pthread_mutex_lock(&h->mu);
+    h->n_submitted--;
+    int m = h->n_submitted;
+    /* every choice may have ended already: the non-streamed answer is due now */
+    int finished = !rc && !h->stream && h->n_done == m;
+    if (!rc && h->stream && h->n_done == m) stream_close(h); /* all ended while submitting */
+    pthread_mutex_unlock(&h->mu);
     if (rc) {
         /* those already accepted end at their next step; their on_done sees `refused` */
-        pthread_mutex_lock(&h->mu);
-        int m = h->n_submitted;
-        pthread_mutex_unlock(&h->mu);
         for (int i = 0; i < m; i++) h->ops->cancel(h->sched, h->ids[i]);
         switch (rc) {
         case SCHED_EINVAL: return api_respond_error(r, 400, "invalid_value", NULL, "%s", err);
@@ -407,6 +378,7 @@ static int route_gen(api_req_t *r, api_gen_kind_t kind) {
         default: return api_respond_error(r, 503, "out_of_memory", NULL, "%s", err);
         }
     }
+    if (finished) return gen_finish(r);
     if (!h->stream) return API_ASYNC;
     pthread_mutex_lock(&h->mu);
     h->refs++; /* the response's */

@@ -49,7 +49,7 @@ int api_route_tasks_post(api_req_t *r) {
     const api_job_type_t *type = api_jobs_find("embed");
     if ((v = json_object_get(body, "op")) && !json_is_null(v)) {
         if (!json_is_string(v) || !(type = api_jobs_find(json_string_value(v))))
-            st = 400, code = "invalid_value", param = "op", snprintf(msg, sizeof msg, "op must be \"embed\" or \"expand\"");
+            st = 400, code = "invalid_value", param = "op", snprintf(msg, sizeof msg, "op must be one of: %s", api_jobs_names());
         else op = type->name;
     }
     if (!st && (v = json_object_get(body, "priority")) && !json_is_null(v)) {
@@ -81,7 +81,13 @@ int api_route_tasks_post(api_req_t *r) {
     /* validate now (400/404/413/422 here rather than a failed task later) */
     api_err_t e;
     api_job_t *j = NULL;
-    if (api_jobs_parse(r->ctx->jobs, type, body, &j, &e)) {
+    /* the op's own fields: the task's (op, queue, ...) are not the operation's */
+    json_t *opts = type->task_all_fields ? json_deep_copy(body) : NULL;
+    static const char *const task_keys[] = {"op", "queue", "dedup_key", "priority", "deadline_ms"};
+    for (size_t i = 0; opts && i < sizeof task_keys / sizeof task_keys[0]; i++)
+        json_object_del(opts, task_keys[i]);
+    if (api_jobs_parse(r->ctx->jobs, type, type->task_all_fields ? opts : body, &j, &e)) {
+        json_decref(opts);
         json_decref(body);
         return api_respond_error(r, e.status, e.code, e.param, "%s", e.message);
     }
@@ -91,8 +97,13 @@ int api_route_tasks_post(api_req_t *r) {
     json_t *inputs = json_object();
     const char *keep[] = {"input", "encoding_format", "dimensions", "truncate", "terms", "k", "min_score",
                           "exclude_input"};
-    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+    if (opts) {
+        json_object_update(inputs, opts);
+        json_object_del(inputs, "model"); /* the payload carries it */
+    }
+    for (size_t i = 0; !type->task_all_fields && i < sizeof keep / sizeof keep[0]; i++)
         if ((v = json_object_get(body, keep[i]))) json_object_set(inputs, keep[i], v);
+    json_decref(opts);
     char *inputs_json = json_dumps(inputs, JSON_COMPACT);
     json_decref(inputs);
     char err[512];
