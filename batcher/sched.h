@@ -14,8 +14,8 @@
  * (higher first), then age, up to max_seqs running at once.
  *
  * KV cache: a budget. At a model's first use the scheduler makes its pool
- * (engine/kv.h) in the device arena: kv_bytes, or kv_share of what the arena
- * has left then, in blocks of block_size tokens. When a step needs a block
+ * (engine/kv.h) in the device arena: kv_tokens, kv_bytes, or kv_share of
+ * what the arena has left then, in blocks of block_size tokens. When a step needs a block
  * and none is free (after evicting unused prefix-cache blocks, LRU), the
  * running sequence with the lowest priority, newest first, is preempted: its
  * blocks are freed and it goes back to waiting, to be recomputed later from
@@ -90,7 +90,8 @@ typedef enum {
 const char *sched_finish_name(sched_finish_t f); /* the words in parentheses above */
 
 typedef struct {
-    size_t kv_bytes;  /* KV cache per decoder model; 0: kv_share */
+    int kv_tokens;    /* KV cache per decoder model in tokens (rounded up to blocks); 0: kv_bytes */
+    size_t kv_bytes;  /* KV cache per decoder model in bytes; 0: kv_share */
     float kv_share;   /* share of the arena left free when the model's pool is made (0: 0.5) */
     int block_size;   /* tokens per KV block (0: KV_DEFAULT_BLOCK_SIZE) */
     int max_seqs;     /* running sequences per model (0: 64; capped by the model's workspace) */
@@ -100,8 +101,9 @@ typedef struct {
     int prefix_cache; /* 1: automatic prefix caching (default); -1: off */
 } sched_config_t;
 
-/* One token's log-probabilities (natural log, of the distribution the
- * sampler drew from after penalties and temperature). */
+/* One token's log-probabilities: natural log of the model's own
+ * distribution (softmax of the raw logits, before penalties, temperature
+ * and truncation), as OpenAI reports them. */
 typedef struct {
     int32_t id;
     float logprob;
@@ -121,6 +123,7 @@ typedef struct {
 
 typedef struct {
     sched_finish_t finish;
+    int32_t stop_id;        /* STOP by a stop token: its id; -1 otherwise (a stop string, or not STOP) */
     const char *message;    /* why, for ERROR / SHUTDOWN / DEADLINE ("" otherwise) */
     int prompt_tokens;
     int completion_tokens;

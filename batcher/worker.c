@@ -69,6 +69,20 @@ int worker_run(worker_t *w, int op, const worker_batch_t *in, float *out, char *
     return rc;
 }
 
+int worker_with_model(worker_t *w, int model, worker_model_fn fn, void *user, char *err, size_t errlen) {
+    if (model < 0 || model >= w->n_models) {
+        snprintf(err, errlen, "no such model");
+        return ENGINE_EINVAL;
+    }
+    pthread_rwlock_rdlock(&w->in_use[model]);
+    model_t *m = registry_model(w->reg, model);
+    int rc = ENGINE_EMODEL;
+    if (m) rc = fn(user, m, err, errlen);
+    else snprintf(err, errlen, "model is not loaded");
+    pthread_rwlock_unlock(&w->in_use[model]);
+    return rc;
+}
+
 int worker_load(worker_t *w, int model, char *err, size_t errlen) { return registry_load(w->reg, model, err, errlen); }
 
 void worker_unload(worker_t *w, int model) {

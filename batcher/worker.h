@@ -63,6 +63,12 @@ int worker_result_floats(worker_t *w, int op, int model);
 /* One batch of op: resolve the loaded model and run the handler; 0, or
  * nonzero with a message (ENGINE_EMODEL: the model is not loaded). */
 int worker_run(worker_t *w, int op, const worker_batch_t *in, float *out, char *err, size_t errlen);
+/* Run fn on the loaded model holding it shared, as worker_run does: for a
+ * producer that drives the engine itself (the generation scheduler's
+ * decoder steps, batcher/sched.h). fn's result, or ENGINE_EMODEL with a
+ * message when the model is not loaded. */
+typedef int (*worker_model_fn)(void *user, model_t *m, char *err, size_t errlen);
+int worker_with_model(worker_t *w, int model, worker_model_fn fn, void *user, char *err, size_t errlen);
 /* Load a model (ENGINE_OK or ENGINE_E* with a message); unload it after every
  * op's unload hook. */
 int worker_load(worker_t *w, int model, char *err, size_t errlen);

@@ -101,3 +101,21 @@ int chat_render(const chat_template_t *t, const chat_message_t *msgs, size_t n, 
     *len = b.len;
     return CHAT_OK;
 }
+
+int chat_stop_ids(const tok_t *t, int32_t *ids, int max) {
+    int32_t cand[3] = {tok_lookup(t, "<|im_end|>"), tok_lookup(t, "<|endoftext|>"), tok_special(t, "eos")};
+    int n = 0;
+    for (int i = 0; i < 3 && n < max; i++) {
+        int have = cand[i] < 0;
+        for (int j = 0; j < n; j++) have |= ids[j] == cand[i];
+        if (!have) ids[n++] = cand[i];
+    }
+    return n;
+}
+
+int chat_has_control_text(const char *text, size_t n) {
+    static const char *const ctl[] = {"<|im_start|>", "<|im_end|>", "<|endoftext|>"};
+    for (size_t i = 0; i < sizeof ctl / sizeof ctl[0]; i++)
+        if (memmem(text, n, ctl[i], strlen(ctl[i]))) return 1;
+    return 0;
+}

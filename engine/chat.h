@@ -28,7 +28,10 @@
 
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include "engine/gguf.h"
+#include "engine/tok.h"
 
 enum { CHAT_OK = 0, CHAT_EINVAL = -5, CHAT_EUNSUPPORTED = -6 };
 
@@ -60,5 +63,13 @@ const char *chat_kind_name(chat_kind_t k); /* "smollm2", "chatml", "none" */
  * message in err) or CHAT_EINVAL (unknown role, NULL content with a length). */
 int chat_render(const chat_template_t *t, const chat_message_t *msgs, size_t n, int add_generation_prompt,
                 char *out, size_t cap, size_t *len, char *err, size_t errlen);
+
+/* The ids that end a turn in t's vocabulary (<|im_end|>, <|endoftext|>, the
+ * eos role), each once, at most max: a request's stop ids. Returns the count. */
+int chat_stop_ids(const tok_t *t, int32_t *ids, int max);
+
+/* 1 when text (n bytes) holds a control token's text (<|im_start|>,
+ * <|im_end|>, <|endoftext|>): content from users that would be read as one. */
+int chat_has_control_text(const char *text, size_t n);
 
 #endif

@@ -331,40 +331,26 @@ static void place_workspace(llama_model_t *m, walk_t *w) {
     ws->logits = walk(w, B * (size_t)in->vocab * sizeof(float));
 }
 
-int llama_load(gguf_file_t *f, ops_t *ops, arena_t *arena, const llama_opts_t *opts, llama_model_t **out,
-               char *err, size_t errlen) {
-    *out = NULL;
-    llama_model_t *m = calloc(1, sizeof *m);
-    if (!m) {
-        snprintf(err, errlen, "llama: out of host memory");
-        return LLAMA_ENOMEM;
-    }
-    m->ops = ops;
-    m->arena = arena;
+/* Read the hyperparameters, find the tensors, fix the options and the host
+ * staging: everything a load does before it touches the arena. */
+static int plan(llama_model_t *m, gguf_file_t *f, const llama_opts_t *opts, const gguf_tensor_t **embd_out,
+                const gguf_tensor_t **head_out, const gguf_tensor_t **onorm_out, char *err, size_t errlen) {
     int rc = read_info(f, &m->info, err, errlen);
-    if (rc) goto fail;
+    if (rc) return rc;
     llama_info_t *in = &m->info;
-    const char *op = missing_op(ops);
-    if (op) {
-        snprintf(err, errlen, "llama: the %s backend lacks the decoder op %s", ops->name, op);
-        rc = LLAMA_EMODEL;
-        goto fail;
-    }
     const gguf_tensor_t *embd = gguf_find_tensor(f, "token_embd.weight");
     if (!embd || embd->n_dims != 2 || embd->ne[0] != in->hidden || embd->ne[1] < 1 || embd->ne[1] > (1 << 24)) {
         snprintf(err, errlen, "llama: token_embd.weight %s", embd ? "has the wrong shape" : "is missing");
-        rc = LLAMA_EMODEL;
-        goto fail;
+        return LLAMA_EMODEL;
     }
     in->vocab = (int)embd->ne[1];
-    rc = LLAMA_EMODEL;
-    if (!(embd = get_tensor(f, "token_embd.weight", in->hidden, in->vocab, err, errlen))) goto fail;
+    if (!(embd = get_tensor(f, "token_embd.weight", in->hidden, in->vocab, err, errlen))) return LLAMA_EMODEL;
     const gguf_tensor_t *head = embd;
     if (gguf_find_tensor(f, "output.weight") &&
         !(head = get_tensor(f, "output.weight", in->hidden, in->vocab, err, errlen)))
-        goto fail;
+        return LLAMA_EMODEL;
     const gguf_tensor_t *onorm = get_tensor(f, "output_norm.weight", in->hidden, 0, err, errlen);
-    if (!onorm) goto fail;
+    if (!onorm) return LLAMA_EMODEL;
     wtype_of(embd->type, &m->wt_embd);
     wtype_of(head->type, &m->wt_head);
 
@@ -374,8 +360,7 @@ int llama_load(gguf_file_t *f, ops_t *ops, arena_t *arena, const llama_opts_t *o
     if (m->opts.max_seqs > m->opts.max_tokens) m->opts.max_seqs = m->opts.max_tokens;
     if (m->opts.max_tokens > (1 << 20)) {
         snprintf(err, errlen, "llama: max_tokens %d per call is too many", m->opts.max_tokens);
-        rc = LLAMA_EINVAL;
-        goto fail;
+        return LLAMA_EINVAL;
     }
     m->n_qkv = (in->n_heads + 2 * in->n_kv_heads) * in->head_dim;
     /* a block table row per sequence, long enough for max_ctx positions with blocks of one token */
@@ -391,9 +376,52 @@ int llama_load(gguf_file_t *f, ops_t *ops, arena_t *arena, const llama_opts_t *o
     m->h_table = malloc((size_t)m->table_cap * sizeof(int32_t));
     if (!m->layers || !m->h_pos || !m->h_slot || !m->h_last || !m->h_seq_off || !m->h_ctx || !m->h_table) {
         snprintf(err, errlen, "llama: out of host memory");
-        rc = LLAMA_ENOMEM;
+        return LLAMA_ENOMEM;
+    }
+    *embd_out = embd;
+    *head_out = head;
+    *onorm_out = onorm;
+    return LLAMA_OK;
+}
+
+int llama_need(gguf_file_t *f, const llama_opts_t *opts, size_t *weight_bytes, size_t *workspace_bytes, char *err,
+               size_t errlen) {
+    llama_model_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "llama: out of host memory");
+        return LLAMA_ENOMEM;
+    }
+    const gguf_tensor_t *embd, *head, *onorm;
+    walk_t w = {0}, ws = {0};
+    int rc = plan(m, f, opts, &embd, &head, &onorm, err, errlen);
+    if (!rc) rc = place_weights(m, f, &w, embd, head, onorm, err, errlen);
+    if (!rc) {
+        place_workspace(m, &ws);
+        *weight_bytes = w.off;
+        *workspace_bytes = ws.off;
+    }
+    llama_destroy(m);
+    return rc;
+}
+
+int llama_load(gguf_file_t *f, ops_t *ops, arena_t *arena, const llama_opts_t *opts, llama_model_t **out,
+               char *err, size_t errlen) {
+    *out = NULL;
+    llama_model_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "llama: out of host memory");
+        return LLAMA_ENOMEM;
+    }
+    m->ops = ops;
+    m->arena = arena;
+    const gguf_tensor_t *embd, *head, *onorm;
+    int rc = LLAMA_EMODEL;
+    const char *op = missing_op(ops);
+    if (op) {
+        snprintf(err, errlen, "llama: the %s backend lacks the decoder op %s", ops->name, op);
         goto fail;
     }
+    if ((rc = plan(m, f, opts, &embd, &head, &onorm, err, errlen))) goto fail;
 
     /* measure, take the two arena blocks, then fill */
     walk_t w = {0};

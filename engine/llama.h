@@ -70,11 +70,22 @@ typedef struct llama_model llama_model_t;
 int llama_load(gguf_file_t *f, ops_t *ops, arena_t *arena, const llama_opts_t *opts, llama_model_t **out,
                char *err, size_t errlen);
 void llama_destroy(llama_model_t *m); /* NULL is a no-op; frees its arena blocks */
+/* Arena bytes llama_load would take (weights, workspace) with these options,
+ * from the file alone: the same checks, no upload. */
+int llama_need(gguf_file_t *f, const llama_opts_t *opts, size_t *weight_bytes, size_t *workspace_bytes, char *err,
+               size_t errlen);
 
 const llama_info_t *llama_info(const llama_model_t *m);
 const llama_opts_t *llama_opts(const llama_model_t *m); /* with the defaults filled in */
 size_t llama_weight_bytes(const llama_model_t *m);     /* bytes in the arena */
 size_t llama_workspace_bytes(const llama_model_t *m);  /* bytes in the arena */
+
+/* The decoder family behind engine/model.h (engine/llama_family.c): a .gguf
+ * file, or a folder holding one. Its workspace: LLAMA_FAMILY_MAX_TOKENS new
+ * tokens and LLAMA_FAMILY_MAX_SEQS sequences per step (the encoder's
+ * engine_opts_t sizes do not apply: a decoder step is small and frequent). */
+#define LLAMA_FAMILY_MAX_TOKENS 512
+#define LLAMA_FAMILY_MAX_SEQS 64
 
 /* The KV pool shape this model needs (n_blocks and block_size left to the caller). */
 kv_config_t llama_kv_config(const llama_model_t *m);

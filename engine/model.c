@@ -5,7 +5,7 @@
 #include "engine/model.h"
 
 /* First match wins: a family that detects more specific files goes first. */
-static const model_family_t *const FAMILIES[] = {&model_bert};
+static const model_family_t *const FAMILIES[] = {&model_bert, &model_llama};
 #define N_FAMILIES (sizeof FAMILIES / sizeof FAMILIES[0])
 
 struct model {
@@ -21,7 +21,7 @@ const model_family_t *model_family_for(const char *path) {
 
 static const model_family_t *family_or_err(const char *path, char *err, size_t errlen) {
     const model_family_t *f = model_family_for(path);
-    if (!f) snprintf(err, errlen, "%s: no model family this build knows (config.json of a BertModel)", path);
+    if (!f) snprintf(err, errlen, "%s: no model family this build knows (config.json of a BertModel, or a .gguf Llama decoder)", path);
     return f;
 }
 

@@ -43,6 +43,11 @@ typedef struct {
     size_t workspace_bytes; /* in the arena */
     int max_batch_tokens;   /* per forward call */
     int max_batch_seqs;
+    /* MODEL_DECODER: the shape of its KV cache (engine/kv.h kv_config_t) */
+    int kv_layers;
+    int kv_heads;
+    int kv_head_dim;
+    ops_dtype_t kv_dtype;
 } model_info_t;
 
 struct kv_pool; /* engine/kv.h: the paged KV block pool a decoder step reads and extends */
@@ -107,5 +112,6 @@ int model_step(model_t *m, const model_step_t *s, char *err, size_t errlen);
 
 /* The families this build knows (engine/model.c lists them in order). */
 extern const model_family_t model_bert;
+extern const model_family_t model_llama; /* engine/llama_family.c */
 
 #endif

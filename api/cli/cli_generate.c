@@ -5,12 +5,15 @@
  *   sluice chat [--system T] [--user T] [--assistant T]... [options]
  *
  * chat with no --user reads one user turn per line from stdin (interactive);
- * each turn reuses the KV cache of the conversation so far (the common prefix
- * of the new prompt's ids and the cached ones). Generation ends at the
+ * each turn reuses the KV cache of the conversation so far (the prefix cache
+ * of the generation scheduler, batcher/sched.h, which runs every request
+ * here as in the server: full KV blocks of the earlier turns are found by
+ * their tokens). Generation ends at the
  * model's end tokens (<|im_end|>, <|endoftext|>), a --stop string, --max-tokens
  * or the context. A summary line goes to stderr: prompt and generated tokens
  * and tokens/s for each phase.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,16 +22,14 @@
 #include <unistd.h>
 
 #include "api/cli/cli.h"
-#include "engine/arena.h"
-#include "engine/bpe.h"
+#include "batcher/sched.h"
+#include "batcher/worker.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
-#include "engine/kv.h"
-#include "engine/llama.h"
+#include "engine/registry.h"
 #include "engine/sample.h"
 
 #define DEFAULT_LLM "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-#define CHUNK 256        /* prefill tokens per forward call */
 #define MAX_MESSAGES 64
 
 typedef struct {
@@ -39,41 +40,32 @@ typedef struct {
     int seed_given;
 } gen_opts_t;
 
+/* The model on the same registry, device worker and scheduler as the server
+ * (batcher/sched.h): a chat's earlier turns come back from the prefix cache. */
 typedef struct {
-    ops_t *ops;
-    arena_t *arena;
-    gguf_file_t *file;
-    bpe_t *bpe;
+    registry_t *reg;
+    worker_t *w;
+    sched_t *s;
+    const tok_t *tok;
     chat_template_t chat;
-    llama_model_t *m;
-    kv_pool_t *kv;
-    kv_seq_t seq;
-    int32_t *hist;   /* (ctx) the ids whose K/V are in seq */
-    int32_t *ids;    /* (ctx) prompt ids of the current turn */
-    float *logits;   /* (vocab) */
-    char *piece;     /* bpe_decode_step_max bytes */
-    size_t piece_cap;
     int ctx;
 } gen_t;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+/* One answer, streamed to stdout by the scheduler's callbacks. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, oom;
+    sched_result_t res;
+    char msg[512];
+    char *ans;
+    size_t alen, acap;
+} turn_t;
 
 static void gen_close(gen_t *g) {
-    if (g->kv) kv_seq_free(g->kv, &g->seq);
-    kv_pool_destroy(g->kv);
-    llama_destroy(g->m);
-    arena_destroy(g->arena);
-    bpe_destroy(g->bpe);
-    gguf_close(g->file);
-    ops_destroy(g->ops);
-    free(g->hist);
-    free(g->ids);
-    free(g->logits);
-    free(g->piece);
+    sched_destroy(g->s);
+    worker_destroy(g->w);
+    registry_destroy(g->reg);
     memset(g, 0, sizeof *g);
 }
 
@@ -81,177 +73,126 @@ static void gen_close(gen_t *g) {
 static int gen_open(gen_t *g, const gen_opts_t *o, char *err, size_t errlen) {
     memset(g, 0, sizeof *g);
     struct stat st;
+    gguf_file_t *f = NULL;
     if (stat(o->model, &st) != 0) {
         snprintf(err, errlen, "%s: no such model file (run `make model`)", o->model);
         return 2;
     }
-    if (gguf_open(o->model, &g->file, err, errlen) || bpe_create_from_gguf(g->file, &g->bpe, err, errlen)) return 2;
-    g->chat = chat_template_from_gguf(g->file);
-    g->ops = ops_cpu_create(o->threads);
-    if (!g->ops) {
-        snprintf(err, errlen, "cannot create the cpu backend");
-        return 1;
-    }
-    /* the arena: the file's bytes (weights stay in its block formats), the
-     * workspace and the KV cache of one sequence of ctx positions */
-    int64_t n_ctx = 0;
-    gguf_get_int(g->file, "llama.context_length", &n_ctx);
-    g->ctx = o->ctx > 0 ? o->ctx : 4096;
-    if (n_ctx > 0 && g->ctx > n_ctx) g->ctx = (int)n_ctx;
-    int n_layers = 0, kvh = 0, hd = 0;
-    int64_t v;
-    if (gguf_get_int(g->file, "llama.block_count", &v) == GGUF_OK) n_layers = (int)v;
-    if (gguf_get_int(g->file, "llama.attention.head_count_kv", &v) == GGUF_OK) kvh = (int)v;
-    int64_t H = 0, nh = 1;
-    gguf_get_int(g->file, "llama.embedding_length", &H);
-    gguf_get_int(g->file, "llama.attention.head_count", &nh);
-    hd = nh > 0 ? (int)(H / nh) : 0;
-    kv_config_t kc = {.n_layers = n_layers, .n_kv_heads = kvh, .head_dim = hd, .block_size = KV_DEFAULT_BLOCK_SIZE,
-                      .n_blocks = (g->ctx + KV_DEFAULT_BLOCK_SIZE - 1) / KV_DEFAULT_BLOCK_SIZE,
-                      .dtype = g->ops->kv_dtype};
-    size_t budget = (size_t)st.st_size + (64u << 20) + kv_pool_bytes(&kc);
-    if (!(g->arena = arena_create(g->ops, budget, err, errlen))) return 1;
-    llama_opts_t lo = {.max_tokens = CHUNK, .max_seqs = 1, .max_ctx = g->ctx};
-    int rc = llama_load(g->file, g->ops, g->arena, &lo, &g->m, err, errlen);
-    if (rc) return rc == LLAMA_EMODEL || rc == LLAMA_EINVAL ? 2 : 1;
-    kc = llama_kv_config(g->m);
-    kc.n_blocks = (g->ctx + kc.block_size - 1) / kc.block_size;
-    if (kv_pool_create(g->arena, &kc, &g->kv, err, errlen) || kv_seq_init(g->kv, &g->seq, g->ctx, err, errlen))
-        return 1;
-    int V = llama_info(g->m)->vocab;
-    g->piece_cap = bpe_decode_step_max(g->bpe) + 8;
-    g->hist = malloc((size_t)g->ctx * sizeof *g->hist);
-    g->ids = malloc((size_t)g->ctx * sizeof *g->ids);
-    g->logits = malloc((size_t)V * sizeof *g->logits);
-    g->piece = malloc(g->piece_cap);
-    if (!g->hist || !g->ids || !g->logits || !g->piece) {
+    if (gguf_open(o->model, &f, err, errlen)) return 2;
+    g->chat = chat_template_from_gguf(f);
+    gguf_close(f);
+    registry_opts_t ro = {.models_dir = o->model, .device = "cpu", .cpu_threads = o->threads};
+    if (registry_create(&ro, &g->reg, err, errlen)) return 2;
+    if (worker_create(g->reg, &g->w)) {
         snprintf(err, errlen, "out of memory");
         return 1;
     }
+    /* the KV cache holds one sequence of the whole context */
+    int ctx = o->ctx > 0 ? o->ctx : 4096;
+    sched_config_t sc = {.max_ctx = ctx, .kv_tokens = ctx, .max_seqs = 1, .step_tokens = 256};
+    if (sched_create(g->reg, g->w, &sc, &g->s, err, errlen)) return 1;
+    int rc = sched_prepare(g->s, 0, &g->ctx, NULL, err, errlen);
+    if (rc) return rc == SCHED_ENOMEM ? 1 : 2;
+    if (!(g->tok = registry_tokenizer(g->reg, 0, err, errlen))) return 2;
     return 0;
 }
 
-/* Feed ids[0..n) after what the cache holds; logits of the last. */
-static int feed(gen_t *g, const int32_t *ids, int n, char *err, size_t errlen) {
-    int32_t slots[CHUNK];
-    for (int t0 = 0; t0 < n; t0 += CHUNK) {
-        int c = n - t0 < CHUNK ? n - t0 : CHUNK;
-        if (kv_seq_append(g->kv, &g->seq, c, slots, err, errlen)) return 1;
-        int32_t off[2] = {0, c};
-        kv_seq_t *sp[1] = {&g->seq};
-        if (llama_forward(g->m, g->kv, ids + t0, off, 1, sp, g->logits, 0, err, errlen)) return 1;
-        memcpy(g->hist + g->seq.n_tokens - c, ids + t0, (size_t)c * sizeof *ids);
+static void on_delta(void *user, const sched_delta_t *d) {
+    turn_t *t = user;
+    if (!d->text_len) return;
+    fwrite(d->text, 1, d->text_len, stdout); /* a terminal: the CLI's one stream may block here */
+    fflush(stdout);
+    pthread_mutex_lock(&t->mu);
+    if (t->alen + d->text_len + 1 > t->acap) {
+        size_t cap = t->acap ? t->acap : 256;
+        while (t->alen + d->text_len + 1 > cap) cap *= 2;
+        char *na = realloc(t->ans, cap);
+        if (na) t->ans = na, t->acap = cap;
     }
-    return 0;
+    if (t->alen + d->text_len + 1 <= t->acap) {
+        memcpy(t->ans + t->alen, d->text, d->text_len);
+        t->alen += d->text_len;
+    } else {
+        t->oom = 1;
+    }
+    pthread_mutex_unlock(&t->mu);
 }
 
-/* Stop ids: every control token that ends a turn in this vocabulary. */
-static void add_stop_ids(const bpe_t *b, sample_params_t *p) {
-    const char *names[] = {"<|im_end|>", "<|endoftext|>"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        int32_t id = bpe_lookup(b, names[i], strlen(names[i]));
-        if (id >= 0 && p->n_stop_ids < SAMPLE_MAX_STOP_IDS) p->stop_ids[p->n_stop_ids++] = id;
-    }
-    int32_t eos = bpe_eos_id(b);
-    int have = 0;
-    for (int i = 0; i < p->n_stop_ids; i++) have |= p->stop_ids[i] == eos;
-    if (eos >= 0 && !have && p->n_stop_ids < SAMPLE_MAX_STOP_IDS) p->stop_ids[p->n_stop_ids++] = eos;
+static void on_done(void *user, const sched_result_t *r) {
+    turn_t *t = user;
+    pthread_mutex_lock(&t->mu);
+    t->res = *r;
+    snprintf(t->msg, sizeof t->msg, "%s", r->message);
+    t->res.message = t->msg;
+    t->done = 1;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
 }
 
-static const char *finish_name(sample_finish_t f) {
-    return f == SAMPLE_STOP_TOKEN ? "end token" : f == SAMPLE_STOP_STRING ? "stop string" : "length";
+static const char *finish_name(const sched_result_t *r) {
+    if (r->finish == SCHED_FINISH_STOP) return r->stop_id >= 0 ? "end token" : "stop string";
+    return sched_finish_name(r->finish);
 }
 
 /* Generate after the prompt text; streams to stdout; the answer's text (for
  * chat history) into *answer (malloc'd) when answer is not NULL. */
 static int gen_run(gen_t *g, const char *prompt, size_t plen, const gen_opts_t *o, char **answer) {
     char err[1024];
-    size_t n = 0;
-    if (bpe_encode(g->bpe, prompt, plen, g->ids, (size_t)g->ctx, &n, BPE_PARSE_SPECIAL, err, sizeof err)) {
+    int n_untrunc = 0;
+    int32_t *ids = malloc((size_t)g->ctx * sizeof *ids);
+    if (!ids) {
+        fprintf(stderr, "sluice: out of memory\n");
+        return 1;
+    }
+    int n = tok_encode(g->tok, prompt, plen, ids, g->ctx, &n_untrunc, err, sizeof err);
+    if (n < 0) {
         fprintf(stderr, "sluice: %s\n", err);
+        free(ids);
         return 2;
     }
-    sample_params_t sp = o->sp;
-    if (n > (size_t)g->ctx) n = (size_t)g->ctx; /* refused just below, with the numbers */
-    if (sample_check_budget((int)n, g->ctx, &sp.max_tokens, err, sizeof err)) {
-        fprintf(stderr, "sluice: %s (--ctx to change the context)\n", err);
-        return 2;
+    turn_t t = {.done = 0};
+    pthread_mutex_init(&t.mu, NULL);
+    pthread_cond_init(&t.cv, NULL);
+    sched_req_t req = {.model = 0, .prompt = ids, .n_prompt = n, .sample = o->sp, .on_delta = on_delta,
+                       .on_done = on_done, .user = &t};
+    req.sample.n_stop_ids = chat_stop_ids(g->tok, req.sample.stop_ids, SAMPLE_MAX_STOP_IDS);
+    int rc = 0;
+    if (n_untrunc > n) {
+        snprintf(err, sizeof err, "prompt of %d tokens exceeds the context of %d tokens", n_untrunc, g->ctx);
+        rc = SCHED_ETOOBIG;
+    } else {
+        rc = sched_submit(g->s, &req, NULL, err, sizeof err);
     }
-    /* keep the cached prefix the new prompt shares (a chat's earlier turns) */
-    int keep = 0;
-    while (keep < g->seq.n_tokens && keep < (int)n - 1 && g->hist[keep] == g->ids[keep]) keep++;
-    kv_seq_truncate(g->kv, &g->seq, keep);
-    sample_seq_t ss;
-    if (sample_seq_init(&ss, &sp, llama_info(g->m)->vocab, g->ids, (int)n, err, sizeof err)) {
-        fprintf(stderr, "sluice: %s\n", err);
-        return 2;
+    free(ids);
+    if (rc) {
+        fprintf(stderr, "sluice: %s%s\n", err, rc == SCHED_ETOOBIG ? " (--ctx to change the context)" : "");
+        free(t.ans);
+        return rc == SCHED_ENOMEM ? 1 : 2;
     }
-    int rc = 0, n_gen = 0;
-    size_t alen = 0, acap = 256;
-    char *ans = malloc(acap);
-    double t0 = now_s();
-    if (!ans || feed(g, g->ids + keep, (int)n - keep, err, sizeof err)) {
-        fprintf(stderr, "sluice: %s\n", ans ? err : "out of memory");
-        rc = 1;
-        goto done;
-    }
-    double t1 = now_s(), t2 = t1;
-    bpe_decoder_t dec;
-    bpe_decoder_init(&dec, BPE_SKIP_SPECIAL);
-    sample_finish_t fin = SAMPLE_CONTINUE;
-    while (fin == SAMPLE_CONTINUE) {
-        int32_t tok = sample_next(&ss, g->logits);
-        n_gen++;
-        int k = bpe_decode_step(g->bpe, &dec, tok, g->piece, g->piece_cap);
-        if (k < 0) k = 0;
-        /* the context's end is a length stop too */
-        if (g->seq.n_tokens + 1 >= g->ctx && ss.p.max_tokens > n_gen) ss.p.max_tokens = n_gen;
-        const char *out;
-        size_t olen;
-        fin = sample_accept(&ss, tok, g->piece, (size_t)k, &out, &olen);
-        if (olen) {
-            fwrite(out, 1, olen, stdout);
-            fflush(stdout);
-            if (alen + olen + 1 > acap) {
-                while (alen + olen + 1 > acap) acap *= 2;
-                char *na = realloc(ans, acap);
-                if (!na) {
-                    rc = 1;
-                    break;
-                }
-                ans = na;
-            }
-            memcpy(ans + alen, out, olen);
-            alen += olen;
-        }
-        if (fin != SAMPLE_CONTINUE) break;
-        if (feed(g, &tok, 1, err, sizeof err)) {
-            fprintf(stderr, "\nsluice: %s\n", err);
-            rc = 1;
-            break;
-        }
-    }
-    t2 = now_s();
-    if (fin == SAMPLE_LENGTH) { /* a character cut by the limit */
-        int k = bpe_decode_flush(&dec, g->piece, g->piece_cap);
-        if (k > 0) fwrite(g->piece, 1, (size_t)k, stdout);
-    }
+    pthread_mutex_lock(&t.mu);
+    while (!t.done) pthread_cond_wait(&t.cv, &t.mu);
+    pthread_mutex_unlock(&t.mu);
     fputc('\n', stdout);
     fflush(stdout);
-    double pre = t1 - t0, dc = t2 - t1;
+    const sched_result_t *r = &t.res;
+    rc = r->finish == SCHED_FINISH_STOP || r->finish == SCHED_FINISH_LENGTH ? 0 : 1;
+    if (rc) fprintf(stderr, "sluice: %s\n", r->message);
+    double pre = r->ttft_s, dc = r->e2e_s - r->ttft_s;
+    int n_gen = r->completion_tokens, fresh = r->prompt_tokens - r->cached_prompt_tokens;
     fprintf(stderr,
-            "sluice: prompt %zu tokens (%d from cache, prefill %.1f tokens/s), generated %d tokens (%.1f tokens/s), "
+            "sluice: prompt %d tokens (%d from cache, prefill %.1f tokens/s), generated %d tokens (%.1f tokens/s), "
             "stopped by %s\n",
-            n, keep, pre > 0 ? (double)(n - (size_t)keep) / pre : 0.0, n_gen,
-            dc > 0 && n_gen > 1 ? (double)(n_gen - 1) / dc : 0.0, finish_name(fin));
-done:
-    sample_seq_free(&ss);
-    if (answer && rc == 0) {
-        ans[alen] = 0;
-        *answer = ans;
+            r->prompt_tokens, r->cached_prompt_tokens, pre > 0 ? fresh / pre : 0.0, n_gen,
+            dc > 0 && n_gen > 1 ? (n_gen - 1) / dc : 0.0, finish_name(r));
+    if (answer && rc == 0 && !t.oom) {
+        if (!t.ans) t.ans = calloc(1, 1);
+        else t.ans[t.alen] = 0;
+        *answer = t.ans;
     } else {
-        free(ans);
+        free(t.ans);
     }
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cv);
     return rc;
 }
 
@@ -372,19 +313,10 @@ int cli_generate(int argc, char **argv) {
         gen_close(&g);
         return rc;
     }
-    add_stop_ids(g.bpe, &o.sp);
     if (o.sp.temperature > 0 && !o.seed_given) fprintf(stderr, "sluice: seed %llu\n", (unsigned long long)o.sp.seed);
     rc = gen_run(&g, prompt, strlen(prompt), &o, NULL);
     gen_close(&g);
     return rc;
-}
-
-/* A control token's text inside user content would be read as the token. */
-static int has_control_text(const char *s, size_t n) {
-    static const char *const ctl[] = {"<|im_start|>", "<|im_end|>", "<|endoftext|>"};
-    for (size_t i = 0; i < sizeof ctl / sizeof ctl[0]; i++)
-        if (memmem(s, n, ctl[i], strlen(ctl[i]))) return 1;
-    return 0;
 }
 
 /* Render msgs and answer; the answer joins the history. */
@@ -419,7 +351,7 @@ int cli_chat(int argc, char **argv) {
     int has_user = 0;
     for (int i = 0; i < n_msgs; i++) {
         has_user |= !strcmp(msgs[i].role, "user");
-        if (has_control_text(msgs[i].content, msgs[i].content_len)) {
+        if (chat_has_control_text(msgs[i].content, msgs[i].content_len)) {
             fprintf(stderr, "sluice chat: message %d holds a control token's text (<|im_start|> ...)\n", i + 1);
             return 2;
         }
@@ -436,7 +368,6 @@ int cli_chat(int argc, char **argv) {
         gen_close(&g);
         return 2;
     }
-    add_stop_ids(g.bpe, &o.sp);
     if (has_user) {
         rc = chat_turn(&g, &o, msgs, &n_msgs, owned);
     } else {
@@ -450,7 +381,7 @@ int cli_chat(int argc, char **argv) {
             if ((got = getline(&line, &cap, stdin)) <= 0) break;
             while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
             if (got == 0) continue;
-            if (has_control_text(line, (size_t)got)) {
+            if (chat_has_control_text(line, (size_t)got)) {
                 fprintf(stderr, "sluice chat: that line holds a control token's text; not sent\n");
                 continue;
             }
