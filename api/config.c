@@ -60,6 +60,10 @@ static const opt_t options[] = {
     {"lease_ms", I(lease_ms), "Redis task lease; renewed while the task waits or computes"},
     {"result_ttl_s", I(result_ttl_s), "how long Redis keeps a task's result"},
     {"task_signing_key", S(task_signing_key), "sign Redis tasks enqueued here and refuse unsigned ones (HMAC-SHA256; prefer the environment)"},
+    {"kv_cache_tokens", I(kv_cache_tokens), "generation: KV cache per decoder model in tokens (0: --kv-cache-bytes)"},
+    {"kv_cache_bytes", Z(kv_cache_bytes), "generation: KV cache per decoder model in bytes (0: half of what the budget leaves)"},
+    {"gen_max_seqs", I(gen_max_seqs), "generation: running sequences per decoder model (0: 64)"},
+    {"gen_step_tokens", I(gen_step_tokens), "generation: tokens per engine step, decode + prefill chunks (0: 256)"},
     {"drain_timeout_ms", I(drain_timeout_ms), "on SIGTERM: time to finish in-flight work"},
     {"log_level", S(log_level), "debug | info | warn | error"},
 };

@@ -56,6 +56,10 @@ typedef struct {
     int result_ttl_s;
     char task_signing_key[256]; /* HMAC-SHA256 key for Redis tasks ("": none) */
     /* lifecycle */
+    int kv_cache_tokens;      /* generation: KV cache per decoder model, tokens (0: kv_cache_bytes) */
+    size_t kv_cache_bytes;    /* bytes (0: half of what the memory budget leaves) */
+    int gen_max_seqs;         /* running sequences per decoder model (0: 64) */
+    int gen_step_tokens;      /* tokens per engine step, decode + prefill chunks (0: 256) */
     int drain_timeout_ms;
     char log_level[16];
 } api_config_t;

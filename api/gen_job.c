@@ -379,19 +379,11 @@ int api_gen_parse(registry_t *reg, json_t *body, api_gen_kind_t kind, api_gen_re
     if (m && !json_is_string(m)) return api_err_set(e, 400, "invalid_type", "model", "model must be a string");
     if (m) idx = registry_find(reg, json_string_value(m));
     else { /* omitted: the one decoder, when there is exactly one */
-        for (int i = 0; i < registry_count(reg); i++) {
-            registry_model_info_t in;
-            char err[64];
-            const tok_t *t = registry_tokenizer(reg, i, err, sizeof err);
-            if (t && !strcmp(tok_kind(t), "bpe") && registry_info(reg, i, &in) == 0) {
-                if (idx >= 0)
-                    return api_err_set(e, 400, "missing_field", "model", "model is required (this server has several)");
-                idx = i;
-            }
-        }
+        idx = api_job_only_model(reg, MODEL_DECODER);
+        if (idx == -2) return api_err_set(e, 400, "missing_field", "model", "model is required (this server has several decoders)");
     }
-    if (idx < 0)
-        return api_err_set(e, 404, "model_not_found", "model", "model '%s' not found", m ? json_string_value(m) : "");
+    if (idx < 0 && !m) return api_err_set(e, 404, "model_not_found", "model", "this server has no decoder model");
+    if (idx < 0) return api_err_set(e, 404, "model_not_found", "model", "model '%s' not found", json_string_value(m));
     char terr[256];
     const tok_t *tok = registry_tokenizer(reg, idx, terr, sizeof terr);
     registry_model_info_t info;
@@ -530,17 +522,8 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
     if (get_int(body, "deadline_ms", 1, 86400000, &iv, e)) goto fail;
     g->deadline_ms = iv;
 
-    /* stop tokens: end of sequence and the chat turn's end */
-    static const char *const ends[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"};
-    int32_t eos = tok_special(tok, "eos");
-    if (eos >= 0) g->sp.stop_ids[g->sp.n_stop_ids++] = eos;
-    for (size_t i = 0; i < sizeof ends / sizeof ends[0] && g->sp.n_stop_ids < SAMPLE_MAX_STOP_IDS; i++) {
-        int32_t id = tok_lookup(tok, ends[i]);
-        int dup = 0;
-        for (int j = 0; j < g->sp.n_stop_ids; j++) dup |= g->sp.stop_ids[j] == id;
-        if (id >= 0 && !dup) g->sp.stop_ids[g->sp.n_stop_ids++] = id;
-    }
-
+    /* stop tokens: the end of a turn and of the text, in this vocabulary */
+    g->sp.n_stop_ids = chat_stop_ids(tok, g->sp.stop_ids, SAMPLE_MAX_STOP_IDS);
     if (parse_prompts(g, tok, &gm->chat, body, e)) goto fail;
     for (int i = 0; i < g->n_prompts; i++) {
         int want = g->max_tokens_given ? g->max_tokens : 1;
@@ -553,13 +536,8 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
             goto fail;
         }
     }
-    if (!g->max_tokens_given) {
-        int longest = 0;
-        for (int i = 0; i < g->n_prompts; i++)
-            if (g->prompt_len[i] > longest) longest = g->prompt_len[i];
-        g->max_tokens = g->ctx_len - longest;
-    }
-    g->sp.max_tokens = g->max_tokens;
+    /* not given: 0, and the scheduler fits it to the context and the KV cache */
+    g->sp.max_tokens = g->max_tokens_given ? g->max_tokens : 0;
     *out = g;
     return 0;
 fail:

@@ -60,7 +60,7 @@ typedef struct {
     int32_t **prompt_ids;             /* (n_prompts) arrays of prompt_len[i] ids */
     int *prompt_len;                  /* (n_prompts) */
     int n;                            /* choices per prompt (`n`) */
-    int max_tokens;                   /* per choice; fitted to the context when not given */
+    int max_tokens;                   /* per choice; 0 when not given: the room the context and KV cache leave */
     int max_tokens_given;
     sample_params_t sp;               /* stop strings point into stops[]; stop ids set */
     char *stops[API_GEN_MAX_STOPS];

@@ -130,6 +130,10 @@ typedef int (*api_job_options_fn)(json_t *body, const registry_model_info_t *inf
 int api_job_parse_inputs(registry_t *reg, const api_config_t *cfg, json_t *body, api_job_options_fn options,
                          void *ctx, int result_floats, api_job_t **out, api_err_t *e);
 
+/* The one model of a kind on the registry (what a request that names none
+ * gets): its index, -1 when there is none, -2 when there are several. */
+int api_job_only_model(registry_t *reg, model_kind_t kind);
+
 char *api_job_result_json(api_job_t *j, size_t *len); /* j->type->result_json */
 void api_job_free(api_job_t *j);                      /* NULL is a no-op */
 
