@@ -161,7 +161,10 @@ static void stream_close(gen_http_t *h) {
             free(e);
         }
     }
-    if (h->g->include_usage) buf_add(h, api_gen_usage_sse(h->g, h->id, h->created, &h->usage, &n), n);
+    if (h->g->include_usage) {
+        char *ev = api_gen_usage_sse(h->g, h->id, h->created, &h->usage, &n);
+        buf_add(h, ev, n);
+    }
     buf_add(h, strdup("data: [DONE]\n\n"), 14);
     h->ended = 1;
 }
