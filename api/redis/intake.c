@@ -504,24 +504,26 @@ void *api_tasks_completion_main(void *arg) {
         pthread_mutex_lock(&q->mu);
         while (!q->done_head && !q->stream_head && !pending && !atomic_load(&q->stop))
             pthread_cond_wait(&q->cv, &q->mu);
-        pthread_mutex_unlock(&q->mu);
-        /* a task's text before its result: a reader that sees the result has the whole stream */
-        if (flush_streams(q, c) == QUEUE_EREDIS) {
-            conn_broken(&c, &q->completion_up, q, "completion");
-            util_sleep_ms(100);
-            continue;
-        }
-        pthread_mutex_lock(&q->mu);
         task_t *list = q->done_head;
         q->done_head = q->done_tail = NULL;
         int stop = atomic_load(&q->stop);
         pthread_mutex_unlock(&q->mu);
+        /* a task's text before its result: its last entries were queued before
+         * it was done, so flushing after taking the done list sends them all,
+         * and a reader that sees the result has the whole stream */
+        int flush_broken = flush_streams(q, c) == QUEUE_EREDIS;
         if (pending) { /* older first */
             task_t *tail = pending;
             while (tail->next) tail = tail->next;
             tail->next = list;
             list = pending;
             pending = NULL;
+        }
+        if (flush_broken) { /* settle after the reconnect, the stream first */
+            pending = list;
+            conn_broken(&c, &q->completion_up, q, "completion");
+            util_sleep_ms(100);
+            continue;
         }
         if (!list) {
             if (stop) break;
