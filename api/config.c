@@ -7,6 +7,7 @@
 
 #include "api/config.h"
 #include "batcher/batcher.h"
+#include "batcher/sched.h"
 #include "engine/engine.h"
 
 typedef enum { OPT_STR, OPT_INT, OPT_SIZE, OPT_BOOL } opt_kind_t;
@@ -41,7 +42,7 @@ static const opt_t options[] = {
     {"cache_ttl_ms", I(cache_ttl_ms), "embeddings result cache: how long an answer is reused (0: off)"},
     {"cache_max_entries", I(cache_max_entries), "result cache: answers kept at most"},
     {"cache_max_bytes", Z(cache_max_bytes), "result cache: bytes kept at most"},
-    {"models", S(models), "folder of model folders (each with a config.json)"},
+    {"models", S(models), "folder of model folders (a config.json: encoder; a .gguf: decoder)"},
     {"preload", S(preload), "models to load at start, comma-separated, or 'all' (others load on first use)"},
     {"device", S(device), "auto | cpu | cuda"},
     {"gpu_memory_budget", Z(gpu_memory_budget), "device bytes for weights + workspaces (0: 80% of free)"},
@@ -55,6 +56,11 @@ static const opt_t options[] = {
     {"max_queue_delay_ms", I(max_queue_delay_ms), "longest wait for a fuller batch (live)"},
     {"max_pending_items", I(max_pending_items), "pending queue per model, items (429 above)"},
     {"max_pending_bytes", Z(max_pending_bytes), "pending queue per model, bytes (429 above)"},
+    {"kv_cache_bytes", Z(kv_cache_bytes), "KV cache per decoder model (0: kv_cache_percent of the budget left when it loads)"},
+    {"kv_cache_percent", I(kv_cache_percent), "KV cache per decoder model, percent of the memory budget left when it loads"},
+    {"max_running_seqs", I(max_running_seqs), "sequences a decoder model generates at once"},
+    {"step_tokens", I(step_tokens), "new tokens per generation step: one per running sequence + prefill chunks"},
+    {"max_waiting_seqs", I(max_waiting_seqs), "generation requests waiting per decoder model (429 above)"},
     {"redis", S(redis), "Redis URL redis://host:port/db ('none': no Redis intake)"},
     {"queue", S(queue), "Redis queue names to serve, comma-separated"},
     {"lease_ms", I(lease_ms), "Redis task lease; renewed while the task waits or computes"},
@@ -93,12 +99,27 @@ void api_config_defaults(api_config_t *c) {
     c->max_queue_delay_ms = lim.max_queue_delay_us / 1000;
     c->max_pending_items = lim.max_pending_items;
     c->max_pending_bytes = lim.max_pending_bytes;
+    sched_config_t sc; /* the generation defaults live with the scheduler */
+    sched_config_default(&sc);
+    c->kv_cache_percent = (int)(sc.kv_share * 100 + 0.5f);
+    c->max_running_seqs = sc.max_seqs;
+    c->step_tokens = sc.step_tokens;
+    c->max_waiting_seqs = sc.max_waiting;
     snprintf(c->redis, sizeof c->redis, "redis://127.0.0.1:6379/0");
     snprintf(c->queue, sizeof c->queue, "sluice");
     c->lease_ms = API_DEFAULT_LEASE_MS;
     c->result_ttl_s = 3600;
     c->drain_timeout_ms = 30000;
     snprintf(c->log_level, sizeof c->log_level, "info");
+}
+
+void api_config_sched(const api_config_t *c, sched_config_t *out) {
+    sched_config_default(out);
+    out->kv_bytes = c->kv_cache_bytes;
+    if (c->kv_cache_percent > 0 && c->kv_cache_percent <= 100) out->kv_share = c->kv_cache_percent / 100.0f;
+    if (c->max_running_seqs > 0) out->max_seqs = c->max_running_seqs;
+    if (c->step_tokens > 0) out->step_tokens = c->step_tokens;
+    if (c->max_waiting_seqs > 0) out->max_waiting = c->max_waiting_seqs;
 }
 
 long long api_parse_size(const char *s) {

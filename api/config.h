@@ -49,6 +49,12 @@ typedef struct {
     int max_queue_delay_ms;
     int max_pending_items;
     size_t max_pending_bytes;
+    /* generation (batcher/sched.h, per decoder model) */
+    size_t kv_cache_bytes;    /* KV cache; 0: kv_cache_percent of the memory budget left then */
+    int kv_cache_percent;     /* 1..100 */
+    int max_running_seqs;     /* sequences generating at once */
+    int step_tokens;          /* new tokens per engine step: decode tokens + prefill chunks */
+    int max_waiting_seqs;     /* waiting requests before 429 */
     /* Redis */
     char redis[256];          /* redis://host:port/db; "" or "none": no Redis intake */
     char queue[128];          /* queue names, comma-separated */
@@ -69,6 +75,10 @@ typedef struct {
 #define API_DEFAULT_LEASE_MS 30000
 
 void api_config_defaults(api_config_t *c);
+
+struct sched_config; /* batcher/sched.h */
+/* The generation scheduler's settings from c. */
+void api_config_sched(const api_config_t *c, struct sched_config *out);
 
 /* Apply the config file named by --config / SLUICE_CONFIG (if any), then
  * SLUICE_* variables, then the flags in argv (argv[0] is skipped).

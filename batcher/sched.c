@@ -635,6 +635,9 @@ static void step_model(sched_t *s, int model) {
     int64_t t0 = util_now_ns();
     char serr[512];
     int rc = worker_with_model(s->w, model, run_step, &ctx, serr, sizeof serr);
+    if (rc == ENGINE_EMODEL && registry_state(s->reg, model) != REGISTRY_READY &&
+        worker_load(s->w, model, serr, sizeof serr) == ENGINE_OK) /* unloaded meanwhile (admin): load again */
+        rc = worker_with_model(s->w, model, run_step, &ctx, serr, sizeof serr);
     double dt = (util_now_ns() - t0) * 1e-9;
     uint64_t gen = 0;
     for (int b = 0; b < nb; b++) {
@@ -705,6 +708,11 @@ static void *sched_main(void *arg) {
 
 /* ------------------------------------------------------------ lifecycle */
 
+void sched_config_default(sched_config_t *c) {
+    *c = (sched_config_t){.kv_share = DEF_KV_SHARE, .block_size = KV_DEFAULT_BLOCK_SIZE, .max_seqs = DEF_MAX_SEQS,
+                          .max_waiting = DEF_MAX_WAITING, .step_tokens = DEF_STEP_TOKENS, .prefix_cache = 1};
+}
+
 int sched_create(registry_t *reg, worker_t *w, const sched_config_t *cfg, sched_t **out, char *err, size_t errlen) {
     *out = NULL;
     sched_t *s = calloc(1, sizeof *s);
@@ -717,13 +725,15 @@ int sched_create(registry_t *reg, worker_t *w, const sched_config_t *cfg, sched_
     s->reg = reg;
     s->w = w;
     s->n_models = n;
+    sched_config_t d;
+    sched_config_default(&d);
     if (cfg) s->cfg = *cfg;
-    if (s->cfg.kv_share <= 0 || s->cfg.kv_share > 1) s->cfg.kv_share = DEF_KV_SHARE;
-    if (s->cfg.block_size <= 0) s->cfg.block_size = KV_DEFAULT_BLOCK_SIZE;
-    if (s->cfg.max_seqs <= 0) s->cfg.max_seqs = DEF_MAX_SEQS;
-    if (s->cfg.max_waiting <= 0) s->cfg.max_waiting = DEF_MAX_WAITING;
-    if (s->cfg.step_tokens <= 0) s->cfg.step_tokens = DEF_STEP_TOKENS;
-    if (s->cfg.prefix_cache == 0) s->cfg.prefix_cache = 1;
+    if (s->cfg.kv_share <= 0 || s->cfg.kv_share > 1) s->cfg.kv_share = d.kv_share;
+    if (s->cfg.block_size <= 0) s->cfg.block_size = d.block_size;
+    if (s->cfg.max_seqs <= 0) s->cfg.max_seqs = d.max_seqs;
+    if (s->cfg.max_waiting <= 0) s->cfg.max_waiting = d.max_waiting;
+    if (s->cfg.step_tokens <= 0) s->cfg.step_tokens = d.step_tokens;
+    if (s->cfg.prefix_cache == 0) s->cfg.prefix_cache = d.prefix_cache;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->prep_mu, NULL);
     pthread_cond_init(&s->cv, NULL);

@@ -89,10 +89,10 @@ typedef enum {
 
 const char *sched_finish_name(sched_finish_t f); /* the words in parentheses above */
 
-typedef struct {
+typedef struct sched_config {
     int kv_tokens;    /* KV cache per decoder model in tokens (rounded up to blocks); 0: kv_bytes */
     size_t kv_bytes;  /* KV cache per decoder model in bytes; 0: kv_share */
-    float kv_share;   /* share of the arena left free when the model's pool is made (0: 0.5) */
+    float kv_share;   /* share of the arena's largest free piece when the model's pool is made (0: 0.5) */
     int block_size;   /* tokens per KV block (0: KV_DEFAULT_BLOCK_SIZE) */
     int max_seqs;     /* running sequences per model (0: 64; capped by the model's workspace) */
     int max_waiting;  /* waiting requests per model before SCHED_EFULL (0: 1024) */
@@ -100,6 +100,9 @@ typedef struct {
     int max_ctx;      /* positions per sequence (0: the model's context) */
     int prefix_cache; /* 1: automatic prefix caching (default); -1: off */
 } sched_config_t;
+
+/* The defaults (what 0 in each field means). */
+void sched_config_default(sched_config_t *c);
 
 /* One token's log-probabilities: natural log of the model's own
  * distribution (softmax of the raw logits, before penalties, temperature

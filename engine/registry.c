@@ -55,7 +55,8 @@ static int add_model(registry_t *r, const char *name, const char *dir, const mod
     snprintf(e->info.name, sizeof e->info.name, "%.*s", (int)sizeof e->info.name - 1, name);
     snprintf(e->info.dir, sizeof e->info.dir, "%s", dir);
     e->family = family;
-    e->info.hidden = read_hidden(dir);
+    e->info.kind = family->kind;
+    e->info.hidden = family->kind == MODEL_ENCODER ? read_hidden(dir) : 0;
     e->info.state = REGISTRY_UNLOADED;
     r->n++;
     return 0;

@@ -53,6 +53,7 @@ typedef struct {
     registry_state_t state;
     int last_error_code;      /* ENGINE_E* of the last failed load, 0 if none */
     char last_error[512];
+    model_kind_t kind;        /* MODEL_ENCODER (embeddings) or MODEL_DECODER (generation), from its family */
     int hidden;               /* embedding width (config.json hidden_size) */
     int max_seq_len;          /* tokens per input incl. [CLS]/[SEP]; 0 until the tokenizer exists */
     size_t weight_bytes;      /* in the arena while READY */

@@ -279,6 +279,46 @@ Test(sched, too_big_is_refused_with_numbers) {
     sched_destroy(s);
 }
 
+typedef struct {
+    answer_t a;
+    sched_logprob_t lp[8];
+    int n;
+} lp_answer_t;
+
+static void on_delta_lp(void *user, const sched_delta_t *d) {
+    lp_answer_t *l = user;
+    on_delta(&l->a, d);
+    for (int i = 0; i < d->n_ids && d->logprobs && l->n < 8; i++) l->lp[l->n++] = d->logprobs[i];
+}
+
+Test(sched, logprobs_of_greedy_tokens) {
+    sched_t *s = make(NULL);
+    job_t j = job_of(PROMPTS[0], 4);
+    static lp_answer_t l;
+    answer_init(&l.a);
+    sched_req_t r = {.model = 0, .prompt = j.ids, .n_prompt = j.n, .sample = sample_params_default(),
+                     .logprobs = 1, .top_logprobs = 3, .on_delta = on_delta_lp, .on_done = on_done, .user = &l};
+    r.sample.max_tokens = 4;
+    char err[512];
+    cr_assert_eq(sched_submit(s, &r, NULL, err, sizeof err), 0, "%s", err);
+    answer_wait(&l.a);
+    cr_assert_eq(l.n, 4);
+    for (int i = 0; i < 4; i++) {
+        const sched_logprob_t *p = &l.lp[i];
+        cr_assert_eq(p->id, l.a.ids[i]);
+        cr_assert_eq(p->n_top, 3);
+        cr_assert_eq(p->top_ids[0], p->id, "greedy picks the most likely token");
+        cr_assert_float_eq(p->top_logprobs[0], p->logprob, 1e-6);
+        cr_assert(p->logprob <= 0 && p->top_logprobs[1] <= p->top_logprobs[0] &&
+                  p->top_logprobs[2] <= p->top_logprobs[1], "%f %f %f", p->top_logprobs[0], p->top_logprobs[1],
+                  p->top_logprobs[2]);
+    }
+    r.top_logprobs = 21;
+    cr_assert_eq(sched_submit(s, &r, NULL, err, sizeof err), SCHED_EINVAL);
+    cr_assert(strstr(err, "top_logprobs"), "%s", err);
+    sched_destroy(s);
+}
+
 Test(sched, cancel_frees_blocks) {
     sched_config_t c = {.prefix_cache = -1};
     sched_t *s = make(&c);
@@ -399,6 +439,75 @@ Test(sched, drain_ends_everything_clearly) {
     sched_stats_t st;
     sched_stats(s, 0, &st);
     cr_assert_eq(st.running + st.waiting, 0);
+    sched_destroy(s);
+}
+
+Test(sched, a_model_unloaded_meanwhile_loads_again) {
+    sched_t *s = make(NULL);
+    job_t j = job_of(PROMPTS[0], 3);
+    answer_t a, b;
+    run_one(s, &j, &a);
+    worker_unload(wk, 0);
+    cr_assert_eq(registry_state(reg, 0), REGISTRY_UNLOADED);
+    run_one(s, &j, &b);
+    cr_assert_eq(b.res.finish, SCHED_FINISH_LENGTH, "%s", b.msg);
+    assert_same(&b, &a, "after reload", 0);
+    sched_destroy(s);
+}
+
+static int order_seen;
+static int order_of[3];
+
+static void on_done_order(void *user, const sched_result_t *r) {
+    answer_t *a = user;
+    on_done(user, r);
+    order_of[a->during] = ++order_seen; /* `during` holds the request's index here */
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    int ttft, itl, e2e, queue;
+} seen_t;
+
+static void observe(void *user, int model, const char *kind, double secs) {
+    seen_t *o = user;
+    cr_assert_eq(model, 0);
+    cr_assert_geq(secs, 0);
+    pthread_mutex_lock(&o->mu);
+    if (!strcmp(kind, "ttft")) o->ttft++;
+    else if (!strcmp(kind, "itl")) o->itl++;
+    else if (!strcmp(kind, "e2e")) o->e2e++;
+    else if (!strcmp(kind, "queue")) o->queue++;
+    pthread_mutex_unlock(&o->mu);
+}
+
+Test(sched, priority_then_age_and_the_observer) {
+    sched_config_t c = {.max_seqs = 1};
+    sched_t *s = make(&c);
+    seen_t seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    sched_set_observer(s, observe, &seen);
+    job_t j = job_of(PROMPTS[1], 12);
+    answer_t a[3];
+    int prio[3] = {0, 0, 5};
+    char err[512];
+    for (int i = 0; i < 3; i++) {
+        answer_init(&a[i]);
+        a[i].during = i;
+        sched_req_t r = {.model = 0, .prompt = j.ids, .n_prompt = j.n, .sample = sample_params_default(),
+                         .priority = prio[i], .on_done = on_done_order, .user = &a[i]};
+        r.sample.max_tokens = 12;
+        cr_assert_eq(sched_submit(s, &r, NULL, err, sizeof err), 0, "%s", err);
+        if (i == 0) util_sleep_ms(50); /* the first is running; the others wait */
+    }
+    for (int i = 0; i < 3; i++) answer_wait(&a[i]);
+    cr_assert_eq(order_of[0], 1, "the running one ends first");
+    cr_assert_eq(order_of[2], 2, "then the higher priority, though it came last");
+    cr_assert_eq(order_of[1], 3);
+    cr_assert_eq(seen.ttft, 3);
+    cr_assert_eq(seen.queue, 3);
+    cr_assert_eq(seen.e2e, 3);
+    cr_assert_eq(seen.itl, 3 * 11);
+    cr_assert_gt(a[1].res.queue_s, a[2].res.queue_s);
     sched_destroy(s);
 }
 
