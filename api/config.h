@@ -50,6 +50,7 @@ typedef struct {
     int max_pending_items;
     size_t max_pending_bytes;
     /* generation (batcher/sched.h, per decoder model) */
+    int kv_cache_tokens;      /* KV cache in tokens (rounded up to blocks); 0: kv_cache_bytes */
     size_t kv_cache_bytes;    /* KV cache; 0: kv_cache_percent of the memory budget left then */
     int kv_cache_percent;     /* 1..100 */
     int max_running_seqs;     /* sequences generating at once */
@@ -62,10 +63,6 @@ typedef struct {
     int result_ttl_s;
     char task_signing_key[256]; /* HMAC-SHA256 key for Redis tasks ("": none) */
     /* lifecycle */
-    int kv_cache_tokens;      /* generation: KV cache per decoder model, tokens (0: kv_cache_bytes) */
-    size_t kv_cache_bytes;    /* bytes (0: half of what the memory budget leaves) */
-    int gen_max_seqs;         /* running sequences per decoder model (0: 64) */
-    int gen_step_tokens;      /* tokens per engine step, decode + prefill chunks (0: 256) */
     int drain_timeout_ms;
     char log_level[16];
 } api_config_t;

@@ -80,8 +80,7 @@ int api_job_only_model(registry_t *reg, model_kind_t kind) {
     for (int i = 0; i < registry_count(reg); i++) {
         registry_model_info_t info;
         if (registry_info(reg, i, &info)) continue;
-        const model_family_t *f = model_family_for(info.dir);
-        if (!f || f->kind != kind) continue;
+        if (info.kind != kind) continue;
         if (found >= 0) return -2;
         found = i;
     }

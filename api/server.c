@@ -103,8 +103,8 @@ int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_
     api_ctl_attach(s->ctl, s->bat);
     if (api_jobs_start(s->reg, cfg, s->bat, &s->jobs, err, errlen)) goto fail;
     /* generation shares the device worker with the encoder batcher */
-    sched_config_t sc = {.kv_tokens = cfg->kv_cache_tokens, .kv_bytes = cfg->kv_cache_bytes,
-                         .max_seqs = cfg->gen_max_seqs, .step_tokens = cfg->gen_step_tokens};
+    sched_config_t sc;
+    api_config_sched(cfg, &sc);
     if (sched_create(s->reg, batcher_worker(s->bat), &sc, &s->sched, err, errlen)) goto fail;
     sched_set_observer(s->sched, api_metrics_gen_observe, api_ctl_metrics(s->ctl));
     api_jobs_set_sched(s->jobs, s->sched, &SCHED_OPS);

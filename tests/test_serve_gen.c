@@ -34,7 +34,7 @@ static void start(support_server_t *s, int kv_tokens, int max_seqs) {
     support_server_config(&c);
     snprintf(c.models, sizeof c.models, "%s", llm_dir());
     c.kv_cache_tokens = kv_tokens;
-    c.gen_max_seqs = max_seqs;
+    c.max_running_seqs = max_seqs;
     c.http_threads = 4;
     c.cpu_threads = 2;
     c.workspace_tokens = 1024;
