@@ -460,8 +460,8 @@ static int order_of[3];
 
 static void on_done_order(void *user, const sched_result_t *r) {
     answer_t *a = user;
+    order_of[a->during] = ++order_seen; /* `during` holds the request's index here; before on_done wakes the test */
     on_done(user, r);
-    order_of[a->during] = ++order_seen; /* `during` holds the request's index here */
 }
 
 typedef struct {
@@ -494,14 +494,21 @@ Test(sched, priority_then_age_and_the_observer) {
         answer_init(&a[i]);
         a[i].during = i;
         sched_req_t r = {.model = 0, .prompt = j.ids, .n_prompt = j.n, .sample = sample_params_default(),
-                         .priority = prio[i], .on_done = on_done_order, .user = &a[i]};
+                         .priority = prio[i], .on_delta = on_delta, .on_done = on_done_order, .user = &a[i]};
         r.sample.max_tokens = 12;
         cr_assert_eq(sched_submit(s, &r, NULL, err, sizeof err), 0, "%s", err);
-        if (i == 0) util_sleep_ms(50); /* the first is running; the others wait */
+        for (int t = 0; i == 0 && t < 6000; t++) { /* the first is running (a token out); the others wait */
+            pthread_mutex_lock(&a[0].mu);
+            int n = a[0].n_ids;
+            pthread_mutex_unlock(&a[0].mu);
+            if (n) break;
+            util_sleep_ms(5);
+        }
     }
     for (int i = 0; i < 3; i++) answer_wait(&a[i]);
     cr_assert_eq(order_of[0], 1, "the running one ends first");
-    cr_assert_eq(order_of[2], 2, "then the higher priority, though it came last");
+    cr_assert_eq(order_of[2], 2, "then the higher priority, though it came last (queue %.3f %.3f %.3f)",
+                 a[0].res.queue_s, a[1].res.queue_s, a[2].res.queue_s);
     cr_assert_eq(order_of[1], 3);
     cr_assert_eq(seen.ttft, 3);
     cr_assert_eq(seen.queue, 3);
