@@ -163,7 +163,7 @@ static void on_done(void *user, const sched_result_t *r) {
         t->ttft_s = r->ttft_s;
         t->queue_s = r->queue_s;
     }
-    if (api_gen_finish_rank(r->finish) > api_gen_finish_rank(t->worst)) {
+    if (t->n_done == 0 || api_gen_finish_rank(r->finish) > api_gen_finish_rank(t->worst)) { /* the first, or worse */
         t->worst = r->finish;
         snprintf(t->err, sizeof t->err, "%s", r->message ? r->message : "");
     }

@@ -185,7 +185,7 @@ static void on_done(void *user, const sched_result_t *res) {
     }
     h->preemptions += res->preemptions;
     if (s->index == 0) h->ttft_s = res->ttft_s;
-    if (api_gen_finish_rank(res->finish) > api_gen_finish_rank(h->worst)) {
+    if (h->n_done == 1 || api_gen_finish_rank(res->finish) > api_gen_finish_rank(h->worst)) { /* the first, or worse */
         h->worst = res->finish;
         if (res->message && res->message[0]) snprintf(h->err, sizeof h->err, "%s", res->message);
     }
