@@ -38,8 +38,8 @@ static int gguf_path_of(const char *dir, char *out, size_t cap) {
     while ((de = readdir(d))) {
         size_t l = strlen(de->d_name);
         if (l > 5 && !strcmp(de->d_name + l - 5, ".gguf")) {
-            snprintf(out, cap, "%s/%s", dir, de->d_name);
-            rc = 0;
+            int w = snprintf(out, cap, "%s/%s", dir, de->d_name);
+            rc = w > 0 && (size_t)w < cap ? 0 : -1; /* a path too long for out: no template */
             break;
         }
     }
@@ -603,6 +603,7 @@ const char *api_gen_finish_name(api_gen_finish_t f) {
     case API_GEN_FINISH_CANCELLED: return "cancelled";
     case API_GEN_FINISH_SHUTDOWN: return "shutdown";
     case API_GEN_FINISH_ERROR: return "error";
+    case API_GEN_FINISH_DEADLINE: return "deadline";
     default: return NULL;
     }
 }

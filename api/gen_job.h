@@ -47,6 +47,7 @@ typedef enum {
     API_GEN_FINISH_CANCELLED = 3, /* the client went away / the task was cancelled */
     API_GEN_FINISH_SHUTDOWN = 4,  /* the server stopped mid-generation */
     API_GEN_FINISH_ERROR = 5,
+    API_GEN_FINISH_DEADLINE = 6,  /* the request's deadline passed mid-generation */
 } api_gen_finish_t;
 
 /* One parsed request. */

@@ -205,7 +205,10 @@ static int submit(const api_job_env_t *env, api_job_t *j, char *err, size_t errl
     char e[256] = "";
     for (int i = 0; i < t->n && !rc; i++) {
         t->slots[i] = (slot_t){t, i};
-        sched_req_t q = api_gen_sched_req(g, i, it->priority, it->deadline_ns, on_delta, on_done, &t->slots[i]);
+        /* the task's deadline is when it must start (the queue expires it unstarted); once leased it runs
+         * to its end, or to the deadline its body asks for */
+        int64_t deadline = g->deadline_ms > 0 ? it->t_submit_ns + g->deadline_ms * 1000000LL : 0;
+        sched_req_t q = api_gen_sched_req(g, i, it->priority, deadline, on_delta, on_done, &t->slots[i]);
         uint64_t id = 0;
         pthread_mutex_lock(&t->mu);
         t->n_submitted++;

@@ -131,6 +131,26 @@ Test(serve_gen, refuses_bad_fields_and_requests_over_the_cache, .timeout = 120) 
     support_server_stop(&s);
 }
 
+Test(serve_gen, deadline_ends_a_stream_clearly, .timeout = 120) {
+    support_server_t s;
+    start(&s, 0, 8);
+    const char *body = "{\"prompt\":\"1, 2, 3, 4, 5,\",\"max_tokens\":1500,\"temperature\":0,\"stream\":true,"
+                       "\"deadline_ms\":400}";
+    http_resp_t r;
+    cr_assert_eq(http_request(s.port, "POST", "/v1/completions", NULL, body, strlen(body), &r, 60000), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    sse_t e;
+    parse_sse(r.body, &e);
+    cr_expect(e.done, "no [DONE]");
+    cr_expect_str_eq(e.finish, "deadline");
+    http_resp_free(&r);
+    /* without a stream: 408 */
+    json_t *o = post(s.port, "/v1/completions",
+                     "{\"prompt\":\"1, 2, 3, 4, 5,\",\"max_tokens\":1500,\"temperature\":0,\"deadline_ms\":400}", 408);
+    json_decref(o);
+    support_server_stop(&s);
+}
+
 /* ---------------------------------------------------------------- many streams at once */
 
 #define N_PROMPTS 16
@@ -200,8 +220,8 @@ static void streams_match_alone(int kv_tokens, int expect_preemption) {
     for (int i = 0; i < N; i++) {
         const job_t *a = &alone[jobs[i].prompt + (jobs[i].seeded ? N_PROMPTS : 0)];
         cr_expect(jobs[i].ok, "stream %d did not end with [DONE]", i);
-        cr_expect_str_eq(jobs[i].text, a->text, "stream %d (prompt %d, seeded %d) differs from alone", i, jobs[i].prompt,
-                         jobs[i].seeded);
+        cr_expect_str_eq(jobs[i].text, a->text, "stream %d (prompt %d, seeded %d) differs from alone: '%s' vs '%s'", i,
+                         jobs[i].prompt, jobs[i].seeded, jobs[i].text, a->text);
         cr_expect_str_eq(jobs[i].finish, a->finish);
     }
     double pre = metric(s.port, "sluice_gen_preemptions_total{");

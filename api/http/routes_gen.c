@@ -114,7 +114,7 @@ static api_gen_finish_t finish_of(sched_finish_t f) {
     case SCHED_FINISH_LENGTH: return API_GEN_FINISH_LENGTH;
     case SCHED_FINISH_CANCELLED: return API_GEN_FINISH_CANCELLED;
     case SCHED_FINISH_SHUTDOWN: return API_GEN_FINISH_SHUTDOWN;
-    case SCHED_FINISH_DEADLINE: return API_GEN_FINISH_LENGTH;
+    case SCHED_FINISH_DEADLINE: return API_GEN_FINISH_DEADLINE;
     default: return API_GEN_FINISH_ERROR;
     }
 }
@@ -337,8 +337,9 @@ static int route_gen(api_req_t *r, api_gen_kind_t kind) {
     r->cleanup = gen_cleanup;
     r->finish = gen_finish;
     api_ctl_charge_tokens(r->ctx->ctl, r->key, batcher_now_ns(), g->prompt_len[0]);
-    int64_t ms = g->deadline_ms ? g->deadline_ms : r->ctx->cfg->request_timeout_ms;
-    int64_t deadline = ms > 0 ? batcher_now_ns() + ms * 1000000LL : 0;
+    /* only a deadline the request asks for: a long generation is no stuck request (--request-timeout-ms is
+     * not applied), and a client that gives up disconnects, which cancels */
+    int64_t deadline = g->deadline_ms > 0 ? batcher_now_ns() + g->deadline_ms * 1000000LL : 0;
     /* one count more than submitted while submitting: a choice that ends
      * before the next is submitted must not end the request */
     h->n_submitted = 1;
