@@ -51,22 +51,25 @@ int worker_result_floats(worker_t *w, int op, int model) {
     return worker_has_op(w, op) ? w->ops[op]->result_floats(w->users[op], w->reg, model) : 0;
 }
 
+typedef struct {
+    worker_t *w;
+    int op;
+    const worker_batch_t *in;
+    float *out;
+} run_ctx_t;
+
+static int run_op(void *user, model_t *m, char *err, size_t errlen) {
+    run_ctx_t *c = user;
+    return c->w->ops[c->op]->run(c->w->users[c->op], c->w->reg, m, c->in, c->out, err, errlen);
+}
+
 int worker_run(worker_t *w, int op, const worker_batch_t *in, float *out, char *err, size_t errlen) {
     if (!worker_has_op(w, op)) {
         snprintf(err, errlen, "no handler for op %d", op);
         return ENGINE_EINVAL;
     }
-    if (in->model < 0 || in->model >= w->n_models) {
-        snprintf(err, errlen, "no such model");
-        return ENGINE_EINVAL;
-    }
-    pthread_rwlock_rdlock(&w->in_use[in->model]);
-    model_t *m = registry_model(w->reg, in->model);
-    int rc = ENGINE_EMODEL;
-    if (m) rc = w->ops[op]->run(w->users[op], w->reg, m, in, out, err, errlen);
-    else snprintf(err, errlen, "model is not loaded");
-    pthread_rwlock_unlock(&w->in_use[in->model]);
-    return rc;
+    run_ctx_t c = {w, op, in, out};
+    return worker_with_model(w, in->model, run_op, &c, err, errlen);
 }
 
 int worker_with_model(worker_t *w, int model, worker_model_fn fn, void *user, char *err, size_t errlen) {
