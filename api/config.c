@@ -56,6 +56,7 @@ static const opt_t options[] = {
     {"max_queue_delay_ms", I(max_queue_delay_ms), "longest wait for a fuller batch (live)"},
     {"max_pending_items", I(max_pending_items), "pending queue per model, items (429 above)"},
     {"max_pending_bytes", Z(max_pending_bytes), "pending queue per model, bytes (429 above)"},
+    {"kv_cache_tokens", I(kv_cache_tokens), "KV cache per decoder model in tokens, rounded up to blocks (0: kv_cache_bytes)"},
     {"kv_cache_bytes", Z(kv_cache_bytes), "KV cache per decoder model (0: kv_cache_percent of the budget left when it loads)"},
     {"kv_cache_percent", I(kv_cache_percent), "KV cache per decoder model, percent of the memory budget left when it loads"},
     {"max_running_seqs", I(max_running_seqs), "sequences a decoder model generates at once"},
@@ -115,6 +116,7 @@ void api_config_defaults(api_config_t *c) {
 
 void api_config_sched(const api_config_t *c, sched_config_t *out) {
     sched_config_default(out);
+    out->kv_tokens = c->kv_cache_tokens;
     out->kv_bytes = c->kv_cache_bytes;
     if (c->kv_cache_percent > 0 && c->kv_cache_percent <= 100) out->kv_share = c->kv_cache_percent / 100.0f;
     if (c->max_running_seqs > 0) out->max_seqs = c->max_running_seqs;

@@ -50,6 +50,7 @@ typedef struct {
     int max_pending_items;
     size_t max_pending_bytes;
     /* generation (batcher/sched.h, per decoder model) */
+    int kv_cache_tokens;      /* KV cache in tokens (rounded up to blocks); 0: kv_cache_bytes */
     size_t kv_cache_bytes;    /* KV cache; 0: kv_cache_percent of the memory budget left then */
     int kv_cache_percent;     /* 1..100 */
     int max_running_seqs;     /* sequences generating at once */

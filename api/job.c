@@ -19,6 +19,14 @@ int api_err_set(api_err_t *e, unsigned status, const char *code, const char *par
     return -1;
 }
 
+const char *api_err_param(api_err_t *e, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->param_buf, sizeof e->param_buf, fmt, ap);
+    va_end(ap);
+    return e->param_buf;
+}
+
 const char *api_error_type(unsigned status) {
     switch (status) {
     case 401: return "authentication_error";
@@ -65,6 +73,18 @@ void api_job_free(api_job_t *j) {
     free(j->seq_off);
     free(j->out);
     free(j);
+}
+
+int api_job_only_model(registry_t *reg, model_kind_t kind) {
+    int found = -1;
+    for (int i = 0; i < registry_count(reg); i++) {
+        registry_model_info_t info;
+        if (registry_info(reg, i, &info)) continue;
+        if (info.kind != kind) continue;
+        if (found >= 0) return -2;
+        found = i;
+    }
+    return found;
 }
 
 char *api_job_result_json(api_job_t *j, size_t *len) { return j->type->result_json(j, len); }
@@ -137,8 +157,11 @@ int api_job_parse_inputs(registry_t *reg, const api_config_t *cfg, json_t *body,
     json_t *jm = json_object_get(body, "model");
     int model = -1;
     if (!jm || json_is_null(jm)) {
-        if (registry_count(reg) != 1) return api_err_set(e, 400, "missing_field", "model", "model is required");
-        model = 0;
+        model = api_job_only_model(reg, MODEL_ENCODER);
+        if (model < 0)
+            return api_err_set(e, 400, "missing_field", "model",
+                               model == -1 ? "model is required (this server has no encoder model)"
+                                           : "model is required (this server has several encoder models)");
     } else if (!json_is_string(jm)) {
         return api_err_set(e, 400, "invalid_type", "model", "model must be a string");
     } else {

@@ -26,14 +26,19 @@
 
 #include "api/config.h"
 #include "batcher/batcher.h"
+#include "batcher/sched.h"
 #include "engine/registry.h"
 
 typedef struct {
     unsigned status;   /* HTTP status: 400, 404, 413, 422, 503 */
     const char *code;  /* e.g. "invalid_input", "model_not_found" */
-    const char *param; /* the field at fault, or NULL */
+    const char *param; /* the field at fault, or NULL (static text, or param_buf) */
     char message[512];
+    char param_buf[128]; /* a field name made for this error ("messages[2].role") */
 } api_err_t;
+
+/* Write a field name into e->param_buf and return it (for api_err_set's param). */
+const char *api_err_param(api_err_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Fill e (status, code, param, printf-style message) and return -1, so a
  * parser can `return api_err_set(...)`. */
@@ -54,12 +59,23 @@ unsigned api_status_for_batcher(int err_code, const char **code);
 typedef struct api_job api_job_t;
 typedef struct api_job_type api_job_type_t;
 
-/* What a parser may use: the models, the settings, and the state its
- * operation attached to the batcher (api/jobs.h; NULL when not attached). */
+/* The generation scheduler's calls (batcher/sched.h), given by the server's
+ * owner with the scheduler itself, so the intakes depend on the contract only. */
+typedef struct {
+    int (*submit)(sched_t *s, const sched_req_t *r, uint64_t *id, char *err, size_t errlen);
+    int (*cancel)(sched_t *s, uint64_t id);
+    void (*stats)(sched_t *s, int model, sched_stats_t *out);
+} api_sched_ops_t;
+
+/* What a parser may use: the models, the settings, the state its operation
+ * attached to the batcher (api/jobs.h; NULL when not attached), and the
+ * generation scheduler (NULL when this server has none). */
 typedef struct {
     registry_t *reg;
     const api_config_t *cfg;
     void *state;
+    sched_t *sched;
+    const api_sched_ops_t *sched_ops;
 } api_job_env_t;
 
 struct api_job_type {
@@ -67,6 +83,8 @@ struct api_job_type {
     batcher_op_t op;
     const char *input_field; /* the field holding the inputs ("input", "terms") */
     int cacheable;           /* answers may come from the result cache */
+    int task_all_fields;     /* POST /v1/tasks: every field the parser took travels with the task
+                              * (0: the encoder ops' own list, api/http/routes_tasks.c) */
     /* Parse and validate a request object, tokenize its inputs: 0, or -1 with *e. */
     int (*parse)(const api_job_env_t *env, json_t *body, api_job_t **out, api_err_t *e);
     /* The answer of a finished job: malloc'd, *len bytes (NUL-terminated), or NULL when out of memory. */
@@ -77,6 +95,15 @@ struct api_job_type {
      * detach runs after the batcher stopped and before models unload. */
     int (*attach)(batcher_t *bat, registry_t *reg, void **state, char *err, size_t errlen);
     void (*detach)(void *state);
+    /* Work that does not ride the batcher (generation: env->sched): start it;
+     * item.done is called once when it ends, with item.outcome (and err) set
+     * as the batcher sets them. NULL: batcher_submit. 0, or a BATCHER_E* code
+     * with err, and then done is never called. */
+    int (*submit)(const api_job_env_t *env, api_job_t *j, char *err, size_t errlen);
+    /* The ids its cancel takes, copied while the holder's lock keeps the job
+     * alive (cancelling an id that ended is a no-op), and the cancel. */
+    int (*cancel_ids)(api_job_t *j, uint64_t *ids, int max);
+    void (*cancel)(const api_job_env_t *env, uint64_t id);
 };
 
 struct api_job {
@@ -102,6 +129,10 @@ struct api_job {
 typedef int (*api_job_options_fn)(json_t *body, const registry_model_info_t *info, void *ctx, api_err_t *e);
 int api_job_parse_inputs(registry_t *reg, const api_config_t *cfg, json_t *body, api_job_options_fn options,
                          void *ctx, int result_floats, api_job_t **out, api_err_t *e);
+
+/* The one model of a kind on the registry (what a request that names none
+ * gets): its index, -1 when there is none, -2 when there are several. */
+int api_job_only_model(registry_t *reg, model_kind_t kind);
 
 char *api_job_result_json(api_job_t *j, size_t *len); /* j->type->result_json */
 void api_job_free(api_job_t *j);                      /* NULL is a no-op */

@@ -1,6 +1,6 @@
 /* api/server.c - `sluice serve` wired together: the registry (device and
  * models), the batcher, the control plane, the HTTP server with its route
- * table, and the Redis intake. Every part gets what it needs at creation, in
+ * table, the generation scheduler, and the Redis intake. Every part gets what it needs at creation, in
  * one context (api/http/http.h) for the HTTP room; no part calls back into
  * this file, which owns them all and stops them in order.
  */
@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api/http/ctl.h"
+#include "api/http/metrics.h"
 #include "api/http/http.h"
 #include "api/http/routes.h"
 #include "api/jobs.h"
@@ -16,11 +17,15 @@
 #include "api/redis/tasks.h"
 #include "api/server.h"
 
+/* The scheduler's calls, as the intakes take them (api/job.h). */
+static const api_sched_ops_t SCHED_OPS = {sched_submit, sched_cancel, sched_stats};
+
 struct api_serve {
     api_config_t cfg;
     api_ctx_t ctx;       /* what the HTTP handlers see: points into this struct */
     registry_t *reg;
     batcher_t *bat;
+    sched_t *sched;      /* generation (batcher/sched.h), on the batcher's worker */
     api_jobs_t *jobs;    /* the operations, attached to the batcher */
     api_tasks_t *tasks;  /* NULL: Redis off */
     api_ctl_t *ctl;      /* keys, rate limits, cache, route metrics */
@@ -97,14 +102,21 @@ int api_serve_start(const api_config_t *cfg, api_serve_t **out, char *err, size_
     if (batcher_create(s->reg, &lim, &s->bat, err, errlen)) goto fail;
     api_ctl_attach(s->ctl, s->bat);
     if (api_jobs_start(s->reg, cfg, s->bat, &s->jobs, err, errlen)) goto fail;
+    /* generation shares the device worker with the encoder batcher */
+    sched_config_t sc;
+    api_config_sched(cfg, &sc);
+    if (sched_create(s->reg, batcher_worker(s->bat), &sc, &s->sched, err, errlen)) goto fail;
+    sched_set_observer(s->sched, api_metrics_gen_observe, api_ctl_metrics(s->ctl));
+    api_jobs_set_sched(s->jobs, s->sched, &SCHED_OPS);
     preload_models(s);
 
     if (cfg->redis[0] && strcmp(cfg->redis, "none") && strcmp(cfg->redis, "off")) {
         if (api_tasks_start(cfg, s->reg, s->bat, s->jobs, &s->tasks, err, errlen)) goto fail;
     }
 
-    s->ctx = (api_ctx_t){.cfg = cfg, .reg = s->reg, .bat = s->bat, .jobs = s->jobs, .tasks = s->tasks, .ctl = s->ctl,
-                         .routes = api_routes, .n_routes = api_routes_count};
+    s->ctx = (api_ctx_t){.cfg = cfg, .reg = s->reg, .bat = s->bat, .sched = s->sched, .sched_ops = &SCHED_OPS,
+                         .jobs = s->jobs, .tasks = s->tasks, .ctl = s->ctl, .routes = api_routes,
+                         .n_routes = api_routes_count};
     if (api_http_start(&s->ctx, &s->http, err, errlen)) goto fail;
     s->ctx.http = s->http; /* before the first request: MHD calls back only once a connection arrives */
     /* the Redis URL may carry a password: log host and port only */
@@ -135,8 +147,10 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
     if (s->started) api_log(API_LOG_INFO, "shutting down", json_pack("{s:i}", "drain_timeout_ms", drain_timeout_ms));
     if (s->tasks) api_tasks_stop_intake(s->tasks); /* lease nothing new */
     int left = 0;
+    /* streams in flight finish (or end "shutdown" at the deadline) while the HTTP threads still serve them */
+    if (s->sched) left += sched_drain(s->sched, drain_timeout_ms);
     if (s->bat) {
-        left = batcher_drain(s->bat, drain_timeout_ms);
+        left += batcher_drain(s->bat, drain_timeout_ms);
         batcher_stop(s->bat); /* what is left: HTTP 503, Redis leases handed back */
     }
     /* Every suspended request has been woken; give the HTTP threads a moment to answer. */
@@ -148,6 +162,8 @@ int api_serve_shutdown(api_serve_t *s, int drain_timeout_ms) {
         api_tasks_destroy(s->tasks); /* flushes acks and lease hand-backs */
         s->tasks = NULL;
     }
+    sched_destroy(s->sched); /* uses the batcher's worker: before the batcher goes */
+    s->sched = NULL;
     batcher_destroy(s->bat);
     s->bat = NULL;
     api_jobs_destroy(s->jobs); /* what the ops built on the models goes before the models */

@@ -858,3 +858,5 @@ void batcher_stats(batcher_t *b, batcher_stats_t *out) {
     out->draining = b->draining;
     pthread_mutex_unlock(&b->mu);
 }
+
+worker_t *batcher_worker(batcher_t *b) { return b->worker; }

@@ -136,6 +136,7 @@ typedef struct {
 
 typedef struct batcher batcher_t;
 typedef struct worker_op worker_op_t; /* batcher/worker.h */
+typedef struct worker worker_t;       /* batcher/worker.h */
 
 /* Defaults: 64 seqs, 8192 tokens, 5 ms delay, 4096 items, 256 MiB per model. */
 void batcher_limits_default(batcher_limits_t *l);
@@ -188,6 +189,9 @@ int batcher_request_load(batcher_t *b, int model);
 int batcher_request_unload(batcher_t *b, int model);
 
 void batcher_stats(batcher_t *b, batcher_stats_t *out);
+/* The device worker the batcher runs on, for a second producer on the same
+ * device (the generation scheduler, batcher/sched.h). */
+worker_t *batcher_worker(batcher_t *b);
 
 /* One finished micro-batch, for metrics and logs. */
 typedef struct {

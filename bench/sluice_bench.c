@@ -4,6 +4,7 @@
  *   bin/sluice-bench [http] --url http://127.0.0.1:8080 [--concurrency N | --rate R] [options]
  *   bin/sluice-bench queue --redis redis://127.0.0.1:6379/0 [--queue NAME] [options]
  *   bin/sluice-bench --sweep --p99-target-ms MS [options]          (open-loop rate sweep, PNG)
+ *   bin/sluice-bench gen --url URL [--concurrency 1,8,32,64] [--rate R] (chat streams: TTFT, ITL, tokens/s)
  *
  * HTTP mode sends POST {url}/v1/embeddings. Closed loop (the default): N
  * keep-alive connections, each sends its next request as soon as its answer
@@ -1759,7 +1760,343 @@ static int run_sweep(const bench_opts_t *o, const bench_inputs_t *in, run_fn run
     return status;
 }
 
+/* ---- generation mode: chat streams, TTFT and inter-token latency ----
+ *
+ *   bin/sluice-bench gen --url URL [--concurrency 1,8,32,64] [--rate R] [--max-tokens N]
+ *                        [--duration S] [--corpus FILE] [--model NAME] [--json FILE]
+ *
+ * Each request is a streamed chat completion (temperature 0, stream_options
+ * include_usage) whose user message is the next corpus line. One client
+ * thread per concurrent stream, one connection per request (HTTP/1.0: the
+ * body is the raw event stream). TTFT: request start (open loop: its
+ * scheduled arrival) to the first event carrying text; inter-token latency:
+ * between two text events of one stream; output tokens/s: the usage chunks'
+ * completion_tokens of streams finished in the window over the window. Closed
+ * loop: each thread sends its next request when its stream ends. Open loop
+ * (--rate): Poisson arrivals into a queue the threads take from. */
+
+typedef struct {
+    const char *url, *model, *corpus, *json_path;
+    int conc[16], n_conc, max_tokens;
+    double rate, duration_s, warmup_s, timeout_s;
+} gen_opts_t;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const gen_opts_t *o;
+    target_t tgt;
+    char **prompts;
+    int n_prompts, next_prompt;
+    double t0, t_measure, t_end;
+    /* open loop: scheduled arrivals not yet taken */
+    double *arrivals;
+    size_t n_arr, cap_arr, taken;
+    int stop;
+    /* results of requests that started in the window */
+    double *ttft, *itl;
+    size_t n_ttft, cap_ttft, n_itl, cap_itl;
+    long ok, failed, out_tokens;
+    double t_last;
+    char first_error[256];
+} gen_run_t;
+
+static int push_d(double **v, size_t *n, size_t *cap, double x) {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 1024;
+        double *p = realloc(*v, c * sizeof *p);
+        if (!p) return -1;
+        *v = p;
+        *cap = c;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
+/* One streamed chat request; its TTFT, its inter-token gaps and its output tokens. */
+static int gen_one(gen_run_t *g, const char *prompt, double t_sched, double *ttft, double **itl, size_t *n_itl,
+                   size_t *cap_itl, long *tokens, char *err, size_t errlen) {
+    const gen_opts_t *o = g->o;
+    sbuf_t body = {0};
+    sb_printf(&body, "{\"messages\":[{\"role\":\"user\",\"content\":");
+    sb_json_str(&body, prompt);
+    sb_printf(&body, "}],\"max_tokens\":%d,\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}",
+              o->max_tokens);
+    if (o->model) {
+        sb_printf(&body, ",\"model\":");
+        sb_json_str(&body, o->model);
+    }
+    sb_printf(&body, "}");
+    int fd = -1, rc = -1;
+    sbuf_t req = {0}, in = {0};
+    sb_printf(&req, "POST %s/v1/chat/completions HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                    "Content-Length: %zu\r\n\r\n", g->tgt.prefix, g->tgt.host, body.n);
+    sb_add(&req, body.p, body.n);
+    fd = socket(g->tgt.addr.ss_family, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&g->tgt.addr, g->tgt.addrlen)) {
+        snprintf(err, errlen, "connect: %s", strerror(errno));
+        goto out;
+    }
+    struct timeval tv = {(time_t)o->timeout_s, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (size_t w = 0; w < req.n;) {
+        ssize_t k = write(fd, req.p + w, req.n - w);
+        if (k <= 0) {
+            snprintf(err, errlen, "write: %s", strerror(errno));
+            goto out;
+        }
+        w += (size_t)k;
+    }
+    *ttft = -1;
+    *tokens = 0;
+    double last = 0;
+    size_t scan = 0;
+    int status = 0, done = 0;
+    char buf[16384];
+    for (;;) {
+        ssize_t k = read(fd, buf, sizeof buf);
+        if (k < 0) {
+            snprintf(err, errlen, "read: %s", errno == EAGAIN ? "timed out" : strerror(errno));
+            goto out;
+        }
+        if (k == 0) break;
+        double t = now_s();
+        sb_add(&in, buf, (size_t)k);
+        if (!status) {
+            char *hend = strstr(in.p, "\r\n\r\n");
+            if (!hend) continue;
+            status = atoi(strchr(in.p, ' ') ? strchr(in.p, ' ') + 1 : "0");
+            scan = (size_t)(hend + 4 - in.p);
+            if (status != 200) continue;
+        }
+        if (status != 200) continue;
+        for (;;) { /* whole events: "data: ...\n\n" */
+            char *ev = strstr(in.p + scan, "data: "), *end = ev ? strstr(ev, "\n\n") : NULL;
+            if (!end) break;
+            scan = (size_t)(end + 2 - in.p);
+            if (!strncmp(ev + 6, "[DONE]", 6)) {
+                done = 1;
+                continue;
+            }
+            json_t *j = json_loadb(ev + 6, (size_t)(end - ev - 6), 0, NULL);
+            json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
+            json_t *c = json_object_get(json_object_get(ch, "delta"), "content");
+            if (json_is_string(c) && json_string_length(c) > 0) {
+                if (*ttft < 0) *ttft = t - t_sched;
+                else push_d(itl, n_itl, cap_itl, t - last);
+                last = t;
+            }
+            json_t *u = json_object_get(j, "usage");
+            if (json_is_object(u)) *tokens = (long)json_integer_value(json_object_get(u, "completion_tokens"));
+            json_decref(j);
+        }
+    }
+    if (status != 200) {
+        snprintf(err, errlen, "HTTP %d: %.160s", status, status && strstr(in.p, "\r\n\r\n") ? strstr(in.p, "\r\n\r\n") + 4 : "");
+        goto out;
+    }
+    if (!done) {
+        snprintf(err, errlen, "the stream ended without [DONE]");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (fd >= 0) close(fd);
+    free(body.p);
+    free(req.p);
+    free(in.p);
+    return rc;
+}
+
+static void *gen_thread(void *arg) {
+    gen_run_t *g = arg;
+    double *itl = NULL;
+    size_t n_itl = 0, cap_itl = 0;
+    for (;;) {
+        double t_sched;
+        pthread_mutex_lock(&g->mu);
+        if (g->o->rate > 0) { /* open loop: the next arrival, when it is due */
+            while (!g->stop && g->taken >= g->n_arr) pthread_cond_wait(&g->cv, &g->mu);
+            if (g->stop && g->taken >= g->n_arr) {
+                pthread_mutex_unlock(&g->mu);
+                break;
+            }
+            t_sched = g->arrivals[g->taken++];
+        } else {
+            t_sched = now_s();
+            if (t_sched >= g->t_end || g_stop) {
+                pthread_mutex_unlock(&g->mu);
+                break;
+            }
+        }
+        const char *prompt = g->prompts[g->next_prompt++ % g->n_prompts];
+        pthread_mutex_unlock(&g->mu);
+        double ttft;
+        long tokens;
+        char err[256];
+        n_itl = 0;
+        int rc = gen_one(g, prompt, t_sched, &ttft, &itl, &n_itl, &cap_itl, &tokens, err, sizeof err);
+        double t = now_s();
+        pthread_mutex_lock(&g->mu);
+        if (t_sched >= g->t_measure && t_sched < g->t_end) {
+            if (rc) {
+                g->failed++;
+                if (!g->first_error[0]) snprintf(g->first_error, sizeof g->first_error, "%s", err);
+            } else {
+                g->ok++;
+                g->out_tokens += tokens;
+                if (ttft >= 0) push_d(&g->ttft, &g->n_ttft, &g->cap_ttft, ttft);
+                for (size_t i = 0; i < n_itl; i++) push_d(&g->itl, &g->n_itl, &g->cap_itl, itl[i]);
+                if (t > g->t_last) g->t_last = t;
+            }
+        }
+        pthread_mutex_unlock(&g->mu);
+    }
+    free(itl);
+    return NULL;
+}
+
+/* One run at one concurrency: its row and its JSON. */
+static json_t *gen_run_once(const gen_opts_t *o, char **prompts, int n_prompts, int conc, char *err, size_t errlen) {
+    gen_run_t g = {.o = o, .prompts = prompts, .n_prompts = n_prompts};
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    if (target_parse(o->url, &g.tgt, err, errlen)) return NULL;
+    g.t0 = now_s();
+    g.t_measure = g.t0 + o->warmup_s;
+    g.t_end = g.t_measure + o->duration_s;
+    pthread_t *th = calloc((size_t)conc, sizeof *th);
+    int started = 0;
+    for (int i = 0; th && i < conc; i++)
+        if (!pthread_create(&th[i], NULL, gen_thread, &g)) started++;
+    if (o->rate > 0) { /* the arrivals, as a Poisson process, until the end of the window */
+        double t = g.t0;
+        while (!g_stop && (t += rng_exp(o->rate)) < g.t_end) {
+            double now = now_s();
+            if (t > now) usleep((useconds_t)((t - now) * 1e6));
+            pthread_mutex_lock(&g.mu);
+            push_d(&g.arrivals, &g.n_arr, &g.cap_arr, t);
+            pthread_cond_signal(&g.cv);
+            pthread_mutex_unlock(&g.mu);
+        }
+        pthread_mutex_lock(&g.mu);
+        g.stop = 1;
+        pthread_cond_broadcast(&g.cv);
+        pthread_mutex_unlock(&g.mu);
+    }
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    free(th);
+    double win = (g.t_last > g.t_measure ? g.t_last : g.t_end) - g.t_measure;
+    qsort(g.ttft, g.n_ttft, sizeof *g.ttft, cmp_double);
+    qsort(g.itl, g.n_itl, sizeof *g.itl, cmp_double);
+    double tps = win > 0 ? g.out_tokens / win : 0;
+    double la = loadavg_1m();
+    printf("%-6s %5d %7ld %6ld %10.1f %9.1f %9.1f %8.1f %8.1f %8.2f\n", o->rate > 0 ? "open" : "closed", conc, g.ok,
+           g.failed, tps, pct(g.ttft, g.n_ttft, 0.5) * 1e3, pct(g.ttft, g.n_ttft, 0.99) * 1e3,
+           pct(g.itl, g.n_itl, 0.5) * 1e3, pct(g.itl, g.n_itl, 0.99) * 1e3, la);
+    fflush(stdout);
+    if (g.first_error[0]) fprintf(stderr, "sluice-bench gen: first failure: %s\n", g.first_error);
+    json_t *row = json_pack("{s:s,s:i,s:f,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "loop", o->rate > 0 ? "open" : "closed",
+                            "concurrency", conc, "rate", o->rate, "ok", (json_int_t)g.ok, "failed", (json_int_t)g.failed,
+                            "output_tokens", (json_int_t)g.out_tokens, "output_tokens_per_s", tps, "ttft_p50_s",
+                            pct(g.ttft, g.n_ttft, 0.5), "ttft_p99_s", pct(g.ttft, g.n_ttft, 0.99), "itl_p50_s",
+                            pct(g.itl, g.n_itl, 0.5), "itl_p99_s", pct(g.itl, g.n_itl, 0.99), "loadavg_1m", la);
+    free(g.ttft);
+    free(g.itl);
+    free(g.arrivals);
+    pthread_mutex_destroy(&g.mu);
+    pthread_cond_destroy(&g.cv);
+    return row;
+}
+
+static const char *const GEN_PROMPTS[] = {
+    "Write a short poem about the sea.", "Explain what a hash table is.", "Give three tips for learning to cook.",
+    "What causes the seasons on Earth?", "Describe a busy market in the morning.", "Why is the sky blue?",
+    "Summarise the plot of a detective story in two sentences.", "List some uses of copper."};
+
+static int gen_main(int argc, char **argv) {
+    gen_opts_t o = {.url = "http://127.0.0.1:8080", .max_tokens = 64, .duration_s = 20, .warmup_s = 3,
+                    .timeout_s = 120, .conc = {1, 8, 32, 64}, .n_conc = 4};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: sluice-bench gen [--url URL] [--model NAME] [--concurrency 1,8,32,64] [--rate R]\n"
+                   "                        [--max-tokens 64] [--duration 20] [--warmup 3] [--timeout 120]\n"
+                   "                        [--corpus FILE] [--json FILE]\n");
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "sluice-bench gen: option %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--url")) o.url = v;
+        else if (!strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--corpus")) o.corpus = v;
+        else if (!strcmp(a, "--json")) o.json_path = v;
+        else if (!strcmp(a, "--rate")) o.rate = atof(v);
+        else if (!strcmp(a, "--max-tokens")) o.max_tokens = atoi(v);
+        else if (!strcmp(a, "--duration")) o.duration_s = atof(v);
+        else if (!strcmp(a, "--warmup")) o.warmup_s = atof(v);
+        else if (!strcmp(a, "--timeout")) o.timeout_s = atof(v);
+        else if (!strcmp(a, "--concurrency")) {
+            o.n_conc = 0;
+            for (const char *p = v; *p && o.n_conc < 16; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+                o.conc[o.n_conc] = atoi(p);
+                if (o.conc[o.n_conc] < 1 || o.conc[o.n_conc] > 1024) {
+                    fprintf(stderr, "sluice-bench gen: --concurrency takes 1..1024, comma-separated\n");
+                    return 2;
+                }
+                o.n_conc++;
+            }
+        } else {
+            fprintf(stderr, "sluice-bench gen: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (o.max_tokens < 1 || o.duration_s <= 0 || o.rate < 0) {
+        fprintf(stderr, "sluice-bench gen: --max-tokens, --duration must be positive, --rate not negative\n");
+        return 2;
+    }
+    char **prompts = (char **)GEN_PROMPTS, err[512];
+    int n_prompts = (int)(sizeof GEN_PROMPTS / sizeof GEN_PROMPTS[0]), owned = 0;
+    if (o.corpus) {
+        if (cli_read_lines(o.corpus, &prompts, &n_prompts, err, sizeof err) || n_prompts == 0) {
+            fprintf(stderr, "sluice-bench gen: %s\n", n_prompts ? err : "the corpus is empty");
+            return 2;
+        }
+        owned = 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "sluice-bench gen: %s, %d prompts from %s, max_tokens %d, %s\n", o.url, n_prompts,
+            o.corpus ? o.corpus : "the built-in list", o.max_tokens, o.rate > 0 ? "open loop" : "closed loop");
+    printf("%-6s %5s %7s %6s %10s %9s %9s %8s %8s %8s\n", "loop", "conc", "ok", "failed", "out_tok/s", "ttft_p50",
+           "ttft_p99", "itl_p50", "itl_p99", "load1m");
+    json_t *runs = json_array();
+    int status = 0;
+    for (int k = 0; k < o.n_conc && !g_stop; k++) {
+        json_t *row = gen_run_once(&o, prompts, n_prompts, o.conc[k], err, sizeof err);
+        if (!row) {
+            fprintf(stderr, "sluice-bench gen: %s\n", err);
+            status = 1;
+            break;
+        }
+        if (json_integer_value(json_object_get(row, "ok")) == 0) status = 1;
+        json_array_append_new(runs, row);
+    }
+    if (o.json_path) {
+        json_t *doc = json_pack("{s:s,s:s,s:i,s:o}", "mode", "gen", "url", o.url, "max_tokens", o.max_tokens, "runs",
+                                json_incref(runs));
+        if (json_dump_file(doc, o.json_path, JSON_INDENT(1))) fprintf(stderr, "sluice-bench gen: cannot write %s\n", o.json_path);
+        json_decref(doc);
+    }
+    json_decref(runs);
+    if (owned) cli_free_lines(prompts, n_prompts);
+    return status;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "gen")) return gen_main(argc - 1, argv + 1);
     bench_opts_t o;
     char err[512];
     if (parse_opts(argc, argv, &o, err, sizeof err)) {

@@ -624,3 +624,34 @@ int queue_dlq_purge(queue_conn_t *c, int64_t keep, int64_t older_than_ms, int64_
     if (removed) *removed = total;
     return 0;
 }
+
+/* ---- token streams ---- */
+
+int queue_stream_add(queue_conn_t *c, const queue_stream_entry_t *e, size_t n, int64_t maxlen, int64_t ttl_ms,
+                     int *status) {
+    if (n == 0) return 0;
+    if (maxlen < 1 || ttl_ms < 1) return queue_set_err(c, QUEUE_EINVAL, "stream add: maxlen and ttl must be positive");
+    queue_args_t a;
+    queue_args_init(&a);
+    queue_args_int(&a, maxlen);
+    queue_args_int(&a, ttl_ms);
+    for (size_t i = 0; i < n; i++) {
+        if (id_ok(c, e[i].id) || !e[i].field || !*e[i].field) {
+            queue_args_free(&a);
+            return QUEUE_EINVAL;
+        }
+        queue_args_str(&a, e[i].id);
+        queue_args_int(&a, e[i].token);
+        queue_args_str(&a, e[i].field);
+        queue_args_add(&a, e[i].value ? e[i].value : "", e[i].value ? e[i].value_len : 0);
+    }
+    redisReply *r;
+    int rc = queue_conn_eval(c, QS_STREAM_ADD, &a, &r);
+    queue_args_free(&a);
+    if (rc) return rc;
+    if ((rc = reply_array(c, r, 0, "stream_add")) == 0 && r->elements != n)
+        rc = queue_set_err(c, QUEUE_EPROTO, "redis: unexpected answer to stream_add");
+    for (size_t i = 0; !rc && status && i < n; i++) status[i] = (int)queue_reply_int(r->element[i]);
+    freeReplyObject(r);
+    return rc;
+}

@@ -291,6 +291,23 @@ int queue_dlq_requeue(queue_conn_t *c, const char *id, int64_t *moved);
  * those older than older_than_ms (0: no age cap). keep 0: purge all. */
 int queue_dlq_purge(queue_conn_t *c, int64_t keep, int64_t older_than_ms, int64_t *removed);
 
+/* Token streams: what a running task has produced so far, for clients to
+ * follow (XREAD) while it runs. Each entry appends {token: <lease token>,
+ * field: value} to the Redis stream {q}:s:<id>, capped near maxlen entries
+ * (XADD MAXLEN ~) and expiring ttl_ms after its last append, only while the
+ * task is leased under that token (a worker that lost its lease adds
+ * nothing; a task generated again after a lost worker writes under its new
+ * token). status[i] (may be NULL): 0 added, -1 stale. One round trip. */
+typedef struct {
+    const char *id;
+    int64_t token;
+    const char *field;  /* "text", "done", ... */
+    const char *value;
+    size_t value_len;
+} queue_stream_entry_t;
+int queue_stream_add(queue_conn_t *c, const queue_stream_entry_t *e, size_t n, int64_t maxlen, int64_t ttl_ms,
+                     int *status);
+
 /* ---- task payload codec (JSON, jansson) ---- */
 
 typedef struct {

@@ -60,6 +60,7 @@ LUA_EMBED(queue_lua_dlq_list, "dlq_list.lua");
 LUA_EMBED(queue_lua_dlq_requeue, "dlq_requeue.lua");
 LUA_EMBED(queue_lua_dlq_purge, "dlq_purge.lua");
 LUA_EMBED(queue_lua_hello, "hello.lua");
+LUA_EMBED(queue_lua_stream_add, "stream_add.lua");
 
 const char *const queue_script_body[QS_COUNT] = {
     [QS_ENQUEUE] = queue_lua_enqueue,
@@ -77,6 +78,7 @@ const char *const queue_script_body[QS_COUNT] = {
     [QS_DLQ_REQUEUE] = queue_lua_dlq_requeue,
     [QS_DLQ_PURGE] = queue_lua_dlq_purge,
     [QS_HELLO] = queue_lua_hello,
+    [QS_STREAM_ADD] = queue_lua_stream_add,
 };
 
 const char *const queue_script_name[QS_COUNT] = {
@@ -95,4 +97,5 @@ const char *const queue_script_name[QS_COUNT] = {
     [QS_DLQ_REQUEUE] = "dlq_requeue",
     [QS_DLQ_PURGE] = "dlq_purge",
     [QS_HELLO] = "hello",
+    [QS_STREAM_ADD] = "stream_add",
 };

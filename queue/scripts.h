@@ -32,6 +32,7 @@ typedef enum {
     QS_DLQ_REQUEUE,
     QS_DLQ_PURGE,
     QS_HELLO,
+    QS_STREAM_ADD,
     QS_COUNT
 } queue_script_id_t;
 

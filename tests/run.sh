@@ -67,6 +67,10 @@ done
 # The official Python client (clients/python) and its pytest suite against a real server and
 # redis-server (its virtualenv is made once under $BUILD; PyPI needed then).
 [ -x "$SLUICE_BIN" ] && run_suite "python-client" sh tests/tools/pyclient_check.sh "$SLUICE_BIN" "$SLUICE_TEST_MODEL" "$BUILD"
+# The same SDK generating text (chat, completions, streaming with usage, n=2, stop strings, seeds)
+# from the decoder model next to the GGUF of $SLUICE_TEST_LLM.
+[ -x "$SLUICE_BIN" ] && run_suite "openai-gen" sh tests/tools/openai_gen_check.sh "$SLUICE_BIN" \
+    "$(dirname "${SLUICE_TEST_LLM:-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf}")" "$BUILD"
 # Every curl example in docs/api.md against a live server (skips without the doc, the binary or redis-server).
 run_suite docs_api bash tests/test_docs_api.sh docs/api.md
 # The Debian package: make deb, dpkg -i into a throwaway root, the unit's command line, purge.

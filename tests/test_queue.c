@@ -814,3 +814,42 @@ Test(queue, resent_enqueue_stores_nothing_twice) {
     cr_expect_eq(s.deduped, 1);
     queue_close(c);
 }
+
+/* A running task's token stream: appended only under the current lease,
+ * capped, expiring with the results. */
+Test(queue, token_stream_follows_the_lease) {
+    queue_conn_t *c = open_default();
+    char id[QUEUE_ID_MAX];
+    put(c, "{\"x\":1}", 0, id);
+    queue_lease_t l[1];
+    int got = 0;
+    cr_assert_eq(queue_lease(c, 1, "w1", 60000, l, &got), 0, "%s", queue_last_error(c));
+    cr_assert_eq(got, 1);
+    queue_stream_entry_t e[2] = {{id, l[0].token, "text", "Hel", 3}, {id, l[0].token, "text", "lo", 2}};
+    int st[2] = {9, 9};
+    cr_assert_eq(queue_stream_add(c, e, 2, 1000, 60000, st), 0, "%s", queue_last_error(c));
+    cr_expect_eq(st[0], 0);
+    cr_expect_eq(st[1], 0);
+    char key[96];
+    snprintf(key, sizeof key, "{tq}:s:%s", id);
+    cr_expect_eq(support_redis_cmd(&srv, (const char *[]){"XLEN", key, NULL}), 2);
+    long long ttl = support_redis_cmd(&srv, (const char *[]){"PTTL", key, NULL});
+    cr_expect(ttl > 0 && ttl <= 60000, "ttl %lld", ttl);
+    /* a stale token adds nothing */
+    queue_stream_entry_t stale = {id, l[0].token + 1, "text", "x", 1};
+    cr_assert_eq(queue_stream_add(c, &stale, 1, 1000, 60000, st), 0);
+    cr_expect_eq(st[0], -1);
+    cr_expect_eq(support_redis_cmd(&srv, (const char *[]){"XLEN", key, NULL}), 2);
+    /* capped near maxlen */
+    queue_stream_entry_t many[300];
+    for (int i = 0; i < 300; i++) many[i] = (queue_stream_entry_t){id, l[0].token, "text", "t", 1};
+    cr_assert_eq(queue_stream_add(c, many, 300, 10, 60000, NULL), 0);
+    long long n = support_redis_cmd(&srv, (const char *[]){"XLEN", key, NULL});
+    cr_expect(n >= 10 && n < 302, "XLEN %lld: MAXLEN ~ 10 trimmed nothing", n);
+    /* after the ack the stream stays for readers until its TTL */
+    cr_assert_eq(queue_ack(c, id, l[0].token, "{}", 2, 60000), 0, "%s", queue_last_error(c));
+    cr_assert_eq(queue_stream_add(c, e, 1, 1000, 60000, st), 0);
+    cr_expect_eq(st[0], -1, "a finished task's stream takes no more");
+    queue_lease_clear(l, 1);
+    queue_close(c);
+}

@@ -46,6 +46,9 @@ void api_admin_stop_watchers(api_ctx_t *c) {
 
 static json_t *model_json(registry_t *reg, int i) {
     registry_model_info_t info;
+    char err[256];
+    /* the tokenizer (host memory, made once) gives the lengths before any load */
+    (void)registry_tokenizer(reg, i, err, sizeof err);
     if (registry_info(reg, i, &info)) return json_null();
     json_t *m = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "id", info.name, "object",
                           "model", "owned_by", "sluice", "state", registry_state_name(info.state), "backend",
@@ -55,6 +58,12 @@ static json_t *model_json(registry_t *reg, int i) {
                           "requests", (json_int_t)info.requests, "errors", (json_int_t)info.errors, "loads",
                           (json_int_t)info.loads, "load_s", info.load_s);
     json_object_set_new(m, "unloads", json_integer((json_int_t)info.unloads));
+    if (info.kind == MODEL_DECODER) { /* what generation may use */
+        json_object_set_new(m, "kind", json_string("decoder"));
+        json_object_set_new(m, "context_length", json_integer(info.max_seq_len));
+    } else {
+        json_object_set_new(m, "kind", json_string("encoder"));
+    }
     json_object_set_new(m, "last_error", info.last_error[0] ? json_string(info.last_error) : json_null());
     return m;
 }

@@ -84,6 +84,37 @@ const char *api_req_param(const api_req_t *r, int i) {
 
 /* ---------------------------------------------------------------- responses */
 
+/* Count and log an answered request once: at its response, or, for a
+ * stream, when the stream ends (so the line carries what was generated). */
+void api_req_note(api_req_t *r) {
+    if (r->noted) return;
+    r->noted = 1;
+    api_http_t *s = r->ctx->http;
+    unsigned status = (unsigned)r->status;
+    double dur = (batcher_now_ns() - r->t_start_ns) * 1e-9;
+    pthread_mutex_lock(&s->mu);
+    s->st.requests++;
+    if (status / 100 < 6) s->st.by_class[status / 100]++;
+    if (status == 429) s->st.rejected_busy++;
+    s->st.request_s += dur;
+    pthread_mutex_unlock(&s->mu);
+    api_ctl_note_response(r->ctx->ctl, api_route_label_index(r->ctx->routes, r->ctx->n_routes, &r->route), status,
+                          dur);
+    /* probes are polled often: their lines only at debug */
+    int probe = api_route_is_probe(&r->route);
+    api_log_level_t lvl = probe ? API_LOG_DEBUG : status >= 500 ? API_LOG_WARN : API_LOG_INFO;
+    if (lvl >= api_log_level()) {
+        json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method,
+                              "path", r->path, "status", (int)status, "duration_s", dur, "model", r->model_name);
+        if (r->traceparent[0]) json_object_set_new(f, "traceparent", json_string(r->traceparent));
+        if (r->key_name[0]) json_object_set_new(f, "key", json_string(r->key_name));
+        if (r->batch_id) json_object_set_new(f, "batch_id", json_integer((json_int_t)r->batch_id));
+        if (r->cache_hit) json_object_set_new(f, "cache", json_string("hit"));
+        if (r->log_extra) json_object_update(f, r->log_extra);
+        api_log(lvl, "request", f);
+    }
+}
+
 int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type) {
     api_http_t *s = r->ctx->http;
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -104,28 +135,27 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
     MHD_destroy_response(resp);
     r->responded = 1;
     r->status = (int)status;
-    double dur = (batcher_now_ns() - r->t_start_ns) * 1e-9;
-    pthread_mutex_lock(&s->mu);
-    s->st.requests++;
-    if (status / 100 < 6) s->st.by_class[status / 100]++;
-    if (status == 429) s->st.rejected_busy++;
-    s->st.request_s += dur;
-    pthread_mutex_unlock(&s->mu);
-    api_ctl_note_response(r->ctx->ctl, api_route_label_index(r->ctx->routes, r->ctx->n_routes, &r->route), status,
-                          dur);
-    /* probes are polled often: their lines only at debug */
-    int probe = api_route_is_probe(&r->route);
-    api_log_level_t lvl = probe ? API_LOG_DEBUG : status >= 500 ? API_LOG_WARN : API_LOG_INFO;
-    if (lvl >= api_log_level()) {
-        json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method,
-                              "path", r->path, "status", (int)status, "duration_s", dur, "model", r->model_name);
-        if (r->traceparent[0]) json_object_set_new(f, "traceparent", json_string(r->traceparent));
-        if (r->key_name[0]) json_object_set_new(f, "key", json_string(r->key_name));
-        if (r->batch_id) json_object_set_new(f, "batch_id", json_integer((json_int_t)r->batch_id));
-        if (r->cache_hit) json_object_set_new(f, "cache", json_string("hit"));
-        api_log(lvl, "request", f);
-    }
+    api_req_note(r);
     return API_DONE;
+}
+
+int api_respond_stream(api_req_t *r, unsigned status, const char *content_type, MHD_ContentReaderCallback reader,
+                       void *cls, MHD_ContentReaderFreeCallback free_cls) {
+    api_http_t *s = r->ctx->http;
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader, cls, free_cls);
+    if (!resp) {
+        if (free_cls) free_cls(cls);
+        return -1;
+    }
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Request-ID", r->request_id);
+    if (atomic_load(&s->stopping)) MHD_add_response_header(resp, "Connection", "close");
+    MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    r->responded = 1;
+    r->status = (int)status;
+    return 0;
 }
 
 int api_respond_json(api_req_t *r, unsigned status, json_t *body) {
@@ -204,6 +234,8 @@ static int gate(api_req_t *r) {
 
 static void req_free(api_req_t *r) {
     if (r->cleanup) r->cleanup(r);
+    if (r->responded) api_req_note(r); /* a stream cut short */
+    json_decref(r->log_extra);
     pthread_mutex_destroy(&r->mu);
     free(r->body);
     free(r);

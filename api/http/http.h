@@ -27,6 +27,7 @@
 #include "api/config.h"
 #include "api/http/route.h"
 #include "batcher/batcher.h"
+#include "api/job.h"
 #include "engine/registry.h"
 
 typedef struct api_http api_http_t;
@@ -39,6 +40,8 @@ typedef struct api_ctx {
     const api_config_t *cfg;
     registry_t *reg;
     batcher_t *bat;
+    struct sched *sched;       /* generation scheduler (batcher/sched.h); NULL: none */
+    const api_sched_ops_t *sched_ops; /* its calls, set with sched */
     api_jobs_t *jobs;          /* the operations (api/jobs.h) */
     api_tasks_t *tasks;        /* Redis intake (api/redis/tasks.h); NULL when Redis is off */
     api_ctl_t *ctl;            /* keys, rate limits, cache, route metrics (api/http/ctl.h) */
@@ -92,6 +95,8 @@ struct api_req {
     int (*finish)(api_req_t *r);  /* build and queue the response (HTTP thread) */
     void (*cleanup)(api_req_t *r);
     void *work;              /* the route's state */
+    json_t *log_extra;       /* fields the route adds to the request's log line (owned) */
+    int noted;               /* counted and logged (api_req_note) */
 };
 
 /* Start listening (cfg->host, cfg->port; the port file written): 0, or -1
@@ -117,6 +122,16 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
  * api_error_object); param may be NULL. 429 and 503 carry Retry-After. */
 int api_respond_error(api_req_t *r, unsigned status, const char *code, const char *param,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Queue a streamed response: reader (MHD's content reader, which may
+ * suspend the connection and return 0) produces the body; free_cls(cls)
+ * runs when MHD is done with it (also when this fails). The request is
+ * counted and logged by api_req_note when the stream ends (or when the
+ * connection closes). 0, or -1 when the response could not be made. */
+int api_respond_stream(api_req_t *r, unsigned status, const char *content_type, MHD_ContentReaderCallback reader,
+                       void *cls, MHD_ContentReaderFreeCallback free_cls);
+/* Count the answered request in the metrics and write its log line, once. */
+void api_req_note(api_req_t *r);
 
 /* Mark asynchronous work done and get the request answered (any thread). */
 void api_req_wake(api_req_t *r);

@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,9 @@ typedef struct {
 
 typedef uint64_t status_row_t[600];
 
+static const char *const GEN_KINDS_NAMES[] = {"ttft", "itl", "e2e", "queue"};
+#define GEN_KINDS 4
+
 struct api_metrics {
     pthread_mutex_t mu;
     int n_routes;               /* route labels (api_route_label), the last "other" */
@@ -32,6 +36,7 @@ struct api_metrics {
     status_row_t *status;       /* (n_routes) answers by status code */
     hist_t *dur;                /* (n_routes) */
     hist_t *compute; /* (n_models) */
+    hist_t *gen;     /* (n_models, GEN_KINDS): generation latencies */
     int n_models;
     atomic_ullong auth[API_AUTH_N];
     atomic_ullong rate[3];
@@ -45,10 +50,11 @@ int api_metrics_create(int n_models, const api_route_t *table, int n_table, api_
     m->n_models = n_models;
     m->n_routes = api_route_label_count(table, n_table);
     m->compute = calloc((size_t)(n_models > 0 ? n_models : 1), sizeof *m->compute);
+    m->gen = calloc((size_t)(n_models > 0 ? n_models : 1) * GEN_KINDS, sizeof *m->gen);
     m->routes = calloc((size_t)m->n_routes, sizeof *m->routes);
     m->status = calloc((size_t)m->n_routes, sizeof *m->status);
     m->dur = calloc((size_t)m->n_routes, sizeof *m->dur);
-    if (!m->compute || !m->routes || !m->status || !m->dur) {
+    if (!m->compute || !m->gen || !m->routes || !m->status || !m->dur) {
         api_metrics_destroy(m);
         return -1;
     }
@@ -61,6 +67,7 @@ void api_metrics_destroy(api_metrics_t *m) {
     if (!m) return;
     pthread_mutex_destroy(&m->mu);
     free(m->compute);
+    free(m->gen);
     free(m->routes);
     free(m->status);
     free(m->dur);
@@ -89,6 +96,17 @@ void api_metrics_batch(api_metrics_t *m, int model, double compute_s) {
     pthread_mutex_lock(&m->mu);
     hist_add(&m->compute[model], compute_s);
     pthread_mutex_unlock(&m->mu);
+}
+
+void api_metrics_gen_observe(void *user, int model, const char *kind, double seconds) {
+    api_metrics_t *m = user;
+    if (!m || model < 0 || model >= m->n_models || !kind) return;
+    for (int k = 0; k < GEN_KINDS; k++)
+        if (!strcmp(kind, GEN_KINDS_NAMES[k])) {
+            pthread_mutex_lock(&m->mu);
+            hist_add(&m->gen[(size_t)model * GEN_KINDS + k], seconds);
+            pthread_mutex_unlock(&m->mu);
+        }
 }
 
 void api_metrics_auth_reject(api_metrics_t *m, int reason) {
@@ -161,6 +179,73 @@ static void hist_out(out_t *o, const char *name, const char *label, const char *
       (unsigned long long)h->count);
 }
 
+/* The generation series of every decoder model (those the scheduler has seen). */
+static void gen_out(out_t *o, const api_metrics_sources_t *src, const hist_t *gen, int n_models) {
+    registry_t *reg = src->reg;
+    int nm = reg ? registry_count(reg) : 0;
+    if (nm > n_models) nm = n_models;
+    sched_stats_t *st = calloc((size_t)(nm > 0 ? nm : 1), sizeof *st);
+    if (!st) return;
+    char e[300];
+    for (int i = 0; i < nm; i++) src->sched_stats(src->sched, i, &st[i]);
+    static const char *const help[GEN_KINDS] = {
+        "Submit to first generated token.", "Between two tokens of one request.", "Submit to the last token.",
+        "Submit to first admission into the running set."};
+    for (int k = 0; k < GEN_KINDS; k++) {
+        P(o, "# HELP sluice_gen_%s_seconds %s\n# TYPE sluice_gen_%s_seconds histogram\n", GEN_KINDS_NAMES[k], help[k],
+          GEN_KINDS_NAMES[k]);
+        char name[64];
+        snprintf(name, sizeof name, "sluice_gen_%s_seconds", GEN_KINDS_NAMES[k]);
+        for (int i = 0; i < nm; i++) {
+            registry_model_info_t info;
+            if (!st[i].submitted && !gen[(size_t)i * GEN_KINDS + k].count) continue;
+            if (registry_info(reg, i, &info)) continue;
+            hist_out(o, name, "model", info.name, &gen[(size_t)i * GEN_KINDS + k]);
+        }
+    }
+    const struct { const char *name, *help; size_t off; } counters[] = {
+        {"sluice_gen_requests_total", "Generation requests (choices) finished.", offsetof(sched_stats_t, finished)},
+        {"sluice_gen_prompt_tokens_total", "Prompt tokens of finished requests.", offsetof(sched_stats_t, prompt_tokens)},
+        {"sluice_gen_prefill_tokens_total", "Tokens prefilled (prefix-cache hits skip them, recompute adds).",
+         offsetof(sched_stats_t, prefill_tokens)},
+        {"sluice_gen_generated_tokens_total", "Tokens generated.", offsetof(sched_stats_t, generated_tokens)},
+        {"sluice_gen_preemptions_total", "Running sequences preempted for KV blocks (recomputed later).",
+         offsetof(sched_stats_t, preemptions)},
+        {"sluice_gen_prefix_cache_lookups_total", "Full prompt blocks looked up in the prefix cache.",
+         offsetof(sched_stats_t, prefix_lookups)},
+        {"sluice_gen_prefix_cache_hits_total", "Of them, found.", offsetof(sched_stats_t, prefix_hits)},
+    };
+    for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
+        P(o, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name, counters[c].help, counters[c].name);
+        for (int i = 0; i < nm; i++) {
+            registry_model_info_t info;
+            if (!st[i].submitted || registry_info(reg, i, &info)) continue;
+            P(o, "%s{model=\"%s\"} %llu\n", counters[c].name, esc(info.name, e, sizeof e),
+              (unsigned long long)*(const uint64_t *)((const char *)&st[i] + counters[c].off));
+        }
+    }
+    for (int fam = 0; fam < 2; fam++) {
+        if (fam == 0) P(o, "# HELP sluice_gen_sequences Generation sequences by state.\n# TYPE sluice_gen_sequences gauge\n");
+        else
+            P(o, "# HELP sluice_gen_kv_blocks KV cache blocks: used (by sequences or the prefix cache), cached "
+                 "(prefix cache only, evictable), total.\n# TYPE sluice_gen_kv_blocks gauge\n");
+        for (int i = 0; i < nm; i++) {
+            registry_model_info_t info;
+            if (!st[i].submitted || registry_info(reg, i, &info)) continue;
+            esc(info.name, e, sizeof e);
+            if (fam == 0) {
+                P(o, "sluice_gen_sequences{model=\"%s\",state=\"running\"} %d\n", e, st[i].running);
+                P(o, "sluice_gen_sequences{model=\"%s\",state=\"waiting\"} %d\n", e, st[i].waiting);
+            } else {
+                P(o, "sluice_gen_kv_blocks{model=\"%s\",state=\"used\"} %d\n", e, st[i].kv_blocks_used);
+                P(o, "sluice_gen_kv_blocks{model=\"%s\",state=\"cached\"} %d\n", e, st[i].kv_blocks_cached);
+                P(o, "sluice_gen_kv_blocks{model=\"%s\",state=\"total\"} %d\n", e, st[i].kv_blocks_total);
+            }
+        }
+    }
+    free(st);
+}
+
 int api_metrics_append(api_metrics_t *m, const api_metrics_sources_t *src, char **buf, size_t *len, size_t *cap) {
     if (!m) return 0;
     out_t o = {buf, len, cap, 0};
@@ -173,16 +258,19 @@ int api_metrics_append(api_metrics_t *m, const api_metrics_sources_t *src, char 
     status_row_t *status = malloc((size_t)nr * sizeof *status);
     hist_t *dur = malloc((size_t)nr * sizeof *dur);
     hist_t *comp = calloc((size_t)(m->n_models > 0 ? m->n_models : 1), sizeof *comp);
-    if (!status || !dur || !comp) {
+    hist_t *gen = calloc((size_t)(m->n_models > 0 ? m->n_models : 1) * GEN_KINDS, sizeof *gen);
+    if (!status || !dur || !comp || !gen) {
         free(status);
         free(dur);
         free(comp);
+        free(gen);
         return -1;
     }
     pthread_mutex_lock(&m->mu);
     memcpy(status, m->status, (size_t)nr * sizeof *status);
     memcpy(dur, m->dur, (size_t)nr * sizeof *dur);
     memcpy(comp, m->compute, (size_t)m->n_models * sizeof *comp);
+    memcpy(gen, m->gen, (size_t)m->n_models * GEN_KINDS * sizeof *gen);
     pthread_mutex_unlock(&m->mu);
 
     P(&o, "# HELP sluice_requests_total HTTP requests answered, by route pattern and status code.\n");
@@ -206,6 +294,7 @@ int api_metrics_append(api_metrics_t *m, const api_metrics_sources_t *src, char 
         if (registry_info(reg, i, &info)) continue;
         hist_out(&o, "sluice_compute_seconds", "model", info.name, &comp[i]);
     }
+    if (src->sched && src->sched_stats) gen_out(&o, src, gen, m->n_models);
     /* per model */
     static const char *states[] = {"unloaded", "loading", "ready", "failed"};
     P(&o, "# HELP sluice_model_state 1 for the state the model is in.\n# TYPE sluice_model_state gauge\n");
@@ -323,6 +412,7 @@ int api_metrics_append(api_metrics_t *m, const api_metrics_sources_t *src, char 
     free(status);
     free(dur);
     free(comp);
+    free(gen);
     if (o.oom) {
         *len = len0;
         return -1;

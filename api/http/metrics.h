@@ -13,6 +13,12 @@
  *   sluice_auth_rejections_total{reason}, sluice_rate_limited_total{limit}
  *   sluice_cache_{hits,misses}_total, sluice_cache_entries, sluice_cache_bytes
  *   sluice_paused, sluice_draining
+ *   generation (batcher/sched.h), per model:
+ *   sluice_gen_{ttft,itl,e2e,queue}_seconds{model}   histograms (time to first token, between tokens,
+ *                                                    submit to done, submit to first admission)
+ *   sluice_gen_{prompt,prefill,generated}_tokens_total{model}, sluice_gen_preemptions_total{model},
+ *   sluice_gen_prefix_cache_{lookups,hits}_total{model}, sluice_gen_requests_total{model}  counters
+ *   sluice_gen_sequences{model,state="running"|"waiting"}, sluice_gen_kv_blocks{model,state="used"|"cached"|"total"}
  * Routes are labelled by their row's label in the route table (the pattern,
  * /v1/tasks/{id}), never by the raw path, so the number of series stays fixed.
  *
@@ -25,6 +31,7 @@
 
 #include "api/http/route.h"
 #include "batcher/batcher.h"
+#include "batcher/sched.h"
 #include "engine/registry.h"
 
 typedef struct api_metrics api_metrics_t;
@@ -42,6 +49,9 @@ void api_metrics_request(api_metrics_t *m, int label, unsigned status, double se
 void api_metrics_batch(api_metrics_t *m, int model, double compute_s);
 void api_metrics_auth_reject(api_metrics_t *m, int reason);   /* API_AUTH_* */
 void api_metrics_rate_limited(api_metrics_t *m, int which);   /* API_RL_REQUESTS / API_RL_TOKENS */
+/* A generation latency (a sched_observe_fn: user is the api_metrics_t; kind
+ * "ttft", "itl", "e2e" or "queue"; other kinds are ignored). Never blocks long. */
+void api_metrics_gen_observe(void *user, int model, const char *kind, double seconds);
 
 /* Where the per-model, queue and cache series come from (any may be NULL). */
 typedef struct {
@@ -49,6 +59,8 @@ typedef struct {
     batcher_t *bat;
     api_tasks_t *tasks; /* the Redis intake (api/redis/tasks.h) */
     api_cache_t *cache;
+    sched_t *sched;     /* the generation scheduler, and its stats call */
+    void (*sched_stats)(sched_t *s, int model, sched_stats_t *out);
 } api_metrics_sources_t;
 
 /* Append the series above to a malloc'd text (*buf, *len, *cap; grown with

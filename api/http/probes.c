@@ -109,7 +109,8 @@ int api_route_metrics(api_req_t *r) {
     P("# TYPE sluice_memory_budget_bytes gauge\nsluice_memory_budget_bytes{device=\"%s\"} %zu\n", registry_device_name(s->reg), registry_budget(s->reg));
 #undef P
     if (n >= cap) n = cap - 1;
-    api_metrics_sources_t src = {.reg = s->reg, .bat = s->bat, .tasks = s->tasks, .cache = api_ctl_cache(s->ctl)};
+    api_metrics_sources_t src = {.reg = s->reg, .bat = s->bat, .tasks = s->tasks, .cache = api_ctl_cache(s->ctl),
+                                 .sched = s->sched, .sched_stats = s->sched_ops ? s->sched_ops->stats : NULL};
     api_metrics_append(api_ctl_metrics(s->ctl), &src, &t, &n, &cap);
     return api_respond_raw(r, 200, t, n, "text/plain; version=0.0.4");
 }

@@ -14,6 +14,8 @@ const api_route_t api_routes[] = {
     {"GET",    "/metrics",                     0,             "/metrics",                  PROBE, api_route_metrics},
     {"POST",   "/v1/embeddings",               INFER,         "/v1/embeddings",            0,     api_route_embeddings},
     {"POST",   "/v1/expand",                   INFER,         "/v1/expand",                0,     api_route_expand},
+    {"POST",   "/v1/chat/completions",         INFER,         "/v1/chat/completions",      0,     api_route_chat_completions},
+    {"POST",   "/v1/completions",              INFER,         "/v1/completions",           0,     api_route_completions},
     {"POST",   "/v1/tasks",                    INFER,         "/v1/tasks",                 0,     api_route_tasks_post},
     /* before /v1/tasks/{id}: the first pattern that fits a path decides */
     {"POST",   "/v1/tasks/batch",              INFER,         "/v1/tasks/batch",           0,     api_route_tasks_batch},

@@ -5,6 +5,7 @@
  * row here and a handler in the file of its kind:
  *   probes.c            /healthz /readyz /metrics
  *   routes_embeddings.c /v1/embeddings /v1/expand (the job layer, api/jobs.h)
+ *   routes_gen.c        /v1/chat/completions /v1/completions (api/gen_job.h, batcher/sched.h)
  *   routes_tasks.c      /v1/tasks... (the Redis side in api/redis/tasks.h), and the
  *                       admin routes of the queues: /v1/admin/queue/stats, /v1/admin/dlq...
  *   admin.c             /v1/models... /v1/admin/...
@@ -23,6 +24,8 @@ int api_route_readyz(api_req_t *r);
 int api_route_metrics(api_req_t *r);
 int api_route_embeddings(api_req_t *r);
 int api_route_expand(api_req_t *r);
+int api_route_chat_completions(api_req_t *r); /* routes_gen.c */
+int api_route_completions(api_req_t *r);
 int api_route_tasks_post(api_req_t *r);
 int api_route_tasks_get(api_req_t *r);
 int api_route_tasks_delete(api_req_t *r);

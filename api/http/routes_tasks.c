@@ -111,7 +111,14 @@ static int task_parse(api_req_t *r, json_t *body, http_task_t *out, api_err_t *e
     }
     /* validate now (400/404/413/422 here rather than a failed task later) */
     api_job_t *j = NULL;
-    if (api_jobs_parse(r->ctx->jobs, type, body, &j, e)) return -1;
+    /* an op that reads every field (generate: OpenAI's strict body) parses
+     * the op's own fields alone, without the task's */
+    json_t *opts = type->task_all_fields ? json_deep_copy(body) : NULL;
+    for (size_t i = 0; opts && task_fields[i]; i++)
+        if (strcmp(task_fields[i], "model")) json_object_del(opts, task_fields[i]);
+    int prc = api_jobs_parse(r->ctx->jobs, type, opts ? opts : body, &j, e);
+    json_decref(opts);
+    if (prc) return -1;
     snprintf(r->model_name, sizeof r->model_name, "%s", j->model_name);
     api_ctl_charge_tokens(r->ctx->ctl, r->key, batcher_now_ns(), j->prompt_tokens);
     /* inputs: the op's fields travel with the task */

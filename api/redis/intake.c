@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/gen_job.h"
 #include "api/jobs.h"
 #include "api/log.h"
 #include "api/redis/tasks_internal.h"
@@ -97,6 +98,33 @@ static void task_done(batcher_item_t *item, void *user) {
     pthread_mutex_unlock(&q->mu);
 }
 
+/* A generate task's text as it comes (scheduler thread: only queue it). */
+static void stream_listen(void *user, api_job_t *j, int index, const char *text, size_t len, const char *finish) {
+    (void)j;
+    task_t *k = user;
+    task_queue_t *q = k->q;
+    stream_entry_t *e = calloc(1, sizeof *e);
+    if (!e) return; /* the stream misses a piece; the result still has it all */
+    json_t *o = finish ? json_pack("{s:i,s:s}", "index", index, "finish_reason", finish)
+                       : json_pack("{s:i,s:s%}", "index", index, "text", text, len);
+    e->value = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!e->value) {
+        free(e);
+        return;
+    }
+    e->len = strlen(e->value);
+    e->field = finish ? "done" : "delta";
+    memcpy(e->id, k->id, sizeof e->id);
+    e->token = k->token;
+    pthread_mutex_lock(&q->mu);
+    if (q->stream_tail) q->stream_tail->next = e;
+    else q->stream_head = e;
+    q->stream_tail = e;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
 /* Straight to the completion thread (refused before the batcher). */
 static void task_to_done(task_queue_t *q, task_t *k) {
     pthread_mutex_lock(&q->mu);
@@ -163,13 +191,14 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
     queue_payload_clear(&p);
     it->done = task_done;
     it->user = k;
+    if (type == &api_gen_task_job) api_gen_task_listen(k->job, stream_listen, k);
     pthread_mutex_lock(&q->mu);
     k->next = q->held;
     if (q->held) q->held->prev = k;
     q->held = k;
     q->n_held++;
     pthread_mutex_unlock(&q->mu);
-    int rc = batcher_submit(t->bat, it, err, sizeof err);
+    int rc = api_jobs_submit(t->jobs, t->bat, k->job, err, sizeof err);
     if (rc) {
         pthread_mutex_lock(&q->mu);
         held_remove(q, k);
@@ -195,11 +224,10 @@ static int renew_held(task_queue_t *q, queue_conn_t *c) {
     }
     queue_ref_t *refs = calloc((size_t)n, sizeof *refs);
     char (*ids)[QUEUE_ID_MAX] = calloc((size_t)n, QUEUE_ID_MAX);
-    uint64_t *item_ids = calloc((size_t)n, sizeof *item_ids);
     int *status = calloc((size_t)n, sizeof *status);
-    if (!refs || !ids || !item_ids || !status) {
+    if (!refs || !ids || !status) {
         pthread_mutex_unlock(&q->mu);
-        free(refs), free(ids), free(item_ids), free(status);
+        free(refs), free(ids), free(status);
         return 0;
     }
     int i = 0;
@@ -207,7 +235,6 @@ static int renew_held(task_queue_t *q, queue_conn_t *c) {
         memcpy(ids[i], k->id, QUEUE_ID_MAX);
         refs[i].id = ids[i];
         refs[i].token = k->token;
-        item_ids[i] = k->job->item.id;
     }
     pthread_mutex_unlock(&q->mu);
     int lease_ms = q->t->cfg->lease_ms;
@@ -215,18 +242,23 @@ static int renew_held(task_queue_t *q, queue_conn_t *c) {
     if (rc == 0) {
         for (int j = 0; j < n; j++) {
             if (status[j] == QUEUE_RENEWED) continue;
-            /* mark it, then drop it from the batcher if it has not started */
+            /* mark it, then drop its work (the batcher's if not started, or its generation) */
+            uint64_t work[API_TASKS_CANCEL_IDS];
+            int nw = 0;
+            const api_job_type_t *type = NULL;
             pthread_mutex_lock(&q->mu);
             for (task_t *k = q->held; k; k = k->next)
                 if (!strcmp(k->id, ids[j])) {
                     if (status[j] == QUEUE_LOST) k->lost = 1;
                     else k->cancel_requested = 1;
+                    type = k->job->type;
+                    nw = api_jobs_cancel_ids(k->job, work, API_TASKS_CANCEL_IDS);
                 }
             pthread_mutex_unlock(&q->mu);
-            batcher_cancel(q->t->bat, item_ids[j]);
+            for (int w = 0; w < nw; w++) api_jobs_cancel(q->t->jobs, q->t->bat, type, work[w]);
         }
     }
-    free(refs), free(ids), free(item_ids), free(status);
+    free(refs), free(ids), free(status);
     return rc;
 }
 
@@ -305,6 +337,17 @@ static void log_task(task_queue_t *q, task_t *k, batcher_item_t *it) {
         if (it->batch_id) json_object_set_new(f, "batch_id", json_integer((json_int_t)it->batch_id));
         if (it->t_start_ns) json_object_set_new(f, "queue_wait_s", json_real((it->t_start_ns - it->t_submit_ns) * 1e-9));
         json_object_set_new(f, "compute_s", json_real(it->compute_s));
+        if (k->job->type == &api_gen_task_job) { /* token counts, TTFT and finish reason */
+            api_gen_usage_t u;
+            double ttft;
+            const char *fin;
+            api_gen_task_counts(k->job, &u, &ttft, &fin);
+            json_object_set_new(f, "prompt_tokens", json_integer(u.prompt_tokens));
+            json_object_set_new(f, "completion_tokens", json_integer(u.completion_tokens));
+            json_object_set_new(f, "cached_tokens", json_integer(u.cached_tokens));
+            if (ttft >= 0) json_object_set_new(f, "ttft_s", json_real(ttft));
+            json_object_set_new(f, "finish_reason", json_string(fin));
+        }
     } else {
         json_object_set_new(f, "outcome", json_string("refused"));
         json_object_set_new(f, "status", json_integer(k->refuse_status));
@@ -430,6 +473,45 @@ static task_t *settle(task_queue_t *q, queue_conn_t *c, task_t *list, int *broke
     return left;
 }
 
+/* Append the queued token-stream entries (one round trip); 0, or QUEUE_EREDIS
+ * with the entries kept for after the reconnect. */
+static int flush_streams(task_queue_t *q, queue_conn_t *c) {
+    pthread_mutex_lock(&q->mu);
+    stream_entry_t *list = q->stream_head;
+    q->stream_head = q->stream_tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    if (!list) return 0;
+    size_t n = 0;
+    for (stream_entry_t *e = list; e; e = e->next) n++;
+    queue_stream_entry_t *qe = calloc(n, sizeof *qe);
+    int rc = 0;
+    if (qe) {
+        size_t i = 0;
+        for (stream_entry_t *e = list; e; e = e->next, i++)
+            qe[i] = (queue_stream_entry_t){e->id, e->token, e->field, e->value, e->len};
+        int64_t ttl = (int64_t)q->t->cfg->result_ttl_s * 1000;
+        rc = queue_stream_add(c, qe, n, API_TASKS_STREAM_MAXLEN, ttl > 0 ? ttl : 3600000, NULL);
+        free(qe);
+    }
+    if (rc == QUEUE_EREDIS) { /* put them back in front, in order */
+        pthread_mutex_lock(&q->mu);
+        stream_entry_t *tail = list;
+        while (tail->next) tail = tail->next;
+        tail->next = q->stream_head;
+        if (!q->stream_head) q->stream_tail = tail;
+        q->stream_head = list;
+        pthread_mutex_unlock(&q->mu);
+        return rc;
+    }
+    while (list) {
+        stream_entry_t *next = list->next;
+        free(list->value);
+        free(list);
+        list = next;
+    }
+    return 0;
+}
+
 void *api_tasks_completion_main(void *arg) {
     task_queue_t *q = arg;
     queue_conn_t *c = NULL;
@@ -440,17 +522,28 @@ void *api_tasks_completion_main(void *arg) {
          * reaper hands the tasks out again */
         if (!c && !(c = connect_retry(q, &q->completion_up, &q->stop, "completion"))) break;
         pthread_mutex_lock(&q->mu);
-        while (!q->done_head && !pending && !atomic_load(&q->stop)) pthread_cond_wait(&q->cv, &q->mu);
+        while (!q->done_head && !q->stream_head && !pending && !atomic_load(&q->stop))
+            pthread_cond_wait(&q->cv, &q->mu);
         task_t *list = q->done_head;
         q->done_head = q->done_tail = NULL;
         int stop = atomic_load(&q->stop);
         pthread_mutex_unlock(&q->mu);
+        /* a task's text before its result: its last entries were queued before
+         * it was done, so flushing after taking the done list sends them all,
+         * and a reader that sees the result has the whole stream */
+        int flush_broken = flush_streams(q, c) == QUEUE_EREDIS;
         if (pending) { /* older first */
             task_t *tail = pending;
             while (tail->next) tail = tail->next;
             tail->next = list;
             list = pending;
             pending = NULL;
+        }
+        if (flush_broken) { /* settle after the reconnect, the stream first */
+            pending = list;
+            conn_broken(&c, &q->completion_up, q, "completion");
+            util_sleep_ms(100);
+            continue;
         }
         if (!list) {
             if (stop) break;
@@ -468,6 +561,14 @@ void *api_tasks_completion_main(void *arg) {
         api_task_free(pending);
         pending = next;
     }
+    pthread_mutex_lock(&q->mu);
+    for (stream_entry_t *e = q->stream_head, *next; e; e = next) {
+        next = e->next;
+        free(e->value);
+        free(e);
+    }
+    q->stream_head = q->stream_tail = NULL;
+    pthread_mutex_unlock(&q->mu);
     queue_close(c);
     return NULL;
 }

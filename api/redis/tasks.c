@@ -107,15 +107,18 @@ int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, int *outcome, char 
     api_tasks_pool_put(t, q, c, rc);
     /* a task we hold right now: drop it before compute if it has not started */
     if (rc == QUEUE_OK && *outcome == QUEUE_CANCEL_PENDING) {
-        uint64_t item = 0;
+        uint64_t work[API_TASKS_CANCEL_IDS];
+        int nw = 0;
+        const api_job_type_t *type = NULL;
         pthread_mutex_lock(&q->mu);
         for (task_t *k = q->held; k; k = k->next)
             if (!strcmp(k->id, id)) {
                 k->cancel_requested = 1;
-                item = k->job->item.id;
+                type = k->job->type;
+                nw = api_jobs_cancel_ids(k->job, work, API_TASKS_CANCEL_IDS);
             }
         pthread_mutex_unlock(&q->mu);
-        if (item) batcher_cancel(t->bat, item);
+        for (int w = 0; w < nw; w++) api_jobs_cancel(t->jobs, t->bat, type, work[w]);
     }
     return rc;
 }

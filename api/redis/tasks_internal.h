@@ -16,6 +16,19 @@
 
 typedef struct task_queue task_queue_t;
 
+#define API_TASKS_CANCEL_IDS 64       /* work ids one task cancels at most (its choices) */
+#define API_TASKS_STREAM_MAXLEN 10000 /* entries a task's token stream keeps (XADD MAXLEN ~) */
+
+/* One entry for a task's token stream, waiting for the completion thread. */
+typedef struct stream_entry {
+    char id[QUEUE_ID_MAX];
+    int64_t token;
+    const char *field;        /* "delta" | "done" (static) */
+    char *value;              /* JSON */
+    size_t len;
+    struct stream_entry *next;
+} stream_entry_t;
+
 /* One leased task while we hold it. */
 typedef struct task {
     task_queue_t *q;
@@ -41,6 +54,7 @@ struct task_queue {
     task_t *held;             /* leased, in the batcher */
     int n_held;
     task_t *done_head, *done_tail;
+    stream_entry_t *stream_head, *stream_tail; /* token stream entries to append, in order */
     atomic_int intake_up, completion_up;
     atomic_int stop_intake, stop;
 };

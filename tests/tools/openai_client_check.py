@@ -9,13 +9,14 @@ Run by tests/tools/openai_client_check.sh inside a virtualenv that has `openai`.
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import openai
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_proc  # noqa: E402
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -27,8 +28,7 @@ TOL = 1e-6
 
 
 def fail(msg):
-    print("openai-client: FAIL: " + msg, flush=True)
-    sys.exit(1)
+    serve_proc.fail("openai-client", msg)
 
 
 def sluice_embed(binary, model_dir, texts):
@@ -40,29 +40,6 @@ def sluice_embed(binary, model_dir, texts):
     return [r["embedding"] for r in sorted(rows, key=lambda r: r["index"])]
 
 
-def start_server(binary, model_dir, tmp):
-    port_file = os.path.join(tmp, "port")
-    log = open(os.path.join(tmp, "serve.log"), "w")
-    proc = subprocess.Popen(
-        [binary, "serve", "--port", "0", "--port-file", port_file, "--device", "cpu", "--models", model_dir,
-         "--redis", "none", "--log-level", "warn", "--max-queue-delay-ms", "2"],
-        stderr=log)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            fail("sluice serve exited early with %d (log: %s)" % (proc.returncode, log.name))
-        try:
-            with open(port_file) as f:
-                port = int(f.read().strip() or 0)
-            if port:
-                return proc, port
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    fail("sluice serve did not start within 60 s")
-
-
 def max_diff(a, b):
     if len(a) != len(b):
         return math.inf
@@ -70,14 +47,10 @@ def max_diff(a, b):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        sys.exit(2)
-    binary, model_dir = sys.argv[1], sys.argv[2]
-    model = os.path.basename(os.path.normpath(model_dir))
+    binary, model_dir, model = serve_proc.args(__doc__)
     reference = sluice_embed(binary, model_dir, TEXTS)
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = start_server(binary, model_dir, tmp)
+        proc, port = serve_proc.start_server("openai-client", binary, model_dir, tmp, ["--max-queue-delay-ms", "2"])
         try:
             client = openai.OpenAI(base_url="http://127.0.0.1:%d/v1" % port, api_key="unused", max_retries=0,
                                    timeout=60)
@@ -111,14 +84,7 @@ def main():
             except openai.BadRequestError:
                 pass
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                fail("sluice serve did not stop on SIGTERM")
-        if rc != 0:
-            fail("sluice serve exited %d after SIGTERM" % rc)
+            serve_proc.stop_server("openai-client", proc)
     print("openai-client: ok (openai %s, %d inputs, max diff <= %g)" % (openai.__version__, len(TEXTS), TOL))
 
 
