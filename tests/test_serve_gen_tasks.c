@@ -115,8 +115,8 @@ Test(serve_gen_tasks, generate_round_trip_and_token_stream) {
     cr_expect(strstr(r.body, "\"param\":\"max_tokns\""), "%s", r.body);
     http_resp_free(&r);
     enqueue(w.port,
-            "{\"op\":\"generate\",\"messages\":[{\"role\":\"user\",\"content\":\"Count from 1 to 100, separated by commas.\"}],"
-            "\"max_tokens\":250,\"temperature\":0,\"priority\":3}",
+            "{\"op\":\"generate\",\"messages\":[{\"role\":\"user\",\"content\":\"Count from 1 to 300, separated by commas.\"}],"
+            "\"max_tokens\":700,\"temperature\":0,\"priority\":3}",
             id);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -147,7 +147,7 @@ Test(serve_gen_tasks, sigkilled_worker_mid_generation_loses_nothing) {
     worker_start(&a, "1500");
     char id[64];
     /* counting goes on (greedy): long enough to kill the worker in the middle */
-    enqueue(a.port, "{\"op\":\"generate\",\"prompt\":\"1, 2, 3, 4, 5,\",\"max_tokens\":150,\"temperature\":0}", id);
+    enqueue(a.port, "{\"op\":\"generate\",\"prompt\":\"1, 2, 3, 4, 5,\",\"max_tokens\":400,\"temperature\":0}", id);
     char key[128], text[4096], fin[32];
     snprintf(key, sizeof key, "{sluice}:s:%s", id);
     int n = 0;
