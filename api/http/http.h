@@ -75,6 +75,8 @@ struct api_req {
     char *body;              /* NUL-terminated */
     size_t body_len, body_cap;
     int body_too_large;
+    size_t body_reserved;    /* bytes held of the in-flight body budget */
+    int close;               /* answer with Connection: close (bad framing, budgets) */
     int responded;           /* a response was queued */
     int status;              /* the status answered */
     char model_name[REGISTRY_NAME_MAX]; /* for the log line */

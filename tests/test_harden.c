@@ -1,0 +1,330 @@
+/* tests/test_harden.c - a running server against hostile and careless clients
+ * (issue 17), over loopback: the attacker binds 127.0.0.2, the legitimate
+ * client 127.0.0.1. Idle and slow sockets, bodies held open, huge answers left
+ * unread, /v1/expand amplification, and ambiguous HTTP framing. Each test is
+ * bounded to a few seconds.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/config.h"
+#include "tests/support_http.h"
+#include "tests/support_server.h"
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A TCP connection from src (e.g. "127.0.0.2") to the server; rcvbuf > 0
+ * shrinks the receive buffer (a slow reader). -1 when refused. */
+static int raw_connect(const char *src, int port, int rcvbuf) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &me.sin_addr);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&me, sizeof me) || connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int raw_send(int fd, const char *s) { return send(fd, s, strlen(s), MSG_NOSIGNAL) == (ssize_t)strlen(s) ? 0 : -1; }
+
+/* Read what comes within timeout_ms into buf (NUL-terminated); *closed set
+ * when the server closed the connection. Returns the HTTP status, or 0. */
+static int raw_read(int fd, char *buf, size_t cap, int timeout_ms, int *closed) {
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t len = 0;
+    *closed = 0;
+    for (;;) {
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r == 0 || (r < 0 && errno == ECONNRESET)) {
+            *closed = 1;
+            break;
+        }
+        if (r < 0) break;
+        len += (size_t)r;
+        if (len + 1 >= cap) break;
+    }
+    buf[len] = '\0';
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1) status = 0;
+    return status;
+}
+
+/* Has the server closed fd (EOF or reset within timeout_ms)? */
+static int raw_closed(int fd, int timeout_ms) {
+    char buf[4096];
+    int closed;
+    raw_read(fd, buf, sizeof buf, timeout_ms, &closed);
+    return closed;
+}
+
+static void start(support_server_t *s, api_config_t *c) {
+    cr_assert_eq(support_server_start(s, c), 0, "server: %s", s->err);
+}
+
+/* The legitimate client: a probe and a small embeddings request, both answered. */
+static void legit_ok(int port, const char *when) {
+    http_resp_t r;
+    cr_assert_eq(http_request(port, "GET", "/healthz", NULL, NULL, 0, &r, 3000), 0, "%s: /healthz unanswered", when);
+    cr_assert_eq(r.status, 200, "%s: /healthz answered %d", when, r.status);
+    http_resp_free(&r);
+    const char *body = "{\"input\":\"hello\"}";
+    cr_assert_eq(http_request(port, "POST", "/v1/embeddings", (const char *const[]){"Content-Type: application/json", NULL},
+                              body, strlen(body), &r, 5000),
+                 0, "%s: /v1/embeddings unanswered", when);
+    cr_assert_eq(r.status, 200, "%s: /v1/embeddings answered %d: %s", when, r.status, r.body);
+    http_resp_free(&r);
+}
+
+/* 1. One address opening more idle sockets than the server takes in all:
+ * past its own limit they are refused, and 127.0.0.1 still gets answers. */
+Test(harden, idle_sockets_from_one_address) {
+    api_config_t c;
+    support_server_config(&c);
+    c.max_connections = 96;
+    c.max_connections_per_client = 16;
+    c.header_timeout_ms = 0; /* only the per-address limit is under test */
+    support_server_t s;
+    start(&s, &c);
+    enum { N = 160 };
+    int fds[N];
+    for (int i = 0; i < N; i++) fds[i] = raw_connect("127.0.0.2", s.port, 0);
+    sleep_ms(300); /* the server has accepted (and refused) them */
+    for (int i = 0; i < 3; i++) legit_ok(s.port, "during 160 idle sockets from 127.0.0.2");
+    int open = 0;
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0 && !raw_closed(fds[i], 1)) open++;
+    cr_assert_leq(open, 16, "%d idle sockets from one address kept open; the limit is 16", open);
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    support_server_stop(&s);
+}
+
+/* 1. Slowloris: a header block sent a byte at a time and a body trickled
+ * below the minimum rate are cut off at their deadlines; a client that sends
+ * its body at a fair pace is not. */
+Test(harden, slow_headers_and_bodies_dropped) {
+    api_config_t c;
+    support_server_config(&c);
+    c.header_timeout_ms = 1000;
+    c.body_timeout_ms = 1000;
+    c.min_body_rate = 1024;
+    support_server_t s;
+    start(&s, &c);
+    enum { SLOW = 4 };
+    int hdr[SLOW], body[SLOW];
+    for (int i = 0; i < SLOW; i++) {
+        hdr[i] = raw_connect("127.0.0.2", s.port, 0);
+        body[i] = raw_connect("127.0.0.2", s.port, 0);
+        cr_assert(hdr[i] >= 0 && body[i] >= 0);
+        raw_send(hdr[i], "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        raw_send(body[i], "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          "Content-Length: 100000\r\n\r\n{\"input\":\"");
+    }
+    int fair = raw_connect("127.0.0.1", s.port, 0);
+    cr_assert(fair >= 0);
+    char payload[512];
+    memset(payload, 'a', sizeof payload - 1);
+    payload[sizeof payload - 1] = '\0';
+    char head[256];
+    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                "Connection: close\r\nContent-Length: %zu\r\n\r\n{\"input\":\"",
+             (size_t)(12 * 511 + 12));
+    raw_send(fair, head);
+    /* 2.4 s: a byte each 200 ms on the slow ones (5 B/s), 511 B each 200 ms on the fair one (2.5 KB/s) */
+    for (int t = 0; t < 12; t++) {
+        sleep_ms(200);
+        for (int i = 0; i < SLOW; i++) {
+            raw_send(hdr[i], "X");
+            raw_send(body[i], "a");
+        }
+        raw_send(fair, payload);
+        if (t == 5) legit_ok(s.port, "during slow clients");
+    }
+    for (int i = 0; i < SLOW; i++) {
+        cr_assert(raw_closed(hdr[i], 500), "a header block trickled for 2.4 s was not cut off at 1 s");
+        cr_assert(raw_closed(body[i], 500), "a body at 5 B/s was not cut off (minimum 1024 B/s past 1 s)");
+        close(hdr[i]);
+        close(body[i]);
+    }
+    raw_send(fair, "\"}");
+    char buf[65536];
+    int closed;
+    int st = raw_read(fair, buf, sizeof buf, 5000, &closed);
+    cr_assert(st == 200 || st == 413, "the fair client was answered %d (want an answer, not a dropped "
+                                      "connection): %.200s", st, buf);
+    close(fair);
+    support_server_stop(&s);
+}
+
+/* 3. Bodies held open by one address take the in-flight body budget; past it a
+ * new body is answered 503 before it is read, and small requests still pass. */
+Test(harden, inflight_body_budget) {
+    api_config_t c;
+    support_server_config(&c);
+    c.max_inflight_body_bytes = 1u << 20;
+    support_server_t s;
+    start(&s, &c);
+    int a = raw_connect("127.0.0.2", s.port, 0), b = raw_connect("127.0.0.2", s.port, 0);
+    cr_assert(a >= 0 && b >= 0);
+    const char *head = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 700000\r\n\r\n{\"input\":\"";
+    raw_send(a, head);
+    sleep_ms(200);
+    raw_send(b, head);
+    char buf[4096];
+    int closed;
+    int st = raw_read(b, buf, sizeof buf, 2000, &closed);
+    cr_assert_eq(st, 503, "a second 700 KB body over a 1 MB budget: answered %d, want 503", st);
+    cr_assert(strstr(buf, "Retry-After"), "503 without Retry-After: %s", buf);
+    cr_assert(closed, "the connection of a refused body stays open");
+    legit_ok(s.port, "with 700 KB of body held");
+    close(a);
+    close(b);
+    sleep_ms(200);
+    legit_ok(s.port, "after the bodies left");
+    support_server_stop(&s);
+}
+
+/* 2. /v1/expand: terms x k bounded per request, named in the 413. */
+Test(harden, expand_amplification_bounded) {
+    api_config_t c;
+    support_server_config(&c);
+    c.max_expand_results = 5000;
+    support_server_t s;
+    start(&s, &c);
+    size_t cap = 64 + 2048 * 8;
+    char *body = malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"k\":1000,\"terms\":[");
+    for (int i = 0; i < 2048; i++) n += (size_t)snprintf(body + n, cap - n, "%s\"t%d\"", i ? "," : "", i % 10);
+    snprintf(body + n, cap - n, "]}");
+    http_resp_t r;
+    cr_assert_eq(http_post_json(s.port, "/v1/expand", body, &r), 0);
+    cr_assert_eq(r.status, 413, "2048 terms x k=1000 answered %d: %.300s", r.status, r.body);
+    cr_assert(strstr(r.body, "2048") && strstr(r.body, "1000") && strstr(r.body, "5000"),
+              "the 413 does not name the numbers: %s", r.body);
+    http_resp_free(&r);
+    free(body);
+    support_server_stop(&s);
+}
+
+/* 2. Answers left unread by a slow reader count against a process-wide
+ * backlog; past it new work is answered 503 with Retry-After (probes pass),
+ * and the budget comes back when the reader goes. */
+Test(harden, response_backlog_budget) {
+    api_config_t c;
+    support_server_config(&c);
+    c.max_response_backlog_bytes = 512u << 10;
+    support_server_t s;
+    start(&s, &c);
+    /* 512 inputs x 384 floats: an answer of about 2 MB */
+    size_t cap = 64 + 512 * 6;
+    char *body = malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"input\":[");
+    for (int i = 0; i < 512; i++) n += (size_t)snprintf(body + n, cap - n, "%s\"a\"", i ? "," : "");
+    n += (size_t)snprintf(body + n, cap - n, "]}");
+    int slow = raw_connect("127.0.0.2", s.port, 2048);
+    cr_assert(slow >= 0);
+    char head[256];
+    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                "Content-Length: %zu\r\n\r\n", n);
+    raw_send(slow, head);
+    raw_send(slow, body);
+    int refused = 0;
+    for (int t = 0; t < 50 && !refused; t++) { /* the answer is computed, then waits on the reader */
+        sleep_ms(100);
+        http_resp_t r;
+        cr_assert_eq(http_post_json(s.port, "/v1/embeddings", "{\"input\":\"hi\"}", &r), 0);
+        if (r.status == 503) {
+            char ra[16];
+            cr_assert(http_header(&r, "Retry-After", ra, sizeof ra), "503 without Retry-After");
+            cr_assert(strstr(r.body, "max-response-backlog-bytes"), "503 does not name the flag: %s", r.body);
+            refused = 1;
+        } else {
+            cr_assert_eq(r.status, 200, "answered %d: %s", r.status, r.body);
+        }
+        http_resp_free(&r);
+    }
+    cr_assert(refused, "2 MB waiting on a slow reader never tripped a 512 KB backlog budget");
+    http_resp_t r;
+    cr_assert_eq(http_get(s.port, "/healthz", &r), 0);
+    cr_assert_eq(r.status, 200, "a probe was refused under the backlog: %d", r.status);
+    http_resp_free(&r);
+    close(slow);
+    sleep_ms(300);
+    legit_ok(s.port, "after the slow reader left");
+    free(body);
+    support_server_stop(&s);
+}
+
+/* 8. Framing two parties could read two ways (RFC 9112 6.1, 6.3, 3.2): 400
+ * and the connection closed, before any body is read; plain chunked works. */
+Test(harden, ambiguous_framing_refused) {
+    api_config_t c;
+    support_server_config(&c);
+    support_server_t s;
+    start(&s, &c);
+    const char *smuggle = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    char cl_te[512];
+    snprintf(cl_te, sizeof cl_te,
+             "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n%s", smuggle);
+    const struct {
+        const char *what, *req;
+    } cases[] = {
+        {"Content-Length and Transfer-Encoding", cl_te},
+        {"two Content-Length values",
+         "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 17\r\n"
+         "Content-Length: 5\r\n\r\n{\"input\":\"hello\"}"},
+        {"HTTP/1.1 without Host", "GET /healthz HTTP/1.1\r\n\r\n"},
+        {"Transfer-Encoding: xchunked",
+         "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: xchunked\r\n\r\n"
+         "11\r\n{\"input\":\"hello\"}\r\n0\r\n\r\n"},
+        {"Transfer-Encoding: chunked, identity",
+         "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         "Transfer-Encoding: chunked, identity\r\n\r\n11\r\n{\"input\":\"hello\"}\r\n0\r\n\r\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = raw_connect("127.0.0.2", s.port, 0);
+        cr_assert(fd >= 0);
+        raw_send(fd, cases[i].req);
+        char buf[8192];
+        int closed;
+        int st = raw_read(fd, buf, sizeof buf, 2000, &closed);
+        cr_expect_eq(st, 400, "%s: answered %d, want 400: %.300s", cases[i].what, st, buf);
+        cr_expect(closed, "%s: the connection stays open after the 400", cases[i].what);
+        cr_expect_null(strstr(buf + 12, "HTTP/1.1 200"), "%s: a request smuggled in the body ran", cases[i].what);
+        close(fd);
+    }
+    /* the control: a well-formed chunked body is served */
+    int fd = raw_connect("127.0.0.1", s.port, 0);
+    raw_send(fd, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n11\r\n{\"input\":\"hello\"}\r\n0\r\n\r\n");
+    char buf[65536];
+    int closed;
+    int st = raw_read(fd, buf, sizeof buf, 5000, &closed);
+    cr_assert_eq(st, 200, "a chunked body answered %d: %.300s", st, buf);
+    close(fd);
+    support_server_stop(&s);
+}
