@@ -7,18 +7,23 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <hiredis.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "api/config.h"
+#include "queue/queue.h"
 #include "tests/support_http.h"
+#include "tests/support_redis.h"
 #include "tests/support_server.h"
 
 static void sleep_ms(int ms) {
@@ -77,6 +82,12 @@ static int raw_closed(int fd, int timeout_ms) {
     int closed;
     raw_read(fd, buf, sizeof buf, timeout_ms, &closed);
     return closed;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void start(support_server_t *s, api_config_t *c) {
@@ -327,4 +338,150 @@ Test(harden, ambiguous_framing_refused) {
     cr_assert_eq(st, 200, "a chunked body answered %d: %.300s", st, buf);
     close(fd);
     support_server_stop(&s);
+}
+
+/* 4. SIGTERM while the intake is busy decoding big tasks: every lease is
+ * acked or handed back before the process exits, and it exits within the
+ * drain timeout plus the margin docs/operations.md states (one batch and 3 s).
+ * Three rounds on the same queue. */
+Test(harden, sigterm_leaves_no_lease, .timeout = 240) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    char err[512];
+    queue_conn_t *qc = support_redis_queue(&redis, "hq", err, sizeof err);
+    cr_assert(qc, "%s", err);
+    enum { N = 64, BYTES = 2 << 20 };
+    char *text = malloc(BYTES + 64);
+    for (int i = 0; i < BYTES; i++) text[i] = "abcdefgh "[i % 9];
+    text[BYTES] = '\0';
+    json_t *in = json_string(text);
+    char *inputs = json_dumps(in, JSON_ENCODE_ANY | JSON_COMPACT);
+    json_decref(in);
+    free(text);
+    char *payload = queue_payload_build("all-minilm-l6-v2", "embed", inputs, NULL, NULL, err, sizeof err);
+    cr_assert(payload, "%s", err);
+    free(inputs);
+    queue_task_t tasks[N];
+    for (int i = 0; i < N; i++) tasks[i] = (queue_task_t){.payload = payload, .payload_len = strlen(payload)};
+    static char ids[N][QUEUE_ID_MAX];
+    int status[N];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i += 4) /* 8 MB a round trip: within the client's command timeout */
+            cr_assert_eq(queue_enqueue_many(qc, tasks + i, 4, ids + i, status + i), 0, "enqueue: %s",
+                         queue_last_error(qc));
+        support_proc_t p;
+        const char *extra[] = {"--redis", redis.url, "--queue", "hq", "--drain-timeout-ms", "2000",
+                               "--max-batch-tokens", "2048", NULL};
+        cr_assert_eq(support_proc_start(&p, extra), 0, "%s", p.err);
+        sleep_ms(3000);
+        double t0 = now_s();
+        int rc = support_proc_stop(&p, SIGTERM, 30000);
+        double took = now_s() - t0;
+        queue_stats_t st;
+        cr_assert_eq(queue_stats(qc, &st), 0);
+        cr_assert_eq(rc, 0, "round %d: exit status %d", round, rc);
+        cr_assert_eq(st.leased, 0, "round %d: %lld tasks still leased after the worker exited (%.1f s after SIGTERM)",
+                     round, (long long)st.leased, took);
+        fprintf(stderr, "sigterm round %d: exit %.2f s after SIGTERM, %lld leased\n", round, took, (long long)st.leased);
+        cr_assert_lt(took, 2.0 + 5.0, "round %d: exit %.1f s after SIGTERM with a 2 s drain", round, took);
+    }
+    free(payload);
+    queue_close(qc);
+    support_redis_stop(&redis);
+}
+
+/* Two counters of INFO stats (connections received, commands processed). */
+static void redis_counters(const support_redis_t *r, long long *conns, long long *cmds) {
+    redisContext *c = redisConnect("127.0.0.1", r->port);
+    cr_assert(c && !c->err, "redis connect");
+    redisReply *rep = redisCommand(c, "INFO stats");
+    cr_assert(rep && rep->type == REDIS_REPLY_STRING, "INFO stats");
+    const char *a = strstr(rep->str, "total_connections_received:"), *b = strstr(rep->str, "total_commands_processed:");
+    cr_assert(a && b);
+    *conns = atoll(a + strlen("total_connections_received:"));
+    *cmds = atoll(b + strlen("total_commands_processed:"));
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+static int count_lines(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (getline(&line, &cap, f) > 0)
+        if (strstr(line, needle)) n++;
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/* 6. Redis out of memory (noeviction) while a task computes: the worker
+ * backs off with jitter instead of reconnecting in a loop, collapses its
+ * warnings, writes the task's outcome line once, and acks once Redis has
+ * room again. */
+Test(harden, redis_error_storm_backs_off, .timeout = 120) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    char err[512];
+    queue_conn_t *qc = support_redis_queue(&redis, "eq", err, sizeof err);
+    cr_assert(qc, "%s", err);
+    /* one task that computes for a while: 512 sentences */
+    json_t *in = json_array();
+    for (int i = 0; i < 512; i++) json_array_append_new(in, json_sprintf("sentence number %d of a long task about queues", i));
+    char *inputs = json_dumps(in, JSON_COMPACT);
+    json_decref(in);
+    char *payload = queue_payload_build("all-minilm-l6-v2", "embed", inputs, NULL, NULL, err, sizeof err);
+    free(inputs);
+    cr_assert(payload, "%s", err);
+    queue_task_t task = {.payload = payload, .payload_len = strlen(payload)};
+    char id[QUEUE_ID_MAX];
+    cr_assert_eq(queue_enqueue(qc, &task, id, NULL), 0, "%s", queue_last_error(qc));
+    support_proc_t p;
+    const char *extra[] = {"--redis", redis.url, "--queue", "eq", "--log-level", "info", NULL};
+    cr_assert_eq(support_proc_start(&p, extra), 0, "%s", p.err);
+    queue_stats_t st = {0};
+    for (int i = 0; i < 200 && st.leased == 0; i++) {
+        sleep_ms(20);
+        cr_assert_eq(queue_stats(qc, &st), 0);
+    }
+    cr_assert_eq(st.leased, 1, "the worker never leased the task");
+    /* Redis full: every write refused with -OOM */
+    char *fill = malloc(1536 * 1024 + 1);
+    memset(fill, 'x', 1536 * 1024);
+    fill[1536 * 1024] = '\0';
+    support_redis_cmd(&redis, (const char *const[]){"SET", "fill", fill, NULL});
+    free(fill);
+    support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory-policy", "noeviction", NULL});
+    cr_assert_eq(support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory", "1mb", NULL}), 0);
+    /* the compute ends under it: its outcome line is out and its ack refused */
+    for (int i = 0; i < 1500 && count_lines(p.log, "\"msg\":\"task\"") < 1; i++) sleep_ms(20);
+    cr_assert_eq(count_lines(p.log, "\"msg\":\"task\""), 1, "the task never finished computing");
+    long long c0, m0, c1, m1;
+    redis_counters(&redis, &c0, &m0);
+    int w0 = count_lines(p.log, "\"level\":\"warn\"");
+    sleep_ms(3000);
+    redis_counters(&redis, &c1, &m1);
+    int w1 = count_lines(p.log, "\"level\":\"warn\"");
+    fprintf(stderr, "redis out of memory for 3 s: %lld connections, %lld commands, %d warnings\n", c1 - c0, m1 - m0,
+            w1 - w0);
+    cr_assert_lt(c1 - c0, 40, "%lld connections in 3 s of Redis errors: no backoff", c1 - c0);
+    cr_assert_lt(m1 - m0, 1000, "%lld commands in 3 s of Redis errors: no backoff", m1 - m0);
+    cr_assert_leq(w1 - w0, 8, "%d warning lines in 3 s of the same Redis error", w1 - w0);
+    /* room again: the result lands, and the task's line was written once */
+    support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory", "0", NULL});
+    support_redis_cmd(&redis, (const char *const[]){"DEL", "fill", NULL});
+    queue_info_t info;
+    memset(&info, 0, sizeof info);
+    int rc = queue_wait(qc, id, 20000, &info);
+    cr_assert_eq(rc, 0, "%s", queue_last_error(qc));
+    cr_assert_str_eq(queue_state_name(info.state), "done", "the task ended %s", queue_state_name(info.state));
+    queue_info_clear(&info);
+    int tasks = count_lines(p.log, "\"msg\":\"task\"");
+    cr_assert_eq(tasks, 1, "%d outcome lines for one task (one per settle retry?)", tasks);
+    cr_assert_eq(support_proc_stop(&p, SIGTERM, 30000), 0);
+    free(payload);
+    queue_close(qc);
+    support_redis_stop(&redis);
 }

@@ -179,22 +179,31 @@ void api_tasks_stop_intake(api_tasks_t *t) {
     }
 }
 
+/* Raise one of q's stop flags and wake its threads. */
+static void queue_signal(task_queue_t *q, atomic_int *flag) {
+    pthread_mutex_lock(&q->mu);
+    atomic_store(flag, 1);
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
 void api_tasks_destroy(api_tasks_t *t) {
     if (!t) return;
     api_tasks_stop_intake(t);
     /* Called after the batcher stopped, so every task we held is on a done
      * list: the intake may go now (also out of a reconnect loop while Redis
-     * is down), and completion settles what is left before it exits. */
-    for (int i = 0; i < t->n; i++) {
-        task_queue_t *q = &t->queues[i];
-        pthread_mutex_lock(&q->mu);
-        atomic_store(&q->stop, 1);
-        pthread_cond_broadcast(&q->cv);
-        pthread_mutex_unlock(&q->mu);
-    }
+     * is down). Only once it is gone (it may still be finishing the task it
+     * was decoding, whose hand-back lands on the done list) is completion
+     * told to settle what is left and exit. */
+    for (int i = 0; i < t->n; i++) queue_signal(&t->queues[i], &t->queues[i].stop);
     for (int i = 0; i < t->n; i++) {
         task_queue_t *q = &t->queues[i];
         if (q->intake_started) pthread_join(q->intake_thr, NULL);
+        q->intake_started = 0;
+        queue_signal(q, &q->stop_completion);
+    }
+    for (int i = 0; i < t->n; i++) {
+        task_queue_t *q = &t->queues[i];
         if (q->completion_started) pthread_join(q->completion_thr, NULL);
     }
     for (int i = 0; i < t->n; i++) {
