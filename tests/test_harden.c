@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "api/config.h"
+#include "api/http/auth.h"
 #include "queue/queue.h"
 #include "tests/support_http.h"
 #include "tests/support_redis.h"
@@ -483,5 +484,80 @@ Test(harden, redis_error_storm_backs_off, .timeout = 120) {
     cr_assert_eq(support_proc_stop(&p, SIGTERM, 30000), 0);
     free(payload);
     queue_close(qc);
+    support_redis_stop(&redis);
+}
+
+/* One call as the holder of key (NULL: none); the status, and the body parsed into *out (may be NULL). */
+static int as_key(int port, const char *key, const char *method, const char *path, const char *body, json_t **out,
+                  int *cache_hit) {
+    char auth[128];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+    const char *hdr[] = {auth, "Content-Type: application/json", NULL};
+    http_resp_t r;
+    cr_assert_eq(http_request(port, method, path, hdr, body, body ? strlen(body) : 0, &r, 10000), 0, "%s %s", method,
+                 path);
+    char buf[16];
+    if (cache_hit) *cache_hit = http_header(&r, "X-Cache", buf, sizeof buf) != NULL;
+    if (out) *out = json_loadb(r.body, r.body_len, 0, NULL);
+    int st = r.status;
+    http_resp_free(&r);
+    return st;
+}
+
+/* 5. Tenants: key B cannot find, read or cancel key A's task, the same
+ * dedup_key gives each key its own task, an admin key reads every task, and
+ * the result cache never answers one key with another's entry. */
+Test(harden, tenants_are_isolated, .timeout = 120) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    char path[128], err[256], keys[3][96];
+    snprintf(path, sizeof path, "/tmp/sluice-test-harden-%d.keys", (int)getpid());
+    unlink(path);
+    const char *names[] = {"alice", "bob", "root"};
+    unsigned scopes[] = {API_SCOPE_INFER, API_SCOPE_INFER, API_SCOPE_INFER | API_SCOPE_ADMIN};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(api_key_generate(keys[i], sizeof keys[i]), 0);
+        cr_assert_eq(api_keys_append(path, names[i], keys[i], scopes[i], 0, 0, err, sizeof err), 0, "%s", err);
+    }
+    api_config_t c;
+    support_server_config(&c);
+    snprintf(c.key_file, sizeof c.key_file, "%s", path);
+    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
+    snprintf(c.queue, sizeof c.queue, "tq");
+    c.cache_ttl_ms = 60000;
+    support_server_t s;
+    start(&s, &c);
+    for (int i = 0; i < 300 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
+    cr_assert_eq(api_serve_queue_up(s.srv), 1, "redis intake never came up");
+    json_t *j;
+    cr_assert_eq(as_key(s.port, keys[0], "POST", "/v1/tasks", "{\"input\":\"alice's secret\",\"dedup_key\":\"d1\"}",
+                        &j, NULL), 202);
+    char a_id[QUEUE_ID_MAX], b_id[QUEUE_ID_MAX];
+    snprintf(a_id, sizeof a_id, "%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    cr_assert_eq(as_key(s.port, keys[1], "POST", "/v1/tasks", "{\"input\":\"bob's text\",\"dedup_key\":\"d1\"}", &j,
+                        NULL), 202);
+    snprintf(b_id, sizeof b_id, "%s", json_string_value(json_object_get(j, "id")));
+    cr_assert(json_is_false(json_object_get(j, "deduplicated")), "bob's task was folded into alice's");
+    json_decref(j);
+    cr_assert_str_neq(a_id, b_id, "the same dedup_key from two keys gave one task");
+    char p_a[256];
+    snprintf(p_a, sizeof p_a, "/v1/tasks/%s", a_id);
+    cr_assert_eq(as_key(s.port, keys[1], "GET", p_a, NULL, NULL, NULL), 404, "bob reads alice's task");
+    cr_assert_eq(as_key(s.port, keys[1], "DELETE", p_a, NULL, NULL, NULL), 404, "bob cancels alice's task");
+    cr_assert_eq(as_key(s.port, keys[0], "GET", p_a, NULL, &j, NULL), 200, "alice cannot read her own task");
+    cr_assert_str_neq(json_string_value(json_object_get(j, "state")), "cancelled");
+    json_decref(j);
+    cr_assert_eq(as_key(s.port, keys[2], "GET", p_a, NULL, NULL, NULL), 200, "the admin key cannot read a task");
+    /* the cache: alice's answer is her hit, never bob's */
+    int hit;
+    const char *same = "{\"input\":\"the same words\"}";
+    cr_assert_eq(as_key(s.port, keys[0], "POST", "/v1/embeddings", same, NULL, &hit), 200);
+    cr_assert_eq(as_key(s.port, keys[0], "POST", "/v1/embeddings", same, NULL, &hit), 200);
+    cr_assert(hit, "alice's repeat was not a cache hit (is the cache on?)");
+    cr_assert_eq(as_key(s.port, keys[1], "POST", "/v1/embeddings", same, NULL, &hit), 200);
+    cr_assert(!hit, "bob was answered from alice's cache entry");
+    support_server_stop(&s);
+    unlink(path);
     support_redis_stop(&redis);
 }

@@ -77,7 +77,7 @@ static int route_job(api_req_t *r, const api_job_type_t *type) {
     const api_config_t *cfg = r->ctx->cfg;
     int rc = api_jobs_parse(r->ctx->jobs, type, body, &j, &e);
     if (!rc && type->cacheable && api_ctl_cache(r->ctx->ctl)) {
-        api_cache_key(j->model_name, body, r->cache_key);
+        api_cache_key(r->key_name, j->model_name, body, r->cache_key);
         r->cache_on = 1;
     }
     json_decref(body);

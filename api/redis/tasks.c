@@ -1,5 +1,6 @@
 /* api/redis/tasks.c - the Redis room's lifecycle (threads per queue, the
  * waiter), the connection pool, and the task routes' Redis side. */
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -57,29 +58,82 @@ void api_tasks_pool_put(api_tasks_t *t, task_queue_t *q, queue_conn_t *c, int rc
 
 /* ---------------------------------------------------------------- the task routes' Redis side */
 
-int api_tasks_enqueue(api_tasks_t *t, int qi, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome,
-                      char *err, size_t errlen) {
+/* ---- tenants: the owner in the payload, the dedup key per owner */
+
+/* The payload with "owner" set (malloc'd), or NULL when it is not a JSON object. */
+static char *payload_with_owner(const char *payload, size_t len, const char *owner) {
+    json_t *o = json_loadb(payload, len, 0, NULL);
+    char *out = NULL;
+    if (json_is_object(o) && !json_object_set_new(o, "owner", json_string(owner)))
+        out = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return out;
+}
+
+/* May owner (NULL: anyone's) see the task whose payload this is? */
+static int owner_may_see(const queue_info_t *info, const char *owner) {
+    if (!owner) return 1;
+    json_t *o = info->payload ? json_loadb(info->payload, info->payload_len, 0, NULL) : NULL;
+    json_t *v = json_object_get(o, "owner");
+    int ok = !v || (json_is_string(v) && !strcmp(json_string_value(v), owner));
+    json_decref(o);
+    return ok;
+}
+
+int api_tasks_enqueue(api_tasks_t *t, int qi, const queue_task_t *task, const char *owner, char id[QUEUE_ID_MAX],
+                      int *outcome, char *err, size_t errlen) {
     task_queue_t *q = &t->queues[qi];
+    queue_task_t mine = *task;
+    char *payload = NULL, *dedup = NULL;
+    if (owner) {
+        /* the length first, so no two (owner, key) pairs make the same string */
+        if (!(payload = payload_with_owner(task->payload, task->payload_len, owner)) ||
+            (task->dedup_key && asprintf(&dedup, "%zu:%s:%s", strlen(owner), owner, task->dedup_key) < 0)) {
+            free(payload);
+            snprintf(err, errlen, "out of memory, or a payload that is not a JSON object");
+            return QUEUE_EINVAL;
+        }
+        mine.payload = payload;
+        mine.payload_len = strlen(payload);
+        if (task->dedup_key) mine.dedup_key = dedup;
+    }
     queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
-    if (!c) return API_TASKS_ENOCONN;
-    int rc = queue_enqueue(c, task, id, outcome);
-    snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
-    api_tasks_pool_put(t, q, c, rc);
+    int rc = API_TASKS_ENOCONN;
+    if (c) {
+        rc = queue_enqueue(c, &mine, id, outcome);
+        snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
+        api_tasks_pool_put(t, q, c, rc);
+    }
+    free(payload);
+    free(dedup);
     return rc;
 }
 
-int api_tasks_get(api_tasks_t *t, int qi, const char *id, queue_info_t *info, char *err, size_t errlen) {
+int api_tasks_get(api_tasks_t *t, int qi, const char *id, const char *owner, queue_info_t *info, char *err,
+                  size_t errlen) {
     task_queue_t *q = &t->queues[qi];
     memset(info, 0, sizeof *info);
     queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
     if (!c) return API_TASKS_ENOCONN;
     int rc = queue_get(c, id, info);
     api_tasks_pool_put(t, q, c, rc);
+    if (rc == QUEUE_OK && !owner_may_see(info, owner)) { /* another tenant's: as if there were none */
+        queue_info_clear(info);
+        memset(info, 0, sizeof *info);
+        rc = QUEUE_ENOTFOUND;
+    }
     return rc;
 }
 
-int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, int *outcome, char *err, size_t errlen) {
+int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, const char *owner, int *outcome, char *err,
+                     size_t errlen) {
     task_queue_t *q = &t->queues[qi];
+    if (owner) {
+        queue_info_t info;
+        int rc = api_tasks_get(t, qi, id, owner, &info, err, errlen);
+        queue_info_clear(&info);
+        if (rc) return rc;
+    }
     queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
     if (!c) return API_TASKS_ENOCONN;
     int rc = queue_cancel(c, id, outcome);

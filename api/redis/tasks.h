@@ -60,14 +60,23 @@ int api_tasks_find_queue(api_tasks_t *t, const char *name);
 const char *api_tasks_queue_name(api_tasks_t *t, int q);
 
 /* Each returns a QUEUE_* code, or API_TASKS_ENOCONN when no connection
- * could be made; err gets the reason of a failure. */
+ * could be made; err gets the reason of a failure.
+ *
+ * Tenants: owner is the name of the API key acting (NULL: no keys, or an
+ * admin key, which may reach every task). A task records the owner that
+ * enqueued it (an "owner" field in its payload); its dedup key is scoped to
+ * that owner, so two keys with the same dedup_key get two tasks; get and
+ * cancel of another owner's task answer QUEUE_ENOTFOUND, as for no task. A
+ * task enqueued without an owner (the CLI, the queue library) is anyone's. */
 #define API_TASKS_ENOCONN (-100)
-int api_tasks_enqueue(api_tasks_t *t, int q, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome,
-                      char *err, size_t errlen);
-int api_tasks_get(api_tasks_t *t, int q, const char *id, queue_info_t *info, char *err, size_t errlen);
+int api_tasks_enqueue(api_tasks_t *t, int q, const queue_task_t *task, const char *owner, char id[QUEUE_ID_MAX],
+                      int *outcome, char *err, size_t errlen);
+int api_tasks_get(api_tasks_t *t, int q, const char *id, const char *owner, queue_info_t *info, char *err,
+                  size_t errlen);
 /* Cancel; a task this server holds right now is dropped before compute if it
  * has not started. */
-int api_tasks_cancel(api_tasks_t *t, int q, const char *id, int *outcome, char *err, size_t errlen);
+int api_tasks_cancel(api_tasks_t *t, int q, const char *id, const char *owner, int *outcome, char *err,
+                     size_t errlen);
 
 /* A long-poll: the waiter polls the task until it ends or until_ns (CLOCK_MONOTONIC)
  * passes, fills rc and info, then calls wake(user) once; from then on the
