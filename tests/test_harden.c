@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -559,5 +560,75 @@ Test(harden, tenants_are_isolated, .timeout = 120) {
     cr_assert(!hit, "bob was answered from alice's cache entry");
     support_server_stop(&s);
     unlink(path);
+    support_redis_stop(&redis);
+}
+
+typedef struct {
+    int port;
+    char id[QUEUE_ID_MAX];
+    int status;
+    double took;
+} poll_arg_t;
+
+static void *long_poll(void *arg) {
+    poll_arg_t *a = arg;
+    char path[128];
+    snprintf(path, sizeof path, "/v1/tasks/%s?wait=2", a->id);
+    double t0 = now_s();
+    http_resp_t r;
+    a->status = http_request(a->port, "GET", path, NULL, NULL, 0, &r, 10000) ? 0 : r.status;
+    a->took = now_s() - t0;
+    if (a->status) http_resp_free(&r);
+    return NULL;
+}
+
+/* 9. Long-polls: 100 waiters on tasks that do not end cost Redis a handful
+ * of commands, not 40 looks a second each; a waiter whose task ends is
+ * answered at once. */
+Test(harden, long_polls_do_not_poll_redis, .timeout = 120) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    char err[512];
+    queue_conn_t *qc = support_redis_queue(&redis, "wq", err, sizeof err);
+    cr_assert(qc, "%s", err);
+    api_config_t c;
+    support_server_config(&c);
+    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
+    snprintf(c.queue, sizeof c.queue, "wq");
+    support_server_t s;
+    start(&s, &c);
+    for (int i = 0; i < 300 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
+    char *payload = queue_payload_build("all-minilm-l6-v2", "embed", "\"hello\"", NULL, NULL, err, sizeof err);
+    cr_assert(payload);
+    enum { N = 100 };
+    static poll_arg_t args[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) { /* delayed a minute: nobody runs them during the test */
+        queue_task_t task = {.payload = payload, .payload_len = strlen(payload), .delay_ms = 60000};
+        cr_assert_eq(queue_enqueue(qc, &task, args[i].id, NULL), 0, "%s", queue_last_error(qc));
+        args[i].port = s.port;
+    }
+    long long c0, m0, c1, m1;
+    for (int i = 0; i < N; i++) pthread_create(&th[i], NULL, long_poll, &args[i]);
+    /* the middle second of the waits: every waiter parked, none at its end */
+    sleep_ms(700);
+    redis_counters(&redis, &c0, &m0);
+    sleep_ms(1000);
+    redis_counters(&redis, &c1, &m1);
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) cr_assert_eq(args[i].status, 200, "long-poll %d answered %d", i, args[i].status);
+    /* what is left is the worker's own lease polling (about 50 calls a second) */
+    fprintf(stderr, "100 parked long-polls, 1 s: %lld Redis commands\n", m1 - m0);
+    cr_assert_lt(m1 - m0, 400, "%lld Redis commands in 1 s for 100 parked waiters (polling?)", m1 - m0);
+    /* a task that ends wakes its waiter at once */
+    queue_task_t task = {.payload = payload, .payload_len = strlen(payload)};
+    poll_arg_t one = {.port = s.port};
+    cr_assert_eq(queue_enqueue(qc, &task, one.id, NULL), 0);
+    long_poll(&one);
+    cr_assert_eq(one.status, 200);
+    cr_assert_lt(one.took, 1.9, "a waiter on a task that ended was held %.2f s", one.took);
+    free(payload);
+    support_server_stop(&s);
+    queue_close(qc);
     support_redis_stop(&redis);
 }

@@ -78,7 +78,7 @@ int api_tasks_get(api_tasks_t *t, int q, const char *id, const char *owner, queu
 int api_tasks_cancel(api_tasks_t *t, int q, const char *id, const char *owner, int *outcome, char *err,
                      size_t errlen);
 
-/* A long-poll: the waiter polls the task until it ends or until_ns (CLOCK_MONOTONIC)
+/* A long-poll: the waiter watches the task until it ends or until_ns (CLOCK_MONOTONIC)
  * passes, fills rc and info, then calls wake(user) once; from then on the
  * caller owns the watch and frees it with api_tasks_watch_free. */
 typedef struct api_task_watch {
@@ -89,6 +89,7 @@ typedef struct api_task_watch {
     queue_info_t info; /* the task as last seen */
     void (*wake)(void *user);
     void *user;
+    int due;           /* waiter thread: look at it now (its end was announced) */
     struct api_task_watch *next;
 } api_task_watch_t;
 
