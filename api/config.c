@@ -8,6 +8,7 @@
 #include "api/config.h"
 #include "batcher/batcher.h"
 #include "engine/engine.h"
+#include "queue/queue.h"
 
 typedef enum { OPT_STR, OPT_INT, OPT_SIZE, OPT_BOOL } opt_kind_t;
 
@@ -325,6 +326,18 @@ int api_config_load(api_config_t *c, int argc, char **argv, FILE *help_out, char
             return -1;
         }
         if (set_option(c, o, value, err, errlen)) return -1;
+    }
+    /* queue names: the one check `sluice queue` applies too (queue_name_valid), as a usage error */
+    for (const char *p = c->queue; *p;) {
+        size_t len = strcspn(p, ",");
+        char name[QUEUE_NAME_MAX];
+        snprintf(name, sizeof name, "%.*s", (int)len, p);
+        if (len >= QUEUE_NAME_MAX || !queue_name_valid(name)) {
+            snprintf(err, errlen, "queue name '%.*s': use 1..%d of [A-Za-z0-9_.:-], comma-separated", (int)len, p,
+                     QUEUE_NAME_MAX - 1);
+            return -1;
+        }
+        p += len + (p[len] == ',');
     }
     /* names the flags, the environment and the file all share: refuse a typo here, as a usage error */
     if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strcmp(c->device, "cuda")) {

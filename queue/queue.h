@@ -98,6 +98,10 @@ void queue_config_defaults(queue_config_t *cfg);
 
 typedef struct queue_conn queue_conn_t;
 
+/* Is name a queue name (1..QUEUE_NAME_MAX-1 of [A-Za-z0-9_.:-])? The one
+ * check queue_connect, `sluice queue` and `sluice serve` all apply. */
+int queue_name_valid(const char *name);
+
 /* Connect (AUTH, SELECT, SCRIPT LOAD). NULL with a message in err when Redis
  * cannot be reached within reconnect_ms or the config is bad. */
 queue_conn_t *queue_connect(const queue_config_t *cfg, char *err, size_t errlen);

@@ -17,12 +17,15 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "api/config.h"
 #include "api/http/auth.h"
+#include "batcher/batcher.h"
 #include "queue/queue.h"
 #include "tests/support_http.h"
 #include "tests/support_redis.h"
@@ -550,6 +553,11 @@ Test(harden, tenants_are_isolated, .timeout = 120) {
     cr_assert_str_neq(json_string_value(json_object_get(j, "state")), "cancelled");
     json_decref(j);
     cr_assert_eq(as_key(s.port, keys[2], "GET", p_a, NULL, NULL, NULL), 200, "the admin key cannot read a task");
+    /* 11. an id longer than any task's is no task: 404, not 503 */
+    char p_long[128];
+    snprintf(p_long, sizeof p_long, "/v1/tasks/%s", "0123456789012345678901234567890123456789012345678901");
+    cr_assert_eq(as_key(s.port, keys[0], "GET", p_long, NULL, NULL, NULL), 404, "a 52-character task id");
+    cr_assert_eq(as_key(s.port, keys[0], "DELETE", p_long, NULL, NULL, NULL), 404, "a 52-character task id");
     /* the cache: alice's answer is her hit, never bob's */
     int hit;
     const char *same = "{\"input\":\"the same words\"}";
@@ -631,4 +639,83 @@ Test(harden, long_polls_do_not_poll_redis, .timeout = 120) {
     support_server_stop(&s);
     queue_close(qc);
     support_redis_stop(&redis);
+}
+
+/* 10. Work whose client has gone is dropped before compute: three large
+ * requests from 127.0.0.2 whose sockets close while they wait are cancelled
+ * (not computed), and a small request from 127.0.0.1 is answered. */
+Test(harden, client_gone_work_dropped, .timeout = 120) {
+    api_config_t c;
+    support_server_config(&c);
+    c.max_batch_seqs = 16;
+    support_server_t s;
+    start(&s, &c);
+    enum { INPUTS = 512, REQS = 3 };
+    size_t cap = 64 + INPUTS * 64;
+    char *body = malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"input\":[");
+    for (int i = 0; i < INPUTS; i++)
+        n += (size_t)snprintf(body + n, cap - n, "%s\"input %d of a request whose client leaves early\"", i ? "," : "", i);
+    n += (size_t)snprintf(body + n, cap - n, "]}");
+    int fd[REQS];
+    char head[256];
+    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                "Content-Length: %zu\r\n\r\n", n);
+    for (int i = 0; i < REQS; i++) {
+        fd[i] = raw_connect("127.0.0.2", s.port, 0);
+        cr_assert(fd[i] >= 0);
+        raw_send(fd[i], head);
+        raw_send(fd[i], body);
+    }
+    sleep_ms(300);
+    for (int i = 0; i < REQS; i++) close(fd[i]);
+    legit_ok(s.port, "after three clients left");
+    batcher_stats_t st;
+    for (int t = 0; t < 600; t++) { /* until the three are settled */
+        batcher_stats(api_serve_batcher(s.srv), &st);
+        if (st.items_ok + st.items_cancelled >= REQS + 2) break;
+        sleep_ms(100);
+    }
+    fprintf(stderr, "clients gone: %llu items cancelled, %llu sequences computed of %d sent\n",
+            (unsigned long long)st.items_cancelled, (unsigned long long)st.seqs, REQS * INPUTS);
+    cr_assert_geq(st.items_cancelled, 1, "no request of a client that left was dropped before compute");
+    cr_assert_lt(st.seqs, (uint64_t)REQS * INPUTS, "every sequence of the clients that left was computed");
+    free(body);
+    support_server_stop(&s);
+}
+
+/* 11. The key file: `keys add` never writes through a symlink and makes an
+ * existing file 0600; the server refuses a key file group or others may
+ * read; `serve` refuses a queue name `sluice queue` would refuse (exit 2). */
+Test(harden, key_file_mode_and_queue_names) {
+    char path[128], link[160], err[256], key[96];
+    snprintf(path, sizeof path, "/tmp/sluice-test-harden-mode-%d.keys", (int)getpid());
+    snprintf(link, sizeof link, "%s.link", path);
+    unlink(path), unlink(link);
+    cr_assert_eq(api_key_generate(key, sizeof key), 0);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fclose(f);
+    chmod(path, 0644);
+    cr_assert_eq(api_keys_append(path, "one", key, API_SCOPE_INFER, 0, 0, err, sizeof err), 0, "%s", err);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0600, "keys add left the key file mode %03o", (unsigned)(st.st_mode & 0777));
+    cr_assert_eq(symlink(path, link), 0);
+    cr_assert_neq(api_keys_append(link, "two", key, API_SCOPE_INFER, 0, 0, err, sizeof err), 0,
+                  "keys add wrote through a symlink");
+    chmod(path, 0640);
+    api_config_t c;
+    support_server_config(&c);
+    snprintf(c.key_file, sizeof c.key_file, "%s", path);
+    support_server_t s;
+    cr_assert_neq(support_server_start(&s, &c), 0, "a key file of mode 0640 was accepted");
+    cr_assert(strstr(s.err, "chmod 600"), "the refusal does not say what to do: %s", s.err);
+    unlink(path), unlink(link);
+    const char *bin = getenv("SLUICE_BIN") ? getenv("SLUICE_BIN") : "bin/sluice";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "timeout 20 %s serve --queue 'bad}name' --redis none >/dev/null 2>&1", bin);
+    int rc = system(cmd);
+    cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "serve --queue 'bad}name' exited %d, want 2",
+              WIFEXITED(rc) ? WEXITSTATUS(rc) : -1);
 }

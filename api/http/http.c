@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -38,6 +39,8 @@ typedef struct api_conn {
     int phase;          /* CONN_* */
     int64_t t_phase_ns; /* when the phase began */
     size_t body_got;    /* bytes of body received in CONN_BODY */
+    api_req_t *req;     /* its request while the work is pending (suspended); NULL otherwise */
+    int gone;           /* on_gone was called */
 } api_conn_t;
 
 struct api_http {
@@ -272,6 +275,24 @@ static void conn_phase(api_http_t *s, struct MHD_Connection *conn, int phase) {
     pthread_mutex_unlock(&s->conn_mu);
 }
 
+/* The request whose work is pending on this connection (NULL: none now). */
+static void conn_pending(api_http_t *s, struct MHD_Connection *conn, api_req_t *r) {
+    api_conn_t *c = conn_of(conn);
+    if (!c) return;
+    pthread_mutex_lock(&s->conn_mu);
+    c->req = r;
+    c->gone = 0;
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* Has the peer of a suspended connection closed it? (MHD does not watch
+ * suspended sockets, so nothing else would notice before the answer.) */
+static int peer_gone(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) != 1) return 0;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 static void conn_body(api_http_t *s, struct MHD_Connection *conn, size_t n) {
     api_conn_t *c = conn_of(conn);
     if (!c) return;
@@ -331,12 +352,18 @@ static void *watchdog_main(void *arg) {
         util_sleep_ms(100);
         int64_t now = batcher_now_ns();
         pthread_mutex_lock(&s->conn_mu);
-        for (api_conn_t *c = s->conns.next; c != &s->conns; c = c->next)
+        for (api_conn_t *c = s->conns.next; c != &s->conns; c = c->next) {
             if (c->phase != CONN_DROPPED && conn_late(cfg, c, now)) {
                 shutdown(c->fd, SHUT_RDWR); /* MHD sees the peer gone and closes it */
                 c->phase = CONN_DROPPED;
                 atomic_fetch_add(&s->dropped_slow, 1);
             }
+            /* the request is freed only after on_completed clears c->req under conn_mu */
+            if (c->req && !c->gone && c->req->on_gone && peer_gone(c->fd)) {
+                c->gone = 1;
+                c->req->on_gone(c->req);
+            }
+        }
         pthread_mutex_unlock(&s->conn_mu);
     }
     return NULL;
@@ -514,6 +541,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (dispatch(r) == API_ASYNC) {
         r->async = 1;
+        if (r->on_gone) conn_pending(s, conn, r);
         pthread_mutex_lock(&r->mu);
         if (!r->woken) {
             MHD_suspend_connection(conn);
@@ -533,6 +561,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_http_t *s = cls;
     api_req_t *r = *con_cls;
     conn_phase(s, conn, CONN_HEADERS); /* a kept-alive connection owes the next header block */
+    conn_pending(s, conn, NULL);       /* before r is freed: the watchdog lets go of it */
     if (!r) return;
     *con_cls = NULL;
     req_free(r);

@@ -93,6 +93,10 @@ struct api_req {
     int async, woken, suspended;
     int (*finish)(api_req_t *r);  /* build and queue the response (HTTP thread) */
     void (*cleanup)(api_req_t *r);
+    /* The client closed its connection while the work was pending: drop the
+     * work if it has not started (the server's watchdog thread; must not
+     * block). NULL: the work runs to its end. */
+    void (*on_gone)(api_req_t *r);
     void *work;              /* the route's state */
 };
 

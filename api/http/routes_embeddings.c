@@ -49,6 +49,12 @@ static int job_finish(api_req_t *r) {
     }
 }
 
+/* The client left: work that has not started is dropped before compute. */
+static void job_gone(api_req_t *r) {
+    api_job_t *j = r->work;
+    batcher_cancel(r->ctx->bat, j->item.id);
+}
+
 static void job_cleanup(api_req_t *r) {
     api_job_free(r->work);
     r->work = NULL;
@@ -92,6 +98,7 @@ static int route_job(api_req_t *r, const api_job_type_t *type) {
     r->work = j;
     r->cleanup = job_cleanup;
     r->finish = job_finish;
+    r->on_gone = job_gone;
     api_ctl_charge_tokens(r->ctx->ctl, r->key, batcher_now_ns(), j->prompt_tokens);
     if (cache_answer(r)) return API_DONE;
     char err[512];

@@ -113,6 +113,7 @@ int api_tasks_get(api_tasks_t *t, int qi, const char *id, const char *owner, que
                   size_t errlen) {
     task_queue_t *q = &t->queues[qi];
     memset(info, 0, sizeof *info);
+    if (!id[0] || strlen(id) >= QUEUE_ID_MAX) return QUEUE_ENOTFOUND; /* no task has such an id */
     queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
     if (!c) return API_TASKS_ENOCONN;
     int rc = queue_get(c, id, info);
@@ -128,6 +129,7 @@ int api_tasks_get(api_tasks_t *t, int qi, const char *id, const char *owner, que
 int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, const char *owner, int *outcome, char *err,
                      size_t errlen) {
     task_queue_t *q = &t->queues[qi];
+    if (!id[0] || strlen(id) >= QUEUE_ID_MAX) return QUEUE_ENOTFOUND;
     if (owner) {
         queue_info_t info;
         int rc = api_tasks_get(t, qi, id, owner, &info, err, errlen);
@@ -177,15 +179,17 @@ int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, co
     if (!t->queues) goto oom;
     for (const char *p = cfg->queue; *p || t->n == 0;) {
         size_t len = strcspn(p, ",");
-        if (len == 0 || len >= QUEUE_NAME_MAX) {
-            snprintf(err, errlen, "queue names must be 1..%d characters (got '%s')", QUEUE_NAME_MAX - 1, cfg->queue);
+        char name[QUEUE_NAME_MAX];
+        snprintf(name, sizeof name, "%.*s", (int)len, p);
+        if (len >= QUEUE_NAME_MAX || !queue_name_valid(name)) { /* refused at start, not retried forever */
+            snprintf(err, errlen, "queue name '%.*s': use 1..%d of [A-Za-z0-9_.:-]", (int)len, p,
+                     QUEUE_NAME_MAX - 1);
             api_tasks_destroy(t);
             return -1;
         }
         task_queue_t *q = &t->queues[t->n++];
         q->t = t;
-        memcpy(q->name, p, len);
-        q->name[len] = '\0';
+        memcpy(q->name, name, len + 1);
         pthread_mutex_init(&q->mu, NULL);
         pthread_cond_init(&q->cv, NULL);
         queue_config_defaults(&q->qc);
