@@ -92,6 +92,7 @@ typedef struct {
     int64_t reap_interval_ms;    /* guard: one sweep per interval across workers; default 1000 */
     const unsigned char *signing_key; /* NULL: no signing. With a key, enqueue signs and lease verifies */
     size_t signing_key_len;
+    int64_t signed_max_age_ms;   /* a signed task older than this is refused at lease; default 86400000 (1 day) */
 } queue_config_t;
 
 void queue_config_defaults(queue_config_t *cfg);
@@ -295,6 +296,21 @@ void queue_payload_clear(queue_payload_t *p);
 /* Hex HMAC-SHA256 (64 chars + NUL) of id "\n" payload under key. */
 void queue_sign(const unsigned char *key, size_t key_len, const char *id, const char *payload,
                 size_t payload_len, char out[65]);
+
+/* What a task signature covers besides the payload: everything that changes
+ * what runs, where or when (docs/queue.md, "Signed tasks"). */
+typedef struct {
+    const char *queue, *id;
+    int priority, max_attempts;
+    int64_t ttl_ms, delay_ms;
+    int64_t signed_ms; /* wall clock of the producer when it signed (the enqueue time) */
+} queue_sign_fields_t;
+
+/* The stored signature of a task: "v2.<signed_ms>.<delay_ms>.<ttl_ms>.<max_attempts>.<hex HMAC>"
+ * into out (QUEUE_SIG_MAX bytes). */
+#define QUEUE_SIG_MAX 160
+void queue_sign_task(const unsigned char *key, size_t key_len, const queue_sign_fields_t *f, const char *payload,
+                     size_t payload_len, char out[QUEUE_SIG_MAX]);
 
 /* ---- URL ---- */
 

@@ -719,3 +719,101 @@ Test(harden, key_file_mode_and_queue_names) {
     cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "serve --queue 'bad}name' exited %d, want 2",
               WIFEXITED(rc) ? WEXITSTATUS(rc) : -1);
 }
+
+/* Copy a task's hash (captured as HGETALL words) into queue q's keys and make it ready. */
+static void reinsert(redisContext *rc, const char *q, const char *id, redisReply *fields, const char *score) {
+    char key[256];
+    snprintf(key, sizeof key, "{%s}:t:%s", q, id);
+    const char *argv[64];
+    size_t lens[64];
+    int n = 0;
+    argv[n] = "HSET", lens[n++] = 4;
+    argv[n] = key, lens[n++] = strlen(key);
+    for (size_t i = 0; i < fields->elements && n < 62; i++) {
+        const char *f = fields->element[i]->str;
+        /* as it was when captured: waiting, never leased */
+        argv[n] = f, lens[n++] = fields->element[i]->len;
+    }
+    redisReply *r = redisCommandArgv(rc, n, argv, lens);
+    cr_assert(r && r->type != REDIS_REPLY_ERROR, "HSET: %s", r ? r->str : rc->errstr);
+    freeReplyObject(r);
+    r = redisCommand(rc, "HSET %s state ready", key);
+    freeReplyObject(r);
+    r = redisCommand(rc, "ZADD {%s}:ready %s %s", q, score, id);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER, "ZADD");
+    freeReplyObject(r);
+}
+
+/* 7. Signed tasks: a captured task put back after it ran is refused
+ * (tombstone), a copy in another queue is refused (the queue is signed), a
+ * changed priority is refused, and so is one older than the stated age. */
+Test(harden, signed_tasks_not_replayed_or_moved, .timeout = 60) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    static const unsigned char key[] = "a shared signing secret";
+    queue_config_t cfg;
+    queue_config_defaults(&cfg);
+    cfg.url = redis.url;
+    cfg.signing_key = key;
+    cfg.signing_key_len = sizeof key - 1;
+    char err[256];
+    cfg.name = "sq";
+    queue_conn_t *sq = queue_connect(&cfg, err, sizeof err);
+    cfg.name = "sq2";
+    queue_conn_t *sq2 = queue_connect(&cfg, err, sizeof err);
+    cr_assert(sq && sq2, "%s", err);
+    redisContext *rc = redisConnect("127.0.0.1", redis.port);
+    cr_assert(rc && !rc->err);
+    const char *payload = "{\"model\":\"m\",\"op\":\"embed\",\"inputs\":\"x\"}";
+    queue_task_t task = {.payload = payload, .payload_len = strlen(payload), .priority = 3};
+    char id[QUEUE_ID_MAX];
+    cr_assert_eq(queue_enqueue(sq, &task, id, NULL), 0);
+    redisReply *fields = redisCommand(rc, "HGETALL {sq}:t:%s", id);
+    redisReply *score = redisCommand(rc, "ZSCORE {sq}:ready %s", id);
+    cr_assert(fields && fields->type == REDIS_REPLY_ARRAY && score && score->type == REDIS_REPLY_STRING);
+    /* it runs once */
+    queue_lease_t l[4];
+    int got = 0;
+    cr_assert_eq(queue_lease(sq, 4, "w", 30000, l, &got), 0);
+    cr_assert_eq(got, 1, "the signed task was refused: %s", queue_last_error(sq));
+    cr_assert_eq(queue_ack(sq, l[0].id, l[0].token, "{}", 2, 0), 0);
+    queue_lease_clear(l, (size_t)got);
+    /* replayed: the captured hash back in ready */
+    reinsert(rc, "sq", id, fields, score->str);
+    cr_assert_eq(queue_lease(sq, 4, "w", 30000, l, &got), 0);
+    cr_assert_eq(got, 0, "a finished signed task put back ran again");
+    queue_info_t info;
+    cr_assert_eq(queue_get(sq, id, &info), 0);
+    cr_expect_str_eq(info.error ? info.error : "", "replayed");
+    queue_info_clear(&info);
+    /* moved: the same hash in another queue */
+    reinsert(rc, "sq2", id, fields, score->str);
+    cr_assert_eq(queue_lease(sq2, 4, "w", 30000, l, &got), 0);
+    cr_assert_eq(got, 0, "a signed task copied into another queue ran");
+    /* a changed priority */
+    char id2[QUEUE_ID_MAX];
+    cr_assert_eq(queue_enqueue(sq, &task, id2, NULL), 0);
+    freeReplyObject(redisCommand(rc, "HSET {sq}:t:%s prio 200", id2));
+    cr_assert_eq(queue_lease(sq, 4, "w", 30000, l, &got), 0);
+    cr_assert_eq(got, 0, "a signed task whose priority was changed ran");
+    /* too old for a worker that takes signed tasks up to 50 ms old */
+    char id3[QUEUE_ID_MAX];
+    cr_assert_eq(queue_enqueue(sq, &task, id3, NULL), 0);
+    sleep_ms(200);
+    cfg.name = "sq";
+    cfg.signed_max_age_ms = 50;
+    queue_conn_t *strict = queue_connect(&cfg, err, sizeof err);
+    cr_assert(strict);
+    cr_assert_eq(queue_lease(strict, 4, "w", 30000, l, &got), 0);
+    cr_assert_eq(got, 0, "a signed task older than the stated age ran");
+    cr_assert_eq(queue_get(sq, id3, &info), 0);
+    cr_expect_str_eq(info.error ? info.error : "", "signature_too_old");
+    queue_info_clear(&info);
+    freeReplyObject(fields);
+    freeReplyObject(score);
+    redisFree(rc);
+    queue_close(strict);
+    queue_close(sq);
+    queue_close(sq2);
+    support_redis_stop(&redis);
+}
