@@ -76,6 +76,9 @@ struct batcher_item {
     int model;                      /* registry index */
     batcher_op_t op;
     int priority;                   /* higher runs first */
+    uint32_t tenant;                /* who asked (an API key, a client address; 0: anyone): within one
+                                       priority each batch is shared between tenants, a quantum of
+                                       tokens each in turn, so one heavy client cannot starve another */
     int64_t deadline_ns;            /* CLOCK_MONOTONIC ns (batcher_now_ns); 0 = none */
     char request_id[BATCHER_RID_MAX];
     char traceparent[BATCHER_TRACE_MAX]; /* W3C traceparent or "": carried for the logs */

@@ -641,6 +641,27 @@ Test(harden, long_polls_do_not_poll_redis, .timeout = 120) {
     support_redis_stop(&redis);
 }
 
+/* reqs POST /v1/embeddings of `inputs` short inputs each, sent from
+ * 127.0.0.2 on sockets fd[0..reqs) that are left unread (a heavy client). */
+static void send_heavy(int port, int inputs, int reqs, int *fd) {
+    size_t cap = 64 + (size_t)inputs * 64;
+    char *body = malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"input\":[");
+    for (int i = 0; i < inputs; i++)
+        n += (size_t)snprintf(body + n, cap - n, "%s\"input %d of a heavy client's request\"", i ? "," : "", i);
+    n += (size_t)snprintf(body + n, cap - n, "]}");
+    char head[256];
+    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                "Content-Length: %zu\r\n\r\n", n);
+    for (int i = 0; i < reqs; i++) {
+        fd[i] = raw_connect("127.0.0.2", port, 0);
+        cr_assert(fd[i] >= 0);
+        raw_send(fd[i], head);
+        raw_send(fd[i], body);
+    }
+    free(body);
+}
+
 /* 10. Work whose client has gone is dropped before compute: three large
  * requests from 127.0.0.2 whose sockets close while they wait are cancelled
  * (not computed), and a small request from 127.0.0.1 is answered. */
@@ -651,22 +672,8 @@ Test(harden, client_gone_work_dropped, .timeout = 120) {
     support_server_t s;
     start(&s, &c);
     enum { INPUTS = 512, REQS = 3 };
-    size_t cap = 64 + INPUTS * 64;
-    char *body = malloc(cap);
-    size_t n = (size_t)snprintf(body, cap, "{\"input\":[");
-    for (int i = 0; i < INPUTS; i++)
-        n += (size_t)snprintf(body + n, cap - n, "%s\"input %d of a request whose client leaves early\"", i ? "," : "", i);
-    n += (size_t)snprintf(body + n, cap - n, "]}");
     int fd[REQS];
-    char head[256];
-    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                "Content-Length: %zu\r\n\r\n", n);
-    for (int i = 0; i < REQS; i++) {
-        fd[i] = raw_connect("127.0.0.2", s.port, 0);
-        cr_assert(fd[i] >= 0);
-        raw_send(fd[i], head);
-        raw_send(fd[i], body);
-    }
+    send_heavy(s.port, INPUTS, REQS, fd);
     sleep_ms(300);
     for (int i = 0; i < REQS; i++) close(fd[i]);
     legit_ok(s.port, "after three clients left");
@@ -680,7 +687,6 @@ Test(harden, client_gone_work_dropped, .timeout = 120) {
             (unsigned long long)st.items_cancelled, (unsigned long long)st.seqs, REQS * INPUTS);
     cr_assert_geq(st.items_cancelled, 1, "no request of a client that left was dropped before compute");
     cr_assert_lt(st.seqs, (uint64_t)REQS * INPUTS, "every sequence of the clients that left was computed");
-    free(body);
     support_server_stop(&s);
 }
 
@@ -816,4 +822,34 @@ Test(harden, signed_tasks_not_replayed_or_moved, .timeout = 60) {
     queue_close(sq);
     queue_close(sq2);
     support_redis_stop(&redis);
+}
+
+/* 10. Fair sharing: four requests of 512 inputs from 127.0.0.2, then one of
+ * one input from 127.0.0.1: the small one is answered before the big ones
+ * are through, not after all of them. */
+Test(harden, heavy_client_does_not_starve_others, .timeout = 120) {
+    api_config_t c;
+    support_server_config(&c);
+    c.max_batch_seqs = 16;
+    support_server_t s;
+    start(&s, &c);
+    enum { INPUTS = 512, REQS = 4 };
+    batcher_stats_t st0, st1;
+    batcher_stats(api_serve_batcher(s.srv), &st0);
+    int fd[REQS];
+    send_heavy(s.port, INPUTS, REQS, fd);
+    sleep_ms(300);
+    double t0 = now_s();
+    http_resp_t r;
+    cr_assert_eq(http_post_json(s.port, "/v1/embeddings", "{\"input\":\"one small question\"}", &r), 0);
+    double took = now_s() - t0;
+    batcher_stats(api_serve_batcher(s.srv), &st1);
+    cr_assert_eq(r.status, 200);
+    http_resp_free(&r);
+    int heavy_done = (int)(st1.items_ok - st0.items_ok) - 1;
+    fprintf(stderr, "fairness: the small request took %.2f s; %d of %d heavy requests were done by then\n", took,
+            heavy_done, REQS);
+    cr_assert_lt(heavy_done, REQS, "the small request waited for every heavy one (%.2f s)", took);
+    for (int i = 0; i < REQS; i++) close(fd[i]);
+    support_server_stop(&s);
 }

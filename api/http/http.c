@@ -102,6 +102,15 @@ static void set_request_id(api_http_t *s, api_req_t *r) {
              (unsigned long long)b);
 }
 
+uint32_t api_req_tenant(api_req_t *r) {
+    if (r->key >= 0) return (uint32_t)r->key + 1;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    uint32_t a = 0;
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+        a = ntohl(((const struct sockaddr_in *)ci->client_addr)->sin_addr.s_addr);
+    return (uint32_t)(splitmix64(a) | 0x80000000u); /* apart from key numbers */
+}
+
 const char *api_query(api_req_t *r, const char *key) {
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
 }

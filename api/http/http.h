@@ -127,6 +127,10 @@ int api_respond_error(api_req_t *r, unsigned status, const char *code, const cha
 /* Mark asynchronous work done and get the request answered (any thread). */
 void api_req_wake(api_req_t *r);
 
+/* Who asked, for fair sharing in the batcher (batcher_item_t.tenant): the
+ * API key, else the client's address. Never 0. */
+uint32_t api_req_tenant(api_req_t *r);
+
 /* Query parameter of the request, or NULL. */
 const char *api_query(api_req_t *r, const char *key);
 /* The i-th {param} of the matched pattern ("" when absent). */

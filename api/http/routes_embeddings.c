@@ -93,6 +93,7 @@ static int route_job(api_req_t *r, const api_job_type_t *type) {
     j->item.deadline_ns = ms > 0 ? batcher_now_ns() + ms * 1000000LL : 0;
     snprintf(j->item.request_id, sizeof j->item.request_id, "%s", r->request_id);
     snprintf(j->item.traceparent, sizeof j->item.traceparent, "%s", r->traceparent);
+    j->item.tenant = api_req_tenant(r);
     j->item.done = job_done;
     j->item.user = r;
     r->work = j;
