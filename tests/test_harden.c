@@ -853,3 +853,41 @@ Test(harden, heavy_client_does_not_starve_others, .timeout = 120) {
     for (int i = 0; i < REQS; i++) close(fd[i]);
     support_server_stop(&s);
 }
+
+/* 11. A task payload over --max-body-bytes ends done with a 413 error, never decoded. */
+Test(harden, task_payload_capped, .timeout = 60) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    char err[256];
+    queue_conn_t *qc = support_redis_queue(&redis, "pq", err, sizeof err);
+    cr_assert(qc, "%s", err);
+    api_config_t c;
+    support_server_config(&c);
+    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
+    snprintf(c.queue, sizeof c.queue, "pq");
+    c.max_body_bytes = 64u << 10;
+    support_server_t s;
+    start(&s, &c);
+    size_t big = 100u << 10;
+    char *inputs = malloc(big + 3);
+    inputs[0] = '"';
+    memset(inputs + 1, 'a', big);
+    inputs[big + 1] = '"';
+    inputs[big + 2] = '\0';
+    char *payload = queue_payload_build("all-minilm-l6-v2", "embed", inputs, NULL, NULL, err, sizeof err);
+    free(inputs);
+    cr_assert(payload, "%s", err);
+    queue_task_t task = {.payload = payload, .payload_len = strlen(payload)};
+    char id[QUEUE_ID_MAX];
+    cr_assert_eq(queue_enqueue(qc, &task, id, NULL), 0);
+    queue_info_t info;
+    cr_assert_eq(queue_wait(qc, id, 20000, &info), 0);
+    cr_assert_str_eq(queue_state_name(info.state), "done");
+    cr_assert(info.result && strstr(info.result, "payload_too_large") && strstr(info.result, "413"),
+              "a 100 KB payload over a 64 KB limit: %s", info.result ? info.result : "(no result)");
+    queue_info_clear(&info);
+    free(payload);
+    support_server_stop(&s);
+    queue_close(qc);
+    support_redis_stop(&redis);
+}

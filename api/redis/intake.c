@@ -166,6 +166,15 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
     queue_payload_t p;
     char err[512];
     api_err_t e = {0};
+    size_t cap = t->cfg->max_body_bytes; /* a task is held to what an HTTP request may carry */
+    if (cap && l->payload_len > cap) {
+        snprintf(err, sizeof err, "task payload of %zu bytes is over the limit of %zu bytes (--max-body-bytes)",
+                 l->payload_len, cap);
+        k->refuse_status = 413;
+        k->refuse_json = api_error_json(413, "payload_too_large", NULL, err, 1);
+        task_to_done(q, k);
+        return;
+    }
     if (queue_payload_parse(l->payload, l->payload_len, &p, err, sizeof err)) {
         k->refuse_status = 400;
         k->refuse_json = api_error_json(400, "invalid_payload", NULL, err, 1);
