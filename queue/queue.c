@@ -10,7 +10,7 @@
 #include <openssl/crypto.h>
 #include "queue/conn.h"
 
-enum { CHUNK = 512, LEASE_FIELDS = 10, GET_FIELDS = 16, DLQ_FIELDS = 5 };
+enum { CHUNK = 512, LEASE_FIELDS = 11, GET_FIELDS = 16, DLQ_FIELDS = 5 };
 
 static const char *const state_names[] = {
     [QUEUE_S_UNKNOWN] = "unknown", [QUEUE_S_READY] = "ready",   [QUEUE_S_DELAYED] = "delayed",
@@ -251,6 +251,7 @@ int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, qu
     queue_args_str(&a, worker ? worker : "");
     queue_args_int(&a, lease_ms);
     queue_args_int(&a, c->cfg.result_ttl_ms);
+    queue_args_int(&a, (int64_t)c->cfg.max_payload_bytes);
     redisReply *r;
     int rc = queue_conn_eval(c, QS_LEASE, &a, &r);
     queue_args_free(&a);
@@ -271,6 +272,14 @@ int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, qu
         l->enqueued_ms = queue_reply_int(e[7]);
         const char *payload = e[8]->type == REDIS_REPLY_STRING ? e[8]->str : "";
         size_t plen = e[8]->type == REDIS_REPLY_STRING ? e[8]->len : 0;
+        int64_t size = queue_reply_int(e[10]);
+        if (size > 0 && (size_t)size > plen) { /* withheld (over max_payload_bytes): the caller refuses it */
+            l->payload_withheld = (size_t)size;
+            l->payload = calloc(1, 1);
+            if (!l->payload) continue; /* the lease runs out and it is handed out again */
+            (*got)++;
+            continue;
+        }
         const char *refused = signature_refusal(c, l, payload, plen, e[9]);
         if (refused) {
             /* Never run: straight to the DLQ. A failure here leaves the lease

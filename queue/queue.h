@@ -93,6 +93,7 @@ typedef struct {
     const unsigned char *signing_key; /* NULL: no signing. With a key, enqueue signs and lease verifies */
     size_t signing_key_len;
     int64_t signed_max_age_ms;   /* a signed task older than this is refused at lease; default 86400000 (1 day) */
+    size_t max_payload_bytes;    /* lease sends no payload larger than this (payload_withheld); 0: no limit */
 } queue_config_t;
 
 void queue_config_defaults(queue_config_t *cfg);
@@ -148,8 +149,9 @@ typedef struct {
     int64_t deadline_ms;    /* unix ms (Redis clock); 0: none */
     int64_t lease_until_ms; /* unix ms (Redis clock) */
     int64_t enqueued_ms;    /* unix ms */
-    char *payload;          /* owned; NUL-terminated for convenience */
+    char *payload;          /* owned; NUL-terminated for convenience ("" when withheld) */
     size_t payload_len;
+    size_t payload_withheld;/* > 0: the payload's size, over max_payload_bytes, so Redis did not send it */
 } queue_lease_t;
 
 /* Lease up to n tasks for lease_ms in one round trip (worker: a name for

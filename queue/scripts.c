@@ -216,12 +216,15 @@ static const char script_enqueue[] =
     "count('enqueued', added); count('deduped', deduped); count('rejected', rejected)\n"
     "return out\n";
 
-/* lease. ARGV: n worker lease_ms result_ttl_ms. Promotes due delayed tasks,
- * pops up to n by priority, finishes cancelled/expired ones on the way, and
- * leases the rest with a fresh fencing token. Returns 10 fields per task:
- * id token attempt max_attempts priority deadline lease_until enq payload sig. */
+/* lease. ARGV: n worker lease_ms result_ttl_ms max_payload. Promotes due
+ * delayed tasks, pops up to n by priority, finishes cancelled/expired ones on
+ * the way, and leases the rest with a fresh fencing token. Returns 11 fields
+ * per task: id token attempt max_attempts priority deadline lease_until enq
+ * payload sig size; a payload over max_payload (> 0) is sent as "" with its
+ * size, so a worker never reads a batch of huge payloads. */
 static const char script_lease[] =
     "local n, worker, lease_ms, ttl = num(ARGV[1]), ARGV[2], num(ARGV[3]), num(ARGV[4])\n"
+    "local maxp = num(ARGV[5])\n"
     "local now = now_ms()\n"
     "promote(now, 1000)\n"
     "local out, got, expired, cancelled = {}, 0, 0, 0\n"
@@ -252,7 +255,9 @@ static const char script_lease[] =
     "      local k = #out\n"
     "      out[k + 1] = id; out[k + 2] = token; out[k + 3] = attempt; out[k + 4] = num(f[3])\n"
     "      out[k + 5] = num(f[4]); out[k + 6] = deadline; out[k + 7] = until_ms; out[k + 8] = num(f[8])\n"
-    "      out[k + 9] = f[1]; out[k + 10] = f[7] or ''\n"
+    "      local size = #f[1]\n"
+    "      if maxp > 0 and size > maxp then out[k + 9] = '' else out[k + 9] = f[1] end\n"
+    "      out[k + 10] = f[7] or ''; out[k + 11] = size\n"
     "      got = got + 1\n"
     "    end\n"
     "  end\n"

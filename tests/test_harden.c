@@ -886,6 +886,23 @@ Test(harden, task_payload_capped, .timeout = 60) {
     cr_assert(info.result && strstr(info.result, "payload_too_large") && strstr(info.result, "413"),
               "a 100 KB payload over a 64 KB limit: %s", info.result ? info.result : "(no result)");
     queue_info_clear(&info);
+    /* the worker never read it: Redis withholds a payload over the lease's limit */
+    queue_config_t qcfg;
+    queue_config_defaults(&qcfg);
+    qcfg.url = redis.url;
+    qcfg.name = "pq2";
+    qcfg.max_payload_bytes = 64u << 10;
+    queue_conn_t *small = queue_connect(&qcfg, err, sizeof err);
+    cr_assert(small, "%s", err);
+    cr_assert_eq(queue_enqueue(small, &task, id, NULL), 0);
+    queue_lease_t l;
+    int got = 0;
+    cr_assert_eq(queue_lease(small, 1, "w", 30000, &l, &got), 0);
+    cr_assert_eq(got, 1);
+    cr_assert_eq(l.payload_len, 0, "a payload over the lease's limit was sent (%zu bytes)", l.payload_len);
+    cr_assert_eq(l.payload_withheld, strlen(payload));
+    queue_lease_clear(&l, 1);
+    queue_close(small);
     free(payload);
     support_server_stop(&s);
     queue_close(qc);

@@ -166,10 +166,11 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
     queue_payload_t p;
     char err[512];
     api_err_t e = {0};
-    size_t cap = t->cfg->max_body_bytes; /* a task is held to what an HTTP request may carry */
-    if (cap && l->payload_len > cap) {
+    /* a task is held to what an HTTP request may carry; Redis withholds a bigger payload (queue_lease) */
+    size_t cap = t->cfg->max_body_bytes, size = l->payload_withheld ? l->payload_withheld : l->payload_len;
+    if (cap && size > cap) {
         snprintf(err, sizeof err, "task payload of %zu bytes is over the limit of %zu bytes (--max-body-bytes)",
-                 l->payload_len, cap);
+                 size, cap);
         k->refuse_status = 413;
         k->refuse_json = api_error_json(413, "payload_too_large", NULL, err, 1);
         task_to_done(q, k);

@@ -196,6 +196,7 @@ int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, co
         q->qc.url = cfg->redis;
         q->qc.name = q->name;
         q->qc.result_ttl_ms = (int64_t)cfg->result_ttl_s * 1000;
+        q->qc.max_payload_bytes = cfg->max_body_bytes; /* a bigger payload is never sent to us */
         if (cfg->task_signing_key[0]) { /* enqueue signs; the intake refuses unsigned or forged tasks */
             q->qc.signing_key = (const unsigned char *)cfg->task_signing_key;
             q->qc.signing_key_len = strlen(cfg->task_signing_key);
