@@ -375,8 +375,9 @@ Test(harden, sigterm_leaves_no_lease, .timeout = 240) {
             cr_assert_eq(queue_enqueue_many(qc, tasks + i, 4, ids + i, status + i), 0, "enqueue: %s",
                          queue_last_error(qc));
         support_proc_t p;
+        /* 2 MB tasks must be decoded, not refused for their size */
         const char *extra[] = {"--redis", redis.url, "--queue", "hq", "--drain-timeout-ms", "2000",
-                               "--max-batch-tokens", "2048", NULL};
+                               "--max-batch-tokens", "2048", "--max-body-bytes", "4M", NULL};
         cr_assert_eq(support_proc_start(&p, extra), 0, "%s", p.err);
         sleep_ms(3000);
         double t0 = now_s();
@@ -680,7 +681,7 @@ Test(harden, client_gone_work_dropped, .timeout = 120) {
     batcher_stats_t st;
     for (int t = 0; t < 600; t++) { /* until the three are settled */
         batcher_stats(api_serve_batcher(s.srv), &st);
-        if (st.items_ok + st.items_cancelled >= REQS + 2) break;
+        if (st.items_ok + st.items_cancelled >= REQS + 1) break; /* and the legitimate request */
         sleep_ms(100);
     }
     fprintf(stderr, "clients gone: %llu items cancelled, %llu sequences computed of %d sent\n",
