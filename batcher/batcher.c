@@ -803,10 +803,22 @@ int batcher_cancel(batcher_t *b, uint64_t item_id) {
             if (it->id == item_id) {
                 if (it->next_seq == 0) {
                     drop_waiting(b, it, BATCHER_DONE_CANCELLED, 0, "cancelled", &done);
-                    rc = 0;
                 } else {
-                    it->cancelled = 1; /* computing: finish, answer CANCELLED */
+                    /* started: the batches in flight finish and it answers CANCELLED; the
+                     * sequences not yet in a batch are never computed (counted as done so
+                     * the last span in flight ends it) */
+                    model_queue_t *q = &b->q[m];
+                    it->cancelled = 1;
+                    list_remove(q, it);
+                    for (int s = it->next_seq; s < it->n_seqs; s++) {
+                        q->seqs_waiting--;
+                        q->tokens_waiting -= seq_len(it, s);
+                    }
+                    it->seqs_done += it->n_seqs - it->next_seq;
+                    it->next_seq = it->n_seqs;
+                    if (it->seqs_done == it->n_seqs) finish(b, it, BATCHER_DONE_CANCELLED, 0, "cancelled", &done);
                 }
+                rc = 0;
                 break;
             }
     run_callbacks(b, done);

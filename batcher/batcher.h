@@ -157,8 +157,9 @@ void batcher_destroy(batcher_t *b);
 /* Accept an item (0) or refuse it with BATCHER_E* and a message; a refused
  * item's done() is never called. */
 int batcher_submit(batcher_t *b, batcher_item_t *item, char *err, size_t errlen);
-/* Cancel an item not yet started: 0 (done() is called with CANCELLED),
- * -1 when it is unknown, already computing or finished. */
+/* Cancel an item: 0 (done() is called with CANCELLED: at once when none of
+ * it is computing, else when its batches in flight end; its sequences not yet
+ * in a batch are never computed), -1 when it is unknown or finished. */
 int batcher_cancel(batcher_t *b, uint64_t item_id);
 
 /* How many more items the model's queue takes now (0 when paused); model -1:

@@ -675,10 +675,14 @@ Test(harden, client_gone_work_dropped, .timeout = 120) {
     enum { INPUTS = 512, REQS = 3 };
     int fd[REQS];
     send_heavy(s.port, INPUTS, REQS, fd);
-    sleep_ms(300);
+    batcher_stats_t st;
+    for (int t = 0; t < 500; t++) { /* the first one computing: it too must stop early */
+        batcher_stats(api_serve_batcher(s.srv), &st);
+        if (st.seqs > 0) break;
+        sleep_ms(20);
+    }
     for (int i = 0; i < REQS; i++) close(fd[i]);
     legit_ok(s.port, "after three clients left");
-    batcher_stats_t st;
     for (int t = 0; t < 600; t++) { /* until the three are settled */
         batcher_stats(api_serve_batcher(s.srv), &st);
         if (st.items_ok + st.items_cancelled >= REQS + 1) break; /* and the legitimate request */
@@ -687,7 +691,9 @@ Test(harden, client_gone_work_dropped, .timeout = 120) {
     fprintf(stderr, "clients gone: %llu items cancelled, %llu sequences computed of %d sent\n",
             (unsigned long long)st.items_cancelled, (unsigned long long)st.seqs, REQS * INPUTS);
     cr_assert_geq(st.items_cancelled, 1, "no request of a client that left was dropped before compute");
-    cr_assert_lt(st.seqs, (uint64_t)REQS * INPUTS, "every sequence of the clients that left was computed");
+    /* one may have started: its batches in flight end, the rest of it is never computed */
+    cr_assert_lt(st.seqs, (uint64_t)INPUTS / 2, "%llu sequences of clients that left were computed",
+                 (unsigned long long)st.seqs);
     support_server_stop(&s);
 }
 
