@@ -9,6 +9,7 @@
 #include "batcher/batcher.h"
 #include "batcher/sched.h"
 #include "engine/engine.h"
+#include "queue/queue.h"
 
 typedef enum { OPT_STR, OPT_INT, OPT_SIZE, OPT_BOOL } opt_kind_t;
 
@@ -35,6 +36,14 @@ static const opt_t options[] = {
     {"request_timeout_ms", I(request_timeout_ms), "default deadline of an HTTP request (408 after)"},
     {"port_file", S(port_file), "write the bound port to this file once listening"},
     {"max_json_depth", I(max_json_depth), "deepest nesting of arrays/objects in a request body (400 above)"},
+    {"max_connections_per_client", I(max_connections_per_client), "open connections from one client address at most (0: no limit)"},
+    {"idle_timeout_ms", I(idle_timeout_ms), "close a connection without traffic for this long"},
+    {"header_timeout_ms", I(header_timeout_ms), "the whole request header block must arrive within this of the connection or the previous answer (0: no deadline)"},
+    {"body_timeout_ms", I(body_timeout_ms), "close a request whose body falls this far behind --min-body-rate (0: no deadline)"},
+    {"min_body_rate", Z(min_body_rate), "bytes per second a request body must keep up (see --body-timeout-ms)"},
+    {"max_inflight_body_bytes", Z(max_inflight_body_bytes), "request bodies being received, all connections together (503 above)"},
+    {"max_response_backlog_bytes", Z(max_response_backlog_bytes), "answers queued but not yet read by their clients, all together (503 above)"},
+    {"max_expand_results", I(max_expand_results), "/v1/expand: terms x k per request at most (413 above)"},
     {"key_file", S(key_file), "API keys file (sluice keys add); without it: no auth and loopback only"},
     {"auth_probes", B(auth_probes), "/healthz, /readyz and /metrics need a key too"},
     {"rate_limit_rps", I(rate_limit_rps), "requests per second per key (0: no limit; the key file may override)"},
@@ -85,6 +94,14 @@ void api_config_defaults(api_config_t *c) {
     c->max_inputs = 2048;
     c->request_timeout_ms = 30000;
     c->max_json_depth = 32;
+    c->max_connections_per_client = 256;
+    c->idle_timeout_ms = 60000;
+    c->header_timeout_ms = 20000;
+    c->body_timeout_ms = 20000;
+    c->min_body_rate = 1024;
+    c->max_inflight_body_bytes = (size_t)256 << 20;
+    c->max_response_backlog_bytes = (size_t)256 << 20;
+    c->max_expand_results = 100000;
     c->cache_max_entries = 10000;
     c->cache_max_bytes = (size_t)64 << 20;
     snprintf(c->models, sizeof c->models, "models");
@@ -336,6 +353,18 @@ int api_config_load(api_config_t *c, int argc, char **argv, FILE *help_out, char
             return -1;
         }
         if (set_option(c, o, value, err, errlen)) return -1;
+    }
+    /* queue names: the one check `sluice queue` applies too (queue_name_valid), as a usage error */
+    for (const char *p = c->queue; *p;) {
+        size_t len = strcspn(p, ",");
+        char name[QUEUE_NAME_MAX];
+        snprintf(name, sizeof name, "%.*s", (int)len, p);
+        if (len >= QUEUE_NAME_MAX || !queue_name_valid(name)) {
+            snprintf(err, errlen, "queue name '%.*s': use 1..%d of [A-Za-z0-9_.:-], comma-separated", (int)len, p,
+                     QUEUE_NAME_MAX - 1);
+            return -1;
+        }
+        p += len + (p[len] == ',');
     }
     /* names the flags, the environment and the file all share: refuse a typo here, as a usage error */
     if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strcmp(c->device, "cuda")) {

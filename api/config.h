@@ -25,6 +25,16 @@ typedef struct {
     int request_timeout_ms;   /* default deadline of an HTTP request */
     char port_file[512];      /* write the bound port here once listening */
     int max_json_depth;       /* nesting of arrays/objects in a body (400 above) */
+    /* hostile and careless clients (docs/operations.md, "Limits on clients") */
+    int max_connections_per_client; /* open connections from one client address (0: no limit) */
+    int idle_timeout_ms;      /* a connection with no traffic this long is closed */
+    int header_timeout_ms;    /* the whole header block within this of the connection or the
+                                 previous answer (0: none) */
+    int body_timeout_ms;      /* a body may fall behind min_body_rate by this much (0: no deadline) */
+    size_t min_body_rate;     /* bytes/s a body must keep up, past body_timeout_ms */
+    size_t max_inflight_body_bytes;   /* request bodies being received, all connections (503 above) */
+    size_t max_response_backlog_bytes;/* answers queued but not yet sent, all connections (503 above) */
+    int max_expand_results;   /* /v1/expand terms x k per request (413 above) */
     /* keys, rate limits, cache (api/http/ctl.h) */
     char key_file[512];       /* API keys (sha256 hashes); "": no auth, loopback only */
     int auth_probes;          /* /healthz, /readyz, /metrics need a key too */

@@ -104,6 +104,13 @@ int api_expand_parse(const api_job_env_t *env, json_t *body, api_job_t **out, ap
         if (json_array_append_new(input, json_string(a->terms[i]))) goto oom;
     }
     if (expand_parse_options(body, a, e)) goto fail;
+    /* the answer grows with terms x k (about 40 bytes a neighbour): bounded before any work */
+    if (cfg->max_expand_results > 0 && (long long)n * a->k > cfg->max_expand_results) {
+        api_err_set(e, 413, "too_many_results", "k",
+                    "%zu terms x k=%d = %lld neighbours in one answer; the limit is %d (--max-expand-results)", n,
+                    a->k, (long long)n * a->k, cfg->max_expand_results);
+        goto fail;
+    }
     /* the shared encoder inputs: model, priority and deadline validated, the terms tokenized */
     const char *pass[] = {"model", "priority", "deadline_ms"};
     for (size_t i = 0; i < sizeof pass / sizeof pass[0]; i++) {

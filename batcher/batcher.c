@@ -253,6 +253,14 @@ static int limit_tokens(const batcher_t *b) {
     return b->lim.max_batch_tokens < b->cap_tokens ? b->lim.max_batch_tokens : b->cap_tokens;
 }
 
+/* Is span i the last of its item in the batch? (Fair sharing can give an
+ * item several spans in one batch.) */
+static int span_is_last(const batch_t *bt, int i) {
+    for (int j = i + 1; j < bt->n_spans; j++)
+        if (bt->spans[j].item == bt->spans[i].item) return 0;
+    return 1;
+}
+
 /* Append the queue's next sequences to batch (same model, same op), in
  * priority-then-age order, while they fit. Expired items are answered. */
 static void form_batch(batcher_t *b, batch_t *batch, int model, int64_t now, batcher_item_t **done) {
@@ -269,20 +277,54 @@ static void form_batch(batcher_t *b, batch_t *batch, int model, int64_t now, bat
         batch->pack_s = 0;
     }
     int full = 0;
+    /* Fairness: rounds over the items of the highest priority left; in each
+     * round a tenant's first item with work gets up to a quantum (an eighth
+     * of the batch's tokens and of its sequences, at least one sequence),
+     * then the next tenant's. One tenant alone takes its items in order, as
+     * before. */
+    int quantum = max_tokens / 8 > 0 ? max_tokens / 8 : 1; /* tokens, and sequences: */
+    int quantum_seqs = max_seqs / 8 > 0 ? max_seqs / 8 : 1;
+    int level = INT32_MIN, progress = 1;
+    while (!full && q->head) {
+        if (!progress) { /* the level is done for this batch (or has only other ops): the next one down */
+            int next_level = INT32_MIN;
+            for (batcher_item_t *it = q->head; it; it = it->next)
+                if (it->priority < level) {
+                    next_level = it->priority;
+                    break;
+                }
+            if (next_level == INT32_MIN) break;
+            level = next_level;
+        } else if (level == INT32_MIN) {
+            level = q->head->priority;
+        }
+        progress = 0;
+        uint32_t served[64];
+        int n_served = 0;
     for (batcher_item_t *it = q->head, *next; it && !full; it = next) {
         next = it->next;
+        if (it->priority > level) continue;
+        if (it->priority < level) break;
         if (it->op != batch->op) continue;
         if (it->next_seq == 0 && it->deadline_ns && it->deadline_ns <= now) {
             drop_waiting(b, it, BATCHER_DONE_EXPIRED, 0, "deadline passed before compute", done);
             continue;
         }
-        while (it->next_seq < it->n_seqs) {
+        int seen = 0;
+        for (int k = 0; k < n_served && !seen; k++) seen = served[k] == it->tenant;
+        if (seen) continue;
+        if (n_served < 64) served[n_served++] = it->tenant;
+        int took = 0, took_seqs = 0;
+        while (it->next_seq < it->n_seqs && (took_seqs == 0 || (took < quantum && took_seqs < quantum_seqs))) {
             int len = seq_len(it, it->next_seq);
             if (batch->n_seqs + 1 > max_seqs ||
                 (batch->n_seqs > 0 && batch->n_tokens + len > max_tokens)) {
                 full = 1;
                 break;
             }
+            took += len;
+            took_seqs++;
+            progress = 1;
             memcpy(batch->ids + batch->n_tokens, it->ids + it->seq_off[it->next_seq],
                    (size_t)len * sizeof(int32_t));
             batch_span_t *last = batch->n_spans ? &batch->spans[batch->n_spans - 1] : NULL;
@@ -296,6 +338,7 @@ static void form_batch(batcher_t *b, batch_t *batch, int model, int64_t now, bat
             q->tokens_waiting -= len;
         }
         if (it->next_seq == it->n_seqs) list_remove(q, it);
+    }
     }
     batch->pack_s += (batcher_now_ns() - t0) * 1e-9;
 }
@@ -452,8 +495,10 @@ static void complete_batch(batcher_t *b, batch_t *bt, int rc, const char *err, d
             it->err_code = BATCHER_ECOMPUTE;
             snprintf(it->err, sizeof it->err, "%.255s", err);
         }
-        it->compute_s += dt;
-        it->batches++;
+        if (span_is_last(bt, i)) { /* an item may ride in several spans of one batch (fair sharing) */
+            it->compute_s += dt;
+            it->batches++;
+        }
         it->batch_id = b->st.batches;
         b->st.item_compute_s += dt;
         it->seqs_done += sp->n;
@@ -620,7 +665,7 @@ void batcher_stop(batcher_t *b) {
         for (int i = 0; i < b->prepared->n_spans; i++) {
             batcher_item_t *it = b->prepared->spans[i].item;
             /* items with sequences still queued are answered from the queue below */
-            if (it->next_seq == it->n_seqs)
+            if (it->next_seq == it->n_seqs && span_is_last(b->prepared, i))
                 finish(b, it, BATCHER_DONE_SHUTDOWN, BATCHER_ESTOPPED, "server shutting down", &done);
         }
         b->prepared->n_seqs = 0;
@@ -758,10 +803,22 @@ int batcher_cancel(batcher_t *b, uint64_t item_id) {
             if (it->id == item_id) {
                 if (it->next_seq == 0) {
                     drop_waiting(b, it, BATCHER_DONE_CANCELLED, 0, "cancelled", &done);
-                    rc = 0;
                 } else {
-                    it->cancelled = 1; /* computing: finish, answer CANCELLED */
+                    /* started: the batches in flight finish and it answers CANCELLED; the
+                     * sequences not yet in a batch are never computed (counted as done so
+                     * the last span in flight ends it) */
+                    model_queue_t *q = &b->q[m];
+                    it->cancelled = 1;
+                    list_remove(q, it);
+                    for (int s = it->next_seq; s < it->n_seqs; s++) {
+                        q->seqs_waiting--;
+                        q->tokens_waiting -= seq_len(it, s);
+                    }
+                    it->seqs_done += it->n_seqs - it->next_seq;
+                    it->next_seq = it->n_seqs;
+                    if (it->seqs_done == it->n_seqs) finish(b, it, BATCHER_DONE_CANCELLED, 0, "cancelled", &done);
                 }
+                rc = 0;
                 break;
             }
     run_callbacks(b, done);

@@ -76,6 +76,9 @@ struct batcher_item {
     int model;                      /* registry index */
     batcher_op_t op;
     int priority;                   /* higher runs first */
+    uint32_t tenant;                /* who asked (an API key, a client address; 0: anyone): within one
+                                       priority each batch is shared between tenants, a quantum of
+                                       tokens each in turn, so one heavy client cannot starve another */
     int64_t deadline_ns;            /* CLOCK_MONOTONIC ns (batcher_now_ns); 0 = none */
     char request_id[BATCHER_RID_MAX];
     char traceparent[BATCHER_TRACE_MAX]; /* W3C traceparent or "": carried for the logs */
@@ -155,8 +158,9 @@ void batcher_destroy(batcher_t *b);
 /* Accept an item (0) or refuse it with BATCHER_E* and a message; a refused
  * item's done() is never called. */
 int batcher_submit(batcher_t *b, batcher_item_t *item, char *err, size_t errlen);
-/* Cancel an item not yet started: 0 (done() is called with CANCELLED),
- * -1 when it is unknown, already computing or finished. */
+/* Cancel an item: 0 (done() is called with CANCELLED: at once when none of
+ * it is computing, else when its batches in flight end; its sequences not yet
+ * in a batch are never computed), -1 when it is unknown or finished. */
 int batcher_cancel(batcher_t *b, uint64_t item_id);
 
 /* How many more items the model's queue takes now (0 when paused); model -1:

@@ -667,9 +667,9 @@ void queue_config_defaults(queue_config_t *cfg) {
     cfg->reap_interval_ms = 1000;
 }
 
-static int name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n < 1 || n > QUEUE_NAME_MAX) return 0;
+int queue_name_valid(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n < 1 || n >= QUEUE_NAME_MAX) return 0; /* it fits a QUEUE_NAME_MAX buffer */
     for (; *s; s++)
         if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') || ('0' <= *s && *s <= '9') ||
               strchr("_.:-", *s)))
@@ -715,8 +715,8 @@ queue_conn_t *queue_connect(const queue_config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     const char *name = cfg->name ? cfg->name : "sluice";
-    if (!name_ok(name)) {
-        snprintf(err, errlen, "queue name '%s': use 1..%d of [A-Za-z0-9_.:-]", name, QUEUE_NAME_MAX);
+    if (!queue_name_valid(name)) {
+        snprintf(err, errlen, "queue name '%s': use 1..%d of [A-Za-z0-9_.:-]", name, QUEUE_NAME_MAX - 1);
         return NULL;
     }
     if (cfg->connect_timeout_ms <= 0 || cfg->command_timeout_ms <= 0 || cfg->reconnect_ms < 0 ||

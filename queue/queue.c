@@ -10,7 +10,7 @@
 #include <openssl/crypto.h>
 #include "queue/conn.h"
 
-enum { CHUNK = 512, LEASE_FIELDS = 10, GET_FIELDS = 16, DLQ_FIELDS = 5 };
+enum { CHUNK = 512, LEASE_FIELDS = 11, GET_FIELDS = 16, DLQ_FIELDS = 5 };
 
 static const char *const state_names[] = {
     [QUEUE_S_UNKNOWN] = "unknown", [QUEUE_S_READY] = "ready",   [QUEUE_S_DELAYED] = "delayed",
@@ -43,6 +43,12 @@ const char *queue_strerror(int code) {
     case QUEUE_EPROTO: return "unexpected reply from redis";
     default: return "unknown error";
     }
+}
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int reply_array(queue_conn_t *c, redisReply *r, size_t multiple, const char *what) {
@@ -87,7 +93,8 @@ static int task_ok(queue_conn_t *c, const queue_task_t *t) {
 
 static int enqueue_chunk(queue_conn_t *c, const queue_task_t *tasks, size_t n, char (*ids)[QUEUE_ID_MAX],
                          int *status) {
-    char (*sigs)[65] = c->cfg.signing_key ? malloc(n * sizeof *sigs) : NULL;
+    char (*sigs)[QUEUE_SIG_MAX] = c->cfg.signing_key ? malloc(n * sizeof *sigs) : NULL;
+    int64_t signed_ms = wall_ms();
     if (c->cfg.signing_key && !sigs) return queue_set_err(c, QUEUE_ENOMEM, "enqueue: out of memory");
     queue_args_t a;
     queue_args_init(&a);
@@ -107,8 +114,11 @@ static int enqueue_chunk(queue_conn_t *c, const queue_task_t *tasks, size_t n, c
         queue_args_int(&a, t->max_attempts ? t->max_attempts : c->cfg.max_attempts);
         queue_args_str(&a, t->dedup_key ? t->dedup_key : "");
         if (sigs) {
-            queue_sign(c->cfg.signing_key, c->cfg.signing_key_len, ids[i], t->payload, t->payload_len, sigs[i]);
-            queue_args_add(&a, sigs[i], 64);
+            queue_sign_fields_t f = {queue_name(c), ids[i], t->priority,
+                                     t->max_attempts ? t->max_attempts : c->cfg.max_attempts, t->ttl_ms, t->delay_ms,
+                                     signed_ms};
+            queue_sign_task(c->cfg.signing_key, c->cfg.signing_key_len, &f, t->payload, t->payload_len, sigs[i]);
+            queue_args_add(&a, sigs[i], strlen(sigs[i]));
         } else {
             queue_args_str(&a, "");
         }
@@ -169,14 +179,67 @@ void queue_lease_clear(queue_lease_t *l, size_t n) {
 static int fail_call(queue_conn_t *c, const char *id, int64_t token, const char *error, int dead, int *outcome,
                      int64_t *delay_ms);
 
-/* With a signing key, a task must carry our signature over id and payload. */
-static int signature_ok(const queue_conn_t *c, const char *id, const char *payload, size_t len,
-                        const redisReply *sig) {
-    if (!c->cfg.signing_key) return 1;
-    if (sig->type != REDIS_REPLY_STRING || sig->len != 64) return 0;
-    char want[65];
-    queue_sign(c->cfg.signing_key, c->cfg.signing_key_len, id, payload, len, want);
-    return CRYPTO_memcmp(want, sig->str, 64) == 0;
+#define SIGN_SKEW_MS 300000 /* clocks of producers, workers and Redis may differ this much */
+
+/* A signed task's tombstone: it ran to its end, a copy must not run again. */
+static void tomb_key(const queue_conn_t *c, const char *id, char *key, size_t len) {
+    snprintf(key, len, "%stomb:%s", c->prefix, id);
+}
+
+/* With a signing key, a leased task must carry our signature over the queue,
+ * its id, payload, priority, attempts, deadline, delay and signing time;
+ * must not be older than signed_max_age_ms nor have run to its end before
+ * (a tombstone). NULL when it may run, else why not. */
+static const char *signature_refusal(queue_conn_t *c, const queue_lease_t *l, const char *payload, size_t len,
+                                     const redisReply *sig) {
+    if (!c->cfg.signing_key) return NULL;
+    if (sig->type != REDIS_REPLY_STRING || sig->len >= QUEUE_SIG_MAX) return "bad_signature";
+    long long t_ms, delay, ttl;
+    int maxatt, used = 0;
+    if (sscanf(sig->str, "v2.%lld.%lld.%lld.%d.%n", &t_ms, &delay, &ttl, &maxatt, &used) != 4 || !used ||
+        sig->len - (size_t)used != 64)
+        return "bad_signature";
+    queue_sign_fields_t f = {queue_name(c), l->id, l->priority, l->max_attempts, ttl, delay, t_ms};
+    char want[QUEUE_SIG_MAX];
+    queue_sign_task(c->cfg.signing_key, c->cfg.signing_key_len, &f, payload, len, want);
+    if (strlen(want) != sig->len || CRYPTO_memcmp(want, sig->str, sig->len)) return "bad_signature";
+    /* the fields Redis derived from the signed ones: the deadline from the ttl, the enqueue time */
+    if ((ttl > 0 ? l->deadline_ms - l->enqueued_ms != ttl : l->deadline_ms != 0) ||
+        llabs(l->enqueued_ms - t_ms) > SIGN_SKEW_MS)
+        return "bad_signature";
+    int64_t now = wall_ms();
+    if (now + SIGN_SKEW_MS < t_ms + delay) return "bad_signature"; /* its delay cut short */
+    int64_t max_age = c->cfg.signed_max_age_ms > 0 ? c->cfg.signed_max_age_ms : 86400000;
+    if (now - t_ms > max_age) return "signature_too_old";
+    if (c->ctx) {
+        char key[QUEUE_NAME_MAX + QUEUE_ID_MAX + 16];
+        tomb_key(c, l->id, key, sizeof key);
+        redisReply *r = redisCommand(c->ctx, "EXISTS %s", key);
+        int seen = r && r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+        freeReplyObject(r);
+        if (seen) return "replayed";
+    }
+    return NULL;
+}
+
+/* After acks of signed tasks: a tombstone per task, living as long as a
+ * signed task may be run at all, so a re-inserted copy is refused. */
+static void tombstones(queue_conn_t *c, const queue_ack_t *acks, size_t n, const int *status) {
+    if (!c->cfg.signing_key || !c->ctx) return;
+    int64_t max_age = c->cfg.signed_max_age_ms > 0 ? c->cfg.signed_max_age_ms : 86400000;
+    int64_t ttl = max_age + SIGN_SKEW_MS > c->cfg.result_ttl_ms ? max_age + SIGN_SKEW_MS : c->cfg.result_ttl_ms;
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (status[i]) continue;
+        char key[QUEUE_NAME_MAX + QUEUE_ID_MAX + 16];
+        tomb_key(c, acks[i].id, key, sizeof key);
+        if (redisAppendCommand(c->ctx, "SET %s 1 PX %lld", key, (long long)ttl) == REDIS_OK) sent++;
+    }
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK) break;
+        freeReplyObject(r);
+    }
 }
 
 int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, queue_lease_t *out, int *got) {
@@ -189,6 +252,7 @@ int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, qu
     queue_args_str(&a, worker ? worker : "");
     queue_args_int(&a, lease_ms);
     queue_args_int(&a, c->cfg.result_ttl_ms);
+    queue_args_int(&a, (int64_t)c->cfg.max_payload_bytes);
     redisReply *r;
     int rc = queue_conn_eval(c, QS_LEASE, &a, &r);
     queue_args_free(&a);
@@ -209,10 +273,19 @@ int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, qu
         l->enqueued_ms = queue_reply_int(e[7]);
         const char *payload = e[8]->type == REDIS_REPLY_STRING ? e[8]->str : "";
         size_t plen = e[8]->type == REDIS_REPLY_STRING ? e[8]->len : 0;
-        if (!signature_ok(c, l->id, payload, plen, e[9])) {
+        int64_t size = queue_reply_int(e[10]);
+        if (size > 0 && (size_t)size > plen) { /* withheld (over max_payload_bytes): the caller refuses it */
+            l->payload_withheld = (size_t)size;
+            l->payload = calloc(1, 1);
+            if (!l->payload) continue; /* the lease runs out and it is handed out again */
+            (*got)++;
+            continue;
+        }
+        const char *refused = signature_refusal(c, l, payload, plen, e[9]);
+        if (refused) {
             /* Never run: straight to the DLQ. A failure here leaves the lease
              * to expire, and the next lease tries the verdict again. */
-            fail_call(c, l->id, l->token, "bad_signature", 1, NULL, NULL);
+            fail_call(c, l->id, l->token, refused, 1, NULL, NULL);
             continue;
         }
         l->payload = malloc(plen + 1);
@@ -295,7 +368,9 @@ int queue_renew(queue_conn_t *c, const queue_ref_t *refs, size_t n, int64_t leas
 }
 
 int queue_ack_many(queue_conn_t *c, const queue_ack_t *acks, size_t n, int64_t result_ttl_ms, int *status) {
-    return batch_call(c, QS_ACK, ttl_or_default(c, result_ttl_ms), n, get_ack, acks, map_ack, status);
+    int rc = batch_call(c, QS_ACK, ttl_or_default(c, result_ttl_ms), n, get_ack, acks, map_ack, status);
+    if (rc == 0) tombstones(c, acks, n, status);
+    return rc;
 }
 
 int queue_ack(queue_conn_t *c, const char *id, int64_t token, const char *result, size_t result_len,

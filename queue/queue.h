@@ -111,11 +111,17 @@ typedef struct {
                                   * writes (Redis WAIT), else QUEUE_EREDIS naming the counts; see docs/queue.md */
     int wait_timeout_ms;         /* one WAIT's limit; 0: the URL's, else 1000. Calls keep waiting (WAIT
                                   * again) up to reconnect_ms */
+    int64_t signed_max_age_ms;   /* a signed task older than this is refused at lease; default 86400000 (1 day) */
+    size_t max_payload_bytes;    /* lease sends no payload larger than this (payload_withheld); 0: no limit */
 } queue_config_t;
 
 void queue_config_defaults(queue_config_t *cfg);
 
 typedef struct queue_conn queue_conn_t;
+
+/* Is name a queue name (1..QUEUE_NAME_MAX-1 of [A-Za-z0-9_.:-])? The one
+ * check queue_connect, `sluice queue` and `sluice serve` all apply. */
+int queue_name_valid(const char *name);
 
 /* Connect (AUTH, SELECT, SCRIPT LOAD, the protocol check). NULL with a
  * message in err when Redis cannot be reached within reconnect_ms, the config
@@ -164,8 +170,9 @@ typedef struct {
     int64_t deadline_ms;    /* unix ms (Redis clock); 0: none */
     int64_t lease_until_ms; /* unix ms (Redis clock) */
     int64_t enqueued_ms;    /* unix ms */
-    char *payload;          /* owned; NUL-terminated for convenience */
+    char *payload;          /* owned; NUL-terminated for convenience ("" when withheld) */
     size_t payload_len;
+    size_t payload_withheld;/* > 0: the payload's size, over max_payload_bytes, so Redis did not send it */
 } queue_lease_t;
 
 /* Lease up to n tasks for lease_ms in one round trip (worker: a name for
@@ -329,6 +336,21 @@ void queue_payload_clear(queue_payload_t *p);
 /* Hex HMAC-SHA256 (64 chars + NUL) of id "\n" payload under key. */
 void queue_sign(const unsigned char *key, size_t key_len, const char *id, const char *payload,
                 size_t payload_len, char out[65]);
+
+/* What a task signature covers besides the payload: everything that changes
+ * what runs, where or when (docs/queue.md, "Signed tasks"). */
+typedef struct {
+    const char *queue, *id;
+    int priority, max_attempts;
+    int64_t ttl_ms, delay_ms;
+    int64_t signed_ms; /* wall clock of the producer when it signed (the enqueue time) */
+} queue_sign_fields_t;
+
+/* The stored signature of a task: "v2.<signed_ms>.<delay_ms>.<ttl_ms>.<max_attempts>.<hex HMAC>"
+ * into out (QUEUE_SIG_MAX bytes). */
+#define QUEUE_SIG_MAX 160
+void queue_sign_task(const unsigned char *key, size_t key_len, const queue_sign_fields_t *f, const char *payload,
+                     size_t payload_len, char out[QUEUE_SIG_MAX]);
 
 /* ---- URL ---- */
 

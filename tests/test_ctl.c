@@ -86,7 +86,7 @@ Test(ctl_unit, cache_bounds_and_ttl) {
     for (int i = 0; i < 3; i++) {
         char m[8];
         snprintf(m, sizeof m, "m%d", i);
-        api_cache_key(m, b, k[i]);
+        api_cache_key("", m, b, k[i]);
     }
     json_decref(b);
     cr_assert(memcmp(k[0], k[1], API_CACHE_KEY_BYTES));
@@ -111,8 +111,11 @@ Test(ctl_unit, cache_bounds_and_ttl) {
     unsigned char a1[32], a2[32], a3[32];
     json_t *x = json_pack("{s:s,s:i}", "input", "q", "priority", 5), *y = json_pack("{s:s,s:i}", "input", "q", "deadline_ms", 9),
            *z = json_pack("{s:s}", "input", "r");
-    api_cache_key("m", x, a1), api_cache_key("m", y, a2), api_cache_key("m", z, a3);
+    api_cache_key("", "m", x, a1), api_cache_key("", "m", y, a2), api_cache_key("", "m", z, a3);
     cr_assert(!memcmp(a1, a2, 32) && memcmp(a1, a3, 32));
+    /* nor the API key: one tenant's answer is never another's hit */
+    api_cache_key("alice", "m", x, a2), api_cache_key("bob", "m", x, a3);
+    cr_assert(memcmp(a1, a2, 32) && memcmp(a2, a3, 32), "two API keys share a cache entry");
     json_decref(x), json_decref(y), json_decref(z);
 }
 

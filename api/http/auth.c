@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api/http/auth.h"
@@ -119,6 +120,14 @@ int api_keys_load(const char *path, api_keys_t **out, char *err, size_t errlen) 
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(err, errlen, "key file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* as ssh does with private keys: a file others may read or change is refused */
+    struct stat st;
+    if (fstat(fileno(f), &st) || (st.st_mode & 077)) {
+        snprintf(err, errlen, "key file %s: mode %03o lets group or others read or write it; chmod 600 %s", path,
+                 (unsigned)(st.st_mode & 0777), path);
+        fclose(f);
         return -1;
     }
     api_keys_t *t = calloc(1, sizeof *t);
@@ -235,9 +244,15 @@ int api_keys_append(const char *path, const char *name, const char *key, unsigne
     if (rps > 0) n += snprintf(line + n, sizeof line - (size_t)n, " rps=%g", rps);
     if (tokens_per_s > 0) n += snprintf(line + n, sizeof line - (size_t)n, " tokens_per_s=%g", tokens_per_s);
     n += snprintf(line + n, sizeof line - (size_t)n, "\n");
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0600);
+    /* never through a symlink; an existing file is made 0600 (the server refuses anything wider) */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot open %s: %s", path, errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+        return -1;
+    }
+    if (fchmod(fd, 0600)) {
+        snprintf(err, errlen, "cannot make %s mode 600: %s", path, strerror(errno));
+        close(fd);
         return -1;
     }
     ssize_t w = write(fd, line, (size_t)n);

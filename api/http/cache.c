@@ -73,10 +73,11 @@ void api_cache_destroy(api_cache_t *c) {
     free(c);
 }
 
-void api_cache_key(const char *model, const json_t *body, unsigned char key[API_CACHE_KEY_BYTES]) {
+void api_cache_key(const char *scope, const char *model, const json_t *body, unsigned char key[API_CACHE_KEY_BYTES]) {
     static const char *const fields[] = {"input", "encoding_format", "dimensions", "truncate"};
     json_t *o = json_object();
     json_object_set_new(o, "model", json_string(model));
+    json_object_set_new(o, "~scope", json_string(scope ? scope : "")); /* no request field has this name */
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         json_t *v = json_object_get(body, fields[i]);
         if (v && !json_is_null(v)) json_object_set(o, fields[i], v);

@@ -58,6 +58,15 @@ static int build_keys(const api_config_t *cfg, api_keys_t **keys, api_ratelimit_
     return 0;
 }
 
+int api_ctl_key_is_admin(api_ctl_t *c, int key) {
+    if (!c || key < 0) return 0;
+    pthread_rwlock_rdlock(&c->keys_lock);
+    const api_key_t *k = key < api_keys_count(c->keys) ? api_keys_get(c->keys, key) : NULL;
+    int admin = k && (k->scopes & API_SCOPE_ADMIN);
+    pthread_rwlock_unlock(&c->keys_lock);
+    return admin;
+}
+
 int api_ctl_reload_keys(api_ctl_t *c, char *err, size_t errlen) {
     if (!c || !c->cfg.key_file[0]) {
         snprintf(err, errlen, "no --key-file to reload (authentication cannot be turned on while running)");

@@ -69,6 +69,8 @@ int api_ctl_gate(api_ctl_t *c, const api_route_match_t *m, const char *method, c
 /* 1 when the body nests deeper than --max-json-depth (*depth and *limit
  * set), before any parser sees it. */
 int api_ctl_body_too_deep(api_ctl_t *c, const char *body, size_t len, int *depth, int *limit);
+/* Does key (an index from api_ctl_gate; -1: none) hold the admin scope? */
+int api_ctl_key_is_admin(api_ctl_t *c, int key);
 /* Charge an admitted request's input tokens to its key's bucket (key -1: none). */
 void api_ctl_charge_tokens(api_ctl_t *c, int key, int64_t now_ns, int tokens);
 /* One answer, by route label index (api_route_label_index). */

@@ -10,11 +10,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +26,22 @@
 #include "api/job.h"
 #include "api/log.h"
 #include "kernels/util.h"
+
+/* One open connection, for the deadlines libmicrohttpd does not keep: the
+ * header block within header_timeout_ms, the body at min_body_rate. The
+ * watchdog thread shuts down (never closes) the socket of one that is late,
+ * so MHD sees the peer gone and closes it on its own thread; an entry leaves
+ * the list when MHD reports the connection closed, before its fd is closed. */
+enum { CONN_HEADERS, CONN_BODY, CONN_ANSWER, CONN_DROPPED };
+typedef struct api_conn {
+    struct api_conn *prev, *next;
+    int fd;
+    int phase;          /* CONN_* */
+    int64_t t_phase_ns; /* when the phase began */
+    size_t body_got;    /* bytes of body received in CONN_BODY */
+    api_req_t *req;     /* its request while the work is pending (suspended); NULL otherwise */
+    int gone;           /* on_gone was called */
+} api_conn_t;
 
 struct api_http {
     api_ctx_t *ctx;
@@ -35,6 +53,16 @@ struct api_http {
     api_http_stats_t st;
     atomic_ullong rid_counter;
     uint64_t rid_seed;
+    /* process-wide budgets (bytes) */
+    atomic_size_t body_bytes;     /* request bodies reserved while received */
+    atomic_size_t backlog_bytes;  /* answers queued, not yet sent */
+    /* connection deadlines */
+    pthread_mutex_t conn_mu;      /* guards conns and every entry's fields */
+    api_conn_t conns;             /* list head */
+    pthread_t watchdog;
+    int watchdog_on;
+    atomic_int watchdog_stop;
+    atomic_ullong dropped_slow;   /* connections dropped for a late header block or slow body */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -72,6 +100,15 @@ static void set_request_id(api_http_t *s, api_req_t *r) {
     uint64_t a = splitmix64(s->rid_seed ^ c), b = splitmix64(a ^ c);
     snprintf(r->request_id, sizeof r->request_id, "%016llx%016llx", (unsigned long long)a,
              (unsigned long long)b);
+}
+
+uint32_t api_req_tenant(api_req_t *r) {
+    if (r->key >= 0) return (uint32_t)r->key + 1;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    uint32_t a = 0;
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+        a = ntohl(((const struct sockaddr_in *)ci->client_addr)->sin_addr.s_addr);
+    return (uint32_t)(splitmix64(a) | 0x80000000u); /* apart from key numbers */
 }
 
 const char *api_query(api_req_t *r, const char *key) {
@@ -115,9 +152,34 @@ void api_req_note(api_req_t *r) {
     }
 }
 
+/* An answer's bytes count against the backlog budget until MHD lets go of it
+ * (sent, or its connection gone). */
+typedef struct {
+    api_http_t *s;
+    char *body;
+    size_t len;
+} backlog_t;
+
+static void backlog_release(void *cls) {
+    backlog_t *b = cls;
+    atomic_fetch_sub(&b->s->backlog_bytes, b->len);
+    free(b->body);
+    free(b);
+}
+
 int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type) {
     api_http_t *s = r->ctx->http;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    backlog_t *b = malloc(sizeof *b);
+    struct MHD_Response *resp = NULL;
+    if (b) {
+        *b = (backlog_t){s, body, len};
+        atomic_fetch_add(&s->backlog_bytes, len);
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(len, body, backlog_release, b);
+        if (!resp) {
+            backlog_release(b);
+            return API_DONE;
+        }
+    }
     if (!resp) {
         free(body);
         return API_DONE;
@@ -130,7 +192,7 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
         MHD_add_response_header(resp, "Retry-After", ra);
     }
     if (r->cache_hit) MHD_add_response_header(resp, "X-Cache", "hit");
-    if (atomic_load(&s->stopping)) MHD_add_response_header(resp, "Connection", "close");
+    if (atomic_load(&s->stopping) || r->close) MHD_add_response_header(resp, "Connection", "close");
     MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     r->responded = 1;
@@ -232,7 +294,161 @@ static int gate(api_req_t *r) {
     return 1;
 }
 
+/* ---------------------------------------------------------------- connection deadlines */
+
+static api_conn_t *conn_of(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* The connection enters a phase (CONN_*); body bytes are counted in CONN_BODY. */
+static void conn_phase(api_http_t *s, struct MHD_Connection *conn, int phase) {
+    api_conn_t *c = conn_of(conn);
+    if (!c) return;
+    pthread_mutex_lock(&s->conn_mu);
+    if (c->phase != CONN_DROPPED) {
+        c->phase = phase;
+        c->t_phase_ns = batcher_now_ns();
+        c->body_got = 0;
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* The request whose work is pending on this connection (NULL: none now). */
+static void conn_pending(api_http_t *s, struct MHD_Connection *conn, api_req_t *r) {
+    api_conn_t *c = conn_of(conn);
+    if (!c) return;
+    pthread_mutex_lock(&s->conn_mu);
+    c->req = r;
+    c->gone = 0;
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* Has the peer of a suspended connection closed it? (MHD does not watch
+ * suspended sockets, so nothing else would notice before the answer.) */
+static int peer_gone(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) != 1) return 0;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+static void conn_body(api_http_t *s, struct MHD_Connection *conn, size_t n) {
+    api_conn_t *c = conn_of(conn);
+    if (!c) return;
+    pthread_mutex_lock(&s->conn_mu);
+    c->body_got += n;
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    api_http_t *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        api_conn_t *c = calloc(1, sizeof *c);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!c || !ci) {
+            free(c);
+            return;
+        }
+        c->fd = ci->connect_fd;
+        c->phase = CONN_HEADERS;
+        c->t_phase_ns = batcher_now_ns();
+        pthread_mutex_lock(&s->conn_mu);
+        c->next = s->conns.next;
+        c->prev = &s->conns;
+        s->conns.next->prev = c;
+        s->conns.next = c;
+        pthread_mutex_unlock(&s->conn_mu);
+        *socket_context = c;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        api_conn_t *c = *socket_context;
+        if (!c) return;
+        pthread_mutex_lock(&s->conn_mu);
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        pthread_mutex_unlock(&s->conn_mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* Is connection c past its deadline at time now? */
+static int conn_late(const api_config_t *cfg, const api_conn_t *c, int64_t now) {
+    int64_t age_ms = (now - c->t_phase_ns) / 1000000LL;
+    if (c->phase == CONN_HEADERS) return cfg->header_timeout_ms > 0 && age_ms > cfg->header_timeout_ms;
+    if (c->phase == CONN_BODY && cfg->body_timeout_ms > 0) {
+        /* the body earns time at min_body_rate: late when it is behind by more than body_timeout_ms */
+        double earned_ms = cfg->min_body_rate ? (double)c->body_got * 1000.0 / (double)cfg->min_body_rate : 1e18;
+        return (double)age_ms > cfg->body_timeout_ms + earned_ms;
+    }
+    return 0;
+}
+
+static void *watchdog_main(void *arg) {
+    api_http_t *s = arg;
+    const api_config_t *cfg = s->ctx->cfg;
+    while (!atomic_load(&s->watchdog_stop)) {
+        util_sleep_ms(100);
+        int64_t now = batcher_now_ns();
+        pthread_mutex_lock(&s->conn_mu);
+        for (api_conn_t *c = s->conns.next; c != &s->conns; c = c->next) {
+            if (c->phase != CONN_DROPPED && conn_late(cfg, c, now)) {
+                shutdown(c->fd, SHUT_RDWR); /* MHD sees the peer gone and closes it */
+                c->phase = CONN_DROPPED;
+                atomic_fetch_add(&s->dropped_slow, 1);
+            }
+            /* the request is freed only after on_completed clears c->req under conn_mu */
+            if (c->req && !c->gone && c->req->on_gone && peer_gone(c->fd)) {
+                c->gone = 1;
+                c->req->on_gone(c->req);
+            }
+        }
+        pthread_mutex_unlock(&s->conn_mu);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- framing (RFC 9112) */
+
+typedef struct {
+    int n_cl, cl_differ, n_te, host;
+    char cl[32];
+    char te[64];
+    int te_long;
+} framing_t;
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    framing_t *f = cls;
+    if (!value) value = "";
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        if (f->n_cl++ && strcmp(f->cl, value)) f->cl_differ = 1;
+        snprintf(f->cl, sizeof f->cl, "%s", value);
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->n_te++;
+        if (strlen(value) >= sizeof f->te) f->te_long = 1;
+        snprintf(f->te, sizeof f->te, "%s", value);
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST)) {
+        f->host = 1;
+    }
+    return MHD_YES;
+}
+
+/* A message whose framing two parties could read two ways is refused before
+ * its body is read (request smuggling): NULL when fine, else why. */
+static const char *framing_refusal(struct MHD_Connection *conn, const char *version) {
+    framing_t f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_header, &f);
+    if (f.n_cl && f.n_te) return "both Content-Length and Transfer-Encoding";
+    if (f.cl_differ) return "two different Content-Length values";
+    if (f.n_te > 1 || f.te_long || (f.n_te && strcasecmp(f.te, "chunked")))
+        return "a Transfer-Encoding other than 'chunked'";
+    if (!f.host && version && !strcmp(version, MHD_HTTP_VERSION_1_1)) return "HTTP/1.1 without a Host header";
+    return NULL;
+}
+
 static void req_free(api_req_t *r) {
+    if (r->body_reserved) atomic_fetch_sub(&r->ctx->http->body_bytes, r->body_reserved);
     if (r->cleanup) r->cleanup(r);
     if (r->responded) api_req_note(r); /* a stream cut short */
     json_decref(r->log_extra);
@@ -241,11 +457,29 @@ static void req_free(api_req_t *r) {
     free(r);
 }
 
+/* Take the request's body up to `total` bytes from the process-wide budget;
+ * past it the request is answered 503 and the connection closed: 1 then. */
+static int body_reserve(api_http_t *s, api_req_t *r, size_t total) {
+    const api_config_t *cfg = s->ctx->cfg;
+    size_t more = total - r->body_reserved;
+    size_t held = atomic_fetch_add(&s->body_bytes, more) + more;
+    r->body_reserved = total;
+    if (!cfg->max_inflight_body_bytes || held <= cfg->max_inflight_body_bytes) return 0;
+    atomic_fetch_sub(&s->body_bytes, r->body_reserved);
+    r->body_reserved = 0;
+    r->close = 1;
+    r->retry_after_s = 1;
+    api_respond_error(r, 503, "server_busy", NULL,
+                      "request bodies in flight would take %zu bytes; the limit is %zu bytes "
+                      "(--max-inflight-body-bytes)", held, cfg->max_inflight_body_bytes);
+    return 1;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_size, void **con_cls) {
-    (void)version;
     api_http_t *s = cls;
+    const api_config_t *cfg = s->ctx->cfg;
     api_req_t *r = *con_cls;
     if (!r) {
         r = calloc(1, sizeof *r);
@@ -266,15 +500,35 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         pthread_mutex_lock(&s->mu);
         s->st.open_requests++;
         pthread_mutex_unlock(&s->mu);
+        conn_phase(s, conn, CONN_BODY);
+        const char *bad = framing_refusal(conn, version);
+        if (bad) {
+            r->close = 1;
+            api_respond_error(r, 400, "bad_framing", NULL, "request refused: %s", bad);
+            return MHD_YES;
+        }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (gate(r)) return MHD_YES; /* 401, 403, 429 before the body is read */
-        if (cl && strtoull(cl, NULL, 10) > s->ctx->cfg->max_body_bytes) {
+        unsigned long long cl_n = cl ? strtoull(cl, NULL, 10) : 0;
+        if (cl && cl_n > cfg->max_body_bytes) {
             api_respond_error(r, 413, "body_too_large", NULL, "request body of %s bytes is over the limit of %zu bytes",
-                              cl, s->ctx->cfg->max_body_bytes);
+                              cl, cfg->max_body_bytes);
+            return MHD_YES;
+        }
+        if (api_route_is_probe(&r->route)) return MHD_YES; /* probes answer whatever the load */
+        if (cl_n && body_reserve(s, r, (size_t)cl_n)) return MHD_YES;
+        size_t backlog = atomic_load(&s->backlog_bytes);
+        if (cfg->max_response_backlog_bytes && backlog > cfg->max_response_backlog_bytes) {
+            r->close = 1;
+            r->retry_after_s = 1;
+            api_respond_error(r, 503, "server_busy", NULL,
+                              "%zu bytes of answers wait for their clients to read them; the limit is %zu bytes "
+                              "(--max-response-backlog-bytes)", backlog, cfg->max_response_backlog_bytes);
         }
         return MHD_YES;
     }
     if (r->responded) { /* answered early (413): swallow the rest of the body */
+        conn_body(s, conn, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
@@ -286,6 +540,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     if (*upload_size) {
+        conn_body(s, conn, *upload_size);
+        /* a body without Content-Length reserves as it grows */
+        if (!r->body_too_large && r->body_len + *upload_size > r->body_reserved &&
+            body_reserve(s, r, r->body_len + *upload_size)) {
+            *upload_size = 0;
+            return MHD_YES;
+        }
         if (!r->body_too_large) {
             if (r->body_len + *upload_size > s->ctx->cfg->max_body_bytes) {
                 r->body_too_large = 1;
@@ -309,6 +570,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *upload_size = 0;
         return MHD_YES;
     }
+    conn_phase(s, conn, CONN_ANSWER);
     if (r->body_too_large) {
         api_respond_error(r, 413, "body_too_large", NULL, "request body is over the limit of %zu bytes",
                           s->ctx->cfg->max_body_bytes);
@@ -320,6 +582,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (dispatch(r) == API_ASYNC) {
         r->async = 1;
+        if (r->on_gone) conn_pending(s, conn, r);
         pthread_mutex_lock(&r->mu);
         if (!r->woken) {
             MHD_suspend_connection(conn);
@@ -335,10 +598,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)conn;
     (void)toe;
     api_http_t *s = cls;
     api_req_t *r = *con_cls;
+    conn_phase(s, conn, CONN_HEADERS); /* a kept-alive connection owes the next header block */
+    conn_pending(s, conn, NULL);       /* before r is freed: the watchdog lets go of it */
     if (!r) return;
     *con_cls = NULL;
     req_free(r);
@@ -362,6 +626,8 @@ int api_http_start(api_ctx_t *ctx, api_http_t **out, char *err, size_t errlen) {
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->quiet, NULL);
     s->rid_seed = splitmix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)s);
+    pthread_mutex_init(&s->conn_mu, NULL);
+    s->conns.next = s->conns.prev = &s->conns;
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
@@ -376,13 +642,21 @@ int api_http_start(api_ctx_t *ctx, api_http_t **out, char *err, size_t errlen) {
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->http_threads > 0 ? cfg->http_threads : 1),
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(cfg->max_connections_per_client > 0
+                                                                                  ? cfg->max_connections_per_client : 0),
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)((cfg->idle_timeout_ms + 999) / 1000),
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                               MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%d (%s)", cfg->host, cfg->port, strerror(errno));
         goto fail;
     }
+    if (pthread_create(&s->watchdog, NULL, watchdog_main, s)) {
+        snprintf(err, errlen, "cannot start the connection watchdog thread");
+        goto fail;
+    }
+    s->watchdog_on = 1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->port;
     if (cfg->port_file[0]) {
@@ -424,7 +698,12 @@ void api_http_wait_quiet(api_http_t *s, int timeout_ms) {
 
 void api_http_destroy(api_http_t *s) {
     if (!s) return;
+    if (s->watchdog_on) {
+        atomic_store(&s->watchdog_stop, 1);
+        pthread_join(s->watchdog, NULL);
+    }
     if (s->mhd) MHD_stop_daemon(s->mhd);
+    pthread_mutex_destroy(&s->conn_mu);
     pthread_cond_destroy(&s->quiet);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -78,6 +78,8 @@ struct api_req {
     char *body;              /* NUL-terminated */
     size_t body_len, body_cap;
     int body_too_large;
+    size_t body_reserved;    /* bytes held of the in-flight body budget */
+    int close;               /* answer with Connection: close (bad framing, budgets) */
     int responded;           /* a response was queued */
     int status;              /* the status answered */
     char model_name[REGISTRY_NAME_MAX]; /* for the log line */
@@ -94,6 +96,10 @@ struct api_req {
     int async, woken, suspended;
     int (*finish)(api_req_t *r);  /* build and queue the response (HTTP thread) */
     void (*cleanup)(api_req_t *r);
+    /* The client closed its connection while the work was pending: drop the
+     * work if it has not started (the server's watchdog thread; must not
+     * block). NULL: the work runs to its end. */
+    void (*on_gone)(api_req_t *r);
     void *work;              /* the route's state */
     json_t *log_extra;       /* fields the route adds to the request's log line (owned) */
     int noted;               /* counted and logged (api_req_note) */
@@ -135,6 +141,10 @@ void api_req_note(api_req_t *r);
 
 /* Mark asynchronous work done and get the request answered (any thread). */
 void api_req_wake(api_req_t *r);
+
+/* Who asked, for fair sharing in the batcher (batcher_item_t.tenant): the
+ * API key, else the client's address. Never 0. */
+uint32_t api_req_tenant(api_req_t *r);
 
 /* Query parameter of the request, or NULL. */
 const char *api_query(api_req_t *r, const char *key);

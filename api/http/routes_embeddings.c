@@ -49,6 +49,12 @@ static int job_finish(api_req_t *r) {
     }
 }
 
+/* The client left: work that has not started is dropped before compute. */
+static void job_gone(api_req_t *r) {
+    api_job_t *j = r->work;
+    batcher_cancel(r->ctx->bat, j->item.id);
+}
+
 static void job_cleanup(api_req_t *r) {
     api_job_free(r->work);
     r->work = NULL;
@@ -77,7 +83,7 @@ static int route_job(api_req_t *r, const api_job_type_t *type) {
     const api_config_t *cfg = r->ctx->cfg;
     int rc = api_jobs_parse(r->ctx->jobs, type, body, &j, &e);
     if (!rc && type->cacheable && api_ctl_cache(r->ctx->ctl)) {
-        api_cache_key(j->model_name, body, r->cache_key);
+        api_cache_key(r->key_name, j->model_name, body, r->cache_key);
         r->cache_on = 1;
     }
     json_decref(body);
@@ -87,11 +93,13 @@ static int route_job(api_req_t *r, const api_job_type_t *type) {
     j->item.deadline_ns = ms > 0 ? batcher_now_ns() + ms * 1000000LL : 0;
     snprintf(j->item.request_id, sizeof j->item.request_id, "%s", r->request_id);
     snprintf(j->item.traceparent, sizeof j->item.traceparent, "%s", r->traceparent);
+    j->item.tenant = api_req_tenant(r);
     j->item.done = job_done;
     j->item.user = r;
     r->work = j;
     r->cleanup = job_cleanup;
     r->finish = job_finish;
+    r->on_gone = job_gone;
     api_ctl_charge_tokens(r->ctx->ctl, r->key, batcher_now_ns(), j->prompt_tokens);
     if (cache_answer(r)) return API_DONE;
     char err[512];

@@ -13,6 +13,11 @@
 #include "api/jobs.h"
 #include "api/redis/tasks.h"
 
+/* The tenant acting: its key's name, or NULL (no keys, or an admin key: every task). */
+static const char *owner_of(api_req_t *r) {
+    return r->key >= 0 && !api_ctl_key_is_admin(r->ctx->ctl, r->key) ? r->key_name : NULL;
+}
+
 static int need_tasks(api_req_t *r, api_tasks_t **t) {
     *t = r->ctx->tasks;
     if (!*t) {
@@ -203,7 +208,7 @@ int api_route_tasks_post(api_req_t *r) {
     const char *qname = api_tasks_queue_name(t, q);
     char id[QUEUE_ID_MAX], err[512];
     int outcome = 0;
-    int rc = api_tasks_enqueue(t, q, &ht.task, id, &outcome, err, sizeof err);
+    int rc = api_tasks_enqueue(t, q, &ht.task, owner_of(r), id, &outcome, err, sizeof err);
     free(ht.payload);
     if (rc) return enqueue_failed(r, rc, qname, err);
     return api_respond_json(r, 202, enqueued_json(id, qname, outcome));
@@ -264,7 +269,7 @@ int api_route_tasks_batch(api_req_t *r) {
     }
     const char *qname = api_tasks_queue_name(t, q);
     char err[512];
-    int rc = api_tasks_enqueue_many(t, q, qt, n, ids, status, err, sizeof err);
+    int rc = api_tasks_enqueue_many(t, q, qt, n, owner_of(r), ids, status, err, sizeof err);
     if (rc) {
         out = enqueue_failed(r, rc, qname, err);
         goto done;
@@ -335,7 +340,7 @@ int api_route_tasks_get(api_req_t *r) {
     char err[512];
     const char *qname = api_tasks_queue_name(t, q);
     queue_info_t info;
-    int rc = api_tasks_get(t, q, id, &info, err, sizeof err);
+    int rc = api_tasks_get(t, q, id, owner_of(r), &info, err, sizeof err);
     if (rc == API_TASKS_ENOCONN) return api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s unreachable: %s", qname, err);
     if (rc || wait_s <= 0 || queue_state_is_terminal(info.state)) {
         int out = respond_task(r, id, qname, rc, &info);
@@ -360,7 +365,7 @@ int api_route_tasks_delete(api_req_t *r) {
     char err[512];
     const char *qname = api_tasks_queue_name(t, q);
     int outcome = 0;
-    int rc = api_tasks_cancel(t, q, id, &outcome, err, sizeof err);
+    int rc = api_tasks_cancel(t, q, id, owner_of(r), &outcome, err, sizeof err);
     if (rc == API_TASKS_ENOCONN) return api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s unreachable: %s", qname, err);
     if (rc == QUEUE_ENOTFOUND) return api_respond_error(r, 404, "task_not_found", NULL, "no task %s in queue %s", id, qname);
     if (rc == QUEUE_ESTATE) return api_respond_error(r, 409, "task_finished", NULL, "task %s has already ended", id);

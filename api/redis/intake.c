@@ -9,7 +9,10 @@
  *   completion takes finished tasks from the batcher's callbacks and, in
  *              batches, acks results (queue_ack_many), fails errors, and hands
  *              back leases of work not done (expired in our queue, shutdown).
- * Redis down: both reconnect with backoff and api_tasks_up says so.
+ * Redis down or answering errors (out of memory, read-only...): both back
+ * off with jitter after every failed call (100 ms doubling to 5 s), warn at
+ * most once per 10 s per thread with a count of the lines held back, and
+ * api_tasks_up says so; a task's outcome line is written once.
  */
 #include <jansson.h>
 #include <pthread.h>
@@ -60,12 +63,59 @@ static queue_conn_t *connect_retry(task_queue_t *q, atomic_int *up, atomic_int *
     return NULL;
 }
 
-static void conn_broken(queue_conn_t **c, atomic_int *up, task_queue_t *q, const char *who) {
-    api_log(API_LOG_WARN, "redis call failed",
-            json_pack("{s:s,s:s,s:s}", "queue", q->name, "thread", who, "error", queue_last_error(*c)));
+/* A thread's state across Redis errors of any kind (down, out of memory,
+ * read-only replica...): the next wait, and the warnings held back. */
+typedef struct {
+    int backoff_ms;       /* next wait; 0 after a success */
+    unsigned seed;        /* jitter */
+    int64_t log_next_ns;  /* no warning before this... */
+    long held_back;       /* ...and how many were not written since the last */
+} trouble_t;
+
+#define TROUBLE_MIN_MS 100
+#define TROUBLE_MAX_MS 5000
+#define TROUBLE_LOG_EVERY_NS 10000000000LL /* one warning per 10 s per thread, with a count */
+
+static void trouble_init(trouble_t *tr, const void *salt) {
+    memset(tr, 0, sizeof *tr);
+    tr->seed = (unsigned)(batcher_now_ns() ^ (int64_t)(uintptr_t)salt);
+}
+
+/* A success: the next error waits from the start again. */
+static void trouble_over(trouble_t *tr) { tr->backoff_ms = 0; }
+
+/* Wait a jittered, doubling delay (half to all of it), waking early on stop. */
+static void trouble_wait(trouble_t *tr, atomic_int *stop) {
+    int ms = tr->backoff_ms ? tr->backoff_ms : TROUBLE_MIN_MS;
+    int wait = ms / 2 + (int)(rand_r(&tr->seed) % (unsigned)(ms / 2 + 1));
+    for (int waited = 0; waited < wait && !atomic_load(stop); waited += 20) util_sleep_ms(20);
+    tr->backoff_ms = ms * 2 < TROUBLE_MAX_MS ? ms * 2 : TROUBLE_MAX_MS;
+}
+
+/* A warning, unless one went out less than TROUBLE_LOG_EVERY_NS ago; the
+ * next one that goes out says how many were held back ("repeated"). */
+static void trouble_log(trouble_t *tr, const char *msg, json_t *fields) {
+    int64_t now = batcher_now_ns();
+    if (now < tr->log_next_ns) {
+        tr->held_back++;
+        json_decref(fields);
+        return;
+    }
+    if (tr->held_back) json_object_set_new(fields, "repeated", json_integer(tr->held_back));
+    tr->held_back = 0;
+    tr->log_next_ns = now + TROUBLE_LOG_EVERY_NS;
+    api_log(API_LOG_WARN, msg, fields);
+}
+
+/* A call failed: warn (collapsed), drop the connection, back off before the next try. */
+static void conn_broken(queue_conn_t **c, atomic_int *up, task_queue_t *q, const char *who, trouble_t *tr,
+                        atomic_int *stop) {
+    trouble_log(tr, "redis call failed",
+                json_pack("{s:s,s:s,s:s}", "queue", q->name, "thread", who, "error", queue_last_error(*c)));
     queue_close(*c);
     *c = NULL;
     atomic_store(up, 0);
+    trouble_wait(tr, stop);
 }
 
 /* ---------------------------------------------------------------- held and done lists (q->mu held) */
@@ -147,6 +197,16 @@ static void intake_one(task_queue_t *q, queue_lease_t *l) {
     queue_payload_t p;
     char err[512];
     api_err_t e = {0};
+    /* a task is held to what an HTTP request may carry; Redis withholds a bigger payload (queue_lease) */
+    size_t cap = t->cfg->max_body_bytes, size = l->payload_withheld ? l->payload_withheld : l->payload_len;
+    if (cap && size > cap) {
+        snprintf(err, sizeof err, "task payload of %zu bytes is over the limit of %zu bytes (--max-body-bytes)",
+                 size, cap);
+        k->refuse_status = 413;
+        k->refuse_json = api_error_json(413, "payload_too_large", NULL, err, 1);
+        task_to_done(q, k);
+        return;
+    }
     if (queue_payload_parse(l->payload, l->payload_len, &p, err, sizeof err)) {
         k->refuse_status = 400;
         k->refuse_json = api_error_json(400, "invalid_payload", NULL, err, 1);
@@ -262,6 +322,14 @@ static int renew_held(task_queue_t *q, queue_conn_t *c) {
     return rc;
 }
 
+/* Leases taken but not decoded, back to ready in one round trip. */
+static int hand_back(queue_conn_t *c, const queue_lease_t *l, int n) {
+    queue_ref_t refs[LEASE_BATCH];
+    int status[LEASE_BATCH];
+    for (int i = 0; i < n; i++) refs[i] = (queue_ref_t){l[i].id, l[i].token};
+    return queue_release(c, refs, (size_t)n, status);
+}
+
 void *api_tasks_intake_main(void *arg) {
     task_queue_t *q = arg;
     const api_config_t *cfg = q->t->cfg;
@@ -269,6 +337,8 @@ void *api_tasks_intake_main(void *arg) {
     int64_t renew_every_ns = lease_ms * 1000000LL / 3, next_renew = 0, next_reap = 0;
     queue_lease_t leases[LEASE_BATCH];
     queue_conn_t *c = NULL;
+    trouble_t tr;
+    trouble_init(&tr, q);
     for (;;) {
         int stopping = atomic_load(&q->stop_intake);
         pthread_mutex_lock(&q->mu);
@@ -279,7 +349,7 @@ void *api_tasks_intake_main(void *arg) {
         int64_t now = batcher_now_ns();
         if (now >= next_renew) {
             if (renew_held(q, c) == QUEUE_EREDIS) {
-                conn_broken(&c, &q->intake_up, q, "intake");
+                conn_broken(&c, &q->intake_up, q, "intake", &tr, &q->stop);
                 continue;
             }
             next_renew = now + renew_every_ns;
@@ -287,7 +357,7 @@ void *api_tasks_intake_main(void *arg) {
         if (now >= next_reap && !stopping) {
             queue_reap_t rp;
             if (queue_reap(c, 0, 0, &rp) == QUEUE_EREDIS) {
-                conn_broken(&c, &q->intake_up, q, "intake");
+                conn_broken(&c, &q->intake_up, q, "intake", &tr, &q->stop);
                 continue;
             }
             next_reap = now + 1000000000LL;
@@ -298,15 +368,26 @@ void *api_tasks_intake_main(void *arg) {
         if (room > 0) {
             int rc = queue_lease(c, room, q->t->worker, lease_ms, leases, &got);
             if (rc == QUEUE_EREDIS) {
-                conn_broken(&c, &q->intake_up, q, "intake");
+                conn_broken(&c, &q->intake_up, q, "intake", &tr, &q->stop);
                 continue;
             }
             if (rc) {
-                api_log(API_LOG_WARN, "lease failed", json_pack("{s:s,s:s}", "queue", q->name, "error", queue_last_error(c)));
+                trouble_log(&tr, "lease failed", json_pack("{s:s,s:s}", "queue", q->name, "error", queue_last_error(c)));
+                trouble_wait(&tr, &q->stop);
                 got = 0;
+            } else {
+                trouble_over(&tr);
             }
             atomic_store(&q->intake_up, 1);
-            for (int i = 0; i < got; i++) intake_one(q, &leases[i]);
+            /* decoding a big task takes a while: a shutdown stops between tasks and
+             * hands the rest of the batch back at once, never computed, attempt not counted */
+            int i = 0;
+            for (; i < got && !atomic_load(&q->stop_intake); i++) intake_one(q, &leases[i]);
+            if (i < got && hand_back(c, leases + i, got - i) == QUEUE_EREDIS) {
+                queue_lease_clear(leases, (size_t)got);
+                conn_broken(&c, &q->intake_up, q, "intake", &tr, &q->stop);
+                continue;
+            }
             queue_lease_clear(leases, (size_t)got);
         }
         if (got == 0) {
@@ -326,7 +407,8 @@ void *api_tasks_intake_main(void *arg) {
 
 /* One line per finished task: what became of it, with its ids and times. */
 static void log_task(task_queue_t *q, task_t *k, batcher_item_t *it) {
-    if (api_log_level() > API_LOG_INFO) return;
+    if (k->logged || api_log_level() > API_LOG_INFO) return;
+    k->logged = 1;
     json_t *f = json_pack("{s:s,s:s}", "queue", q->name, "task", k->id);
     if (it) {
         json_object_set_new(f, "request_id", json_string(it->request_id));
@@ -370,7 +452,7 @@ static void log_failure(task_queue_t *q, task_t *k, const char *why, int outcome
 
 /* Settle a list of finished tasks: acks in one round trip, then fails and
  * hand-backs. Returns the tasks it could not settle (Redis down). */
-static task_t *settle(task_queue_t *q, queue_conn_t *c, task_t *list, int *broken) {
+static task_t *settle(task_queue_t *q, queue_conn_t *c, task_t *list, int *broken, trouble_t *tr) {
     const api_config_t *cfg = q->t->cfg;
     int64_t ttl = (int64_t)cfg->result_ttl_s * 1000;
     int n = 0;
@@ -442,15 +524,15 @@ static task_t *settle(task_queue_t *q, queue_conn_t *c, task_t *list, int *broke
             continue;
         }
         if (rc && rc != QUEUE_ESTALE)
-            api_log(API_LOG_WARN, "task settle failed",
-                    json_pack("{s:s,s:s,s:s}", "task", k->id, "action", what, "error", queue_last_error(c)));
+            trouble_log(tr, "task settle failed",
+                        json_pack("{s:s,s:s,s:s}", "task", k->id, "action", what, "error", queue_last_error(c)));
         api_task_free(k);
     }
     if (na > 0 && !*broken) {
         int rc = queue_ack_many(c, acks, (size_t)na, ttl, status);
         if (rc == QUEUE_EREDIS) *broken = 1;
         else if (rc)
-            api_log(API_LOG_WARN, "ack failed", json_pack("{s:s,s:s}", "queue", q->name, "error", queue_last_error(c)));
+            trouble_log(tr, "ack failed", json_pack("{s:s,s:s}", "queue", q->name, "error", queue_last_error(c)));
     }
     for (int i = 0; i < na; i++) {
         if (*broken) { /* keep it to ack after the reconnect */
@@ -516,17 +598,19 @@ void *api_tasks_completion_main(void *arg) {
     task_queue_t *q = arg;
     queue_conn_t *c = NULL;
     task_t *pending = NULL; /* taken but not yet settled (Redis down) */
+    trouble_t tr;
+    trouble_init(&tr, &q->completion_thr);
     for (;;) {
         /* connected before work arrives, so readiness reflects Redis; at stop
          * with Redis down the rest is dropped: the leases run out and the
          * reaper hands the tasks out again */
-        if (!c && !(c = connect_retry(q, &q->completion_up, &q->stop, "completion"))) break;
+        if (!c && !(c = connect_retry(q, &q->completion_up, &q->stop_completion, "completion"))) break;
         pthread_mutex_lock(&q->mu);
-        while (!q->done_head && !q->stream_head && !pending && !atomic_load(&q->stop))
+        while (!q->done_head && !q->stream_head && !pending && !atomic_load(&q->stop_completion))
             pthread_cond_wait(&q->cv, &q->mu);
         task_t *list = q->done_head;
         q->done_head = q->done_tail = NULL;
-        int stop = atomic_load(&q->stop);
+        int stop = atomic_load(&q->stop_completion);
         pthread_mutex_unlock(&q->mu);
         /* a task's text before its result: its last entries were queued before
          * it was done, so flushing after taking the done list sends them all,
@@ -550,11 +634,9 @@ void *api_tasks_completion_main(void *arg) {
             continue;
         }
         int broken = 0;
-        pending = settle(q, c, list, &broken);
-        if (broken) {
-            conn_broken(&c, &q->completion_up, q, "completion");
-            util_sleep_ms(100);
-        }
+        pending = settle(q, c, list, &broken, &tr);
+        if (broken) conn_broken(&c, &q->completion_up, q, "completion", &tr, &q->stop_completion);
+        else trouble_over(&tr);
     }
     while (pending) {
         task_t *next = pending->next;

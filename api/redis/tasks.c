@@ -1,5 +1,6 @@
 /* api/redis/tasks.c - the Redis room's lifecycle (threads per queue, the
  * waiter), the connection pool, and the task routes' Redis side. */
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -57,29 +58,96 @@ void api_tasks_pool_put(api_tasks_t *t, task_queue_t *q, queue_conn_t *c, int rc
 
 /* ---------------------------------------------------------------- the task routes' Redis side */
 
-int api_tasks_enqueue(api_tasks_t *t, int qi, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome,
+/* ---- tenants: the owner in the payload, the dedup key per owner */
+
+/* The payload with "owner" set (malloc'd), or NULL when it is not a JSON object. */
+static char *payload_with_owner(const char *payload, size_t len, const char *owner) {
+    json_t *o = json_loadb(payload, len, 0, NULL);
+    char *out = NULL;
+    if (json_is_object(o) && !json_object_set_new(o, "owner", json_string(owner)))
+        out = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return out;
+}
+
+/* May owner (NULL: anyone's) see the task whose payload this is? */
+static int owner_may_see(const queue_info_t *info, const char *owner) {
+    if (!owner) return 1;
+    json_t *o = info->payload ? json_loadb(info->payload, info->payload_len, 0, NULL) : NULL;
+    json_t *v = json_object_get(o, "owner");
+    int ok = !v || (json_is_string(v) && !strcmp(json_string_value(v), owner));
+    json_decref(o);
+    return ok;
+}
+
+/* task as owner enqueues it: *mine with the owner in its payload and its
+ * dedup key scoped to the owner (both malloc'd into *payload, *dedup, which
+ * the caller frees); task itself when owner is NULL. */
+static int owned_task(const queue_task_t *task, const char *owner, queue_task_t *mine, char **payload, char **dedup,
                       char *err, size_t errlen) {
+    *mine = *task;
+    *payload = *dedup = NULL;
+    if (!owner) return 0;
+    /* the length first, so no two (owner, key) pairs make the same string */
+    if (!(*payload = payload_with_owner(task->payload, task->payload_len, owner)) ||
+        (task->dedup_key && asprintf(dedup, "%zu:%s:%s", strlen(owner), owner, task->dedup_key) < 0)) {
+        free(*payload);
+        *payload = *dedup = NULL;
+        snprintf(err, errlen, "out of memory, or a payload that is not a JSON object");
+        return QUEUE_EINVAL;
+    }
+    mine->payload = *payload;
+    mine->payload_len = strlen(*payload);
+    if (task->dedup_key) mine->dedup_key = *dedup;
+    return 0;
+}
+
+int api_tasks_enqueue(api_tasks_t *t, int qi, const queue_task_t *task, const char *owner, char id[QUEUE_ID_MAX],
+                      int *outcome, char *err, size_t errlen) {
     task_queue_t *q = &t->queues[qi];
+    queue_task_t mine;
+    char *payload, *dedup;
+    int rc = owned_task(task, owner, &mine, &payload, &dedup, err, errlen);
+    if (rc) return rc;
     queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
-    if (!c) return API_TASKS_ENOCONN;
-    int rc = queue_enqueue(c, task, id, outcome);
-    snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
-    api_tasks_pool_put(t, q, c, rc);
+    rc = API_TASKS_ENOCONN;
+    if (c) {
+        rc = queue_enqueue(c, &mine, id, outcome);
+        snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
+        api_tasks_pool_put(t, q, c, rc);
+    }
+    free(payload);
+    free(dedup);
     return rc;
 }
 
-int api_tasks_enqueue_many(api_tasks_t *t, int qi, const queue_task_t *tasks, size_t n, char (*ids)[QUEUE_ID_MAX],
-                           int *status, char *err, size_t errlen) {
+int api_tasks_enqueue_many(api_tasks_t *t, int qi, const queue_task_t *tasks, size_t n, const char *owner,
+                           char (*ids)[QUEUE_ID_MAX], int *status, char *err, size_t errlen) {
     task_queue_t *q = &t->queues[qi];
     if (n > API_TASKS_BATCH_MAX) {
         snprintf(err, errlen, "at most %d tasks per call", API_TASKS_BATCH_MAX);
         return QUEUE_EINVAL;
     }
-    queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
-    if (!c) return API_TASKS_ENOCONN;
-    int rc = queue_enqueue_many(c, tasks, n, ids, status);
-    snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
-    api_tasks_pool_put(t, q, c, rc);
+    /* every task of the batch as owner's, like api_tasks_enqueue's one */
+    queue_task_t *mine = owner ? calloc(n ? n : 1, sizeof *mine) : NULL;
+    char **owned = owner ? calloc(2 * n + 1, sizeof *owned) : NULL;
+    int rc = 0;
+    if (owner && (!mine || !owned)) {
+        snprintf(err, errlen, "out of memory");
+        rc = QUEUE_ENOMEM;
+    }
+    for (size_t i = 0; owner && !rc && i < n; i++)
+        rc = owned_task(&tasks[i], owner, &mine[i], &owned[2 * i], &owned[2 * i + 1], err, errlen);
+    queue_conn_t *c = rc ? NULL : api_tasks_pool_get(t, q, err, errlen);
+    if (!rc && !c) rc = API_TASKS_ENOCONN;
+    if (c) {
+        rc = queue_enqueue_many(c, owner ? mine : tasks, n, ids, status);
+        snprintf(err, errlen, "%s", rc ? queue_last_error(c) : "");
+        api_tasks_pool_put(t, q, c, rc);
+    }
+    for (size_t i = 0; owned && i < 2 * n; i++) free(owned[i]);
+    free(owned);
+    free(mine);
     return rc;
 }
 
@@ -89,18 +157,33 @@ queue_conn_t *api_tasks_borrow(api_tasks_t *t, int qi, char *err, size_t errlen)
 
 void api_tasks_give_back(api_tasks_t *t, int qi, queue_conn_t *c, int rc) { api_tasks_pool_put(t, &t->queues[qi], c, rc); }
 
-int api_tasks_get(api_tasks_t *t, int qi, const char *id, queue_info_t *info, char *err, size_t errlen) {
+int api_tasks_get(api_tasks_t *t, int qi, const char *id, const char *owner, queue_info_t *info, char *err,
+                  size_t errlen) {
     task_queue_t *q = &t->queues[qi];
     memset(info, 0, sizeof *info);
+    if (!id[0] || strlen(id) >= QUEUE_ID_MAX) return QUEUE_ENOTFOUND; /* no task has such an id */
     queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
     if (!c) return API_TASKS_ENOCONN;
     int rc = queue_get(c, id, info);
     api_tasks_pool_put(t, q, c, rc);
+    if (rc == QUEUE_OK && !owner_may_see(info, owner)) { /* another tenant's: as if there were none */
+        queue_info_clear(info);
+        memset(info, 0, sizeof *info);
+        rc = QUEUE_ENOTFOUND;
+    }
     return rc;
 }
 
-int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, int *outcome, char *err, size_t errlen) {
+int api_tasks_cancel(api_tasks_t *t, int qi, const char *id, const char *owner, int *outcome, char *err,
+                     size_t errlen) {
     task_queue_t *q = &t->queues[qi];
+    if (!id[0] || strlen(id) >= QUEUE_ID_MAX) return QUEUE_ENOTFOUND;
+    if (owner) {
+        queue_info_t info;
+        int rc = api_tasks_get(t, qi, id, owner, &info, err, errlen);
+        queue_info_clear(&info);
+        if (rc) return rc;
+    }
     queue_conn_t *c = api_tasks_pool_get(t, q, err, errlen);
     if (!c) return API_TASKS_ENOCONN;
     int rc = queue_cancel(c, id, outcome);
@@ -167,15 +250,17 @@ int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, co
     if (!t->queues) goto oom;
     for (const char *p = cfg->queue; *p || t->n == 0;) {
         size_t len = strcspn(p, ",");
-        if (len == 0 || len >= QUEUE_NAME_MAX) {
-            snprintf(err, errlen, "queue names must be 1..%d characters (got '%s')", QUEUE_NAME_MAX - 1, cfg->queue);
+        char name[QUEUE_NAME_MAX];
+        snprintf(name, sizeof name, "%.*s", (int)len, p);
+        if (len >= QUEUE_NAME_MAX || !queue_name_valid(name)) { /* refused at start, not retried forever */
+            snprintf(err, errlen, "queue name '%.*s': use 1..%d of [A-Za-z0-9_.:-]", (int)len, p,
+                     QUEUE_NAME_MAX - 1);
             api_tasks_destroy(t);
             return -1;
         }
         task_queue_t *q = &t->queues[t->n++];
         q->t = t;
-        memcpy(q->name, p, len);
-        q->name[len] = '\0';
+        memcpy(q->name, name, len + 1);
         pthread_mutex_init(&q->mu, NULL);
         pthread_cond_init(&q->cv, NULL);
         queue_config_defaults(&q->qc);
@@ -185,6 +270,7 @@ int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, co
         q->qc.dedup_ttl_ms = (int64_t)cfg->dedup_ttl_s * 1000;
         q->qc.wait_replicas = cfg->redis_wait_replicas;
         q->qc.wait_timeout_ms = cfg->redis_wait_timeout_ms;
+        q->qc.max_payload_bytes = cfg->max_body_bytes; /* a bigger payload is never sent to us */
         if (cfg->task_signing_key[0]) { /* enqueue signs; the intake refuses unsigned or forged tasks */
             q->qc.signing_key = (const unsigned char *)cfg->task_signing_key;
             q->qc.signing_key_len = strlen(cfg->task_signing_key);
@@ -226,22 +312,31 @@ void api_tasks_stop_intake(api_tasks_t *t) {
     }
 }
 
+/* Raise one of q's stop flags and wake its threads. */
+static void queue_signal(task_queue_t *q, atomic_int *flag) {
+    pthread_mutex_lock(&q->mu);
+    atomic_store(flag, 1);
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
 void api_tasks_destroy(api_tasks_t *t) {
     if (!t) return;
     api_tasks_stop_intake(t);
     /* Called after the batcher stopped, so every task we held is on a done
      * list: the intake may go now (also out of a reconnect loop while Redis
-     * is down), and completion settles what is left before it exits. */
-    for (int i = 0; i < t->n; i++) {
-        task_queue_t *q = &t->queues[i];
-        pthread_mutex_lock(&q->mu);
-        atomic_store(&q->stop, 1);
-        pthread_cond_broadcast(&q->cv);
-        pthread_mutex_unlock(&q->mu);
-    }
+     * is down). Only once it is gone (it may still be finishing the task it
+     * was decoding, whose hand-back lands on the done list) is completion
+     * told to settle what is left and exit. */
+    for (int i = 0; i < t->n; i++) queue_signal(&t->queues[i], &t->queues[i].stop);
     for (int i = 0; i < t->n; i++) {
         task_queue_t *q = &t->queues[i];
         if (q->intake_started) pthread_join(q->intake_thr, NULL);
+        q->intake_started = 0;
+        queue_signal(q, &q->stop_completion);
+    }
+    for (int i = 0; i < t->n; i++) {
+        task_queue_t *q = &t->queues[i];
         if (q->completion_started) pthread_join(q->completion_thr, NULL);
     }
     for (int i = 0; i < t->n; i++) {

@@ -61,24 +61,34 @@ int api_tasks_find_queue(api_tasks_t *t, const char *name);
 const char *api_tasks_queue_name(api_tasks_t *t, int q);
 
 /* Each returns a QUEUE_* code, or API_TASKS_ENOCONN when no connection
- * could be made; err gets the reason of a failure. */
+ * could be made; err gets the reason of a failure.
+ *
+ * Tenants: owner is the name of the API key acting (NULL: no keys, or an
+ * admin key, which may reach every task). A task records the owner that
+ * enqueued it (an "owner" field in its payload); its dedup key is scoped to
+ * that owner, so two keys with the same dedup_key get two tasks; get and
+ * cancel of another owner's task answer QUEUE_ENOTFOUND, as for no task. A
+ * task enqueued without an owner (the CLI, the queue library) is anyone's. */
 #define API_TASKS_ENOCONN (-100)
-int api_tasks_enqueue(api_tasks_t *t, int q, const queue_task_t *task, char id[QUEUE_ID_MAX], int *outcome,
-                      char *err, size_t errlen);
-int api_tasks_get(api_tasks_t *t, int q, const char *id, queue_info_t *info, char *err, size_t errlen);
-/* n tasks (at most API_TASKS_BATCH_MAX: one script call, one round trip);
- * status[i] as queue_enqueue_many's. */
+int api_tasks_enqueue(api_tasks_t *t, int q, const queue_task_t *task, const char *owner, char id[QUEUE_ID_MAX],
+                      int *outcome, char *err, size_t errlen);
+int api_tasks_get(api_tasks_t *t, int q, const char *id, const char *owner, queue_info_t *info, char *err,
+                  size_t errlen);
+/* n tasks (at most API_TASKS_BATCH_MAX: one script call, one round trip),
+ * each owner's as with api_tasks_enqueue; status[i] as queue_enqueue_many's. */
 #define API_TASKS_BATCH_MAX 512
-int api_tasks_enqueue_many(api_tasks_t *t, int q, const queue_task_t *tasks, size_t n, char (*ids)[QUEUE_ID_MAX],
-                           int *status, char *err, size_t errlen);
+int api_tasks_enqueue_many(api_tasks_t *t, int q, const queue_task_t *tasks, size_t n, const char *owner,
+                           char (*ids)[QUEUE_ID_MAX], int *status, char *err, size_t errlen);
 /* A pooled connection of queue q for the calls that need no more than one
- * (stats, the dead-letter queue), NULL with err when none could be made;
- * give it back with the call's QUEUE_* code. */
+ * (stats, the dead-letter queue: admin routes, which see every tenant's
+ * tasks), NULL with err when none could be made; give it back with the
+ * call's QUEUE_* code. */
 queue_conn_t *api_tasks_borrow(api_tasks_t *t, int q, char *err, size_t errlen);
 void api_tasks_give_back(api_tasks_t *t, int q, queue_conn_t *c, int rc);
 /* Cancel; a task this server holds right now is dropped before compute if it
  * has not started. */
-int api_tasks_cancel(api_tasks_t *t, int q, const char *id, int *outcome, char *err, size_t errlen);
+int api_tasks_cancel(api_tasks_t *t, int q, const char *id, const char *owner, int *outcome, char *err,
+                     size_t errlen);
 
 /* The task as HTTP (GET /v1/tasks/{id}) and the CLI (sluice queue get) show
  * it, so both use the same names: id, state, attempts, max_attempts,
@@ -90,7 +100,7 @@ json_t *api_task_info_json(const char *id, const queue_info_t *info);
 /* Stored text as JSON: parsed when it is JSON, else a string; null for NULL. */
 json_t *api_json_or_string(const char *s, size_t len);
 
-/* A long-poll: the waiter polls the task until it ends or until_ns (CLOCK_MONOTONIC)
+/* A long-poll: the waiter watches the task until it ends or until_ns (CLOCK_MONOTONIC)
  * passes, fills rc and info, then calls wake(user) once; from then on the
  * caller owns the watch and frees it with api_tasks_watch_free. */
 typedef struct api_task_watch {
@@ -101,6 +111,7 @@ typedef struct api_task_watch {
     queue_info_t info; /* the task as last seen */
     void (*wake)(void *user);
     void *user;
+    int due;           /* waiter thread: look at it now (its end was announced) */
     struct api_task_watch *next;
 } api_task_watch_t;
 

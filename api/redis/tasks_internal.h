@@ -40,6 +40,7 @@ typedef struct task {
     char *refuse_json;        /* its error JSON */
     int release;              /* hand back instead of ack/fail (EBUSY at submit) */
     int cancel_requested, lost;
+    int logged;               /* its outcome line is out (a settle retried after a Redis error logs nothing new) */
     struct task *prev, *next;
 } task_t;
 
@@ -56,7 +57,9 @@ struct task_queue {
     task_t *done_head, *done_tail;
     stream_entry_t *stream_head, *stream_tail; /* token stream entries to append, in order */
     atomic_int intake_up, completion_up;
-    atomic_int stop_intake, stop;
+    atomic_int stop_intake;   /* shutdown step 1: lease nothing more, stop between tasks */
+    atomic_int stop;          /* step 2 (the batcher has stopped): the intake goes */
+    atomic_int stop_completion; /* step 3 (the intake is gone): settle what is left, then go */
 };
 
 struct api_tasks {

@@ -1,8 +1,11 @@
--- lease. ARGV: n worker lease_ms result_ttl_ms. Promotes due delayed tasks,
--- pops up to n by priority, finishes cancelled/expired ones on the way, and
--- leases the rest with a fresh fencing token. Returns 10 fields per task:
--- id token attempt max_attempts priority deadline lease_until enq payload sig.
+-- lease. ARGV: n worker lease_ms result_ttl_ms max_payload. Promotes due
+-- delayed tasks, pops up to n by priority, finishes cancelled/expired ones on
+-- the way, and leases the rest with a fresh fencing token. Returns 11 fields
+-- per task: id token attempt max_attempts priority deadline lease_until enq
+-- payload sig size; a payload over max_payload (> 0) is sent as "" with its
+-- size, so a worker never reads a batch of huge payloads.
 local n, worker, lease_ms, ttl = num(ARGV[1]), ARGV[2], num(ARGV[3]), num(ARGV[4])
+local maxp = num(ARGV[5])
 local now = now_ms()
 promote(now, 1000)
 local out, got, expired, cancelled = {}, 0, 0, 0
@@ -33,7 +36,9 @@ while got < n do
       local k = #out
       out[k + 1] = id; out[k + 2] = token; out[k + 3] = attempt; out[k + 4] = num(f[3])
       out[k + 5] = num(f[4]); out[k + 6] = deadline; out[k + 7] = until_ms; out[k + 8] = num(f[8])
-      out[k + 9] = f[1]; out[k + 10] = f[7] or ''
+      local size = #f[1]
+      if maxp > 0 and size > maxp then out[k + 9] = '' else out[k + 9] = f[1] end
+      out[k + 10] = f[7] or ''; out[k + 11] = size
       got = got + 1
     end
   end
