@@ -625,8 +625,7 @@ void *api_tasks_completion_main(void *arg) {
         }
         if (flush_broken) { /* settle after the reconnect, the stream first */
             pending = list;
-            conn_broken(&c, &q->completion_up, q, "completion");
-            util_sleep_ms(100);
+            conn_broken(&c, &q->completion_up, q, "completion", &tr, &q->stop_completion);
             continue;
         }
         if (!list) {
