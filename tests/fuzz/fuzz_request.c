@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         json_t *body = json_loadb(text, size, 0, &je);
         if (body) {
             api_err_t e;
-            api_job_env_t env = {reg, &cfg, NULL}; /* no batcher: the expand state stays NULL */
+            api_job_env_t env = {.reg = reg, .cfg = &cfg}; /* no batcher: the expand state stays NULL */
             api_job_t *j = NULL;
             if (api_embed_parse(&env, body, &j, &e) == 0) api_job_free(j);
             j = NULL;
