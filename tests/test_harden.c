@@ -377,7 +377,7 @@ Test(harden, sigterm_leaves_no_lease, .timeout = 240) {
         support_proc_t p;
         /* 2 MB tasks must be decoded, not refused for their size */
         const char *extra[] = {"--redis", redis.url, "--queue", "hq", "--drain-timeout-ms", "2000",
-                               "--max-batch-tokens", "2048", "--max-body-bytes", "4M", NULL};
+                               "--max-batch-tokens", "512", "--max-body-bytes", "4M", NULL};
         cr_assert_eq(support_proc_start(&p, extra), 0, "%s", p.err);
         sleep_ms(3000);
         double t0 = now_s();
