@@ -127,16 +127,6 @@ static int get_number(json_t *body, const char *name, double lo, double hi, doub
     return 0;
 }
 
-static int get_int(json_t *body, const char *name, int64_t lo, int64_t hi, int64_t *out, api_err_t *e) {
-    json_t *v = json_object_get(body, name);
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return api_err_set(e, 400, "invalid_value", name, "%s must be an integer from %lld to %lld", name,
-                           (long long)lo, (long long)hi);
-    *out = json_integer_value(v);
-    return 0;
-}
-
 static int get_bool(json_t *body, const char *name, int *out, api_err_t *e) {
     json_t *v = json_object_get(body, name);
     if (!v || json_is_null(v)) return 0;
@@ -429,7 +419,7 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
     }
     g->sp.top_p = (float)d;
     iv = 0;
-    if (get_int(body, "top_k", -1, g->vocab, &iv, e)) goto fail;
+    if (api_json_int(body, "top_k", -1, g->vocab, &iv, e)) goto fail;
     g->sp.top_k = iv < 0 ? 0 : (int)iv; /* -1: off, as vLLM reads it */
     d = 0;
     if (get_number(body, "min_p", 0, 1, &d, e)) goto fail;
@@ -454,15 +444,15 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
         g->sp.seed = 0x5eed; /* fixed: the same request gives the same text, as determinism promises */
     }
     iv = 1;
-    if (get_int(body, "n", 1, API_GEN_MAX_N, &iv, e)) goto fail;
+    if (api_json_int(body, "n", 1, API_GEN_MAX_N, &iv, e)) goto fail;
     g->n = (int)iv;
 
     /* lengths */
     iv = 0;
-    if (get_int(body, "max_tokens", 1, 1 << 20, &iv, e)) goto fail;
+    if (api_json_int(body, "max_tokens", 1, 1 << 20, &iv, e)) goto fail;
     if (kind == API_GEN_CHAT) {
         int64_t mc = 0;
-        if (get_int(body, "max_completion_tokens", 1, 1 << 20, &mc, e)) goto fail;
+        if (api_json_int(body, "max_completion_tokens", 1, 1 << 20, &mc, e)) goto fail;
         if (mc) iv = mc;
     }
     g->max_tokens = (int)iv;
@@ -472,7 +462,7 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
     if (kind == API_GEN_CHAT) {
         if (get_bool(body, "logprobs", &g->logprobs, e)) goto fail;
         iv = -1;
-        if (get_int(body, "top_logprobs", 0, API_GEN_MAX_TOP_LOGPROBS, &iv, e)) goto fail;
+        if (api_json_int(body, "top_logprobs", 0, API_GEN_MAX_TOP_LOGPROBS, &iv, e)) goto fail;
         if (iv >= 0 && !g->logprobs) {
             api_err_set(e, 400, "invalid_value", "top_logprobs", "top_logprobs needs logprobs: true");
             goto fail;
@@ -480,7 +470,7 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
         g->top_logprobs = iv > 0 ? (int)iv : 0;
     } else {
         iv = -1;
-        if (get_int(body, "logprobs", 0, 5, &iv, e)) goto fail;
+        if (api_json_int(body, "logprobs", 0, 5, &iv, e)) goto fail;
         g->logprobs = iv >= 0;
         g->top_logprobs = iv > 0 ? (int)iv : 0;
     }
@@ -516,10 +506,10 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
         }
     }
     iv = 0;
-    if (get_int(body, "priority", -1000, 1000, &iv, e)) goto fail;
+    if (api_json_int(body, "priority", -1000, 1000, &iv, e)) goto fail;
     g->priority = (int)iv;
     iv = 0;
-    if (get_int(body, "deadline_ms", 1, 86400000, &iv, e)) goto fail;
+    if (api_json_int(body, "deadline_ms", 1, 86400000, &iv, e)) goto fail;
     g->deadline_ms = iv;
 
     /* stop tokens: the end of a turn and of the text, in this vocabulary */

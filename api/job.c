@@ -19,6 +19,16 @@ int api_err_set(api_err_t *e, unsigned status, const char *code, const char *par
     return -1;
 }
 
+int api_json_int(json_t *obj, const char *name, int64_t lo, int64_t hi, int64_t *out, api_err_t *e) {
+    json_t *v = json_object_get(obj, name);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return api_err_set(e, 400, "invalid_value", name, "%s must be an integer from %lld to %lld", name,
+                           (long long)lo, (long long)hi);
+    *out = json_integer_value(v);
+    return 0;
+}
+
 const char *api_err_param(api_err_t *e, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -45,6 +45,10 @@ const char *api_err_param(api_err_t *e, const char *fmt, ...) __attribute__((for
 int api_err_set(api_err_t *e, unsigned status, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* An integer field of obj from lo to hi into *out: absent or null leaves *out
+ * as it is; anything else is 400 invalid_value naming the field and the range. */
+int api_json_int(json_t *obj, const char *name, int64_t lo, int64_t hi, int64_t *out, api_err_t *e);
+
 /* The OpenAI error type of a status ("not_found_error", "rate_limit_error",
  * ...; "invalid_request_error" for other 4xx, "server_error" for other 5xx). */
 const char *api_error_type(unsigned status);

@@ -73,17 +73,6 @@ static int check_fields(json_t *body, const char *op, api_err_t *e) {
                        n > 1 ? "s" : "", names, op);
 }
 
-/* A non-negative integer field up to max (absent or null: leave *out). */
-static int int_field(json_t *body, const char *name, int64_t min, int64_t max, int64_t *out, api_err_t *e) {
-    json_t *v = json_object_get(body, name);
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-        return api_err_set(e, 400, "invalid_value", name, "%s must be an integer from %lld to %lld", name,
-                           (long long)min, (long long)max);
-    *out = json_integer_value(v);
-    return 0;
-}
-
 /* One task of a POST body, validated by its op's parser and made into a
  * queue task (payload owned). */
 typedef struct {
@@ -103,11 +92,11 @@ static int task_parse(api_req_t *r, json_t *body, http_task_t *out, api_err_t *e
         return api_err_set(e, 400, "invalid_value", "op", "op must be one of: %s", api_jobs_names());
     if (check_fields(body, type->name, e)) return -1;
     int64_t prio = 0, deadline = 0, delay = 0, attempts = 0, rttl = 0;
-    if (int_field(body, "priority", 0, QUEUE_PRIORITY_MAX, &prio, e) ||
-        int_field(body, "deadline_ms", 1, TASK_MS_MAX, &deadline, e) ||
-        int_field(body, "delay_ms", 0, TASK_MS_MAX, &delay, e) ||
-        int_field(body, "max_attempts", 1, 1000, &attempts, e) ||
-        int_field(body, "result_ttl_ms", 1, TASK_MS_MAX, &rttl, e))
+    if (api_json_int(body, "priority", 0, QUEUE_PRIORITY_MAX, &prio, e) ||
+        api_json_int(body, "deadline_ms", 1, TASK_MS_MAX, &deadline, e) ||
+        api_json_int(body, "delay_ms", 0, TASK_MS_MAX, &delay, e) ||
+        api_json_int(body, "max_attempts", 1, 1000, &attempts, e) ||
+        api_json_int(body, "result_ttl_ms", 1, TASK_MS_MAX, &rttl, e))
         return -1;
     if ((v = json_object_get(body, "dedup_key")) && !json_is_null(v)) {
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 200)
@@ -493,7 +482,7 @@ int api_route_dlq_purge(api_req_t *r) {
         if (!strcmp(key, "all")) all = json_is_true(v);
         bad |= strcmp(key, "all") && strcmp(key, "keep") && strcmp(key, "older_than_ms");
     }
-    if (!bad && (int_field(body, "keep", 0, INT64_MAX, &keep, &e) || int_field(body, "older_than_ms", 1, INT64_MAX, &older, &e))) {
+    if (!bad && (api_json_int(body, "keep", 0, INT64_MAX, &keep, &e) || api_json_int(body, "older_than_ms", 1, INT64_MAX, &older, &e))) {
         json_decref(body);
         return api_respond_error(r, e.status, e.code, e.param, "%s", e.message);
     }
