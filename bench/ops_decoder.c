@@ -155,7 +155,7 @@ static double bench_step(ops_t *ops, const layer_t *layers, const uint8_t *head,
             check_rc(ops, ops->rope(ops, qkv + H, pos, T, 3, 64, QKV, 100000.0f), "rope k");
             check_rc(ops, ops->kv_store(ops, kc, vc, qkv + H, qkv + H + KV, QKV, slot, T, 3, 64), "kv_store");
             check_rc(ops,
-                     ops->attention_paged(ops, att, qkv, QKV, kc, vc, table, max_blocks, seq_off, ctx_len, B, ctx, 9,
+                     ops->attention_paged(ops, att, qkv, QKV, kc, vc, table, max_blocks, seq_off, T, ctx_len, B, ctx, 9,
                                           3, 64, BLOCK, 0.125f),
                      "attention_paged");
             check_rc(ops, ops->matmul_q(ops, delta, att, w->o, OPS_W_Q4_1, T, H, H), "matmul_q o");

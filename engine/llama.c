@@ -581,7 +581,7 @@ int llama_forward(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const 
         OPS_CALL(ops->kv_store(ops, kv_k_cache(kv, l), kv_v_cache(kv, l), ws->qkv + nq, ws->qkv + nq + nkv, m->n_qkv,
                                ws->slot, T, in->n_kv_heads, hd));
         OPS_CALL(ops->attention_paged(ops, ws->attn, ws->qkv, m->n_qkv, kv_k_cache(kv, l), kv_v_cache(kv, l),
-                                      ws->table, max_blocks, ws->seq_off, ws->ctx_len, n, max_ctx, in->n_heads,
+                                      ws->table, max_blocks, ws->seq_off, T, ws->ctx_len, n, max_ctx, in->n_heads,
                                       in->n_kv_heads, hd, bs, scale));
         OPS_CALL(ops->matmul_q(ops, ws->delta, ws->attn, L->wo, L->wt_o, T, nq, H));
         OPS_CALL(ops->add_rms_norm(ops, ws->xn, ws->x, ws->delta, L->ffn_norm, T, H, in->rms_eps));

@@ -211,11 +211,12 @@ struct ops {
      * j % block_size. Query head h reads KV head h / (n_heads / n_kv_heads).
      * q rows at stride q_stride floats (n_heads*head_dim values);
      * out(T, n_heads*head_dim) f32 = softmax(q k^T * scale) v, heads concatenated.
-     * seq_off, ctx_len, block_table int32 in backend memory; max_ctx = the
-     * largest ctx_len (sizes scratch). */
+     * seq_off, ctx_len, block_table int32 in backend memory; T = seq_off[B],
+     * the query tokens, given by the caller (who packed them) so no backend
+     * reads it back from its memory; max_ctx = the largest ctx_len (sizes scratch). */
     int (*attention_paged)(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,
                            const void *v_cache, const int32_t *block_table, int max_blocks,
-                           const int32_t *seq_off, const int32_t *ctx_len, int B, int max_ctx,
+                           const int32_t *seq_off, int T, const int32_t *ctx_len, int B, int max_ctx,
                            int n_heads, int n_kv_heads, int head_dim, int block_size, float scale);
 
     /* ---- CUDA graphs (NULL on backends without them: run eagerly) ----

@@ -410,9 +410,8 @@ static void run_attention(run_t *r, const cache_t *c, float *out, const float *q
     run_attention_via(r, c, out, q, q_stride, B, n, dtable, dctx, max_ctx, n_heads, NULL);
 }
 
-/* uploader: the ops_t that uploads seq_off (NULL: r->gpu). A sibling's upload
- * is not in r->gpu's upload shadow, so the op reads the token count back from
- * the device instead: the other path to the same bits. */
+/* uploader: the ops_t that uploads seq_off (NULL: r->gpu). A sibling (its own
+ * stream, synced before the op) must lead to the same bits as r->gpu itself. */
 static void run_attention_via(run_t *r, const cache_t *c, float *out, const float *q, int q_stride, int B,
                               const int *n, const int32_t *dtable, const int32_t *dctx, int max_ctx, int n_heads,
                               ops_t *uploader) {
@@ -432,8 +431,8 @@ static void run_attention_via(run_t *r, const cache_t *c, float *out, const floa
         (uploader->upload(uploader, doff, seq_off, (B + 1) * sizeof *seq_off) || uploader->sync(uploader)))
         note(r, "sibling upload: %s", uploader->err);
     if (!r->msg[0])
-        op_rc(r, r->gpu->attention_paged(r->gpu, dout, dq, q_stride, c->dk, c->dv, dtable, c->max_blocks, doff, dctx,
-                                         B, max_ctx, n_heads, c->n_kv, c->d, c->bs, 0.125f),
+        op_rc(r, r->gpu->attention_paged(r->gpu, dout, dq, q_stride, c->dk, c->dv, dtable, c->max_blocks, doff, T,
+                                         dctx, B, max_ctx, n_heads, c->n_kv, c->d, c->bs, 0.125f),
               "attention_paged");
     dev_get(r, out, dout, (size_t)T * H * sizeof *out);
     /* free this call's buffers now: a check may run several calls */
@@ -523,7 +522,7 @@ static void invariance_matmul_q(run_t *r, ops_wtype_t wt) {
 }
 
 /* Sequence 2 alone (B = 1: one split, the direct path; seq_off uploaded by this
- * ops_t, then by a sibling so the token count is read back) and among others
+ * ops_t, then by a sibling) and among others
  * with a context of 700 (six splits and the merge); then its prompt in two
  * chunks. */
 static void invariance_attention(run_t *r) {
@@ -560,8 +559,8 @@ static void invariance_attention(run_t *r) {
     }
     int both = same_alone && same_chunked;
     if (!r->msg[0] && !both)
-        note(r, "%s differs", !same_alone ? "the sequence alone (one split; token count from the upload shadow, "
-                                            "then read back) vs among others (six)" : "the chunked prompt");
+        note(r, "%s differs", !same_alone ? "the sequence alone (one split; seq_off uploaded here, "
+                                            "then by a sibling) vs among others (six)" : "the chunked prompt");
     judge_bits(r, "invariance attention_paged: alone vs among others, chunked vs whole (bits)", &both, &(int){1},
                sizeof both);
     cache_free(&c);
@@ -603,15 +602,15 @@ static void family_refusals(run_t *r) {
     refuse(r, "rope odd head_dim", g->rope(g, buf, (int32_t *)buf, 1, 1, 3, 3, 1e4f), OPS_EINVAL, "head_dim");
     refuse(r, "silu_mul overlap", g->silu_mul(g, buf + 1, buf, 1, 4), OPS_EINVAL, "overlap");
     refuse(r, "attention_paged heads not a multiple of kv heads",
-           g->attention_paged(g, buf, buf, 8, buf, buf, (int32_t *)buf, 2, (int32_t *)buf, (int32_t *)buf, 1, 2, 3, 2,
+           g->attention_paged(g, buf, buf, 8, buf, buf, (int32_t *)buf, 2, (int32_t *)buf, 1, (int32_t *)buf, 1, 2, 3, 2,
                               4, 2, 1.0f),
            OPS_EINVAL, "heads");
     refuse(r, "attention_paged context longer than the table",
-           g->attention_paged(g, buf, buf, 8, buf, buf, (int32_t *)buf, 2, (int32_t *)buf, (int32_t *)buf, 1, 8, 2, 1,
+           g->attention_paged(g, buf, buf, 8, buf, buf, (int32_t *)buf, 2, (int32_t *)buf, 1, (int32_t *)buf, 1, 8, 2, 1,
                               4, 2, 1.0f),
            OPS_EINVAL, "cache shape");
     refuse(r, "attention_paged group of 32 query heads",
-           g->attention_paged(g, buf, buf, 32 * 4, buf, buf, (int32_t *)buf, 2, (int32_t *)buf, (int32_t *)buf, 1, 2,
+           g->attention_paged(g, buf, buf, 32 * 4, buf, buf, (int32_t *)buf, 2, (int32_t *)buf, 1, (int32_t *)buf, 1, 2,
                               32, 1, 4, 2, 1.0f),
            OPS_EINVAL, "group");
     g->mem_free(g, buf);

@@ -351,7 +351,7 @@ static int run_attention(ops_t *ops, const cache_t *c, float *out, const float *
     seq_off[0] = 0;
     for (int b = 0; b < c->B; b++) seq_off[b + 1] = seq_off[b] + n[b];
     int rc = ops->attention_paged(ops, out, q, q_stride, c->k_cache, c->v_cache, c->table, c->max_blocks, seq_off,
-                                  ctx_len, c->B, c->max_ctx, c->n_heads, c->n_kv, c->d, c->bs, 0.125f);
+                                  seq_off[c->B], ctx_len, c->B, c->max_ctx, c->n_heads, c->n_kv, c->d, c->bs, 0.125f);
     free(seq_off);
     return rc;
 }
@@ -459,17 +459,22 @@ Test(ops_decoder, attention_paged_refuses_bad_arguments) {
     ops_t *ops = make_ops(1);
     float q[64] = {0}, out[64], cache[64] = {0};
     int32_t table[2] = {0, 1}, seq_off[2] = {0, 1}, ctx[1] = {2};
-    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, ctx, 1, 2, 3, 2, 4, 2, 1.0f),
+    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, 1, ctx, 1, 2, 3, 2, 4, 2, 1.0f),
                  OPS_EINVAL, "n_heads not a multiple of n_kv_heads");
     ctx[0] = 5;
-    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, ctx, 1, 8, 2, 1, 4, 2, 1.0f),
+    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, 1, ctx, 1, 8, 2, 1, 4, 2, 1.0f),
                  OPS_EINVAL, "context longer than the block table");
     ctx[0] = 0;
-    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, ctx, 1, 8, 2, 1, 4, 2, 1.0f),
+    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, 1, ctx, 1, 8, 2, 1, 4, 2, 1.0f),
                  OPS_EINVAL, "fewer cached tokens than queries");
     ctx[0] = 2;
+    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, 2, ctx, 1, 8, 2, 1, 4, 2, 1.0f),
+                 OPS_EINVAL, "a token count other than seq_off[B]");
+    cr_expect(strstr(ops->err, "seq_off[B]") != NULL, "%s", ops->err);
+    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, 1, ctx, 1, 8, 2, 1, 4, 2, 1.0f),
+                 OPS_OK, "the same call with T = seq_off[B]: %s", ops->err);
     table[0] = -1;
-    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, ctx, 1, 8, 2, 1, 4, 2, 1.0f),
+    cr_expect_eq(ops->attention_paged(ops, out, q, 8, cache, cache, table, 2, seq_off, 1, ctx, 1, 8, 2, 1, 4, 2, 1.0f),
                  OPS_EINVAL, "negative block id");
     cr_expect(strstr(ops->err, "block") != NULL, "%s", ops->err);
     int32_t slot = -3;

@@ -308,7 +308,7 @@ static void pattn_task(void *ctx, int task, int worker) {
 }
 
 int ops_cpu_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,
-                            const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off,
+                            const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off, int T,
                             const int32_t *ctx_len, int B, int max_ctx, int n_heads, int n_kv_heads, int head_dim,
                             int block_size, float scale) {
     const char *what = "attention_paged";
@@ -324,7 +324,9 @@ int ops_cpu_attention_paged(ops_t *ops, float *out, const float *q, int q_stride
     if (!isfinite(scale)) return ops_cpu_fail(ops, OPS_EINVAL, "%s: scale = %g", what, scale);
     int longest = ops_cpu_check_seq_off(ops, what, seq_off, B);
     if (longest < 0) return longest;
-    if (B == 0 || seq_off[B] == 0) return OPS_OK;
+    if (B > 0 && seq_off[B] != T)
+        return ops_cpu_fail(ops, OPS_EINVAL, "%s: T = %d but seq_off[B] = %d", what, T, seq_off[B]);
+    if (B == 0 || T == 0) return OPS_OK;
     if (!out || !q || !k_cache || !v_cache || !block_table || !ctx_len)
         return ops_cpu_fail(ops, OPS_EINVAL, "%s: NULL buffer", what);
     for (int b = 0; b < B; b++) {

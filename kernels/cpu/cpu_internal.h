@@ -100,7 +100,7 @@ int ops_cpu_silu_mul(ops_t *ops, float *out, const float *gu, int T, int F);
 int ops_cpu_kv_store(ops_t *ops, void *k_cache, void *v_cache, const float *k, const float *v, int row_stride,
                      const int32_t *slot, int T, int n_kv_heads, int head_dim);
 int ops_cpu_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,
-                            const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off,
+                            const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off, int T,
                             const int32_t *ctx_len, int B, int max_ctx, int n_heads, int n_kv_heads, int head_dim,
                             int block_size, float scale);
 

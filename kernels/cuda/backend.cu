@@ -92,8 +92,6 @@ static ops_t *cuda_clone(ops_t *ops) {
 
 /* ---- memory ---- */
 
-static void shadow_forget(cuda_impl_t *c, const char *dst, size_t bytes);
-
 static void *cuda_mem_alloc(ops_t *ops, size_t bytes) {
     void *p = NULL;
     if (cuda_enter(ops) != OPS_OK) return NULL;
@@ -109,7 +107,6 @@ static void *cuda_mem_alloc(ops_t *ops, size_t bytes) {
 
 static void cuda_mem_free(ops_t *ops, void *p) {
     if (!p || cuda_enter(ops) != OPS_OK) return;
-    shadow_forget(cuda_impl(ops), NULL, 0); /* the memory may come back as another buffer */
     cudaFree(p);
 }
 
@@ -144,42 +141,11 @@ static void cuda_host_free(ops_t *ops, void *p) {
 
 /* Copies are asynchronous on this ops_t's stream; from or to pinned host
  * memory the host buffer must stay alive until ops->sync. */
-/* ---- the upload shadow (cuda_common.cuh) ---- */
-
-/* Forget the shadows that overlap [dst, dst + bytes) (all of them for bytes 0). */
-static void shadow_forget(cuda_impl_t *c, const char *dst, size_t bytes) {
-    for (int i = 0; i < UPLOAD_SHADOWS; i++)
-        if (c->shadow[i].dst && (!bytes || (c->shadow[i].dst < dst + bytes && dst < c->shadow[i].dst + c->shadow[i].bytes)))
-            c->shadow[i].dst = NULL;
-}
-
-static void shadow_record(cuda_impl_t *c, const void *dst, const void *src, size_t bytes) {
-    shadow_forget(c, (const char *)dst, bytes);
-    if (bytes > UPLOAD_SHADOW_BYTES) return;
-    int i = c->shadow_next;
-    c->shadow_next = (i + 1) % UPLOAD_SHADOWS;
-    memcpy(c->shadow[i].data, src, bytes);
-    c->shadow[i].bytes = bytes;
-    c->shadow[i].dst = (const char *)dst;
-}
-
-int cuda_shadow_int(ops_t *ops, const int32_t *p, int32_t *out) {
-    cuda_impl_t *c = cuda_impl(ops);
-    const char *a = (const char *)p;
-    for (int i = 0; i < UPLOAD_SHADOWS; i++)
-        if (c->shadow[i].dst && c->shadow[i].dst <= a && a + sizeof *out <= c->shadow[i].dst + c->shadow[i].bytes) {
-            memcpy(out, c->shadow[i].data + (a - c->shadow[i].dst), sizeof *out);
-            return 1;
-        }
-    return 0;
-}
-
 static int cuda_upload(ops_t *ops, void *dst, const void *src_host, size_t bytes) {
     if (!bytes) return OPS_OK;
     if (!dst || !src_host) return cuda_fail(ops, OPS_EINVAL, "upload: NULL buffer");
     int rc = cuda_enter(ops);
     if (rc) return rc;
-    shadow_record(cuda_impl(ops), dst, src_host, bytes);
     CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, cuda_impl(ops)->stream));
     return OPS_OK;
 }
@@ -202,7 +168,6 @@ static int cuda_upload_weight(ops_t *ops, void *dst, const float *src_host, size
     if (!dst || !src_host) return cuda_fail(ops, OPS_EINVAL, "upload_weight: NULL buffer");
     cuda_impl_t *c = cuda_impl(ops);
     if (c->capturing) return cuda_fail(ops, OPS_EINVAL, "upload_weight: not allowed during graph capture");
-    shadow_forget(c, (const char *)dst, n * ops_dtype_size(ops->dtype));
     int rc = cuda_enter(ops);
     if (rc) return rc;
     for (size_t done = 0; done < n;) {

@@ -34,12 +34,6 @@ typedef struct gemm_algo_entry {
 } gemm_algo_entry_t;
 #define GEMM_ALGO_CACHE 64
 
-/* Host copies of the last small uploads: attention_paged finds its token count
- * (seq_off[B], uploaded by the caller just before) there instead of reading
- * it back from the device with a stream sync. */
-#define UPLOAD_SHADOWS 8
-#define UPLOAD_SHADOW_BYTES 4096
-
 /* Backend state of one ops_t (one stream of work). */
 typedef struct cuda_impl {
     int device;                 /* CUDA device ordinal */
@@ -56,12 +50,6 @@ typedef struct cuda_impl {
     float *attn_scratch;        /* device, attn_scratch_bytes: attention_paged's split-K partials (fixed, so
                                  * decode steps capture into graphs; the query tokens run in chunks that fit) */
     size_t attn_scratch_bytes;  /* bytes */
-    struct {
-        const char *dst;        /* device address of a small upload, NULL when the slot is empty */
-        size_t bytes;           /* <= UPLOAD_SHADOW_BYTES */
-        unsigned char data[UPLOAD_SHADOW_BYTES]; /* what was uploaded there */
-    } shadow[UPLOAD_SHADOWS];   /* the last small uploads (see cuda_shadow_int) */
-    int shadow_next;            /* next slot to replace */
     gemm_algo_entry_t gemm_cache[GEMM_ALGO_CACHE]; /* filled round-robin */
     int gemm_cache_next;                           /* next slot to replace */
 } cuda_impl_t;
@@ -90,12 +78,6 @@ int cuda_fail(ops_t *ops, int code, const char *fmt, ...) __attribute__((format(
 
 /* After a kernel launch: a bad configuration shows here, a fault at the next sync. */
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
-
-/* The int32 at device address p as this ops_t last uploaded it, if a small
- * upload covered it and no later upload or free touched it: 1 and *out, else 0.
- * Sound because device buffers change only through ops->upload or as an op's
- * output (kernels/ops.h), and index arrays are never an op's output. */
-int cuda_shadow_int(ops_t *ops, const int32_t *p, int32_t *out);
 
 /* Makes the ops_t's device current on the calling thread (ops may move between threads). */
 int cuda_enter(ops_t *ops);
@@ -211,7 +193,7 @@ int cuda_silu_mul(ops_t *ops, float *out, const float *gu, int T, int F);
 int cuda_kv_store(ops_t *ops, void *k_cache, void *v_cache, const float *k, const float *v, int row_stride,
                   const int32_t *slot, int T, int n_kv_heads, int head_dim);
 int cuda_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,
-                         const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off,
+                         const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off, int T,
                          const int32_t *ctx_len, int B, int max_ctx, int n_heads, int n_kv_heads, int head_dim,
                          int block_size, float scale);
 

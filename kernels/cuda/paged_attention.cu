@@ -28,8 +28,8 @@
  * re-stages a sequence's KV for every query token, which is right for decode
  * and costs L2 bandwidth in long prefills.
  *
- * The token count T = seq_off[B] comes from the backend's upload shadow (the
- * caller uploaded seq_off on this ops_t), else it is read back with a sync.
+ * The token count T = seq_off[B] comes from the caller (ops.h), so the op
+ * never reads device memory back and can be captured in a graph.
  * Index arrays (block_table, seq_off, ctx_len) are in device memory: the
  * launcher checks shapes; a negative block id reads as zeros, a query whose
  * causal end is negative (ctx_len < its query count) gets NaN.
@@ -187,7 +187,7 @@ static __global__ void att_merge_kernel(float *out, const float *__restrict__ pa
 }
 
 int cuda_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,
-                         const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off,
+                         const void *v_cache, const int32_t *block_table, int max_blocks, const int32_t *seq_off, int T,
                          const int32_t *ctx_len, int B, int max_ctx, int n_heads, int n_kv_heads, int head_dim,
                          int block_size, float scale) {
     const char *what = "attention_paged";
@@ -211,19 +211,7 @@ int cuda_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, c
     cuda_impl_t *c = cuda_impl(ops);
     int rc = cuda_enter(ops);
     if (rc) return rc;
-    /* The op's signature has no token count: T = seq_off[B] lives on the device.
-     * The caller uploaded seq_off just before, so the backend's upload shadow
-     * has it (no sync); otherwise it is read back (a small copy and a stream
-     * sync), which a graph capture cannot do. Carrying T in the signature
-     * (ops.h) would remove the fallback. */
-    int32_t T = 0;
-    if (!cuda_shadow_int(ops, seq_off + B, &T)) {
-        if (c->capturing)
-            return cuda_fail(ops, OPS_EINVAL, "%s: cannot be captured (seq_off was not uploaded by this ops_t)", what);
-        CUDA_CHECK(cudaMemcpyAsync(&T, seq_off + B, sizeof T, cudaMemcpyDeviceToHost, c->stream));
-        CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    }
-    if (T < 0) return cuda_fail(ops, OPS_EINVAL, "%s: seq_off[B] = %d", what, T);
+    if (T < 0) return cuda_fail(ops, OPS_EINVAL, "%s: T = %d", what, T);
     if (T == 0) return OPS_OK;
 
     const int group = n_heads / n_kv_heads;
