@@ -60,9 +60,13 @@ local function finish(id, state, why, now, ttl)
   redis.call('ZREM', P .. 'deadlines', id)
   wake(id, state, waiters)
 end
+-- The DLQ is ordered by death time; deaths in the same millisecond would tie and Redis would then
+-- order them by id (random), so the score carries the queue's sequence number in 1/4096 ms steps
+-- (exact in a double while now < 2^41 ms). dlq_list reports floor(score) as dead_ms.
 local function to_dlq(id, why, now, waiters)
   redis.call('HSET', P .. 't:' .. id, 'state', 'dlq', 'error', why, 'dead_at', now, 'finished', now)
-  redis.call('ZADD', P .. 'dlq', now, id)
+  local seq = redis.call('INCR', P .. 'seq')
+  redis.call('ZADD', P .. 'dlq', string.format('%.17g', now + (seq % 4096) / 4096), id)
   redis.call('ZREM', P .. 'deadlines', id)
   count('failed', 1)
   wake(id, 'dlq', waiters)
