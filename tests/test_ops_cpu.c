@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "kernels/cpu/threadpool.h"
 #include "kernels/ops.h"
 #include "tests/support_ref.h"
@@ -404,6 +405,52 @@ Test(ops_cpu, thread_pool_runs_every_task_exactly_once) {
         ops_cpu_threadpool_destroy(pool);
     }
     ops_cpu_threadpool_destroy(NULL);
+}
+
+/* A worker that has gone to sleep (the pool idle past its spin window, as
+ * between two requests) wakes for the next job (some of its slow tasks run on
+ * a worker, not all on the caller), and an idle pool takes no CPU: over
+ * 300 ms idle the process uses well under the 600 ms two spinning workers
+ * would burn. */
+static double process_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct {
+    int hits[64];
+    int by_worker[3];
+} slow_job_t;
+
+static void slow_task(void *ctx, int task, int worker) {
+    slow_job_t *j = ctx;
+    struct timespec ms = {0, 1000 * 1000};
+    nanosleep(&ms, NULL); /* long enough that the caller alone cannot take every task first */
+    __atomic_fetch_add(&j->hits[task], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&j->by_worker[worker], 1, __ATOMIC_RELAXED);
+}
+
+Test(ops_cpu, thread_pool_sleeps_when_idle_and_wakes_for_the_next_job) {
+    ops_cpu_threadpool_t *pool = ops_cpu_threadpool_create(3);
+    cr_assert_not_null(pool);
+    slow_job_t job;
+    for (int round = 0; round < 4; round++) {
+        struct timespec idle = {0, 100 * 1000 * 1000};
+        double c0 = process_cpu_s();
+        nanosleep(&idle, NULL);
+        nanosleep(&idle, NULL);
+        nanosleep(&idle, NULL);
+        double used = process_cpu_s() - c0;
+        cr_assert(used < 0.15, "round %d: %.3f s of CPU in 0.3 s idle: the workers do not sleep", round, used);
+        memset(&job, 0, sizeof job);
+        ops_cpu_threadpool_run(pool, slow_task, &job, 64);
+        for (int t = 0; t < 64; t++)
+            cr_assert_eq(job.hits[t], 1, "round %d: task %d ran %d times", round, t, job.hits[t]);
+        cr_assert(job.by_worker[1] + job.by_worker[2] > 0,
+                  "round %d: the caller ran all 64 tasks: no sleeping worker woke for the job", round);
+    }
+    ops_cpu_threadpool_destroy(pool);
 }
 
 /* ---------------- memory, clone ---------------- */
