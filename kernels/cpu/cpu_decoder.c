@@ -8,8 +8,11 @@
  * Element-wise loops run per row, so whether an element falls in a vector
  * body or a scalar tail depends on its column alone.
  *
- * attention_paged: one pool task per (sequence, query head, chunk of
- * queries). For one query at position p the keys 0..p are visited in
+ * attention_paged: one pool task per (sequence, KV head, chunk of queries);
+ * the query heads that share the KV head run in one pass over its keys
+ * (each key and value row loaded once for all of them), each head with the
+ * operations it would have alone. For one query at position p the keys 0..p
+ * are visited in
  * position order, twice: scores s_j = (q . k_j) * scale (8-lane dot product,
  * fixed reduction tree) into the worker's scratch, e_j = exp(s_j - max) and
  * their sum (the encoder's softmax: lanes then tail, an order fixed by p),
@@ -216,7 +219,7 @@ typedef struct {
     int q_stride, max_blocks, n_heads, n_kv, head_dim, block_size;
     float scale;
     int chunks_per_seq; /* query chunks per sequence (of the longest) */
-    float **scratch;    /* per worker: max_ctx scores */
+    float **scratch;    /* per worker: 3 * max_ctx scores (the heads of one pass) */
 } pattn_job_t;
 
 /* Row of key/value position j of sequence b, KV head g, in a cache. */
@@ -251,59 +254,151 @@ static void query_scalar(const pattn_job_t *j, float *o, const float *qv, int b,
 }
 
 #if DEC_X86
-DEC_AVX2 static void query_avx2(const pattn_job_t *j, float *o, const float *qv, int b, int g, int n, float *s) {
-    int d = j->head_dim; /* a multiple of 8 */
-    for (int pos = 0; pos < n; pos++) {
-        const float *kr = kv_row(j, j->kc, b, pos, g);
-        __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(qv), _mm256_loadu_ps(kr));
-        for (int c = 8; c < d; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qv + c), _mm256_loadu_ps(kr + c), acc);
-        __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        s[pos] = _mm_cvtss_f32(h) * j->scale;
-    }
-    float sum = softmax_numerators(s, n);
-    __m256 sumv = _mm256_set1_ps(sum);
-    /* out in chunks of 64 values kept in registers across the keys */
-    for (int c0 = 0; c0 < d; c0 += 64) {
-        int nv = (d - c0) / 8 < 8 ? (d - c0) / 8 : 8;
-        __m256 acc[8];
-        for (int v = 0; v < 8; v++) acc[v] = _mm256_setzero_ps();
-        for (int pos = 0; pos < n; pos++) {
-            const float *vr = kv_row(j, j->vc, b, pos, g) + c0;
-            __m256 e = _mm256_set1_ps(s[pos]);
-            if (nv == 8)
-                for (int v = 0; v < 8; v++) acc[v] = _mm256_fmadd_ps(e, _mm256_loadu_ps(vr + 8 * v), acc[v]);
-            else
-                for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(e, _mm256_loadu_ps(vr + 8 * v), acc[v]);
-        }
-        for (int v = 0; v < nv; v++) _mm256_storeu_ps(o + c0 + 8 * v, _mm256_div_ps(acc[v], sumv));
-    }
+#define GQA_MAX 3 /* query heads of one KV head done in one pass over its keys */
+
+/* One query position against keys 0..n-1 for G (a constant, <= GQA_MAX)
+ * query heads that share KV head g: each key and value row is loaded once for
+ * the G heads. Per head the operations are those of one head alone, in the
+ * same order: s_j = hsum8(q . k_j) * scale (8-lane FMA chain, fixed tree),
+ * the softmax of s, then out[c] = (sum_j e_j v_j[c] in position order) / sum.
+ * The cache is walked block by block (no division per key). qv[h], o[h]:
+ * head h's query and output; s: G * n scores. */
+DEC_AVX2 static inline __attribute__((always_inline)) float hsum8_dec(__m256 acc) {
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
 }
 
+/* out[h][c0 .. c0 + 8 NV) = sum_j e_j v_j / sum for the G heads (NV, G constants). */
+DEC_AVX2 static inline __attribute__((always_inline)) void group_values(const pattn_job_t *j, float *const *o,
+                                                                         const int32_t *table, int g, int n,
+                                                                         const float *s, const __m256 *sumv, int c0,
+                                                                         const int G, const int NV) {
+    const int d = j->head_dim, bs = j->block_size;
+    const size_t row_stride = (size_t)j->n_kv * d;
+    __m256 acc[GQA_MAX][4];
+#pragma GCC unroll 3
+    for (int h = 0; h < G; h++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[h][v] = _mm256_setzero_ps();
+    for (int p0 = 0; p0 < n; p0 += bs) {
+        const float *vr = j->vc + (size_t)table[p0 / bs] * bs * row_stride + (size_t)g * d + c0;
+        int rows = n - p0 < bs ? n - p0 : bs;
+        for (int i = 0; i < rows; i++, vr += row_stride) {
+            __m256 vv[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) vv[v] = _mm256_loadu_ps(vr + 8 * v);
+#pragma GCC unroll 3
+            for (int h = 0; h < G; h++) {
+                __m256 e = _mm256_set1_ps(s[(size_t)h * n + p0 + i]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) acc[h][v] = _mm256_fmadd_ps(e, vv[v], acc[h][v]);
+            }
+        }
+    }
+#pragma GCC unroll 3
+    for (int h = 0; h < G; h++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(o[h] + c0 + 8 * v, _mm256_div_ps(acc[h][v], sumv[h]));
+}
+
+DEC_AVX2 static inline __attribute__((always_inline)) void group_avx2(const pattn_job_t *j, float *const *o,
+                                                                       const float *const *qv, int b, int g, int n,
+                                                                       float *s, const int G) {
+    const int d = j->head_dim, bs = j->block_size; /* d a multiple of 8 */
+    const size_t row_stride = (size_t)j->n_kv * d;
+    const int32_t *table = j->table + (size_t)b * j->max_blocks;
+    for (int p0 = 0; p0 < n; p0 += bs) {
+        const float *kr = j->kc + (size_t)table[p0 / bs] * bs * row_stride + (size_t)g * d;
+        int rows = n - p0 < bs ? n - p0 : bs, i = 0;
+        /* two keys at a time: 2 G independent FMA chains in flight */
+        for (; i + 2 <= rows; i += 2, kr += 2 * row_stride) {
+            const float *kr1 = kr + row_stride;
+            __m256 acc[GQA_MAX][2];
+#pragma GCC unroll 3
+            for (int h = 0; h < G; h++) {
+                __m256 qh = _mm256_loadu_ps(qv[h]);
+                acc[h][0] = _mm256_mul_ps(qh, _mm256_loadu_ps(kr));
+                acc[h][1] = _mm256_mul_ps(qh, _mm256_loadu_ps(kr1));
+            }
+            for (int c = 8; c < d; c += 8) {
+                __m256 k0 = _mm256_loadu_ps(kr + c), k1 = _mm256_loadu_ps(kr1 + c);
+#pragma GCC unroll 3
+                for (int h = 0; h < G; h++) {
+                    __m256 qh = _mm256_loadu_ps(qv[h] + c);
+                    acc[h][0] = _mm256_fmadd_ps(qh, k0, acc[h][0]);
+                    acc[h][1] = _mm256_fmadd_ps(qh, k1, acc[h][1]);
+                }
+            }
+#pragma GCC unroll 3
+            for (int h = 0; h < G; h++) {
+                s[(size_t)h * n + p0 + i] = hsum8_dec(acc[h][0]) * j->scale;
+                s[(size_t)h * n + p0 + i + 1] = hsum8_dec(acc[h][1]) * j->scale;
+            }
+        }
+        if (i < rows) {
+#pragma GCC unroll 3
+            for (int h = 0; h < G; h++) {
+                __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(qv[h]), _mm256_loadu_ps(kr));
+                for (int c = 8; c < d; c += 8)
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qv[h] + c), _mm256_loadu_ps(kr + c), acc);
+                s[(size_t)h * n + p0 + i] = hsum8_dec(acc) * j->scale;
+            }
+        }
+    }
+    __m256 sumv[GQA_MAX];
+#pragma GCC unroll 3
+    for (int h = 0; h < G; h++) sumv[h] = _mm256_set1_ps(softmax_numerators(s + (size_t)h * n, n));
+    /* out in chunks of 32 values per head kept in registers across the keys */
+    int c0 = 0;
+    for (; c0 + 32 <= d; c0 += 32) group_values(j, o, table, g, n, s, sumv, c0, G, 4);
+    for (; c0 < d; c0 += 8) group_values(j, o, table, g, n, s, sumv, c0, G, 1);
+}
+
+DEC_AVX2 static void group_avx2_any(const pattn_job_t *j, float *const *o, const float *const *qv, int b, int g,
+                                    int n, float *s, int G) {
+    switch (G) {
+    case 3: group_avx2(j, o, qv, b, g, n, s, 3); break;
+    case 2: group_avx2(j, o, qv, b, g, n, s, 2); break;
+    default: group_avx2(j, o, qv, b, g, n, s, 1); break;
+    }
+}
 #endif
 
+/* One task: sequence b, KV head g (its group of query heads), a chunk of
+ * QUERIES_PER_TASK queries. */
 static void pattn_task(void *ctx, int task, int worker) {
     const pattn_job_t *j = ctx;
-    int b = task / (j->n_heads * j->chunks_per_seq);
-    int rest = task % (j->n_heads * j->chunks_per_seq);
-    int h = rest / j->chunks_per_seq, chunk = rest % j->chunks_per_seq;
+    int b = task / (j->n_kv * j->chunks_per_seq);
+    int rest = task % (j->n_kv * j->chunks_per_seq);
+    int g = rest / j->chunks_per_seq, chunk = rest % j->chunks_per_seq;
     int n_b = j->seq_off[b + 1] - j->seq_off[b];
     int i0 = chunk * QUERIES_PER_TASK, i1 = i0 + QUERIES_PER_TASK < n_b ? i0 + QUERIES_PER_TASK : n_b;
-    int g = h / (j->n_heads / j->n_kv), d = j->head_dim, H = j->n_heads * d;
+    int group = j->n_heads / j->n_kv, d = j->head_dim, H = j->n_heads * d;
     float *s = j->scratch[worker];
     for (int i = i0; i < i1; i++) {
         int t = j->seq_off[b] + i;
         int n = j->ctx_len[b] - n_b + i + 1; /* keys 0..p */
-        const float *qv = j->q + (size_t)t * j->q_stride + (size_t)h * d;
-        float *o = j->out + (size_t)t * H + (size_t)h * d;
+        for (int h0 = g * group; h0 < (g + 1) * group;) {
 #if DEC_X86
-        if (d % 8 == 0 && ops_cpu_has_avx2()) {
-            query_avx2(j, o, qv, b, g, n, s);
-            continue;
-        }
+            if (d % 8 == 0 && ops_cpu_has_avx2()) {
+                int G = (g + 1) * group - h0 < GQA_MAX ? (g + 1) * group - h0 : GQA_MAX;
+                const float *qv[GQA_MAX];
+                float *o[GQA_MAX];
+                for (int h = 0; h < G; h++) {
+                    qv[h] = j->q + (size_t)t * j->q_stride + (size_t)(h0 + h) * d;
+                    o[h] = j->out + (size_t)t * H + (size_t)(h0 + h) * d;
+                }
+                group_avx2_any(j, o, qv, b, g, n, s, G);
+                h0 += G;
+                continue;
+            }
 #endif
-        query_scalar(j, o, qv, b, g, n, s);
+            query_scalar(j, j->out + (size_t)t * H + (size_t)h0 * d,
+                         j->q + (size_t)t * j->q_stride + (size_t)h0 * d, b, g, n, s);
+            h0++;
+        }
     }
 }
 
@@ -341,15 +436,15 @@ int ops_cpu_attention_paged(ops_t *ops, float *out, const float *q, int q_stride
                 return ops_cpu_fail(ops, OPS_EINVAL, "%s: sequence %d block %d is %d", what, b, k,
                                     block_table[(size_t)b * max_blocks + k]);
     }
-    if ((long long)B * n_heads * ceil_div(longest, QUERIES_PER_TASK) > INT_MAX)
+    if ((long long)B * n_kv_heads * ceil_div(longest, QUERIES_PER_TASK) > INT_MAX)
         return ops_cpu_fail(ops, OPS_EINVAL, "%s: too many queries", what);
-    int rc = ops_cpu_ensure_scratch(ops, what, max_ctx > 0 ? (size_t)max_ctx : 1);
+    int rc = ops_cpu_ensure_scratch(ops, what, max_ctx > 0 ? (size_t)max_ctx * 3 : 1); /* GQA_MAX heads' scores */
     if (rc) return rc;
     ops_cpu_impl_t *impl = ops->impl;
     pattn_job_t j = {.out = out, .q = q, .kc = k_cache, .vc = v_cache, .table = block_table, .seq_off = seq_off,
                      .ctx_len = ctx_len, .q_stride = q_stride, .max_blocks = max_blocks, .n_heads = n_heads,
                      .n_kv = n_kv_heads, .head_dim = head_dim, .block_size = block_size, .scale = scale,
                      .chunks_per_seq = ceil_div(longest, QUERIES_PER_TASK), .scratch = impl->scratch};
-    ops_cpu_threadpool_run(impl->pool, pattn_task, &j, B * n_heads * j.chunks_per_seq);
+    ops_cpu_threadpool_run(impl->pool, pattn_task, &j, B * n_kv_heads * j.chunks_per_seq);
     return OPS_OK;
 }
