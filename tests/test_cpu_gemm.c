@@ -156,3 +156,33 @@ Test(cpu_gemm, matmul_rows_bit_stable_across_batch_and_threads) {
     }
     free(in), free(Wh), free(bias), free(ref);
 }
+
+/* One feature probe serves the decoder ops and the GEMM: the GEMM's path is
+ * the level ops_cpu_isa reports, and $SLUICE_CPU_ISA caps both (read once
+ * per process; Criterion runs each test in its own). */
+static const char *path_of_level(int isa) {
+    return isa >= OPS_CPU_AVX512 ? "avx512" : isa >= OPS_CPU_AVX2 ? "avx2" : "c";
+}
+
+static void expect_capped(const char *cap) {
+    if (cap) setenv("SLUICE_CPU_ISA", cap, 1);
+    int isa = ops_cpu_isa();
+    if (cap && !strcmp(cap, "avx2")) cr_assert_leq(isa, OPS_CPU_AVX2, "cap avx2: ops_cpu_isa() = %d", isa);
+    if (cap && !strcmp(cap, "portable")) cr_assert_eq(isa, OPS_CPU_PORTABLE, "cap portable: ops_cpu_isa() = %d", isa);
+    cr_assert_str_eq(ops_cpu_gemm_path(), path_of_level(isa), "cap %s: the GEMM runs %s, the decoder ops level %d",
+                     cap ? cap : "(none)", ops_cpu_gemm_path(), isa);
+    float in[40], W[40], out[1];
+    for (int i = 0; i < 40; i++) in[i] = W[i] = 1.0f;
+    for (size_t p = 0; p < N_PATHS; p++) {
+        int reachable = !strcmp(paths[p], "c") || (!strcmp(paths[p], "avx2") && isa >= OPS_CPU_AVX2) ||
+                        (!strcmp(paths[p], "avx512") && isa >= OPS_CPU_AVX512);
+        int rc = ops_cpu_gemm_nt_on(paths[p], out, 1, in, 40, W, 40, 1, 1, 40);
+        cr_assert_eq(rc, reachable ? 0 : -1, "cap %s, level %d: path %s answered %d", cap ? cap : "(none)", isa,
+                     paths[p], rc);
+        if (rc == 0) cr_assert_float_eq(out[0], 40.0f, 0.0f, "path %s", paths[p]);
+    }
+}
+
+Test(cpu_gemm, one_feature_probe_for_gemm_and_decoder) { expect_capped(NULL); }
+Test(cpu_gemm, isa_cap_avx2_holds_for_the_gemm) { expect_capped("avx2"); }
+Test(cpu_gemm, isa_cap_portable_holds_for_the_gemm) { expect_capped("portable"); }

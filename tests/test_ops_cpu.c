@@ -408,8 +408,8 @@ Test(ops_cpu, thread_pool_runs_every_task_exactly_once) {
 }
 
 /* A worker that has gone to sleep (the pool idle past its spin window, as
- * between two requests) wakes for the next job (some of its slow tasks run on
- * a worker, not all on the caller), and an idle pool takes no CPU: over
+ * between two requests) wakes for the next job (some of its tasks run on a
+ * worker, not all on the caller), and an idle pool takes no CPU: over
  * 300 ms idle the process uses well under the 600 ms two spinning workers
  * would burn. */
 static double process_cpu_s(void) {
@@ -421,12 +421,21 @@ static double process_cpu_s(void) {
 typedef struct {
     int hits[64];
     int by_worker[3];
+    int waited; /* the caller has waited once */
 } slow_job_t;
 
+/* On the caller, the first task waits (up to 5 s, a loaded box's wake-up
+ * latency included) until a worker has run a task, so the caller alone cannot take
+ * every task before a woken worker gets going. */
 static void slow_task(void *ctx, int task, int worker) {
     slow_job_t *j = ctx;
     struct timespec ms = {0, 1000 * 1000};
-    nanosleep(&ms, NULL); /* long enough that the caller alone cannot take every task first */
+    for (int i = 0; worker == 0 && !j->waited && i < 5000; i++) {
+        if (__atomic_load_n(&j->by_worker[1], __ATOMIC_RELAXED) + __atomic_load_n(&j->by_worker[2], __ATOMIC_RELAXED))
+            break;
+        nanosleep(&ms, NULL);
+    }
+    if (worker == 0) j->waited = 1;
     __atomic_fetch_add(&j->hits[task], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&j->by_worker[worker], 1, __ATOMIC_RELAXED);
 }

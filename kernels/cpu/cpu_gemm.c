@@ -19,9 +19,10 @@
  * on rows, cols, the block an element falls in or the thread split; so a
  * sentence gets the same bits alone or in any batch.
  *
- * Paths, picked once at first use by the CPU's features: AVX-512F (MR 6,
- * NR 4 of 16 lanes), AVX2+FMA (MR 3, NR 4 of 8 lanes), else portable C of
- * the same structure (8 lanes).
+ * Paths, picked once at first use by ops_cpu_isa (the backend's one feature
+ * probe, capped by $SLUICE_CPU_ISA): AVX-512F+DQ (MR 6, NR 4 of 16 lanes),
+ * AVX2+FMA (MR 3, NR 4 of 8 lanes), else portable C of the same structure
+ * (8 lanes).
  */
 #include <stddef.h>
 #include <string.h>
@@ -216,22 +217,22 @@ GEMM_PATH(avx512, "avx512f,avx512dq,avx2,fma", 6, 4, 16, __m512, __mmask16, _mm5
 
 typedef void (*gemm_fn)(float *, int, const float *, int, const float *, int, int, int, int);
 
-/* The path by name ("avx512", "avx2", "c"), NULL when this CPU lacks it. */
+/* The path by name ("avx512", "avx2", "c"), NULL when ops_cpu_isa (this
+ * CPU, under the $SLUICE_CPU_ISA cap) does not reach it. */
 static gemm_fn gemm_by_name(const char *path) {
     if (!strcmp(path, "c")) return gemm_c;
 #if GEMM_X86
-    __builtin_cpu_init();
-    if (!strcmp(path, "avx512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
-        return gemm_avx512;
-    if (!strcmp(path, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return gemm_avx2;
+    if (!strcmp(path, "avx512") && ops_cpu_isa() >= OPS_CPU_AVX512) return gemm_avx512;
+    if (!strcmp(path, "avx2") && ops_cpu_isa() >= OPS_CPU_AVX2) return gemm_avx2;
 #endif
     return NULL;
 }
 
 const char *ops_cpu_gemm_path(void) {
-    static const char *const order[] = {"avx512", "avx2", "c"};
-    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
-        if (gemm_by_name(order[i])) return order[i];
+#if GEMM_X86
+    if (ops_cpu_isa() >= OPS_CPU_AVX512) return "avx512";
+    if (ops_cpu_isa() >= OPS_CPU_AVX2) return "avx2";
+#endif
     return "c";
 }
 

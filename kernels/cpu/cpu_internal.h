@@ -38,11 +38,11 @@ int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats);
  * the other rows. (cpu_attention.c) */
 void ops_cpu_softmax_rows(float *restrict s, float *restrict sums, int rows, int L);
 
-/* Which kernels the decoder ops run: the best the CPU has (AVX-512F, else
- * AVX2 + FMA + F16C, else portable C), capped by $SLUICE_CPU_ISA
- * ("portable", "avx2": how the tests reach the other paths on a newer CPU).
- * Read once per process, so a process never mixes the paths' (different)
- * summation orders. */
+/* Which kernels the CPU backend runs, the decoder ops and the encoder's GEMM
+ * alike: the best the CPU has (AVX-512F + DQ, else AVX2 + FMA + F16C, else
+ * portable C), capped by $SLUICE_CPU_ISA ("portable", "avx2": how the tests
+ * reach the other paths on a newer CPU). Read once per process, so a process
+ * never mixes the paths' (different) summation orders. */
 enum { OPS_CPU_PORTABLE = 0, OPS_CPU_AVX2 = 1, OPS_CPU_AVX512 = 2 };
 int ops_cpu_isa(void);
 static inline int ops_cpu_has_avx2(void) { return ops_cpu_isa() >= OPS_CPU_AVX2; }
@@ -69,10 +69,11 @@ static inline float ops_cpu_half_to_float(uint16_t h) {
  * is in one order fixed by K (batch invariant). */
 void ops_cpu_gemm_nt(float *out, int ldo, const float *in, int lda, const float *W, int ldw, int rows, int cols,
                      int K);
-/* The instruction-set path ops_cpu_gemm_nt runs on here: "avx512", "avx2" or "c". */
+/* The instruction-set path ops_cpu_gemm_nt runs on here (ops_cpu_isa's):
+ * "avx512", "avx2" or "c". */
 const char *ops_cpu_gemm_path(void);
 /* ops_cpu_gemm_nt on a named path (tests and benchmarks compare them);
- * -1 when this CPU lacks it. */
+ * -1 when this CPU lacks it or $SLUICE_CPU_ISA caps it away. */
 int ops_cpu_gemm_nt_on(const char *path, float *out, int ldo, const float *in, int lda, const float *W, int ldw,
                        int rows, int cols, int K);
 

@@ -82,6 +82,8 @@ static inline int cpu_has_f16c(void) {
 #endif
 }
 
+/* The one CPU-feature probe of the backend (the decoder ops and the
+ * encoder's GEMM both ask it), capped by $SLUICE_CPU_ISA. */
 int ops_cpu_isa(void) {
     static atomic_int cached = -1;
     int v = atomic_load(&cached);
@@ -90,7 +92,8 @@ int ops_cpu_isa(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
-            v = __builtin_cpu_supports("avx512f") ? OPS_CPU_AVX512 : OPS_CPU_AVX2;
+            v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") ? OPS_CPU_AVX512
+                                                                                        : OPS_CPU_AVX2;
 #endif
         const char *cap = getenv("SLUICE_CPU_ISA");
         if (cap && strcmp(cap, "portable") == 0) v = OPS_CPU_PORTABLE;
