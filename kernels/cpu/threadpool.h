@@ -3,9 +3,9 @@
  * One pool per ops_t (clones get their own). ops_cpu_threadpool_run hands out
  * n_tasks task indices to the calling thread and the workers, and returns when
  * every task has finished. After a job, workers spin on an atomic for about
- * 2 ms (a decode step's jobs come microseconds apart: waking a sleeping
- * thread would cost more than the job), then sleep on a condition variable,
- * so an idle pool takes no CPU.
+ * 2 ms, yielding the core to any other runnable thread (a decode step's jobs
+ * come microseconds apart: waking a sleeping thread would cost more than the
+ * job), then sleep on a condition variable, so an idle pool takes no CPU.
  *
  * Thread safety: one thread at a time calls run on a given pool (the ops_t
  * contract: one thread per ops_t). fn runs concurrently on several threads.
