@@ -9,6 +9,8 @@
 # usage: sh bench/gen_serve_compare.sh [CONCURRENCY_LIST] [THREADS]
 #   (default 1,8,32 and 2 threads). llama-server comes from bench/llamacpp_build.sh.
 #   MAX_TOKENS=64 DURATION=20 WARMUP=3
+#   OLD_SLUICE=/path/to/another/bin/sluice: that build served and measured too,
+#   right after this one (an A/B of a change in the same run).
 set -e
 CONC=${1:-1,8,32}
 THREADS=${2:-2}
@@ -44,6 +46,15 @@ PIDS="$PIDS $!"
 wait_up http://127.0.0.1:8391/readyz
 bench "sluice serve ($THREADS threads)" http://127.0.0.1:8391 smollm2-135m-instruct
 kill $PIDS 2>/dev/null; wait 2>/dev/null || true; PIDS=""
+
+if [ -n "$OLD_SLUICE" ]; then
+    "$OLD_SLUICE" serve --port 8393 --models models --redis none --device cpu --cpu-threads "$THREADS" \
+        --max-running-seqs "$SLOTS" --log-level warn &
+    PIDS="$PIDS $!"
+    wait_up http://127.0.0.1:8393/readyz
+    bench "$OLD_SLUICE serve ($THREADS threads)" http://127.0.0.1:8393 smollm2-135m-instruct
+    kill $PIDS 2>/dev/null; wait 2>/dev/null || true; PIDS=""
+fi
 
 "$BIN/llama-server" -m "$GGUF" -t "$THREADS" -np "$SLOTS" -c $((SLOTS * 1024)) --port 8392 --log-disable \
     >/dev/null 2>&1 &
