@@ -658,6 +658,25 @@ Test(harden, long_polls_do_not_poll_redis, .timeout = 120) {
     long_poll(&one);
     cr_assert_eq(one.status, 200);
     cr_assert_lt(one.took, 1.9, "a waiter on a task that ended was held %.2f s", one.took);
+    /* Task ends are published only while the waiter thread has marked the queue listened to
+     * ({q}:subs): tasks that end just before, while and after their waiters register (delays
+     * spread over 0.6 s) are each answered at their end, none left to the 2 s limit or the 5 s
+     * safety look. */
+    enum { M = 16 };
+    static poll_arg_t race[M];
+    pthread_t rth[M];
+    for (int i = 0; i < M; i++) {
+        queue_task_t t = {.payload = payload, .payload_len = strlen(payload), .delay_ms = i * 40};
+        cr_assert_eq(queue_enqueue(qc, &t, race[i].id, NULL), 0);
+        race[i].port = s.port;
+    }
+    for (int i = 0; i < M; i++) pthread_create(&rth[i], NULL, long_poll, &race[i]);
+    for (int i = 0; i < M; i++) pthread_join(rth[i], NULL);
+    for (int i = 0; i < M; i++) {
+        cr_expect_eq(race[i].status, 200);
+        cr_expect_lt(race[i].took, 1.9, "waiter %d (its task due after %d ms) was held %.2f s", i, i * 40,
+                     race[i].took);
+    }
     free(payload);
     support_server_stop(&s);
     queue_close(qc);
@@ -850,6 +869,52 @@ Test(harden, signed_tasks_not_replayed_or_moved, .timeout = 60) {
     queue_close(strict);
     queue_close(sq);
     queue_close(sq2);
+    support_redis_stop(&redis);
+}
+
+/* 7. `serve --task-signed-max-age-s`: a signed task whose signature is older
+ * than the flag's age when the intake leases it (here: delayed past it) goes
+ * to the DLQ as signature_too_old, never run; a fresh one runs. */
+Test(harden, signed_max_age_flag_refuses_old_tasks, .timeout = 60) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    static const char key[] = "a shared signing secret";
+    api_config_t c;
+    support_server_config(&c);
+    char err[256];
+    cr_assert_eq(api_config_set(&c, "task-signed-max-age-s", "1", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(api_config_set(&c, "task-signing-key", key, err, sizeof err), 0, "%s", err);
+    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
+    snprintf(c.queue, sizeof c.queue, "aq");
+    support_server_t s;
+    start(&s, &c);
+    queue_config_t qcfg;
+    queue_config_defaults(&qcfg);
+    qcfg.url = redis.url;
+    qcfg.name = "aq";
+    qcfg.signing_key = (const unsigned char *)key;
+    qcfg.signing_key_len = sizeof key - 1;
+    queue_conn_t *qc = queue_connect(&qcfg, err, sizeof err);
+    cr_assert(qc, "%s", err);
+    char *payload = queue_payload_build("all-minilm-l6-v2", "embed", "\"x\"", NULL, NULL, err, sizeof err);
+    cr_assert(payload, "%s", err);
+    queue_task_t task = {.payload = payload, .payload_len = strlen(payload)};
+    char fresh[QUEUE_ID_MAX], old[QUEUE_ID_MAX];
+    cr_assert_eq(queue_enqueue(qc, &task, fresh, NULL), 0);
+    task.delay_ms = 1500; /* leased 1.5 s after it was signed: older than 1 s */
+    cr_assert_eq(queue_enqueue(qc, &task, old, NULL), 0);
+    queue_info_t info;
+    cr_assert_eq(queue_wait(qc, fresh, 20000, &info), 0);
+    cr_expect_str_eq(queue_state_name(info.state), "done");
+    queue_info_clear(&info);
+    cr_assert_eq(queue_wait(qc, old, 20000, &info), 0);
+    cr_expect_str_eq(queue_state_name(info.state), "dlq", "a task signed longer ago than the flag's age ran");
+    cr_expect_str_eq(info.error ? info.error : "", "signature_too_old");
+    queue_info_clear(&info);
+    cr_assert_neq(api_config_set(&c, "task-signed-max-age-s", "-5", err, sizeof err), 0);
+    free(payload);
+    support_server_stop(&s);
+    queue_close(qc);
     support_redis_stop(&redis);
 }
 

@@ -274,6 +274,7 @@ int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, co
         if (cfg->task_signing_key[0]) { /* enqueue signs; the intake refuses unsigned or forged tasks */
             q->qc.signing_key = (const unsigned char *)cfg->task_signing_key;
             q->qc.signing_key_len = strlen(cfg->task_signing_key);
+            q->qc.signed_max_age_ms = (int64_t)cfg->task_signed_max_age_s * 1000;
         }
         p += len + (p[len] == ',');
         if (!*p) break;
