@@ -25,10 +25,10 @@ end
 -- One message per script call keeps PUBLISH off the per-task cost, and none at all while nobody
 -- listens: a subscriber keeps {q}:subs alive (SET PX) from before its first look at a task's state
 -- until it stops listening, so an end it could miss is either before that look or published.
+-- Asked once per call, at the first task that ends.
+local listened
 local function publish()
-  if #events > 0 and redis.call('EXISTS', P .. 'subs') == 1 then
-    redis.call('PUBLISH', P .. 'events', table.concat(events, '\n'))
-  end
+  if #events > 0 then redis.call('PUBLISH', P .. 'events', table.concat(events, '\n')) end
 end
 -- A signed task that ended (sig: its signature, or nil/false for none) leaves {q}:tomb:<id>, so a
 -- copy re-inserted later is refused at lease (`replayed`). It is written by the same script that
@@ -50,7 +50,8 @@ local function wake(id, state, waiters)
     redis.call('PEXPIRE', wk, 60000)
     redis.call('HSET', P .. 't:' .. id, 'waiters', 0)
   end
-  events[#events + 1] = id .. ' ' .. state
+  if listened == nil then listened = redis.call('EXISTS', P .. 'subs') == 1 end
+  if listened then events[#events + 1] = id .. ' ' .. state end
 end
 -- A dedup key lives no longer than its task: when the task ends, its key (if it still names this
 -- task) gets the result's lifetime, or keeps a shorter one (LT: Redis 7). Enqueue also checks that
