@@ -189,16 +189,12 @@ int64_t queue_tomb_ms(const queue_conn_t *c) {
     return ms > c->cfg.result_ttl_ms ? ms : c->cfg.result_ttl_ms;
 }
 
-/* A signed task's tombstone (written by the script that ended it, prelude.lua
- * `tomb`): it ran to its end, a copy must not run again. */
-static void tomb_key(const queue_conn_t *c, const char *id, char *key, size_t len) {
-    snprintf(key, len, "%stomb:%s", c->prefix, id);
-}
-
 /* With a signing key, a leased task must carry our signature over the queue,
- * its id, payload, priority, attempts, deadline, delay and signing time;
- * must not be older than signed_max_age_ms nor have run to its end before
- * (a tombstone). NULL when it may run, else why not. */
+ * its id, payload, priority, attempts, deadline, delay and signing time, and
+ * must not be older than signed_max_age_ms. NULL when it may run, else why
+ * not. (One that already ended, whose tombstone {q}:tomb:<id> the ending
+ * script wrote, is refused as `replayed` by lease.lua itself: no round trip
+ * per task.) */
 static const char *signature_refusal(queue_conn_t *c, const queue_lease_t *l, const char *payload, size_t len,
                                      const redisReply *sig) {
     if (!c->cfg.signing_key) return NULL;
@@ -219,14 +215,6 @@ static const char *signature_refusal(queue_conn_t *c, const queue_lease_t *l, co
     int64_t now = wall_ms();
     if (now + QUEUE_SIGN_SKEW_MS < t_ms + delay) return "bad_signature"; /* its delay cut short */
     if (now - t_ms > queue_signed_max_age(c)) return "signature_too_old";
-    if (c->ctx) {
-        char key[QUEUE_NAME_MAX + QUEUE_ID_MAX + 16];
-        tomb_key(c, l->id, key, sizeof key);
-        redisReply *r = redisCommand(c->ctx, "EXISTS %s", key);
-        int seen = r && r->type == REDIS_REPLY_INTEGER && r->integer > 0;
-        freeReplyObject(r);
-        if (seen) return "replayed";
-    }
     return NULL;
 }
 
@@ -241,6 +229,7 @@ int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, qu
     queue_args_int(&a, lease_ms);
     queue_args_int(&a, c->cfg.result_ttl_ms);
     queue_args_int(&a, (int64_t)c->cfg.max_payload_bytes);
+    queue_args_int(&a, c->cfg.signing_key != NULL); /* lease.lua refuses replayed signed tasks itself */
     redisReply *r;
     int rc = queue_conn_eval(c, QS_LEASE, &a, &r);
     queue_args_free(&a);

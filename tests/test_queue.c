@@ -268,7 +268,9 @@ Test(queue, signed_task_tombstone_is_written_by_the_ending_script) {
     queue_info_t info;
     cr_assert_eq(queue_get(c, id, &info), 0);
     cr_expect_str_eq(info.error ? info.error : "", "replayed");
+    cr_expect_eq(info.state, QUEUE_S_DLQ);
     queue_info_clear(&info);
+    cr_expect_eq(stats_of(c).bad_signature, 1);
     /* failed into the DLQ: a tombstone; requeued by an operator: gone, and it runs */
     char f[QUEUE_ID_MAX];
     put(c, "{}", 0, f);
