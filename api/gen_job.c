@@ -505,12 +505,7 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
             goto fail;
         }
     }
-    iv = 0;
-    if (api_json_int(body, "priority", -1000, 1000, &iv, e)) goto fail;
-    g->priority = (int)iv;
-    iv = 0;
-    if (api_json_int(body, "deadline_ms", 1, 86400000, &iv, e)) goto fail;
-    g->deadline_ms = iv;
+    if (api_job_priority_deadline(body, &g->priority, &g->deadline_ms, e)) goto fail;
 
     /* stop tokens: the end of a turn and of the text, in this vocabulary */
     g->sp.n_stop_ids = chat_stop_ids(tok, g->sp.stop_ids, SAMPLE_MAX_STOP_IDS);

@@ -101,6 +101,38 @@ Test(gen_job, refuses_fields_by_name) {
     refused(API_GEN_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", 400, "echo");
 }
 
+/* priority and deadline_ms: the generation parser answers exactly as the
+ * shared validator every encoder op uses (api_job_priority_deadline), for
+ * each kind of bad value, and takes the edges of the ranges. */
+Test(gen_job, priority_and_deadline_as_every_op) {
+    const char *bad[] = {"\"priority\":5000", "\"priority\":-1001", "\"priority\":1.5", "\"priority\":\"high\"",
+                         "\"deadline_ms\":0", "\"deadline_ms\":86400001", "\"deadline_ms\":true"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[256], shared_text[128];
+        snprintf(text, sizeof text, "{" M ",%s}", bad[i]);
+        snprintf(shared_text, sizeof shared_text, "{%s}", bad[i]);
+        json_t *body = json_loads(text, 0, NULL), *shared = json_loads(shared_text, 0, NULL);
+        cr_assert(body && shared);
+        api_gen_req_t *g = NULL;
+        api_err_t e = {0}, want = {0};
+        int prio = 0;
+        int64_t dl = 0;
+        cr_assert_eq(api_gen_parse_model(&gm, body, API_GEN_CHAT, &g, &e), -1, "accepted %s", text);
+        cr_assert_eq(api_job_priority_deadline(shared, &prio, &dl, &want), -1, "the validator accepted %s", shared_text);
+        cr_assert_eq(e.status, want.status, "%s", text);
+        cr_assert_str_eq(e.code, want.code, "%s", text);
+        cr_assert_str_eq(e.param, want.param, "%s", text);
+        cr_assert_str_eq(e.message, want.message, "%s: the generation parser says '%s', every other op '%s'", text,
+                         e.message, want.message);
+        json_decref(body);
+        json_decref(shared);
+    }
+    api_gen_req_t *g = parsed(API_GEN_CHAT, "{" M ",\"priority\":-1000,\"deadline_ms\":86400000}");
+    cr_assert_eq(g->priority, -1000);
+    cr_assert_eq(g->deadline_ms, 86400000);
+    api_gen_req_free(g);
+}
+
 Test(gen_job, context_overflow_has_the_numbers) {
     json_t *body = json_pack("{s:s,s:i}", "prompt", "hello there", "max_tokens", 2047);
     api_gen_req_t *g = NULL;
