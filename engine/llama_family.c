@@ -49,6 +49,17 @@ static int open_file(const char *path, gguf_file_t **f, char *err, size_t errlen
     return gguf_open(p, f, err, errlen) ? ENGINE_EMODEL : ENGINE_OK;
 }
 
+static chat_template_t llama_family_chat(const char *path) {
+    chat_template_t t = {CHAT_NONE};
+    gguf_file_t *f = NULL;
+    char err[256];
+    if (open_file(path, &f, err, sizeof err) == ENGINE_OK) {
+        t = chat_template_from_gguf(f);
+        gguf_close(f);
+    }
+    return t;
+}
+
 static const llama_opts_t FAMILY_OPTS = {.max_tokens = LLAMA_FAMILY_MAX_TOKENS, .max_seqs = LLAMA_FAMILY_MAX_SEQS};
 
 static int llama_detect(const char *path) {
@@ -114,6 +125,7 @@ const model_family_t model_llama = {
     .detect = llama_detect,
     .need = llama_family_need,
     .tokenizer = llama_family_tokenizer,
+    .chat_template = llama_family_chat,
     .load = llama_family_load,
     .free = llama_family_free,
     .info = llama_family_info,

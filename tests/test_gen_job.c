@@ -4,11 +4,13 @@
  * check with its numbers, and OpenAI's answer and chunk shapes. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/gen_job.h"
 #include "engine/bpe.h"
+#include "engine/registry.h"
 #include "engine/tok_bpe.h"
 #include "tests/support_llm.h"
 
@@ -238,4 +240,30 @@ Test(gen_job, stream_chunks) {
     json_decref(o);
     free(ev);
     api_gen_req_free(g);
+}
+
+static void *template_of_model(void *reg) { return (void *)(intptr_t)registry_chat_template(reg, 0).kind; }
+
+/* The chat template belongs to the model's registry entry: read once, the
+ * same from threads asking at once, gone with the registry (no process-wide
+ * cache: a second registry reads it again). */
+Test(gen_job, chat_template_is_the_registrys) {
+    for (int round = 0; round < 2; round++) {
+        registry_opts_t o = {.models_dir = support_llm_path(), .device = "cpu", .budget = (size_t)64 << 20,
+                             .cpu_threads = 1};
+        registry_t *reg = NULL;
+        char err[512];
+        cr_assert_eq(registry_create(&o, &reg, err, sizeof err), 0, "%s", err);
+        pthread_t th[8];
+        for (int i = 0; i < 8; i++) pthread_create(&th[i], NULL, template_of_model, reg);
+        for (int i = 0; i < 8; i++) {
+            void *kind;
+            pthread_join(th[i], &kind);
+            cr_assert_eq((int)(intptr_t)kind, (int)gm.chat.kind, "thread %d saw template %s, the file declares %s", i,
+                         chat_kind_name((chat_kind_t)(intptr_t)kind), chat_kind_name(gm.chat.kind));
+        }
+        cr_assert_neq(gm.chat.kind, CHAT_NONE, "the test model declares no template");
+        cr_assert_eq(registry_chat_template(reg, 5).kind, CHAT_NONE, "a bad index has a template");
+        registry_destroy(reg);
+    }
 }
