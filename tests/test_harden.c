@@ -245,6 +245,30 @@ Test(harden, expand_amplification_bounded) {
     support_server_stop(&s);
 }
 
+/* The body of 512 one-word inputs: an answer of about 2 MB; *len its length. */
+static char *big_answer_body(size_t *len) {
+    size_t cap = 64 + 512 * 6;
+    char *body = malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"input\":[");
+    for (int i = 0; i < 512; i++) n += (size_t)snprintf(body + n, cap - n, "%s\"a\"", i ? "," : "");
+    n += (size_t)snprintf(body + n, cap - n, "]}");
+    *len = n;
+    return body;
+}
+
+/* POST body to /v1/embeddings from a slow reader (127.0.0.2, a 2 KB receive
+ * buffer) that reads nothing yet: the fd. */
+static int slow_post(int port, const char *body, size_t n) {
+    int fd = raw_connect("127.0.0.2", port, 2048);
+    cr_assert(fd >= 0);
+    char head[256];
+    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                "Connection: close\r\nContent-Length: %zu\r\n\r\n", n);
+    raw_send(fd, head);
+    raw_send(fd, body);
+    return fd;
+}
+
 /* 2. Answers left unread by a slow reader count against a process-wide
  * backlog; past it new work is answered 503 with Retry-After (probes pass),
  * and the budget comes back when the reader goes. */
@@ -254,19 +278,9 @@ Test(harden, response_backlog_budget) {
     c.max_response_backlog_bytes = 512u << 10;
     support_server_t s;
     start(&s, &c);
-    /* 512 inputs x 384 floats: an answer of about 2 MB */
-    size_t cap = 64 + 512 * 6;
-    char *body = malloc(cap);
-    size_t n = (size_t)snprintf(body, cap, "{\"input\":[");
-    for (int i = 0; i < 512; i++) n += (size_t)snprintf(body + n, cap - n, "%s\"a\"", i ? "," : "");
-    n += (size_t)snprintf(body + n, cap - n, "]}");
-    int slow = raw_connect("127.0.0.2", s.port, 2048);
-    cr_assert(slow >= 0);
-    char head[256];
-    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                "Content-Length: %zu\r\n\r\n", n);
-    raw_send(slow, head);
-    raw_send(slow, body);
+    size_t n;
+    char *body = big_answer_body(&n);
+    int slow = slow_post(s.port, body, n);
     int refused = 0;
     for (int t = 0; t < 50 && !refused; t++) { /* the answer is computed, then waits on the reader */
         sleep_ms(100);
@@ -290,6 +304,87 @@ Test(harden, response_backlog_budget) {
     close(slow);
     sleep_ms(300);
     legit_ok(s.port, "after the slow reader left");
+    free(body);
+    support_server_stop(&s);
+}
+
+/* A gauge of /metrics (the line "name value"); -1 when absent. */
+static double gauge(int port, const char *name) {
+    http_resp_t r;
+    cr_assert_eq(http_get(port, "/metrics", &r), 0);
+    double v = -1;
+    size_t n = strlen(name);
+    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (!strncmp(p, name, n) && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+    http_resp_free(&r);
+    return v;
+}
+
+/* Send body on a slow reader's socket (127.0.0.2, 2 KB receive buffer) and
+ * wait until its answer is held unsent (the gauge over min_bytes): the fd. */
+static int slow_reader_with_answer(int port, const char *body, size_t n, double min_bytes) {
+    int fd = slow_post(port, body, n);
+    for (int t = 0; t < 300 && gauge(port, "sluice_unsent_answer_bytes") < min_bytes; t++) sleep_ms(50);
+    cr_assert_geq(gauge(port, "sluice_unsent_answer_bytes"), min_bytes, "the answer never waited on the reader");
+    return fd;
+}
+
+/* Wait for the unsent-answer gauge to fall to 0; its last value. */
+static double unsent_drains(int port) {
+    double v = -1;
+    for (int t = 0; t < 100 && (v = gauge(port, "sluice_unsent_answer_bytes")) != 0; t++) sleep_ms(50);
+    return v;
+}
+
+/* 2. An answer left unread counts against its model's pending-bytes budget
+ * until it is sent: past the budget the model answers 429 naming the bytes
+ * (where it answered 200 with the same budget before), and the budget comes
+ * back on every end: the reader reads it all, the reader goes away, and the
+ * 429s themselves once sent. */
+Test(harden, unsent_answers_count_against_pending_bytes, .timeout = 120) {
+    api_config_t c;
+    support_server_config(&c);
+    c.max_pending_bytes = 1u << 20; /* the 512-input request's own item (about 0.8 MB) fits */
+    c.max_response_backlog_bytes = 0; /* off: the model's budget alone is under test */
+    support_server_t s;
+    start(&s, &c);
+    size_t n;
+    char *body = big_answer_body(&n);
+    legit_ok(s.port, "before");
+    int slow = slow_reader_with_answer(s.port, body, n, 1u << 20);
+    http_resp_t r;
+    cr_assert_eq(http_post_json(s.port, "/v1/embeddings", "{\"input\":\"hi\"}", &r), 0);
+    cr_assert_eq(r.status, 429, "2 MB unread over a 1 MB pending budget: answered %d: %s", r.status, r.body);
+    char ra[16];
+    cr_assert(http_header(&r, "Retry-After", ra, sizeof ra), "429 without Retry-After");
+    cr_assert(strstr(r.body, "not yet read") && strstr(r.body, "1048576"), "the 429 does not give the numbers: %s",
+              r.body);
+    fprintf(stderr, "unsent answers: %s\n", r.body);
+    http_resp_free(&r);
+    batcher_stats_t st;
+    batcher_stats(api_serve_batcher(s.srv), &st);
+    cr_assert_geq(st.unsent_bytes, (size_t)1 << 20);
+    /* sent: the reader reads the whole answer */
+    char *buf = malloc(8u << 20);
+    int closed;
+    raw_read(slow, buf, 8u << 20, 10000, &closed);
+    cr_assert(closed && strstr(buf, "\"embedding\""), "the slow reader did not get its answer");
+    close(slow);
+    double left = unsent_drains(s.port);
+    cr_assert_eq(left, 0, "%.0f bytes still held after the answer was read", left);
+    legit_ok(s.port, "after the answer was read");
+    /* client gone: the reader leaves with its answer unread */
+    slow = slow_reader_with_answer(s.port, body, n, 1u << 20);
+    close(slow);
+    left = unsent_drains(s.port);
+    cr_assert_eq(left, 0, "%.0f bytes still held after the reader left", left);
+    legit_ok(s.port, "after the reader left");
+    batcher_stats(api_serve_batcher(s.srv), &st);
+    cr_assert_eq(st.unsent_bytes, 0);
+    free(buf);
     free(body);
     support_server_stop(&s);
 }

@@ -152,17 +152,21 @@ void api_req_note(api_req_t *r) {
     }
 }
 
-/* An answer's bytes count against the backlog budget until MHD lets go of it
- * (sent, or its connection gone). */
+/* An answer's bytes count against the backlog budget, and against its
+ * model's pending-bytes budget, until MHD lets go of it: sent, its connection
+ * gone, or the response never made. MHD calls the free callback exactly once
+ * in each case, and the server stops before the batcher goes. */
 typedef struct {
     api_http_t *s;
     char *body;
     size_t len;
+    int model; /* held against this model's budget; -1: none */
 } backlog_t;
 
 static void backlog_release(void *cls) {
     backlog_t *b = cls;
     atomic_fetch_sub(&b->s->backlog_bytes, b->len);
+    if (b->model >= 0) batcher_release_answer(b->s->ctx->bat, b->model, b->len);
     free(b->body);
     free(b);
 }
@@ -172,8 +176,9 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
     backlog_t *b = malloc(sizeof *b);
     struct MHD_Response *resp = NULL;
     if (b) {
-        *b = (backlog_t){s, body, len};
+        *b = (backlog_t){s, body, len, r->model >= 0 && s->ctx->bat ? r->model : -1};
         atomic_fetch_add(&s->backlog_bytes, len);
+        if (b->model >= 0) batcher_hold_answer(s->ctx->bat, b->model, len);
         resp = MHD_create_response_from_buffer_with_free_callback_cls(len, body, backlog_release, b);
         if (!resp) {
             backlog_release(b);
@@ -492,6 +497,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         snprintf(r->path, sizeof r->path, "%s", url);
         set_request_id(s, r);
         r->key = -1;
+        r->model = -1;
         api_route_match(s->ctx->routes, s->ctx->n_routes, r->method, r->path, &r->route);
         /* an invalid traceparent is dropped, as the W3C spec says: the trace restarts here */
         const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");

@@ -83,6 +83,8 @@ struct api_req {
     int responded;           /* a response was queued */
     int status;              /* the status answered */
     char model_name[REGISTRY_NAME_MAX]; /* for the log line */
+    int model;               /* registry index whose pending-bytes budget the answer counts against until it
+                              * is sent (batcher_hold_answer); -1: none */
     /* control plane (api/http/ctl.h) */
     char traceparent[BATCHER_TRACE_MAX]; /* W3C traceparent received (valid), or "" */
     int key;                 /* index of the API key used; -1: none */
