@@ -133,11 +133,16 @@ int api_respond_error(api_req_t *r, unsigned status, const char *code, const cha
 
 /* Queue a streamed response: reader (MHD's content reader, which may
  * suspend the connection and return 0) produces the body; free_cls(cls)
- * runs when MHD is done with it (also when this fails). The request is
- * counted and logged by api_req_note when the stream ends (or when the
- * connection closes). 0, or -1 when the response could not be made. */
+ * runs when MHD is done with it (also when this fails). keepalive(cls) (may
+ * be NULL) is called on the server's watchdog thread when the stream has
+ * written nothing for the keep-alive interval (half of --idle-timeout-ms, at
+ * most 15 s), so a slow stream is not taken for a dead one by a proxy or a
+ * client: it must not block (queue a comment, resume the connection), and it
+ * is never called once free_cls has begun. The request is counted and
+ * logged by api_req_note when the stream ends (or when the connection
+ * closes). 0, or -1 when the response could not be made. */
 int api_respond_stream(api_req_t *r, unsigned status, const char *content_type, MHD_ContentReaderCallback reader,
-                       void *cls, MHD_ContentReaderFreeCallback free_cls);
+                       void (*keepalive)(void *cls), void *cls, MHD_ContentReaderFreeCallback free_cls);
 /* Count the answered request in the metrics and write its log line, once. */
 void api_req_note(api_req_t *r);
 
