@@ -99,6 +99,19 @@ static void start(support_server_t *s, api_config_t *c) {
     cr_assert_eq(support_server_start(s, c), 0, "server: %s", s->err);
 }
 
+/* A real redis-server, and a test server serving queue on it, once its
+ * intake is up. */
+static void start_on_redis(support_redis_t *redis, support_server_t *s, const char *queue) {
+    cr_assert_eq(support_redis_start(redis, NULL), 0, "redis: %s", redis->err);
+    static api_config_t c; /* the server keeps a pointer to it */
+    support_server_config(&c);
+    snprintf(c.redis, sizeof c.redis, "%s", redis->url);
+    snprintf(c.queue, sizeof c.queue, "%s", queue);
+    start(s, &c);
+    for (int i = 0; i < 300 && api_serve_queue_up(s->srv) != 1; i++) sleep_ms(10);
+    cr_assert_eq(api_serve_queue_up(s->srv), 1, "the Redis intake never came up");
+}
+
 /* The legitimate client: a probe and a small embeddings request, both answered. */
 static void legit_ok(int port, const char *when) {
     http_resp_t r;
@@ -587,6 +600,85 @@ Test(harden, redis_error_storm_backs_off, .timeout = 120) {
     support_redis_stop(&redis);
 }
 
+/* 6. The /v1/tasks routes against a Redis that answers every write with an
+ * error (maxmemory 1, noeviction): each request is answered 503 at once with
+ * Retry-After, and Redis is asked again only after a growing, jittered
+ * backoff (a circuit breaker), not by every request; once Redis has room,
+ * the route works again within the backoff's cap. */
+Test(harden, task_routes_back_off_a_failing_redis, .timeout = 120) {
+    support_redis_t redis;
+    support_server_t s;
+    start_on_redis(&redis, &s, "bq");
+    const char *task = "{\"input\":\"hello\",\"delay_ms\":600000}"; /* never runs during the test */
+    http_resp_t r;
+    cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0);
+    cr_assert_eq(r.status, 202, "%s", r.body);
+    http_resp_free(&r);
+    support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory-policy", "noeviction", NULL});
+    cr_assert_eq(support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory", "1", NULL}), 0);
+    sleep_ms(300); /* the worker's own threads meet the errors and back off */
+    long long c0, m0, c1, m1;
+    redis_counters(&redis, &c0, &m0);
+    int n = 0, refused = 0;
+    double worst = 0, t_end = now_s() + 2.0;
+    while (now_s() < t_end) {
+        double t0 = now_s();
+        cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0, "no answer");
+        double took = now_s() - t0;
+        worst = took > worst ? took : worst;
+        n++;
+        if (r.status == 503) {
+            char ra[16];
+            cr_assert(http_header(&r, "Retry-After", ra, sizeof ra) && atoi(ra) >= 1, "503 without Retry-After");
+            refused++;
+        } else {
+            cr_assert_fail("a POST against a Redis out of memory answered %d: %s", r.status, r.body);
+        }
+        http_resp_free(&r);
+    }
+    redis_counters(&redis, &c1, &m1);
+    /* less INFO's own connection and command; the rest includes the worker's own lease polls (about 100
+     * commands a second), where a request each would be thousands */
+    long long conns = c1 - c0 - 1, cmds = m1 - m0 - 1;
+    fprintf(stderr, "failing redis, 2 s: %d requests (%d answered 503, the slowest in %.3f s); Redis saw %lld "
+            "connections and %lld commands in all\n", n, refused, worst, conns, cmds);
+    cr_assert_geq(n, 50, "only %d requests in 2 s: answers are not prompt", n);
+    cr_assert_lt(worst, 0.5, "a request waited %.2f s on a failing Redis", worst);
+    cr_assert_lt(conns, 20, "%d requests in 2 s made %lld connections to a failing Redis: no backoff", n, conns);
+    cr_assert_lt(cmds, 600, "%d requests in 2 s sent %lld commands to a failing Redis: no backoff", n, cmds);
+    /* room again: a request gets through within the backoff's cap (5 s), and then every one does */
+    support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory", "0", NULL});
+    int st = 0;
+    double t_ok = now_s();
+    for (int i = 0; i < 80 && st != 202; i++) {
+        cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0);
+        st = r.status;
+        http_resp_free(&r);
+        if (st != 202) sleep_ms(100);
+    }
+    cr_assert_eq(st, 202, "the route never recovered after Redis had room again");
+    fprintf(stderr, "recovered %.2f s after Redis had room\n", now_s() - t_ok);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0);
+        cr_assert_eq(r.status, 202, "after recovery: %d %s", r.status, r.body);
+        http_resp_free(&r);
+    }
+    /* Redis stopped: prompt 503s with Retry-After, never a hang */
+    support_redis_stop(&redis);
+    worst = 0;
+    for (int i = 0; i < 200; i++) {
+        double t0 = now_s();
+        cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0, "no answer with Redis stopped");
+        worst = now_s() - t0 > worst ? now_s() - t0 : worst;
+        char ra[16];
+        cr_assert_eq(r.status, 503, "with Redis stopped: %d %s", r.status, r.body);
+        cr_assert(http_header(&r, "Retry-After", ra, sizeof ra), "503 without Retry-After");
+        http_resp_free(&r);
+    }
+    cr_assert_lt(worst, 0.5, "a request waited %.2f s on a stopped Redis", worst);
+    support_server_stop(&s);
+}
+
 /* One call as the holder of key (NULL: none); the status, and the body parsed into *out (may be NULL). */
 static int as_key(int port, const char *key, const char *method, const char *path, const char *body, json_t **out,
                   int *cache_hit) {
@@ -713,17 +805,11 @@ static void *long_poll(void *arg) {
  * answered at once. */
 Test(harden, long_polls_do_not_poll_redis, .timeout = 120) {
     support_redis_t redis;
-    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    support_server_t s;
+    start_on_redis(&redis, &s, "wq");
     char err[512];
     queue_conn_t *qc = support_redis_queue(&redis, "wq", err, sizeof err);
     cr_assert(qc, "%s", err);
-    api_config_t c;
-    support_server_config(&c);
-    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
-    snprintf(c.queue, sizeof c.queue, "wq");
-    support_server_t s;
-    start(&s, &c);
-    for (int i = 0; i < 300 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
     char *payload = queue_payload_build("all-minilm-l6-v2", "embed", "\"hello\"", NULL, NULL, err, sizeof err);
     cr_assert(payload);
     enum { N = 100 };
