@@ -428,19 +428,10 @@ Test(gguf_bad, base_model_is_valid) { /* the base the others break */
     assert_no_leaks();
 }
 
-Test(gguf_bad, missing_file) { expect_fail(tmpdir_file("absent.gguf"), GGUF_EIO, "cannot open"); }
+static void expect_eio(const char *path, const char *words) { expect_fail(path, GGUF_EIO, words); }
 
-Test(gguf_bad, directory) {
-    const char *p = tmpdir_file("dir.gguf");
-    cr_assert(mkdir(p, 0700) == 0);
-    expect_fail(p, GGUF_EIO, "not a regular file");
-}
-
-Test(gguf_bad, fifo) {
-    const char *p = tmpdir_file("fifo.gguf");
-    cr_assert(mkfifo(p, 0600) == 0);
-    expect_fail(p, GGUF_EIO, "not a regular file"); /* and does not hang */
-}
+/* a missing file, a folder, a FIFO (without hanging) */
+Test(gguf_bad, not_a_regular_file) { tmpdir_bad_file_paths("gguf", expect_eio); }
 
 Test(gguf_bad, null_arguments) {
     gguf_file_t *f = (gguf_file_t *)1;
