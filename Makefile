@@ -8,7 +8,7 @@
 #   bench/sluice_bench.c                          -> bin/sluice-bench
 #   bench/NAME.c (any other)                      -> bin/bench-NAME (make bench)
 #   tests/test_*.c (+ tests/support*.c)           -> build/tests/test_* (Criterion)
-#   tests/fuzz/fuzz_request.c (clang, libFuzzer)  -> build/fuzz/fuzz_request (make fuzz)
+#   tests/fuzz/fuzz_*.c (clang, libFuzzer)        -> build/fuzz/fuzz_request, fuzz_gen_request (make fuzz)
 #
 # Variables: CUDA=0|1 (default: 1 when nvcc is found), BUILD=dir, SAN=address|leak|...,
 # DEPS_ROOT=dir holding unpacked .deb files (a machine without our packages installed).
@@ -165,16 +165,16 @@ $(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# The request-parser fuzz target: the library again with clang, ASan/UBSan and
+# The request-parser fuzz targets (embeddings/expand, generation): the library again with clang, ASan/UBSan and
 # libFuzzer's coverage hooks (skipped, with one line, when clang is missing).
 FUZZ_CC ?= clang
 fuzz:
 	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then \
 	    $(MAKE) --no-print-directory BUILD=$(BUILD)/fuzz BIN=$(BUILD)/fuzz/bin CC=$(FUZZ_CC) CUDA=0 OPT=-O1 \
-	        SAN=address,undefined,fuzzer-no-link $(BUILD)/fuzz/fuzz_request; \
+	        SAN=address,undefined,fuzzer-no-link $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_gen_request; \
 	else echo "sluice: $(FUZZ_CC) not found; no fuzz target"; fi
 
-$(BUILD)/fuzz_request: $(BUILD)/tests/fuzz/fuzz_request.o $(BUILD)/libsluice.a
+$(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
 # Install: the binaries, the docs (PREFIX=/usr/local, DESTDIR for staging).
