@@ -225,7 +225,8 @@ test: deps model
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
 	    build/asan/tests/test_safetensors build/asan/tests/test_gguf build/asan/tests/test_tokenizer build/asan/tests/test_bpe \
 	    build/asan/tests/test_chat build/asan/tests/test_serve_ctl build/asan/tests/test_ctl build/asan/bin/sluice \
-	    build/asan/tests/test_kv build/asan/tests/test_sample build/asan/tests/test_gen_job build/asan/tests/test_harden
+	    build/asan/tests/test_kv build/asan/tests/test_sample build/asan/tests/test_gen_job build/asan/tests/test_harden \
+	    build/asan/tests/test_sched
 	@$(MAKE) --no-print-directory fuzz
 	@sh tests/run.sh $(BUILD) build/asan $(MODEL_DIR)
 
