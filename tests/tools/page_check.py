@@ -202,7 +202,7 @@ def run_key_server(b, port, key, out_dir):
         document.getElementById('key-use').click(); return 1; })()""" % key)
     b.wait("""document.body.dataset.loaded === '1' &&
         document.querySelectorAll('#models tbody tr').length === 2""", 20, "the models after the key")
-    b.pump(0.3)
+    b.pump(4.5)  # two more polls
     later = Requests(type("B", (), {"events": b.events[mark:]})()).all()
     data = [r for r in later if re.search(r"/(v1/|metrics|readyz)", r["url"])]
     if not data:
@@ -213,6 +213,15 @@ def run_key_server(b, port, key, out_dir):
         want = 403 if "/v1/admin/" in r["url"] else 200
         if r["status"] != want:
             fail("%s answered %s with the key, want %d" % (r["url"], r["status"], want))
+    admin = [r for r in data if "/v1/admin/" in r["url"]]
+    if len(admin) != 1:
+        fail("the admin route asked %d times with an infer key, want once: %s" % (len(admin), admin))
+    # the OpenAPI link fetches the document with the key
+    b.eval("document.getElementById('openapi').click(), 1")
+    b.pump(1.0)
+    doc = [r for r in Requests(b).all() if r["url"].endswith("/openapi.json")]
+    if len(doc) != 1 or doc[0]["status"] != 200 or doc[0]["headers"].get("Authorization") != "Bearer " + key:
+        fail("the OpenAPI link with a key: %s" % doc)
     every = Requests(b).all()
     if any(key in r["url"] for r in every):
         fail("the key is in a URL")

@@ -13,6 +13,7 @@ const $ = (id) => document.getElementById(id);
 
 let apiKey = sessionStorage.getItem(KEY_SLOT) || '';
 let pollTimer = null;
+let adminDenied = false; // the key lacks the admin scope: the live limits are not asked for again
 let lastMetrics = null; // {t, requests, request_s, gen_tokens}
 const history = [];     // {rps, tps, latency_ms}
 
@@ -58,6 +59,7 @@ function useKey(ev) {
   if (apiKey) sessionStorage.setItem(KEY_SLOT, apiKey);
   else sessionStorage.removeItem(KEY_SLOT);
   $('keyform').hidden = true;
+  adminDenied = false;
   $('key-change').hidden = !apiKey;
   poll();
 }
@@ -292,7 +294,10 @@ async function poll() {
     ]);
     const ms = parseMetrics(metrics);
     let limits = null;
-    try { limits = await json('/v1/admin/config'); } catch (e) { if (e.status !== 403) throw e; }
+    // asked once per key: a 403 every poll would fill the server's auth-rejection counter
+    if (!adminDenied) {
+      try { limits = await json('/v1/admin/config'); } catch (e) { if (e.status !== 403) throw e; adminDenied = true; }
+    }
     showModels(list);
     showMemory(list, ms);
     showBatching(ms, limits);
@@ -418,6 +423,19 @@ async function compare() {
   }
 }
 
+// With a key, the document is fetched with it and shown from a blob: URL (a plain link would go without it).
+async function openDocument(ev) {
+  if (!apiKey) return;
+  ev.preventDefault();
+  try {
+    const r = await api('/openapi.json');
+    const blob = new Blob([await r.text()], {type: 'application/json'});
+    window.open(URL.createObjectURL(blob), '_blank', 'noopener');
+  } catch (e) {
+    $('error').textContent = e.message;
+  }
+}
+
 document.addEventListener('DOMContentLoaded', () => {
   $('keyform').addEventListener('submit', useKey);
   $('key-change').addEventListener('click', () => askKey(''));
@@ -425,6 +443,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('send').addEventListener('click', send);
   $('stop').addEventListener('click', stop);
   $('emb-go').addEventListener('click', compare);
+  $('openapi').addEventListener('click', openDocument);
   drawChart();
   poll();
 });
