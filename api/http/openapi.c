@@ -154,7 +154,7 @@ static json_t *operation(const api_route_t *row, const api_route_doc_t *d, json_
     json_t *responses = json_object();
     for (int i = 0; i < 500; i++) {
         if (!ok.on[i] && !bad.on[i]) continue;
-        char code[8];
+        char code[16];
         snprintf(code, sizeof code, "%d", i + 100);
         json_t *c;
         if (ok.on[i] && bad.on[i]) { /* e.g. 429 with the batch's own answer, or the rate limit's Error */

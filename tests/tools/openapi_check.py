@@ -4,7 +4,8 @@ openapi-spec-validator (OpenAPI 3.1), then against the route table as written
 in api/http/routes.c (read here as text, not through the server): every row
 with a method is an operation of the document, with its scopes as security
 requirements, and the document has no other operation; every error answer
-has the OpenAI error shape.
+has the OpenAI error shape; and real answers of the server (successes and
+errors) fit the schemas the document gives for their route and status.
 
 usage: openapi_check.py SLUICE_BIN MODELS_DIR [ROUTES_C]
 Starts its own server on a free port (CPU, no Redis) and stops it with
@@ -16,8 +17,10 @@ import os
 import re
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +49,52 @@ def table(path):
     return rows
 
 
+def call(port, method, path, body=None):
+    """(status, parsed JSON answer) of one request."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+# Real answers, each checked against the schema the document gives for its route and status.
+SAMPLES = [
+    ("GET", "/healthz", None),
+    ("GET", "/readyz", None),
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/models/all-minilm-l6-v2", None),
+    ("POST", "/v1/embeddings", {"input": ["one", "two"], "model": "all-minilm-l6-v2"}),
+    ("POST", "/v1/expand", {"terms": ["car"], "k": 3, "model": "all-minilm-l6-v2"}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}),
+    ("POST", "/v1/completions", {"prompt": "The sky is", "max_tokens": 3}),
+    ("GET", "/v1/admin/config", None),
+    ("POST", "/v1/embeddings", {"input": ""}),                    # 400, the Error shape
+    ("POST", "/v1/chat/completions", {"messages": [], "temprature": 1}),
+    ("GET", "/v1/models/no-such-model", None),                   # 404
+    ("POST", "/v1/tasks", {"input": "x"}),                       # 503 queue_disabled (--redis none)
+]
+
+
+def check_answers(doc, port):
+    for method, path, body in SAMPLES:
+        status, answer = call(port, method, path, body)
+        pattern = path if path in doc["paths"] else re.sub(r"/v1/models/[^/]+$", "/v1/models/{name}", path)
+        op = doc["paths"].get(pattern, {}).get(method.lower())
+        if not op or str(status) not in op["responses"]:
+            fail("%s %s answered %d, which the document does not list for it" % (method, path, status))
+        schema = dict(op["responses"][str(status)]["content"]["application/json"]["schema"])
+        schema["components"] = doc["components"]  # the $refs resolve against this root
+        errors = sorted(Draft202012Validator(schema).iter_errors(answer), key=lambda e: list(e.path))
+        if errors:
+            fail("%s %s -> %d does not fit its schema: %s at %s" % (method, path, status, errors[0].message,
+                                                                  list(errors[0].path)))
+    print("%s: %d real answers (2xx and errors) fit the schemas the document gives them" % (LABEL, len(SAMPLES)))
+
+
 def main():
     if len(sys.argv) not in (3, 4):
         print(__doc__)
@@ -59,6 +108,7 @@ def main():
             with urllib.request.urlopen("http://127.0.0.1:%d/openapi.json" % port, timeout=30) as r:
                 ctype = r.headers.get("Content-Type", "")
                 doc = json.loads(r.read())
+            check_answers(doc, port)
         finally:
             serve_proc.stop_server(LABEL, proc)
     if not ctype.startswith("application/json"):
