@@ -238,7 +238,7 @@ def main():
         print(__doc__)
         sys.exit(2)
     binary, models, out_dir = sys.argv[1:]
-    chromium = cdp.find_chromium()
+    chromium = os.environ.get("SLUICE_CHROMIUM") or cdp.find_chromium()
     if not chromium:
         print("[SKIP] %s: no chromium (make deps installs it)" % LABEL)
         sys.exit(77)

@@ -7,10 +7,12 @@
 BIN=${1:-bin/sluice}
 MODELS=${2:-models}
 OUT=${3:-build}/test-output/page
-if ! command -v chromium >/dev/null 2>&1; then
+# environment: SLUICE_CHROMIUM (chromium), the browser to drive
+CHROMIUM=${SLUICE_CHROMIUM:-chromium}
+if ! command -v "$CHROMIUM" >/dev/null 2>&1; then
     sh mk/deps.sh >/dev/null 2>&1
-    if ! command -v chromium >/dev/null 2>&1; then
-        echo "[SKIP] page: chromium is not installed and mk/deps.sh could not install it"
+    if ! command -v "$CHROMIUM" >/dev/null 2>&1; then
+        echo "[SKIP] page: $CHROMIUM is not installed and mk/deps.sh could not install it"
         echo "[====] Synthesis: Tested: 0 | Passing: 0 | Failing: 0 | Crashing: 0"
         exit 0
     fi
@@ -18,4 +20,4 @@ fi
 for m in all-minilm-l6-v2 smollm2-135m-instruct; do
     [ -d "$MODELS/$m" ] || { echo "page: FAIL: no $MODELS/$m (make model)"; exit 1; }
 done
-exec timeout 120 python3 tests/tools/page_check.py "$BIN" "$MODELS" "$OUT"
+SLUICE_CHROMIUM=$(command -v "$CHROMIUM") exec timeout 120 python3 tests/tools/page_check.py "$BIN" "$MODELS" "$OUT"
