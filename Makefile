@@ -89,6 +89,9 @@ $(BUILD)/%.o: %.c
 # The queue's Lua scripts are embedded with .incbin (queue/scripts.c), which the
 # compiler's dependency files do not see.
 $(BUILD)/queue/scripts.o: $(wildcard queue/lua/*.lua)
+# The same for the operator's page and the OpenAPI schemas (api/http/page.c, openapi.c).
+$(BUILD)/api/http/page.o: $(wildcard api/http/ui/*)
+$(BUILD)/api/http/openapi.o: api/http/openapi_schemas.json
 
 $(BUILD)/kernels/cuda/none.o: kernels/cuda/none.c
 	@mkdir -p $(dir $@)
@@ -224,7 +227,7 @@ test: deps model
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
 	    build/asan/tests/test_safetensors build/asan/tests/test_gguf build/asan/tests/test_tokenizer build/asan/tests/test_bpe \
-	    build/asan/tests/test_chat build/asan/tests/test_serve_ctl build/asan/tests/test_ctl build/asan/bin/sluice \
+	    build/asan/tests/test_chat build/asan/tests/test_serve_ctl build/asan/tests/test_ctl build/asan/tests/test_page build/asan/bin/sluice \
 	    build/asan/tests/test_kv build/asan/tests/test_sample build/asan/tests/test_gen_job build/asan/tests/test_harden \
 	    build/asan/tests/test_sched
 	@$(MAKE) --no-print-directory fuzz

@@ -71,6 +71,13 @@ done
 # from the decoder model next to the GGUF of $SLUICE_TEST_LLM.
 [ -x "$SLUICE_BIN" ] && run_suite "openai-gen" sh tests/tools/openai_gen_check.sh "$SLUICE_BIN" \
     "$(dirname "${SLUICE_TEST_LLM:-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf}")" "$BUILD"
+# GET /openapi.json through openapi-spec-validator and against the route table of api/http/routes.c
+# (its virtualenv is made once under $BUILD; PyPI needed then).
+[ -x "$SLUICE_BIN" ] && run_suite "openapi" sh tests/tools/openapi_check.sh "$SLUICE_BIN" "$(dirname "$SLUICE_TEST_MODEL")" "$BUILD"
+# The operator's page (GET /) in headless Chromium against live servers with both models and Redis: models
+# table, a streamed chat answer, stop, similarity, the key prompt, same-origin requests only; screenshots
+# under $BUILD/test-output/page. Skips, saying so, only when Chromium cannot be installed.
+[ -x "$SLUICE_BIN" ] && run_suite "page-browser" sh tests/tools/page_check.sh "$SLUICE_BIN" "$(dirname "$SLUICE_TEST_MODEL")" "$BUILD"
 # Every curl example in docs/api.md against a live server (skips without the doc, the binary or redis-server).
 run_suite docs_api bash tests/test_docs_api.sh docs/api.md
 # The Debian package: make deb, dpkg -i into a throwaway root, the unit's command line, purge.

@@ -187,6 +187,11 @@ static void backlog_release(void *cls) {
 }
 
 int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type) {
+    return api_respond_raw_headers(r, status, body, len, content_type, NULL);
+}
+
+int api_respond_raw_headers(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type,
+                            const char *const *headers) {
     api_http_t *s = r->ctx->http;
     backlog_t *b = malloc(sizeof *b);
     struct MHD_Response *resp = NULL;
@@ -206,6 +211,7 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
     }
     MHD_add_response_header(resp, "Content-Type", content_type);
     MHD_add_response_header(resp, "X-Request-ID", r->request_id);
+    for (int i = 0; headers && headers[i] && headers[i + 1]; i += 2) MHD_add_response_header(resp, headers[i], headers[i + 1]);
     if (status == 429 || status == 503) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", r->retry_after_s > 0 ? r->retry_after_s : 1);

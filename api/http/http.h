@@ -126,6 +126,9 @@ void api_http_note_embed(api_http_t *h, double request_s, double compute_s);
 int api_respond_json(api_req_t *r, unsigned status, json_t *body);
 /* Queue a prebuilt body (malloc'd, stolen). */
 int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type);
+/* The same with more headers: name, value, name, value, ..., NULL. */
+int api_respond_raw_headers(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type,
+                            const char *const *headers);
 /* OpenAI-shaped error {"error":{"message","type","param","code"}} (api/job.h
  * api_error_object); param may be NULL. 429 and 503 carry Retry-After. */
 int api_respond_error(api_req_t *r, unsigned status, const char *code, const char *param,
