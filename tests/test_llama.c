@@ -210,6 +210,7 @@ Test(llama, logits_match_transformers_at_every_position) {
     free(fx.bin);
 }
 
+/* The decode steps below pick their tokens with llama_forward_greedy. */
 Test(llama, greedy_continuations_match_transformers) {
     rig_up(0, 200);
     fixture_load();
@@ -251,9 +252,17 @@ Test(llama, greedy_continuations_match_transformers) {
         }
         off[np] = np;
         if (step == fx.n_gen - 1) break;
-        int rc = llama_forward(rig.m, rig.kv, next, off, np, sp, logits, 0, err, sizeof err);
+        /* the ids chosen by the backend (ops->argmax): on even steps beside the
+         * logits, which they must match; on odd steps alone (no logits copied) */
+        int32_t ids[32];
+        int rc = llama_forward_greedy(rig.m, rig.kv, next, off, np, sp, step % 2 ? NULL : logits, ids, err, sizeof err);
         cr_assert_eq(rc, LLAMA_OK, "%s", err);
-        for (int b = 0; b < np; b++) next[b] = argmax(logits + (size_t)b * rig.V, rig.V);
+        for (int b = 0; b < np; b++) {
+            if (step % 2 == 0)
+                cr_assert_eq(ids[b], argmax(logits + (size_t)b * rig.V, rig.V), "step %d sequence %d: greedy id %d, "
+                             "argmax of its logits %d", step, b, ids[b], argmax(logits + (size_t)b * rig.V, rig.V));
+            next[b] = ids[b];
+        }
     }
     fprintf(stderr, "llama greedy: %d tokens compared, %d prompts stopped at a near-tie\n", compared, stopped_at_tie);
     cr_assert(compared > np * fx.n_gen / 2, "only %d tokens compared", compared);
@@ -406,6 +415,8 @@ Test(llama, bad_calls_are_refused) {
     cr_assert_eq(llama_forward(rig.m, rig.kv, ids, off, 1, sp, out, 0, err, sizeof err), LLAMA_EINVAL);
     off[1] = 2;
     cr_assert_eq(llama_forward(rig.m, rig.kv, ids, off, 0, sp, out, 0, err, sizeof err), LLAMA_EINVAL);
+    cr_assert_eq(llama_forward_greedy(rig.m, rig.kv, ids, off, 1, sp, out, NULL, err, sizeof err), LLAMA_EINVAL);
+    cr_assert(strstr(err, "NULL ids"), "%s", err);
     cr_assert_eq(llama_forward(rig.m, rig.kv, ids, off, 1, sp, out, 0, err, sizeof err), LLAMA_OK, "%s", err);
     kv_seq_free(rig.kv, &s);
     free(out);
