@@ -46,17 +46,21 @@ def main():
     failed = any(s[1] in ("fail", "timeout") for s in stages)
 
     e2e = [d for d in sl if d.get("check") == "e2e"]
-    inv = [d for d in sl if d.get("check") == "alone_vs_64"]
+    bits = [d for d in sl if d.get("check") not in (None, "e2e")]
     if e2e:
         worst = max(d["logit_rel_err"] for d in e2e)
         bad = sum(not d["pass"] for d in e2e)
         print(f"\nparity: {len(e2e)} prompts, worst last-token logit error {worst:.2e} (tol {e2e[0]['tol']:.0e}), "
-              f"{bad} failed; alone vs among 63 others: {'bit-identical' if inv and inv[0]['pass'] else 'DIFFERS'}")
+              f"greedy ids from the device, {bad} failed")
+    for d in bits:  # batch invariance per matmul_q path, graphs against plain launches
+        print(f"  {d['check']:<28} {'bit-identical' if d.get('pass') else 'DIFFERS'} over {d.get('steps')} steps"
+              f" ({d.get('graphs_captured', '?')} graphs captured)")
 
     def by(figs, fig):
         return [d for d in figs if d.get("figure") == fig]
 
-    s_streams = {d["streams"]: d for d in by(sl, "streams")}
+    s_streams = {d["streams"]: d for d in by(sl, "streams") if d.get("graphs", 1)}
+    s_plain = {d["streams"]: d for d in by(sl, "streams") if not d.get("graphs", 1)}
     p_streams = {d["streams"]: d for d in by(peer, "streams") if "error" not in d}
     print("\nstreams  sluice tok/s  ms/step  TTFT ms | transformers tok/s  ms/step  TTFT ms | ratio")
     for n in sorted(set(s_streams) | set(p_streams)):
@@ -65,6 +69,12 @@ def main():
         print(f"{n:>7}  {s.get('output_tokens_per_s', float('nan')):>12.1f}  {s.get('ms_per_step', float('nan')):>7.3f}"
               f"  {1e3 * s.get('ttft_s', float('nan')):>7.2f} | {p.get('output_tokens_per_s', float('nan')):>18.1f}"
               f"  {p.get('ms_per_step', float('nan')):>7.3f}  {1e3 * p.get('ttft_s', float('nan')):>7.2f} | {r:.2f}x")
+    if s_plain:
+        print("\nstreams  decode tok/s with graphs  without  (ms/step with / without)")
+        for n in sorted(s_plain):
+            g, q = s_streams.get(n, {}), s_plain[n]
+            print(f"{n:>7}  {g.get('decode_tokens_per_s', float('nan')):>24.1f}  {q.get('decode_tokens_per_s', 0):>7.1f}"
+                  f"  ({g.get('ms_per_step', float('nan')):.3f} / {q.get('ms_per_step', 0):.3f})")
     sp, pp = by(sl, "prefill"), by(peer, "prefill")
     mm, bw = by(peer, "fp16_matmul"), by(peer, "copy_bandwidth")
     if sp:
