@@ -21,12 +21,14 @@
  *       - greedy continuations of N steps: identical up to the first step
  *         whose CPU top-2 margin is under MARGIN (a near tie fp16 may flip);
  *         (the CUDA side picks its greedy tokens on the device: ids only);
- *       - on CUDA, batch invariance per matmul_q path (ops.h mma_min_t): a
- *         sequence decoded alone and among 3 others (GEMV), among 31 and
- *         among 63 others (tensor cores): every step's logits bit-identical;
+ *       - on CUDA, batch invariance per matmul_q path (ops.h mma_min_t, mt):
+ *         a sequence decoded alone and among mt - 2 others (GEMV), among
+ *         mt - 1 and 2 mt - 1 others (tensor cores; 128 sequences at most):
+ *         every step's logits bit-identical;
  *       - decode steps replayed from CUDA graphs against the same steps
  *         launched op by op (a second model with no_graphs): bit-identical
- *         logits of every sequence at 1 and 64 sequences.
+ *         logits of every sequence at 1, 40 and 100 sequences (40 and 100
+ *         padded to their graph buckets, one on each side of mt = 64).
  *   gen-gpu speed --model GGUF [--streams 1,8,32,128,256] [--prompt 128] [--new 256] [--graphs 1|0]
  *       batch-1 latency per token, aggregate output tokens/s at each stream
  *       count (prompts prefilled in calls of up to 2,048 tokens, then every
@@ -298,12 +300,12 @@ static int cmd_parity(const char *model, const char *fixture, int steps, const c
     char err[512];
     gguf_file_t *f;
     if (gguf_open(model, &f, err, sizeof err)) die("open", err);
-    const int ctx = 512 + steps + 16, others = 63;
+    const int ctx = 512 + steps + 16, others = 127, seqs_max = others + 1;
     model_t cpu, gpu;
     model_t plain; /* the same device without graphs: the graph replays must give its bits */
     model_open(&cpu, f, "cpu", (size_t)1 << 30, 512, 64, ctx, 2, 0);
-    model_open(&gpu, f, device, (size_t)2 << 30, 2048, 64, ctx, others + 2, 1);
-    model_open(&plain, f, device, (size_t)2 << 30, 2048, 64, ctx, others + 2, 0);
+    model_open(&gpu, f, device, (size_t)2 << 30, 4608, seqs_max, ctx, others + 2, 1);
+    model_open(&plain, f, device, (size_t)2 << 30, 4608, seqs_max, ctx, others + 2, 0);
     const int V = cpu.V;
     prompt_t prompts[64];
     int np = load_prompts(fixture, prompts, 64, V), failed = 0;
@@ -332,25 +334,44 @@ static int cmd_parity(const char *model, const char *fixture, int steps, const c
     /* batch invariance on the device, per matmul_q path, and graphs against plain launches */
     {
         const prompt_t *p = &prompts[np - 3]; /* 37 tokens */
+        const int mt = gpu.ops->mma_min_t;
         float *a = malloc((size_t)steps * V * 4), *b = malloc((size_t)steps * V * 4);
-        float *ga = malloc((size_t)steps * (others + 1) * V * 4), *gb = malloc((size_t)steps * (others + 1) * V * 4);
+        float *ga = malloc((size_t)steps * seqs_max * V * 4), *gb = malloc((size_t)steps * seqs_max * V * 4);
         struct {
-            const char *name;
+            char name[64];
             model_t *ma, *mb;
             int oa, ob, all;
-        } cases[] = {{"invariance_gemv_alone_vs_4", &gpu, &gpu, 0, 3, 0},
-                     {"invariance_mma_32_vs_64", &gpu, &gpu, 31, 63, 0},
-                     {"graph_vs_plain_1", &gpu, &plain, 0, 0, 1},
-                     {"graph_vs_plain_64", &gpu, &plain, 63, 63, 1}};
-        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        } cases[8];
+        int nc = 0;
+        /* each comparison keeps its decode batches on one side of mt */
+        const int gemv_b = mt <= 0 ? 4 : mt - 1 < seqs_max ? mt - 1 : seqs_max;
+        if (mt != 1 && gemv_b > 1) {
+            snprintf(cases[nc].name, sizeof cases[nc].name, "invariance_gemv_1_vs_%d", gemv_b);
+            cases[nc].ma = cases[nc].mb = &gpu, cases[nc].oa = 0, cases[nc].ob = gemv_b - 1, cases[nc].all = 0, nc++;
+        }
+        if (mt > 0 && mt < seqs_max) {
+            const int b2 = 2 * mt < seqs_max ? 2 * mt : seqs_max;
+            snprintf(cases[nc].name, sizeof cases[nc].name, "invariance_mma_%d_vs_%d", mt, b2);
+            cases[nc].ma = cases[nc].mb = &gpu, cases[nc].oa = mt - 1, cases[nc].ob = b2 - 1, cases[nc].all = 0, nc++;
+        }
+        static const int graph_b[] = {1, 40, 100};
+        for (size_t i = 0; i < sizeof graph_b / sizeof graph_b[0]; i++) {
+            snprintf(cases[nc].name, sizeof cases[nc].name, "graph_vs_plain_%d", graph_b[i]);
+            cases[nc].ma = &gpu, cases[nc].mb = &plain, cases[nc].oa = cases[nc].ob = graph_b[i] - 1;
+            cases[nc].all = 1, nc++;
+        }
+        for (int c = 0; c < nc; c++) {
             group_run(cases[c].ma, p, cases[c].oa, steps, ctx, a, cases[c].all ? ga : NULL);
             group_run(cases[c].mb, p, cases[c].ob, steps, ctx, b, cases[c].all ? gb : NULL);
             int same = cases[c].all ? !memcmp(ga, gb, (size_t)steps * (cases[c].oa + 1) * V * 4)
                                     : !memcmp(a, b, (size_t)steps * V * 4);
-            failed += !same;
-            printf("gen-gpu {\"check\":\"%s\",\"steps\":%d,\"graphs_captured\":%d,\"bit_identical\":%s,"
-                   "\"pass\":%s}\n",
-                   cases[c].name, steps, llama_graph_count(gpu.m), same ? "true" : "false", same ? "true" : "false");
+            /* on a backend that captures, a graph comparison with no graph captured compared plain with plain */
+            int vacuous = cases[c].all && gpu.ops->capture_begin && llama_graph_count(gpu.m) == 0;
+            failed += !same || vacuous;
+            printf("gen-gpu {\"check\":\"%s\",\"steps\":%d,\"mma_min_t\":%d,\"graphs_captured\":%d,"
+                   "\"bit_identical\":%s,\"pass\":%s}\n",
+                   cases[c].name, steps, mt, llama_graph_count(gpu.m), same ? "true" : "false",
+                   same && !vacuous ? "true" : "false");
         }
         free(a), free(b), free(ga), free(gb);
     }
@@ -406,8 +427,9 @@ static int cmd_speed(const char *model, const char *device, const int *streams, 
         double s = bench_now_s() - t0;
         for (int b = 0; b < B; b++) kv_seq_free(md.kv, &seqs[b]);
         if (r == 1)
-            printf("gen-gpu {\"figure\":\"prefill\",\"tokens\":%d,\"s\":%.6f,\"tokens_per_s\":%.1f,\"tflops\":%.3f}\n",
-                   B * n_prompt, s, B * n_prompt / s, 2 * macs * B * n_prompt / s / 1e12);
+            printf("gen-gpu {\"figure\":\"prefill\",\"mma_min_t\":%d,\"tokens\":%d,\"s\":%.6f,\"tokens_per_s\":%.1f,"
+                   "\"tflops\":%.3f}\n",
+                   md.ops->mma_min_t, B * n_prompt, s, B * n_prompt / s, 2 * macs * B * n_prompt / s / 1e12);
     }
     for (int si = 0; si < n_streams; si++) {
         const int S = streams[si];
@@ -436,10 +458,10 @@ static int cmd_speed(const char *model, const char *device, const int *streams, 
         double t_end = bench_now_s();
         for (int b = 0; b < S; b++) kv_seq_free(md.kv, &seqs[b]);
         double decode = t_end - t_prefilled;
-        printf("gen-gpu {\"figure\":\"streams\",\"streams\":%d,\"graphs\":%d,\"prompt\":%d,\"new\":%d,"
-               "\"ttft_s\":%.6f,\"decode_s\":%.6f,\"ms_per_step\":%.4f,\"decode_tokens_per_s\":%.1f,"
+        printf("gen-gpu {\"figure\":\"streams\",\"streams\":%d,\"graphs\":%d,\"mma_min_t\":%d,\"prompt\":%d,"
+               "\"new\":%d,\"ttft_s\":%.6f,\"decode_s\":%.6f,\"ms_per_step\":%.4f,\"decode_tokens_per_s\":%.1f,"
                "\"output_tokens_per_s\":%.1f,\"total_s\":%.6f}\n",
-               S, graphs, n_prompt, n_new, t_first, decode, 1e3 * decode / n_new, (double)S * n_new / decode,
+               S, graphs, md.ops->mma_min_t, n_prompt, n_new, t_first, decode, 1e3 * decode / n_new, (double)S * n_new / decode,
                (double)S * n_new / (t_end - t_start), t_end - t_start);
     }
     free(logits), free(ids);

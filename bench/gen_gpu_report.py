@@ -59,8 +59,14 @@ def main():
     def by(figs, fig):
         return [d for d in figs if d.get("figure") == fig]
 
-    s_streams = {d["streams"]: d for d in by(sl, "streams") if d.get("graphs", 1)}
-    s_plain = {d["streams"]: d for d in by(sl, "streams") if not d.get("graphs", 1)}
+    heads = [d for d in sl if "model_layers" in d]
+    mt0 = heads[0].get("mma_min_t") if heads else None  # the default threshold: the first run's
+
+    def main_run(d):
+        return d.get("mma_min_t") == mt0
+
+    s_streams = {d["streams"]: d for d in by(sl, "streams") if d.get("graphs", 1) and main_run(d)}
+    s_plain = {d["streams"]: d for d in by(sl, "streams") if not d.get("graphs", 1) and main_run(d)}
     p_streams = {d["streams"]: d for d in by(peer, "streams") if "error" not in d}
     print("\nstreams  sluice tok/s  ms/step  TTFT ms | transformers tok/s  ms/step  TTFT ms | ratio")
     for n in sorted(set(s_streams) | set(p_streams)):
@@ -75,7 +81,15 @@ def main():
             g, q = s_streams.get(n, {}), s_plain[n]
             print(f"{n:>7}  {g.get('decode_tokens_per_s', float('nan')):>24.1f}  {q.get('decode_tokens_per_s', 0):>7.1f}"
                   f"  ({g.get('ms_per_step', float('nan')):.3f} / {q.get('ms_per_step', 0):.3f})")
-    sp, pp = by(sl, "prefill"), by(peer, "prefill")
+    variants = [d for d in by(sl, "streams") + by(sl, "prefill") if not main_run(d)]
+    if variants:
+        print(f"\nmatmul_q tensor-core threshold moved (default mma_min_t {mt0}; 0 = never):")
+        for d in variants:
+            what = (f"prefill {d['tokens']} tokens: {d['tokens_per_s']:.0f} tok/s" if d["figure"] == "prefill" else
+                    f"{d['streams']} streams: {d['decode_tokens_per_s']:.1f} decode tok/s, {d['ms_per_step']:.3f} ms/step")
+            print(f"  mma_min_t {d.get('mma_min_t')}: {what}")
+    sp = [d for d in by(sl, "prefill") if main_run(d)]
+    pp = by(peer, "prefill")
     mm, bw = by(peer, "fp16_matmul"), by(peer, "copy_bandwidth")
     if sp:
         share = f", {100 * sp[0]['tflops'] / mm[0]['tflops']:.1f}% of the fp16 matmul rate" if mm else ""

@@ -32,6 +32,7 @@ ENC_BUDGET=${GPU_ALL_ENC_BUDGET:-200}
 W=/tmp/sluice-gpu-all
 rm -rf "$W" && mkdir -p "$W/gen" "$W/enc"
 exec > >(tee "$OUTDIR/gpu-all.log") 2>&1
+TEE_PID=$!
 START=$(date +%s)
 
 echo "sluice gpu-all: decoder check ${GEN_BUDGET}s, then encoder check ${ENC_BUDGET}s"
@@ -69,6 +70,6 @@ for f in "$W/gen/gpu-gen-check.log" "$W/enc/gpu-check.log"; do
 done
 tar -czf "$OUTDIR/gpu-all-logs.tar.gz" -C "$W" gen enc 2>/dev/null
 echo "gpu-all: exit $worst after $(($(date +%s) - START)) s (logs: gpu-all-logs.tar.gz)"
-exec >/dev/null 2>&1
-wait
+exec >/dev/null 2>&1 # let tee see the end of its input and finish the log
+wait "$TEE_PID" 2>/dev/null
 exit $worst

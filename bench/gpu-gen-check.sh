@@ -74,8 +74,16 @@ gen_bench() {
     rc=${PIPESTATUS[0]}
     "$BIN/gen-gpu" speed --model "$FULL" --streams 1,8,32,64 --prompt 128 --new 128 --graphs 0 |
         tee -a "$OUTDIR/sluice-gen.jsonl"
-    [ "${PIPESTATUS[0]}" = 0 ] && return "$rc"
-    return 1
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    # matmul_q's tensor-core threshold (ops.h mma_min_t, default 64) moved: tensor cores from 16 tokens,
+    # and never (the GEMV for prefill too); each run also times the 2,048-token prefill
+    SLUICE_CUDA_MMA_MIN_T=16 "$BIN/gen-gpu" speed --model "$FULL" --streams 32,64,256 --prompt 128 --new 64 |
+        tee -a "$OUTDIR/sluice-gen.jsonl"
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    SLUICE_CUDA_MMA_MIN_T=0 "$BIN/gen-gpu" speed --model "$FULL" --streams 64,256 --prompt 128 --new 64 |
+        tee -a "$OUTDIR/sluice-gen.jsonl"
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    return "$rc"
 }
 
 gen_peer() {
@@ -96,7 +104,7 @@ stage build 240 build
 stage kernel-parity 90 kernel_parity
 stage gen-models 30 gen_models
 stage gen-parity 90 gen_parity
-stage gen-bench 120 gen_bench
+stage gen-bench 150 gen_bench
 stage gen-peer 120 gen_peer
 
 report_and_exit gpu-gen-check bench/gen_gpu_report.py --stages "$STAGES" --sluice "$OUTDIR/sluice-gen.jsonl" \

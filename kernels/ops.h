@@ -244,8 +244,10 @@ struct ops {
     void (*graph_destroy)(ops_t *ops, void *graph);
 };
 
-/* The CUDA backend's default mma_min_t (see struct ops). */
-#define OPS_CUDA_MMA_MIN_T 16
+/* The CUDA backend's default mma_min_t (see struct ops): decode batches under
+ * 64 sequences stay on the float32 GEMV (bit-identical to batch 1), prefill
+ * chunks and the largest batches take the tensor cores. */
+#define OPS_CUDA_MMA_MIN_T 64
 
 /* The argmax rule of ops->argmax for one row of n floats, on the host: the
  * lowest index among equal maxima, NaN never chosen, 0 when no value is a

@@ -652,7 +652,7 @@ static void cuda_decode_run(llama_model_t *m, kv_pool_t *kv, int B, int steps, i
 
 /* The same steps on a model with graphs and one without (ops->capture_*):
  * logits and greedy ids bit-identical at 1, 5 (padded to 8) and 20 (padded to
- * 32, the tensor-core side) sequences, and graphs captured only by the first. */
+ * 32) sequences, and graphs captured only by the first. */
 Test(llama_cuda, graph_replay_gives_the_bits_of_plain_launches) {
     if (access(LLM_PATH, R_OK) != 0) cr_skip_test("%s is missing (run `make model`)", LLM_PATH);
     char e[512];
