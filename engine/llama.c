@@ -621,15 +621,20 @@ static int ctx_bucket(const llama_model_t *m, int max_ctx) {
     return c > m->opts.max_ctx ? (max_ctx > m->opts.max_ctx ? max_ctx : m->opts.max_ctx) : c;
 }
 
-/* The graph of (np, ctx, mb), captured now if it is new. NULL: none (the table
- * is full, or the capture failed: then graphs are off, logged once, and the
- * caller runs the step op by op, which redoes what the capture recorded but
- * did not run). */
-static void *decode_graph(llama_model_t *m, kv_pool_t *kv, int np, int ctx, int mb) {
+/* The captured decode step of (kv, np, ctx, mb), or NULL. */
+static void *find_graph(const llama_model_t *m, const kv_pool_t *kv, int np, int ctx, int mb) {
     for (int i = 0; i < m->n_graphs; i++)
         if (m->graphs[i].kv == kv && m->graphs[i].np == np && m->graphs[i].ctx == ctx && m->graphs[i].mb == mb)
             return m->graphs[i].exec;
-    if (m->n_graphs == LLAMA_MAX_GRAPHS) return NULL;
+    return NULL;
+}
+
+/* Records the decode step of (np, ctx, mb) into a graph for the steps after
+ * this one, which the caller has just run op by op: the step's results are
+ * that run's, and every kernel the capture records has been launched once
+ * before (none is first loaded inside a capture). A failure turns graphs off,
+ * logged once; nothing recorded runs, so nothing is lost. */
+static void capture_graph(llama_model_t *m, kv_pool_t *kv, int np, int ctx, int mb) {
     ops_t *ops = m->ops;
     void *exec = NULL;
     char why[512] = "";
@@ -648,10 +653,9 @@ static void *decode_graph(llama_model_t *m, kv_pool_t *kv, int np, int ctx, int 
         m->graphs_off = 1;
         fprintf(stderr, "llama: capturing the decode step of %d sequences (context %d) into a %s graph failed (%s); "
                         "running op by op from now on\n", np, ctx, ops->name, why);
-        return NULL;
+        return;
     }
     m->graphs[m->n_graphs++] = (llama_graph_t){.kv = kv, .np = np, .ctx = ctx, .mb = mb, .exec = exec};
-    return exec;
 }
 
 static int forward_impl(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const int32_t *seq_off, int n,
@@ -711,12 +715,13 @@ static int forward_impl(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, 
     const int want_ids = ids_out && ops->argmax;
     const int lm_rows = all_logits ? 0 : np;
     if (lm_rows) OPS_CALL(ops->upload(ops, ws->last, m->h_last, (size_t)np * sizeof(int32_t)));
-    void *graph = use_graph ? decode_graph(m, kv, np, ctx, mb) : NULL;
+    void *graph = use_graph ? find_graph(m, kv, np, ctx, mb) : NULL;
     if (graph) {
         OPS_CALL(ops->graph_launch(ops, graph));
     } else {
         rc = run_ops(m, kv, Tp, np, mb, ctx, lm_rows, want_ids, err, errlen);
         if (rc) return rc;
+        if (use_graph && m->n_graphs < LLAMA_MAX_GRAPHS) capture_graph(m, kv, np, ctx, mb);
     }
     if (lm_rows) {
         if (logits) OPS_CALL(ops->download(ops, logits, ws->logits, (size_t)n * V * sizeof(float)));

@@ -109,10 +109,11 @@ int llama_forward(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const 
  * Decode steps (one new token per sequence, both entry points) replay a CUDA
  * graph when the backend captures them and opts.no_graphs is 0: one graph per
  * bucket of (sequences rounded up to a power of two, kept on the same side of
- * ops->mma_min_t; longest context rounded up to a power of two >= 128),
- * captured at its first step, replayed after the step's ids, positions,
- * slots, sequence offsets, context lengths and block tables are copied into
- * the workspace's fixed device buffers. Padding sequences carry token 0 at
+ * ops->mma_min_t; longest context rounded up to a power of two >= 128):
+ * its first step runs op by op and is then captured, the next ones replay
+ * the graph after the step's ids, positions, slots, sequence offsets, context
+ * lengths and block tables are copied into the workspace's fixed device
+ * buffers. Padding sequences carry token 0 at
  * position 0, a context of 1 and no KV slot (kv_store skips them), so they
  * change no real row: graph and plain launches give the same bits. A capture
  * that fails is logged once on stderr and the model runs op by op from then on. */
