@@ -37,6 +37,9 @@
  *   T >= mma_min_t, and close (not equal) to the GEMV's: the threshold is
  *   ops->mma_min_t so callers (engine/llama.c's graph buckets) can keep a
  *   batch on one side.
+ *   tests/tools/mma_emu.py runs this kernel's source on the host (threads,
+ *   barriers and the MMA emulated after the PTX ISA's fragment layout) to
+ *   check its indexing without a GPU.
  *
  * Dequantization is gguf.h's formulas with the roundings of the CPU
  * reference: Q8_0 d*q, Q4_0 d*(q-8), Q4_1 d*q then + m (two roundings, no fma).
