@@ -90,11 +90,12 @@ static int llama_family_tokenizer(const char *path, tok_t **out, char *err, size
 
 static int llama_family_load(const char *path, ops_t *ops, arena_t *arena, const engine_opts_t *opts, void **out,
                              char *err, size_t errlen) {
-    (void)opts;
     gguf_file_t *f;
     llama_model_t *m = NULL;
+    llama_opts_t lo = FAMILY_OPTS;
+    lo.no_graphs = !(opts && opts->graphs); /* decode steps replay CUDA graphs where the engine asks for them */
     int rc = open_file(path, &f, err, errlen);
-    if (!rc) rc = llama_load(f, ops, arena, &FAMILY_OPTS, &m, err, errlen);
+    if (!rc) rc = llama_load(f, ops, arena, &lo, &m, err, errlen);
     gguf_close(f); /* the weights were copied into the arena */
     *out = m;
     return rc;
