@@ -2,8 +2,9 @@
  * function against Redis's own values, redirect and seed parsing, then six
  * redis-server processes (tests/support_cluster.c): queues spread over three
  * masters, a master SIGKILLed mid-run with its replica promoted (with and
- * without WAIT), a queue's slot migrated mid-run (ASK, then MOVED), and
- * `sluice queue stats` for queues wherever they live. */
+ * without WAIT), a queue's slot migrated mid-run (ASK, then MOVED), a DLQ
+ * purged while the slot moves, and `sluice queue stats` for queues wherever
+ * they live. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <signal.h>
@@ -383,6 +384,76 @@ Test(cluster, slot_migrated_mid_run_ask_then_moved_nothing_lost) {
         qrun_free(&q[i]);
     }
     cr_assert_eq(cli(names[0], "stats", NULL), 0, "%s", cli_out);
+}
+
+typedef struct {
+    unsigned slot;
+    int to, hold_ms, rc;
+} move_t;
+
+static void *move_slot(void *arg) {
+    move_t *m = arg;
+    m->rc = support_cluster_migrate(&cl, m->slot, m->to, m->hold_ms);
+    return NULL;
+}
+
+/* While the slot is half-way (keys on the importing node, clients sent
+ * there by ASK) a purge of the DLQ deletes each entry's task hash and
+ * result. The importing node refuses (TRYAGAIN) a command naming several
+ * keys when one of them is missing, and a DLQ entry has a hash but no
+ * result: one DEL of both failed the script after the entry had left the
+ * DLQ, leaving its hash behind for good (no TTL, in no set). */
+Test(cluster, dlq_purged_while_the_slot_moves_leaves_nothing) {
+    char names[QUEUES][32];
+    pick_names(names);
+    const char *name = names[3];
+    unsigned slot = queue_slot(name);
+    int from = support_cluster_owner(&cl, slot), to = -1;
+    for (int i = 0; i < SUPPORT_CLUSTER_NODES && to < 0; i++)
+        if (i != from && support_cluster_is_master(&cl, i)) to = i;
+    queue_conn_t *c = connect_q(name, 0);
+    enum { N = 5 };
+    char ids[N][QUEUE_ID_MAX];
+    for (int i = 0; i < N; i++) {
+        queue_task_t t = {.payload = "{}", .payload_len = 2, .max_attempts = 1};
+        cr_assert_eq(queue_enqueue(c, &t, ids[i], NULL), 0, "%s", queue_last_error(c));
+    }
+    queue_lease_t l[N];
+    int got = 0;
+    cr_assert_eq(queue_lease(c, N, "test", 30000, l, &got), 0, "%s", queue_last_error(c));
+    cr_assert_eq(got, N);
+    for (int i = 0; i < N; i++) cr_assert_eq(queue_fail(c, l[i].id, l[i].token, "boom", NULL, NULL), 0, "%s", queue_last_error(c));
+    queue_lease_clear(l, got);
+
+    move_t m = {slot, to, 1500, -1};
+    pthread_t th;
+    pthread_create(&th, NULL, move_slot, &m);
+    char slot_s[16];
+    snprintf(slot_s, sizeof slot_s, "%u", slot);
+    const char *count[] = {"CLUSTER", "COUNTKEYSINSLOT", slot_s, NULL};
+    int moved = 0; /* the keys are on `to`, the old owner answers ASK */
+    for (int i = 0; i < 200 && !moved; i++) {
+        moved = support_redis_cmd(&cl.node[to], count) > 0 && support_redis_cmd(&cl.node[from], count) == 0;
+        if (!moved) usleep(5000);
+    }
+    cr_expect(moved, "the slot's keys never reached node %d", to);
+    int64_t removed = -1;
+    int rc = queue_dlq_purge(c, 0, 0, &removed);
+    cr_expect(support_cluster_owner(&cl, slot) == from, "the purge ran after the move ended (hold too short?)");
+    pthread_join(th, NULL);
+    cr_assert_eq(m.rc, 0, "%s", cl.err);
+    cr_expect_eq(rc, 0, "purge during the move: %s", queue_last_error(c));
+    cr_expect_eq(removed, N);
+    for (int i = 0; i < N; i++) {
+        queue_info_t info;
+        cr_expect_eq(queue_get(c, ids[i], &info), QUEUE_ENOTFOUND, "%s: %s left behind", ids[i],
+                     queue_state_name(info.state));
+        queue_info_clear(&info);
+    }
+    queue_stats_t st;
+    cr_assert_eq(queue_stats(c, &st), 0, "%s", queue_last_error(c));
+    cr_expect_eq(st.dlq, 0);
+    queue_close(c);
 }
 
 Test(cluster, wait_replicas_error_names_the_counts) {
