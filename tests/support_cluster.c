@@ -204,7 +204,7 @@ static long long keys_in_slot(support_cluster_t *c, int i, unsigned slot) {
     return n;
 }
 
-int support_cluster_migrate(support_cluster_t *c, unsigned slot, int to, int hold_ms) {
+int support_cluster_migrate_begin(support_cluster_t *c, unsigned slot, int to) {
     int from = support_cluster_owner(c, slot);
     char fid[41], tid[41];
     if (from < 0 || from == to || support_cluster_id(c, from, fid) || support_cluster_id(c, to, tid)) {
@@ -213,11 +213,15 @@ int support_cluster_migrate(support_cluster_t *c, unsigned slot, int to, int hol
     }
     redisReply *r = node_cmd(c, to, "CLUSTER SETSLOT %u IMPORTING %s", slot, fid);
     if (r) freeReplyObject(r);
-    if (migrate_keys(c, from, to, slot, tid)) {
-        if (!c->err[0]) snprintf(c->err, sizeof c->err, "migrate: moving the keys of slot %u failed", slot);
+    return migrate_keys(c, from, to, slot, tid) ? -1 : from;
+}
+
+int support_cluster_migrate_end(support_cluster_t *c, unsigned slot, int from, int to) {
+    char tid[41];
+    if (support_cluster_id(c, to, tid)) {
+        snprintf(c->err, sizeof c->err, "migrate: node %d does not answer", to);
         return -1;
     }
-    nap_ms(hold_ms);
     /* A MIGRATING node answers ASK for every key it lacks, so nothing can
      * have been created there meanwhile: a key now is a bug, not a race. */
     long long left = keys_in_slot(c, from, slot);
@@ -225,7 +229,7 @@ int support_cluster_migrate(support_cluster_t *c, unsigned slot, int to, int hol
         snprintf(c->err, sizeof c->err, "migrate: node %d holds %lld keys of slot %u after the move", from, left, slot);
         return -1;
     }
-    r = node_cmd(c, to, "CLUSTER SETSLOT %u NODE %s", slot, tid);
+    redisReply *r = node_cmd(c, to, "CLUSTER SETSLOT %u NODE %s", slot, tid);
     if (r) freeReplyObject(r);
     r = node_cmd(c, from, "CLUSTER SETSLOT %u NODE %s", slot, tid);
     if (r) freeReplyObject(r);
@@ -235,4 +239,11 @@ int support_cluster_migrate(support_cluster_t *c, unsigned slot, int to, int hol
         if (r) freeReplyObject(r);
     }
     return support_cluster_wait_ok(c, slot, 10000);
+}
+
+int support_cluster_migrate(support_cluster_t *c, unsigned slot, int to, int hold_ms) {
+    int from = support_cluster_migrate_begin(c, slot, to);
+    if (from < 0) return -1;
+    nap_ms(hold_ms);
+    return support_cluster_migrate_end(c, slot, from, to);
 }

@@ -389,44 +389,23 @@ Test(cluster, slot_migrated_mid_run_ask_then_moved_nothing_lost) {
 
 typedef struct {
     unsigned slot;
-    int from, to, hold_ms, rc;
-    pthread_t th;
+    int from, to;
 } move_t;
 
-static void *move_slot(void *arg) {
-    move_t *m = arg;
-    m->rc = support_cluster_migrate(&cl, m->slot, m->to, m->hold_ms);
-    return NULL;
-}
-
-/* Start moving queue name's slot to another master (support_cluster_migrate
- * in a thread, holding 1.5 s before MOVED); return once every key of the
- * slot is on the new node and the old one answers ASK. */
+/* Start moving queue name's slot to another master: once this returns,
+ * every key of the slot is on the new node and the old one answers ASK. */
 static void move_begin(move_t *m, const char *name) {
     m->slot = queue_slot(name);
     m->from = support_cluster_owner(&cl, m->slot);
     m->to = -1;
     for (int i = 0; i < SUPPORT_CLUSTER_NODES && m->to < 0; i++)
         if (i != m->from && support_cluster_is_master(&cl, i)) m->to = i;
-    m->hold_ms = 1500;
-    m->rc = -1;
-    pthread_create(&m->th, NULL, move_slot, m);
-    char slot_s[16];
-    snprintf(slot_s, sizeof slot_s, "%u", m->slot);
-    const char *count[] = {"CLUSTER", "COUNTKEYSINSLOT", slot_s, NULL};
-    int moved = 0;
-    for (int i = 0; i < 200 && !moved; i++) {
-        moved = support_redis_cmd(&cl.node[m->to], count) > 0 && support_redis_cmd(&cl.node[m->from], count) == 0;
-        if (!moved) usleep(5000);
-    }
-    cr_expect(moved, "the keys of slot %u never reached node %d", m->slot, m->to);
+    cr_assert_eq(support_cluster_migrate_begin(&cl, m->slot, m->to), m->from, "%s", cl.err);
 }
 
-/* The calls since move_begin met ASK; the move then ends. */
+/* The calls since move_begin met ASK; now the slot changes hands (MOVED). */
 static void move_end(move_t *m) {
-    cr_expect(support_cluster_owner(&cl, m->slot) == m->from, "the calls ran after the move ended (hold too short?)");
-    pthread_join(m->th, NULL);
-    cr_assert_eq(m->rc, 0, "%s", cl.err);
+    cr_assert_eq(support_cluster_migrate_end(&cl, m->slot, m->from, m->to), 0, "%s", cl.err);
 }
 
 /* While the slot is half-way (keys on the importing node, clients sent
