@@ -183,7 +183,7 @@ $(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libsluice.a
 # Install: the binaries, the docs (PREFIX=/usr/local, DESTDIR for staging).
 PREFIX ?= /usr/local
 DESTDIR ?=
-DOCS := README.md $(wildcard docs/*.md)
+DOCS := README.md $(wildcard docs/*.md) packaging/sluice-move-slot.lua
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/sluice
 	install -m 0755 $(BIN)/sluice $(DESTDIR)$(PREFIX)/bin/sluice

@@ -608,6 +608,22 @@ int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *a,
     return rc;
 }
 
+redisReply *queue_conn_follow(queue_conn_t *c, redisReply *r, int argc, const char **argv, const size_t *lens) {
+    queue_node_t node;
+    int redir = r && r->type == REDIS_REPLY_ERROR ? queue_redirect_parse(r->str, &node) : QUEUE_REDIR_NONE;
+    if (redir == QUEUE_REDIR_NONE) return r;
+    freeReplyObject(r);
+    /* A connection of its own: c->ctx stays with the owner the scripts use
+     * (an ASK holds for this one command; the next script meets a MOVED
+     * itself and moves c->ctx). */
+    redisContext *ctx = node_open(c, &node, 0);
+    if (!ctx) return NULL;
+    int acked;
+    r = pipeline(c, ctx, &node, redir == QUEUE_REDIR_ASK, argv[0], argc, argv, lens, 0, &acked);
+    redisFree(ctx);
+    return r;
+}
+
 int queue_conn_blpop(queue_conn_t *c, const char *key, int64_t timeout_ms) {
     char secs[32];
     snprintf(secs, sizeof secs, "%.3f", (timeout_ms < 10 ? 10 : timeout_ms) / 1000.0);

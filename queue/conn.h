@@ -51,6 +51,13 @@ void queue_args_double(queue_args_t *a, double v);
  * the header of queue.h says. */
 int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *argv, redisReply **reply);
 
+/* A plain command (not a script: a signed task's tombstone, its check) was
+ * answered r on c->ctx. When r is MOVED or ASK (the slot moved, or is moving
+ * and the key is already on the importing node), the same command once on
+ * the node named, after ASKING for ASK, and that reply; else r itself.
+ * Takes r; NULL when the node cannot be reached (c->err set). */
+redisReply *queue_conn_follow(queue_conn_t *c, redisReply *r, int argc, const char **argv, const size_t *lens);
+
 /* BLPOP key for up to timeout_ms, no retry: 1 popped, 0 timed out, <0 error. */
 int queue_conn_blpop(queue_conn_t *c, const char *key, int64_t timeout_ms);
 

@@ -214,7 +214,9 @@ static const char *signature_refusal(queue_conn_t *c, const queue_lease_t *l, co
     if (c->ctx) {
         char key[QUEUE_NAME_MAX + QUEUE_ID_MAX + 16];
         tomb_key(c, l->id, key, sizeof key);
-        redisReply *r = redisCommand(c->ctx, "EXISTS %s", key);
+        const char *argv[] = {"EXISTS", key};
+        size_t lens[] = {6, strlen(key)};
+        redisReply *r = queue_conn_follow(c, redisCommandArgv(c->ctx, 2, argv, lens), 2, argv, lens);
         int seen = r && r->type == REDIS_REPLY_INTEGER && r->integer > 0;
         freeReplyObject(r);
         if (seen) return "replayed";
@@ -228,18 +230,31 @@ static void tombstones(queue_conn_t *c, const queue_ack_t *acks, size_t n, const
     if (!c->cfg.signing_key || !c->ctx) return;
     int64_t max_age = c->cfg.signed_max_age_ms > 0 ? c->cfg.signed_max_age_ms : 86400000;
     int64_t ttl = max_age + SIGN_SKEW_MS > c->cfg.result_ttl_ms ? max_age + SIGN_SKEW_MS : c->cfg.result_ttl_ms;
+    char ttl_s[24];
+    snprintf(ttl_s, sizeof ttl_s, "%lld", (long long)ttl);
+    char (*keys)[QUEUE_NAME_MAX + QUEUE_ID_MAX + 16] = malloc(n * sizeof *keys);
+    if (!keys) return;
+    for (size_t i = 0; i < n; i++) tomb_key(c, acks[i].id, keys[i], sizeof keys[i]);
     size_t sent = 0;
     for (size_t i = 0; i < n; i++) {
         if (status[i]) continue;
-        char key[QUEUE_NAME_MAX + QUEUE_ID_MAX + 16];
-        tomb_key(c, acks[i].id, key, sizeof key);
-        if (redisAppendCommand(c->ctx, "SET %s 1 PX %lld", key, (long long)ttl) == REDIS_OK) sent++;
+        const char *argv[] = {"SET", keys[i], "1", "PX", ttl_s};
+        size_t lens[] = {3, strlen(keys[i]), 1, 2, strlen(ttl_s)};
+        if (redisAppendCommandArgv(c->ctx, 5, argv, lens) != REDIS_OK) break; /* replies below pair up in order */
+        sent++;
     }
-    for (size_t i = 0; i < sent; i++) {
+    /* Replies come in order; one that says the slot moved (or is moving:
+     * ASK) is sent again where it says, else the tombstone would be lost. */
+    for (size_t i = 0; i < n && sent; i++) {
+        if (status[i]) continue;
+        sent--;
         redisReply *r = NULL;
         if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK) break;
-        freeReplyObject(r);
+        const char *argv[] = {"SET", keys[i], "1", "PX", ttl_s};
+        size_t lens[] = {3, strlen(keys[i]), 1, 2, strlen(ttl_s)};
+        freeReplyObject(queue_conn_follow(c, r, 5, argv, lens));
     }
+    free(keys);
 }
 
 int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, queue_lease_t *out, int *got) {

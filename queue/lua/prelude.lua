@@ -89,7 +89,10 @@ local function trim_dlq(now, maxlen, maxage)
   end
   for id in pairs(gone) do
     redis.call('ZREM', dk, id)
-    redis.call('DEL', P .. 't:' .. id, P .. 'r:' .. id)
+    -- Two DELs, not one of both keys: while the slot is being imported, Redis refuses (TRYAGAIN) a
+    -- command naming several keys when one is missing, and a dead task has a hash but no result.
+    redis.call('DEL', P .. 't:' .. id)
+    redis.call('DEL', P .. 'r:' .. id)
     n = n + 1
   end
   count('purged', n)
