@@ -32,19 +32,14 @@
  * States: ready delayed leased | done dlq expired cancelled (terminal).
  */
 #include "queue/scripts.h"
+#include "kernels/util.h"
 #include "queue/queue.h"
 
 _Static_assert(QUEUE_PRIORITY_MAX == 255, "queue/lua/prelude.lua says PRIO_MAX = 255");
 
-/* Each file becomes a NUL-terminated array in .rodata through the
- * assembler's .incbin: no generator step and no xxd, and the same for gcc,
- * clang (fuzz) and every build folder. The path is relative to the
- * repository root, where make runs the compiler; the Makefile makes
- * scripts.o depend on every queue/lua file. */
-#define LUA_EMBED(sym, file)                                                                              \
-    __asm__(".pushsection .rodata\n.global " #sym "\n.hidden " #sym "\n.type " #sym ", @object\n" #sym ":\n" \
-            ".incbin \"queue/lua/" file "\"\n.byte 0\n.size " #sym ", . - " #sym "\n.popsection\n");     \
-    extern const char sym[]
+/* Each file becomes a NUL-terminated array in .rodata (UTIL_EMBED); the
+ * Makefile makes scripts.o depend on every queue/lua file. */
+#define LUA_EMBED(sym, file) UTIL_EMBED(sym, "queue/lua/" file)
 
 LUA_EMBED(queue_script_prelude, "prelude.lua");
 LUA_EMBED(queue_lua_enqueue, "enqueue.lua");

@@ -108,7 +108,10 @@ local function trim_dlq(now, maxlen, maxage)
   end
   for id in pairs(gone) do
     redis.call('ZREM', dk, id)
-    redis.call('DEL', P .. 't:' .. id, P .. 'r:' .. id) -- r: the result key of tasks acked before 2026-12
+    -- A dead task has its hash only (a result never: not in the hash, nor in an old {q}:r:<id> key):
+    -- one key per DEL, since while the slot is being imported Redis refuses (TRYAGAIN) a command
+    -- naming several keys when one is missing.
+    redis.call('DEL', P .. 't:' .. id)
     n = n + 1
   end
   count('purged', n)
