@@ -7,7 +7,7 @@ the decoder models/smollm2-135m-instruct next to the encoder), then
 
 SLUICE_URL (default http://127.0.0.1:8080), SLUICE_API_KEY, SLUICE_QUEUE
 (default: the server's first queue) and SLUICE_MAX_TOKENS (default 32) point
-it elsewhere. Without "model" the server's first decoder answers.
+it elsewhere. "model" may be left out when the server has exactly one decoder.
 """
 import os
 import sys

@@ -98,7 +98,7 @@ def test_async_generation(stack, decoder):
     async def main():
         async with AsyncClient(stack.url, queue="pyq") as c:
             ts = [await c.generate({"model": decoder, "messages": CHAT, "max_tokens": 4, "temperature": 0}),
-                  await c.generate({"prompt": "Hello", "max_tokens": 4}, priority=9)]  # no model: the decoder
+                  await c.generate({"prompt": "Hello", "max_tokens": 4}, priority=9)]  # no model: the one decoder
             rs = await asyncio.gather(*(c.result(t.id, timeout=60) for t in ts))
             assert all(isinstance(r, Completion) and r.text for r in rs)
             assert [r.object for r in rs] == ["chat.completion", "text_completion"] and rs[1].model == decoder
