@@ -8,7 +8,7 @@
 #   bench/sluice_bench.c                          -> bin/sluice-bench
 #   bench/NAME.c (any other)                      -> bin/bench-NAME (make bench)
 #   tests/test_*.c (+ tests/support*.c)           -> build/tests/test_* (Criterion)
-#   tests/fuzz/fuzz_request.c (clang, libFuzzer)  -> build/fuzz/fuzz_request (make fuzz)
+#   tests/fuzz/fuzz_*.c (clang, libFuzzer)        -> build/fuzz/fuzz_request, fuzz_gen_request (make fuzz)
 #
 # Variables: CUDA=0|1 (default: 1 when nvcc is found), BUILD=dir, SAN=address|leak|...,
 # DEPS_ROOT=dir holding unpacked .deb files (a machine without our packages installed).
@@ -89,6 +89,9 @@ $(BUILD)/%.o: %.c
 # The queue's Lua scripts are embedded with .incbin (queue/scripts.c), which the
 # compiler's dependency files do not see.
 $(BUILD)/queue/scripts.o: $(wildcard queue/lua/*.lua)
+# The same for the operator's page and the OpenAPI schemas (api/http/page.c, openapi.c).
+$(BUILD)/api/http/page.o: $(wildcard api/http/ui/*)
+$(BUILD)/api/http/openapi.o: api/http/openapi_schemas.json
 
 $(BUILD)/kernels/cuda/none.o: kernels/cuda/none.c
 	@mkdir -p $(dir $@)
@@ -165,22 +168,22 @@ $(BIN)/bench-%: $(BUILD)/bench/%.o $(BUILD)/libsluice.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# The request-parser fuzz target: the library again with clang, ASan/UBSan and
+# The request-parser fuzz targets (embeddings/expand, generation): the library again with clang, ASan/UBSan and
 # libFuzzer's coverage hooks (skipped, with one line, when clang is missing).
 FUZZ_CC ?= clang
 fuzz:
 	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then \
 	    $(MAKE) --no-print-directory BUILD=$(BUILD)/fuzz BIN=$(BUILD)/fuzz/bin CC=$(FUZZ_CC) CUDA=0 OPT=-O1 \
-	        SAN=address,undefined,fuzzer-no-link $(BUILD)/fuzz/fuzz_request; \
+	        SAN=address,undefined,fuzzer-no-link $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_gen_request; \
 	else echo "sluice: $(FUZZ_CC) not found; no fuzz target"; fi
 
-$(BUILD)/fuzz_request: $(BUILD)/tests/fuzz/fuzz_request.o $(BUILD)/libsluice.a
+$(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
 # Install: the binaries, the docs (PREFIX=/usr/local, DESTDIR for staging).
 PREFIX ?= /usr/local
 DESTDIR ?=
-DOCS := README.md $(wildcard docs/*.md)
+DOCS := README.md $(wildcard docs/*.md) packaging/sluice-move-slot.lua
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/sluice
 	install -m 0755 $(BIN)/sluice $(DESTDIR)$(PREFIX)/bin/sluice
@@ -224,8 +227,9 @@ test: deps model
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SAN=address CUDA=0 OPT=-O1 \
 	    build/asan/tests/test_safetensors build/asan/tests/test_gguf build/asan/tests/test_tokenizer build/asan/tests/test_bpe \
-	    build/asan/tests/test_chat build/asan/tests/test_serve_ctl build/asan/tests/test_ctl build/asan/bin/sluice \
-	    build/asan/tests/test_kv build/asan/tests/test_sample build/asan/tests/test_gen_job build/asan/tests/test_harden
+	    build/asan/tests/test_chat build/asan/tests/test_serve_ctl build/asan/tests/test_ctl build/asan/tests/test_page build/asan/bin/sluice \
+	    build/asan/tests/test_kv build/asan/tests/test_sample build/asan/tests/test_gen_job build/asan/tests/test_harden \
+	    build/asan/tests/test_sched
 	@$(MAKE) --no-print-directory fuzz
 	@sh tests/run.sh $(BUILD) build/asan $(MODEL_DIR)
 

@@ -79,6 +79,7 @@ static const opt_t options[] = {
     {"result_ttl_s", I(result_ttl_s), "how long Redis keeps a task's result"},
     {"dedup_ttl_s", I(dedup_ttl_s), "longest life of a task's dedup_key (it also ends with the task's result)"},
     {"task_signing_key", S(task_signing_key), "sign Redis tasks enqueued here and refuse unsigned ones (HMAC-SHA256; prefer the environment)"},
+    {"task_signed_max_age_s", I(task_signed_max_age_s), "refuse a signed Redis task signed longer ago than this (a captured task replayed late); its tombstone lives this long + 5 min"},
     {"drain_timeout_ms", I(drain_timeout_ms), "on SIGTERM: time to finish in-flight work"},
     {"log_level", S(log_level), "debug | info | warn | error"},
 };
@@ -127,6 +128,7 @@ void api_config_defaults(api_config_t *c) {
     c->lease_ms = API_DEFAULT_LEASE_MS;
     c->result_ttl_s = 3600;
     c->dedup_ttl_s = 3600;
+    c->task_signed_max_age_s = 86400;
     c->drain_timeout_ms = 30000;
     snprintf(c->log_level, sizeof c->log_level, "info");
 }

@@ -75,6 +75,7 @@ typedef struct {
     int result_ttl_s;
     int dedup_ttl_s;          /* a dedup key lives at most this long, and never past its task's result */
     char task_signing_key[256]; /* HMAC-SHA256 key for Redis tasks ("": none) */
+    int task_signed_max_age_s; /* a signed Redis task signed longer ago than this is refused, never run */
     /* lifecycle */
     int drain_timeout_ms;
     char log_level[16];

@@ -1,8 +1,6 @@
 /* api/gen_job.c - the generation operation's request parser and answer
  * writers (api/gen_job.h). */
-#include <dirent.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,68 +8,7 @@
 #include "api/gen_job.h"
 #include "engine/bpe.h"
 #include "engine/chat.h"
-#include "engine/gguf.h"
 #include "engine/tok_bpe.h"
-
-/* ---------------------------------------------------------------- chat templates per model */
-
-#define TEMPLATE_CACHE 16
-
-static struct {
-    char dir[1024];
-    chat_template_t t;
-} tcache[TEMPLATE_CACHE];
-static int tcache_n;
-static pthread_mutex_t tcache_mu = PTHREAD_MUTEX_INITIALIZER;
-
-/* The GGUF of a model: the path itself, or the first *.gguf in its folder. */
-static int gguf_path_of(const char *dir, char *out, size_t cap) {
-    size_t n = strlen(dir);
-    if (n > 5 && !strcmp(dir + n - 5, ".gguf")) {
-        snprintf(out, cap, "%s", dir);
-        return 0;
-    }
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    struct dirent *de;
-    int rc = -1;
-    while ((de = readdir(d))) {
-        size_t l = strlen(de->d_name);
-        if (l > 5 && !strcmp(de->d_name + l - 5, ".gguf")) {
-            int w = snprintf(out, cap, "%s/%s", dir, de->d_name);
-            rc = w > 0 && (size_t)w < cap ? 0 : -1; /* a path too long for out: no template */
-            break;
-        }
-    }
-    closedir(d);
-    return rc;
-}
-
-/* The chat template of the model in dir (CHAT_NONE when it declares none). */
-static chat_template_t template_of(const char *dir) {
-    pthread_mutex_lock(&tcache_mu);
-    for (int i = 0; i < tcache_n; i++)
-        if (!strcmp(tcache[i].dir, dir)) {
-            chat_template_t t = tcache[i].t;
-            pthread_mutex_unlock(&tcache_mu);
-            return t;
-        }
-    pthread_mutex_unlock(&tcache_mu);
-    chat_template_t t = {CHAT_NONE};
-    char path[1200], err[256];
-    gguf_file_t *f = NULL;
-    if (!gguf_path_of(dir, path, sizeof path) && gguf_open(path, &f, err, sizeof err) == GGUF_OK) {
-        t = chat_template_from_gguf(f);
-        gguf_close(f);
-    }
-    pthread_mutex_lock(&tcache_mu);
-    if (tcache_n < TEMPLATE_CACHE) {
-        snprintf(tcache[tcache_n].dir, sizeof tcache[tcache_n].dir, "%s", dir);
-        tcache[tcache_n++].t = t;
-    }
-    pthread_mutex_unlock(&tcache_mu);
-    return t;
-}
 
 /* ---------------------------------------------------------------- ids */
 
@@ -379,7 +316,7 @@ int api_gen_parse(registry_t *reg, json_t *body, api_gen_kind_t kind, api_gen_re
     registry_model_info_t info;
     if (!tok || registry_info(reg, idx, &info))
         return api_err_set(e, 503, "model_unavailable", "model", "model tokenizer: %s", tok ? "no info" : terr);
-    api_gen_model_t gm = {idx, info.name, tok, template_of(info.dir),
+    api_gen_model_t gm = {idx, info.name, tok, registry_chat_template(reg, idx),
                           info.max_seq_len > 0 ? info.max_seq_len : tok_max_len(tok)};
     return api_gen_parse_model(&gm, body, kind, out, e);
 }
@@ -505,12 +442,7 @@ int api_gen_parse_model(const api_gen_model_t *gm, json_t *body, api_gen_kind_t 
             goto fail;
         }
     }
-    iv = 0;
-    if (api_json_int(body, "priority", -1000, 1000, &iv, e)) goto fail;
-    g->priority = (int)iv;
-    iv = 0;
-    if (api_json_int(body, "deadline_ms", 1, 86400000, &iv, e)) goto fail;
-    g->deadline_ms = iv;
+    if (api_job_priority_deadline(body, &g->priority, &g->deadline_ms, e)) goto fail;
 
     /* stop tokens: the end of a turn and of the text, in this vocabulary */
     g->sp.n_stop_ids = chat_stop_ids(tok, g->sp.stop_ids, SAMPLE_MAX_STOP_IDS);

@@ -17,8 +17,9 @@
  * objects (chat.completion.chunk) for server-sent events.
  *
  * Ownership: api_gen_req_free frees a request and everything in it (NULL:
- * no-op); the writers return malloc'd text. Thread-safety: no shared state
- * but the per-model template cache of api_gen_models_t (locked).
+ * no-op); the writers return malloc'd text. Thread-safety: no shared state;
+ * a model's chat template is kept with its registry entry
+ * (registry_chat_template).
  */
 #ifndef SLUICE_API_GEN_JOB_H
 #define SLUICE_API_GEN_JOB_H

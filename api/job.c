@@ -29,6 +29,15 @@ int api_json_int(json_t *obj, const char *name, int64_t lo, int64_t hi, int64_t 
     return 0;
 }
 
+int api_job_priority_deadline(json_t *body, int *priority, int64_t *deadline_ms, api_err_t *e) {
+    int64_t p = *priority;
+    if (api_json_int(body, "priority", API_PRIORITY_MIN, API_PRIORITY_MAX, &p, e) ||
+        api_json_int(body, "deadline_ms", 1, API_DEADLINE_MS_MAX, deadline_ms, e))
+        return -1;
+    *priority = (int)p;
+    return 0;
+}
+
 const char *api_err_param(api_err_t *e, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -211,18 +220,7 @@ int api_job_parse_inputs(registry_t *reg, const api_config_t *cfg, json_t *body,
         if (!json_is_boolean(v)) return api_err_set(e, 400, "invalid_type", "truncate", "truncate must be true or false");
         truncate = json_is_true(v);
     }
-    v = json_object_get(body, "priority");
-    if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < -1000 || json_integer_value(v) > 1000)
-            return api_err_set(e, 400, "invalid_value", "priority", "priority must be an integer from -1000 to 1000");
-        priority = (int)json_integer_value(v);
-    }
-    v = json_object_get(body, "deadline_ms");
-    if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 86400000)
-            return api_err_set(e, 400, "invalid_value", "deadline_ms", "deadline_ms must be an integer from 1 to 86400000");
-        deadline_ms = json_integer_value(v);
-    }
+    if (api_job_priority_deadline(body, &priority, &deadline_ms, e)) return -1;
     if (info.hidden <= 0)
         return api_err_set(e, 503, "model_unavailable", "model", "model %s: config.json has no hidden_size", info.name);
 

@@ -49,6 +49,15 @@ int api_err_set(api_err_t *e, unsigned status, const char *code, const char *par
  * as it is; anything else is 400 invalid_value naming the field and the range. */
 int api_json_int(json_t *obj, const char *name, int64_t lo, int64_t hi, int64_t *out, api_err_t *e);
 
+/* The fields every operation takes the same way: priority (higher runs first)
+ * and deadline_ms (relative to receipt). Absent or null leaves *priority and
+ * *deadline_ms as they are; else 400 invalid_value naming the field and range.
+ * One validator, so embeddings, expand and generation answer alike. */
+#define API_PRIORITY_MIN (-1000)
+#define API_PRIORITY_MAX 1000
+#define API_DEADLINE_MS_MAX INT64_C(86400000) /* a day */
+int api_job_priority_deadline(json_t *body, int *priority, int64_t *deadline_ms, api_err_t *e);
+
 /* The OpenAI error type of a status ("not_found_error", "rate_limit_error",
  * ...; "invalid_request_error" for other 4xx, "server_error" for other 5xx). */
 const char *api_error_type(unsigned status);

@@ -51,6 +51,7 @@ typedef struct {
     batcher_item_t *head, *tail; /* priority desc, then submit order */
     int items;                   /* accepted, not completed (incl. in flight) */
     size_t bytes;
+    size_t unsent;               /* answers of its items not yet sent to their clients (bytes) */
     int seqs_waiting, tokens_waiting; /* not yet in a batch */
     int load_wanted, unload_wanted, loading;
     int64_t retry_at_ns;         /* after a failed load: refuse fast until then */
@@ -760,9 +761,10 @@ int batcher_submit(batcher_t *b, batcher_item_t *it, char *err, size_t errlen) {
         registry_info(b->reg, it->model, &info);
         snprintf(err, errlen, "%s", info.last_error);
         rc = engine_to_batcher_code(info.last_error_code);
-    } else if (q->items + 1 > b->lim.max_pending_items || q->bytes + bytes > b->lim.max_pending_bytes) {
-        snprintf(err, errlen, "pending queue full (%d items, %zu bytes; limits %d items, %zu bytes)",
-                 q->items, q->bytes, b->lim.max_pending_items, b->lim.max_pending_bytes);
+    } else if (q->items + 1 > b->lim.max_pending_items || q->bytes + q->unsent + bytes > b->lim.max_pending_bytes) {
+        snprintf(err, errlen, "pending queue full (%d items, %zu bytes, and %zu bytes of answers not yet read by "
+                 "their clients; limits %d items, %zu bytes)", q->items, q->bytes, q->unsent,
+                 b->lim.max_pending_items, b->lim.max_pending_bytes);
         b->st.items_rejected++;
         rc = BATCHER_EBUSY;
     }
@@ -834,12 +836,31 @@ int batcher_room(batcher_t *b, int model) {
         for (int m = 0; m < b->n_models; m++) {
             if (model >= 0 && m != model) continue;
             int r = b->lim.max_pending_items - b->q[m].items;
+            if (b->q[m].bytes + b->q[m].unsent >= b->lim.max_pending_bytes) r = 0; /* its bytes are spent */
             if (r < room) room = r;
         }
         if (room < 0 || room == 1 << 30) room = room < 0 ? 0 : room;
     }
     pthread_mutex_unlock(&b->mu);
     return room;
+}
+
+void batcher_hold_answer(batcher_t *b, int model, size_t bytes) {
+    pthread_mutex_lock(&b->mu);
+    if (model >= 0 && model < b->n_models) {
+        b->q[model].unsent += bytes;
+        b->st.unsent_bytes += bytes;
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+void batcher_release_answer(batcher_t *b, int model, size_t bytes) {
+    pthread_mutex_lock(&b->mu);
+    if (model >= 0 && model < b->n_models) {
+        b->q[model].unsent -= bytes;
+        b->st.unsent_bytes -= bytes;
+    }
+    pthread_mutex_unlock(&b->mu);
 }
 
 int batcher_set_limits(batcher_t *b, const batcher_limits_t *l, char *err, size_t errlen) {

@@ -112,7 +112,7 @@ typedef struct {
     int max_batch_tokens;     /* tokens per batch (clamped to the engine's workspace) */
     int max_queue_delay_us;   /* longest an item waits for a fuller batch */
     int max_pending_items;    /* per model queue */
-    size_t max_pending_bytes; /* per model queue: items + ids + results */
+    size_t max_pending_bytes; /* per model queue: items + ids + results + answers not yet sent */
 } batcher_limits_t;
 
 #define BATCHER_HIST 16 /* histogram buckets: bucket i counts values <= 2^i (last: everything) */
@@ -133,6 +133,7 @@ typedef struct {
     double pack_s;             /* sum over batches of formation + packing seconds */
     int pending_items;         /* all models: accepted, not yet completed */
     size_t pending_bytes;
+    size_t unsent_bytes;       /* all models: answers held, not yet sent (batcher_hold_answer) */
     int in_flight_batches;     /* prepared + computing */
     int paused, draining;
 } batcher_stats_t;
@@ -162,6 +163,14 @@ int batcher_submit(batcher_t *b, batcher_item_t *item, char *err, size_t errlen)
  * it is computing, else when its batches in flight end; its sequences not yet
  * in a batch are never computed), -1 when it is unknown or finished. */
 int batcher_cancel(batcher_t *b, uint64_t item_id);
+
+/* An answer of the model's work waiting to be sent to its client (an HTTP
+ * response a slow reader has not read yet) counts against the model's
+ * max_pending_bytes with its pending items until it is sent or dropped, so a
+ * model whose answers pile up refuses new work (BATCHER_EBUSY) as it does for
+ * pending input. Every held byte is released exactly once. */
+void batcher_hold_answer(batcher_t *b, int model, size_t bytes);
+void batcher_release_answer(batcher_t *b, int model, size_t bytes);
 
 /* How many more items the model's queue takes now (0 when paused); model -1:
  * the least over all models (what a shared intake like Redis may lease). */

@@ -46,17 +46,27 @@ def main():
     failed = any(s[1] in ("fail", "timeout") for s in stages)
 
     e2e = [d for d in sl if d.get("check") == "e2e"]
-    inv = [d for d in sl if d.get("check") == "alone_vs_64"]
+    bits = [d for d in sl if d.get("check") not in (None, "e2e")]
     if e2e:
         worst = max(d["logit_rel_err"] for d in e2e)
         bad = sum(not d["pass"] for d in e2e)
         print(f"\nparity: {len(e2e)} prompts, worst last-token logit error {worst:.2e} (tol {e2e[0]['tol']:.0e}), "
-              f"{bad} failed; alone vs among 63 others: {'bit-identical' if inv and inv[0]['pass'] else 'DIFFERS'}")
+              f"greedy ids from the device, {bad} failed")
+    for d in bits:  # batch invariance per matmul_q path, graphs against plain launches
+        print(f"  {d['check']:<28} {'bit-identical' if d.get('pass') else 'DIFFERS'} over {d.get('steps')} steps"
+              f" ({d.get('graphs_captured', '?')} graphs captured)")
 
     def by(figs, fig):
         return [d for d in figs if d.get("figure") == fig]
 
-    s_streams = {d["streams"]: d for d in by(sl, "streams")}
+    heads = [d for d in sl if "model_layers" in d]
+    mt0 = heads[0].get("mma_min_t") if heads else None  # the default threshold: the first run's
+
+    def main_run(d):
+        return d.get("mma_min_t") == mt0
+
+    s_streams = {d["streams"]: d for d in by(sl, "streams") if d.get("graphs", 1) and main_run(d)}
+    s_plain = {d["streams"]: d for d in by(sl, "streams") if not d.get("graphs", 1) and main_run(d)}
     p_streams = {d["streams"]: d for d in by(peer, "streams") if "error" not in d}
     print("\nstreams  sluice tok/s  ms/step  TTFT ms | transformers tok/s  ms/step  TTFT ms | ratio")
     for n in sorted(set(s_streams) | set(p_streams)):
@@ -65,7 +75,21 @@ def main():
         print(f"{n:>7}  {s.get('output_tokens_per_s', float('nan')):>12.1f}  {s.get('ms_per_step', float('nan')):>7.3f}"
               f"  {1e3 * s.get('ttft_s', float('nan')):>7.2f} | {p.get('output_tokens_per_s', float('nan')):>18.1f}"
               f"  {p.get('ms_per_step', float('nan')):>7.3f}  {1e3 * p.get('ttft_s', float('nan')):>7.2f} | {r:.2f}x")
-    sp, pp = by(sl, "prefill"), by(peer, "prefill")
+    if s_plain:
+        print("\nstreams  decode tok/s with graphs  without  (ms/step with / without)")
+        for n in sorted(s_plain):
+            g, q = s_streams.get(n, {}), s_plain[n]
+            print(f"{n:>7}  {g.get('decode_tokens_per_s', float('nan')):>24.1f}  {q.get('decode_tokens_per_s', 0):>7.1f}"
+                  f"  ({g.get('ms_per_step', float('nan')):.3f} / {q.get('ms_per_step', 0):.3f})")
+    variants = [d for d in by(sl, "streams") + by(sl, "prefill") if not main_run(d)]
+    if variants:
+        print(f"\nmatmul_q tensor-core threshold moved (default mma_min_t {mt0}; 0 = never):")
+        for d in variants:
+            what = (f"prefill {d['tokens']} tokens: {d['tokens_per_s']:.0f} tok/s" if d["figure"] == "prefill" else
+                    f"{d['streams']} streams: {d['decode_tokens_per_s']:.1f} decode tok/s, {d['ms_per_step']:.3f} ms/step")
+            print(f"  mma_min_t {d.get('mma_min_t')}: {what}")
+    sp = [d for d in by(sl, "prefill") if main_run(d)]
+    pp = by(peer, "prefill")
     mm, bw = by(peer, "fp16_matmul"), by(peer, "copy_bandwidth")
     if sp:
         share = f", {100 * sp[0]['tflops'] / mm[0]['tflops']:.1f}% of the fp16 matmul rate" if mm else ""

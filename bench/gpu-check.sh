@@ -14,8 +14,11 @@
 # How it runs with the device tool (from the repo root; see docs/benchmarks.md):
 #   here:  sh mk/fetch-gpu-deps.sh            (checks what travels fits 64 MiB)
 #   run:   command  "bash bench/gpu-check.sh"
-#          carry    [".deps"]
+#          carry    [".deps/debs", ".deps/slim"]
 #          timeout_s 600
+# (bench/gpu-all.sh runs this check and the decoder's in one call.) The model is
+# .deps/model-f16 where it is (here), else the packed .deps/slim/model-f16.tar.xz
+# is unpacked to /tmp/sluice-model-f16 first (tests/tools/slim_f16.py).
 # Everything comes back under $OUT (8 files): gpu-check.log, gpu-check.json,
 # build.log, gpu-parity.log, sluice.jsonl, st.json, profile.log, profile.json.
 #
@@ -44,6 +47,13 @@ REHEARSE=${GPU_CHECK_REHEARSE:-0}
 ONLY=${GPU_CHECK_ONLY:-}
 ARCH=${GPU_CHECK_ARCH:--gencode arch=compute_90,code=sm_90}
 MODEL=${GPU_CHECK_MODEL:-.deps/model-f16}
+if [ -z "${GPU_CHECK_MODEL:-}" ] && [ "${GPU_CHECK_LIB:-0}" != 1 ] && [ ! -f "$MODEL/model.safetensors" ] &&
+    [ -f .deps/slim/model-f16.tar.xz ]; then
+    rm -rf /tmp/sluice-model-f16 && mkdir -p /tmp/sluice-model-f16 &&
+        { tar -xJf .deps/slim/model-f16.tar.xz -C /tmp/sluice-model-f16 2>/dev/null ||
+            python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
+                .deps/slim/model-f16.tar.xz /tmp/sluice-model-f16; } && MODEL=/tmp/sluice-model-f16/model-f16
+fi
 FIXTURE=tests/fixtures/embeddings.jsonl
 WORK=${GPU_CHECK_WORK:-/tmp/sluice-gpu-check}
 BUILD=build/gpu-check          # ignored; kept between calls on a warm machine

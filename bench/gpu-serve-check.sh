@@ -9,7 +9,8 @@
 # Needs, beyond bench/gpu-check.sh's .deps: .deps/debs-serve (libmicrohttpd,
 # hiredis, libssl-dev headers; `mk/fetch-gpu-deps.sh` fills it). The machine's
 # own libcrypto.so.3 and libgnutls.so.30 are used. With the device tool:
-#   command "bash bench/gpu-serve-check.sh", carry [".deps"]
+#   command "bash bench/gpu-serve-check.sh", carry [".deps/debs", ".deps/debs-serve", ".deps/slim"]
+# (the model: .deps/model-f16 where it is, else the packed .deps/slim/model-f16.tar.xz unpacked first)
 # usage: bash bench/gpu-serve-check.sh [OUTDIR]   (default $OUT, else bench/out)
 # GPU_SERVE_DEVICE=cpu rehearses everything but the GPU on a machine without one.
 set -u
@@ -25,6 +26,13 @@ crypto=$(ldconfig -p | awk '/libcrypto\.so\.3 /{print $NF; exit}')
 [ -n "$crypto" ] && ln -sf "$crypto" "$LIB/libcrypto.so" || echo "no libcrypto.so.3 on this machine"
 ldconfig -p | grep -q 'libgnutls\.so\.30' || echo "warning: no libgnutls.so.30 here (libmicrohttpd needs it)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+MODEL=.deps/model-f16
+if [ ! -f "$MODEL/model.safetensors" ] && [ -f .deps/slim/model-f16.tar.xz ]; then
+    rm -rf /tmp/sluice-model-f16 && mkdir -p /tmp/sluice-model-f16 &&
+        { tar -xJf .deps/slim/model-f16.tar.xz -C /tmp/sluice-model-f16 2>/dev/null ||
+            python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
+                .deps/slim/model-f16.tar.xz /tmp/sluice-model-f16; } && MODEL=/tmp/sluice-model-f16/model-f16
+fi
 make=make
 command -v make >/dev/null || make=$ROOT/usr/bin/make
 B=build/gpu-serve/bin/sluice
@@ -36,12 +44,12 @@ if ! $make -j"$(nproc)" CUDA=1 DEPS_ROOT="$ROOT" WARN="-Wall -Wextra" CUDA_ARCH=
     exit 1
 fi
 echo "== reference: the CPU backend on the same fp16 weights"
-$B embed --device cpu --model .deps/model-f16 --file <(python3 -c '
+$B embed --device cpu --model "$MODEL" --file <(python3 -c '
 import json
 for l in open("tests/fixtures/embeddings.jsonl", encoding="utf-8"): print(json.loads(l)["text"])') \
     >/tmp/sluice-serve-ref.jsonl || { echo "result: reference FAILED"; exit 1; }
 MODELS=/tmp/sluice-serve-models
-rm -rf "$MODELS" && mkdir -p "$MODELS" && ln -s "$(pwd)/.deps/model-f16" "$MODELS/minilm"
+rm -rf "$MODELS" && mkdir -p "$MODELS" && ln -s "$(cd "$MODEL" && pwd)" "$MODELS/minilm"
 rm -f /tmp/sluice-serve-port
 echo "== serve (${GPU_SERVE_DEVICE:-cuda}, defaults)"
 $B serve --device "${GPU_SERVE_DEVICE:-cuda}" --redis none --models "$MODELS" --preload all --port 0 --port-file /tmp/sluice-serve-port \

@@ -137,6 +137,13 @@ int main(int argc, char **argv) {
             for (int f = 0; cuda_decoder_families[f]; f++)
                 cuda_decoder_run(gpu, cuda_decoder_families[f], seed, print_result, &t);
             ops_destroy(gpu);
+            /* matmul_q's tensor-core path again with bf16 tiles */
+            if ((gpu = ops_cuda_create(0, OPS_BF16, err, sizeof err))) {
+                printf("cuda decoder ops, bf16 backend (matmul_q's tensor-core tiles in bf16):\n");
+                cuda_decoder_run(gpu, "matmul_q_mma", seed, print_result, &t);
+                cuda_decoder_run(gpu, "invariance", seed, print_result, &t);
+                ops_destroy(gpu);
+            }
         } else if (argc >= 2) { /* with no family named, the dtype loop above already counted it */
             printf("FAIL decoder: no CUDA backend: %s\n", err);
             t.checks++;

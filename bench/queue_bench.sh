@@ -4,7 +4,8 @@
 # redis-benchmark -t set,get for context, then bench-queue_bench with 1, 2 and
 # 4 workers (enqueue -> lease 64 -> ack). Stops the server at the end.
 # usage: bench/queue_bench.sh [TASKS]      (from the repository root)
-# env: AOF=1 (appendonly yes, everysec), PREFILL=1 (time enqueue and lease+ack apart)
+# env: AOF=1 (appendonly yes, everysec), PREFILL=1 (time enqueue and lease+ack apart),
+#      REDIS_ARGS="--hash-max-listpack-value 256" (more redis-server options)
 set -e
 TASKS=${1:-200000}
 BIN=${BIN:-bin}
@@ -15,14 +16,14 @@ AOF=${AOF:-0}
 APPENDONLY=no
 [ "$AOF" = 1 ] && APPENDONLY=yes
 redis-server --port "$PORT" --bind 127.0.0.1 --dir "$DIR" --daemonize no --logfile "$DIR/redis.log" \
-    --save "" --appendonly $APPENDONLY --appendfsync everysec >/dev/null 2>&1 &
+    --save "" --appendonly $APPENDONLY --appendfsync everysec $REDIS_ARGS >/dev/null 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT
 i=0
 until redis-cli -p "$PORT" ping >/dev/null 2>&1; do
     i=$((i + 1)); [ $i -gt 100 ] && { echo "redis-server did not start" >&2; exit 1; }; sleep 0.05
 done
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); AOF: $APPENDONLY; load average: $(cut -d" " -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); AOF: $APPENDONLY${REDIS_ARGS:+; $REDIS_ARGS}; load average: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "== redis-benchmark -t set,get -q -n 200000 (50 clients, no pipelining)"
 redis-benchmark -p "$PORT" -t set,get -q -n 200000 | tr '\r' '\n' | grep 'requests per second'
 echo "== redis-benchmark -t set -P 64 (pipelined: what one Redis core executes)"

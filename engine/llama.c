@@ -49,7 +49,18 @@ typedef struct {
     float *act;        /* (T, F) */
     float *rows;       /* (max_seqs, H) gathered rows for the LM head */
     float *logits;     /* (max_seqs, V) */
+    int32_t *next;     /* (max_seqs) each row's argmax (greedy token) */
 } llama_ws_t;
+
+/* One captured decode step: np sequences of one token, contexts up to ctx,
+ * block tables of mb entries a row, over the caches of one KV pool (their
+ * addresses are in the graph). */
+typedef struct {
+    const kv_pool_t *kv;
+    int np, ctx, mb;
+    void *exec; /* the backend's graph */
+} llama_graph_t;
+#define LLAMA_MAX_GRAPHS 64
 
 struct llama_model {
     llama_info_t info;
@@ -70,7 +81,10 @@ struct llama_model {
     int n_qkv;          /* (n_heads + 2 n_kv) * hd */
     int table_cap;      /* int32 entries in ws.table */
     /* host staging for the per-call integer arrays */
-    int32_t *h_pos, *h_slot, *h_seq_off, *h_ctx, *h_table, *h_last;
+    int32_t *h_pos, *h_slot, *h_seq_off, *h_ctx, *h_table, *h_last, *h_ids, *h_next;
+    llama_graph_t graphs[LLAMA_MAX_GRAPHS]; /* decode-step graphs, n_graphs of them */
+    int n_graphs;
+    int graphs_off; /* no graphs: opts.no_graphs, a backend without them, or a capture that failed */
 };
 
 /* ---- metadata ---- */
@@ -329,6 +343,7 @@ static void place_workspace(llama_model_t *m, walk_t *w) {
     ws->act = walk(w, T * (size_t)in->ffn * sizeof(float));
     ws->rows = walk(w, B * (size_t)in->hidden * sizeof(float));
     ws->logits = walk(w, B * (size_t)in->vocab * sizeof(float));
+    ws->next = walk(w, B * sizeof(int32_t));
 }
 
 /* Read the hyperparameters, find the tensors, fix the options and the host
@@ -357,6 +372,7 @@ static int plan(llama_model_t *m, gguf_file_t *f, const llama_opts_t *opts, cons
     m->opts.max_tokens = opts && opts->max_tokens > 0 ? opts->max_tokens : 512;
     m->opts.max_seqs = opts && opts->max_seqs > 0 ? opts->max_seqs : 64;
     m->opts.max_ctx = opts && opts->max_ctx > 0 && opts->max_ctx < in->n_ctx ? opts->max_ctx : in->n_ctx;
+    m->opts.no_graphs = opts && opts->no_graphs;
     if (m->opts.max_seqs > m->opts.max_tokens) m->opts.max_seqs = m->opts.max_tokens;
     if (m->opts.max_tokens > (1 << 20)) {
         snprintf(err, errlen, "llama: max_tokens %d per call is too many", m->opts.max_tokens);
@@ -374,7 +390,10 @@ static int plan(llama_model_t *m, gguf_file_t *f, const llama_opts_t *opts, cons
     m->h_seq_off = malloc((B + 1) * sizeof(int32_t));
     m->h_ctx = malloc(B * sizeof(int32_t));
     m->h_table = malloc((size_t)m->table_cap * sizeof(int32_t));
-    if (!m->layers || !m->h_pos || !m->h_slot || !m->h_last || !m->h_seq_off || !m->h_ctx || !m->h_table) {
+    m->h_ids = malloc(T * sizeof(int32_t));
+    m->h_next = malloc(B * sizeof(int32_t));
+    if (!m->layers || !m->h_pos || !m->h_slot || !m->h_last || !m->h_seq_off || !m->h_ctx || !m->h_table ||
+        !m->h_ids || !m->h_next) {
         snprintf(err, errlen, "llama: out of host memory");
         return LLAMA_ENOMEM;
     }
@@ -422,6 +441,8 @@ int llama_load(gguf_file_t *f, ops_t *ops, arena_t *arena, const llama_opts_t *o
         goto fail;
     }
     if ((rc = plan(m, f, opts, &embd, &head, &onorm, err, errlen))) goto fail;
+    m->graphs_off = m->opts.no_graphs || !ops->capture_begin || !ops->capture_end || !ops->graph_launch ||
+                    !ops->graph_destroy;
 
     /* measure, take the two arena blocks, then fill */
     walk_t w = {0};
@@ -456,6 +477,7 @@ fail:
 
 void llama_destroy(llama_model_t *m) {
     if (!m) return;
+    for (int i = 0; i < m->n_graphs; i++) m->ops->graph_destroy(m->ops, m->graphs[i].exec);
     if (m->arena) {
         arena_free(m->arena, m->wblock);
         arena_free(m->arena, m->wsblock);
@@ -467,6 +489,8 @@ void llama_destroy(llama_model_t *m) {
     free(m->h_seq_off);
     free(m->h_ctx);
     free(m->h_table);
+    free(m->h_ids);
+    free(m->h_next);
     free(m);
 }
 
@@ -474,6 +498,7 @@ const llama_info_t *llama_info(const llama_model_t *m) { return &m->info; }
 const llama_opts_t *llama_opts(const llama_model_t *m) { return &m->opts; }
 size_t llama_weight_bytes(const llama_model_t *m) { return m->wbytes; }
 size_t llama_workspace_bytes(const llama_model_t *m) { return m->wsbytes; }
+int llama_graph_count(const llama_model_t *m) { return m->n_graphs; }
 
 kv_config_t llama_kv_config(const llama_model_t *m) {
     return (kv_config_t){.n_layers = m->info.n_layers, .n_kv_heads = m->info.n_kv_heads,
@@ -536,39 +561,19 @@ static int check_batch(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, c
         }                                                                                                              \
     } while (0)
 
-int llama_forward(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const int32_t *seq_off, int n,
-                  kv_seq_t *const *seqs, float *logits, int all_logits, char *err, size_t errlen) {
-    int max_blocks, max_ctx;
-    int rc = check_batch(m, kv, tokens, seq_off, n, seqs, &max_blocks, &max_ctx, err, errlen);
-    if (rc) return rc;
+/* The ops of one step over the uploaded workspace: T tokens of n sequences,
+ * block tables of mb entries a row, contexts up to max_ctx; then, with
+ * lm_rows > 0, the LM head on the rows ws->last names (uploaded by the
+ * caller; lm_rows <= max_seqs) into ws->logits, and with want_ids their
+ * argmax into ws->next. Nothing here copies between host and device, so it can
+ * be captured into a graph. */
+static int run_ops(llama_model_t *m, kv_pool_t *kv, int T, int n, int mb, int max_ctx, int lm_rows, int want_ids,
+                   char *err, size_t errlen) {
     ops_t *ops = m->ops;
     const llama_info_t *in = &m->info;
     const llama_ws_t *ws = &m->ws;
-    const kv_config_t *kc = kv_pool_config(kv);
-    int T = seq_off[n], H = in->hidden, F = in->ffn, hd = in->head_dim, bs = kc->block_size;
-    int nq = in->n_heads * hd, nkv = in->n_kv_heads * hd;
-
-    /* positions, slots, block tables: from each sequence's table */
-    for (int b = 0; b < n; b++) {
-        const kv_seq_t *s = seqs[b];
-        int nb = seq_off[b + 1] - seq_off[b], p0 = s->n_tokens - nb;
-        for (int i = 0; i < nb; i++) {
-            int p = p0 + i, t = seq_off[b] + i;
-            m->h_pos[t] = p;
-            m->h_slot[t] = s->blocks[p / bs] * bs + p % bs;
-        }
-        m->h_ctx[b] = s->n_tokens;
-        memcpy(m->h_table + (size_t)b * max_blocks, s->blocks, (size_t)s->n_blocks * sizeof(int32_t));
-        for (int j = s->n_blocks; j < max_blocks; j++) m->h_table[(size_t)b * max_blocks + j] = 0;
-        m->h_last[b] = seq_off[b + 1] - 1;
-    }
-    OPS_CALL(ops->upload(ops, ws->ids, tokens, (size_t)T * sizeof(int32_t)));
-    OPS_CALL(ops->upload(ops, ws->pos, m->h_pos, (size_t)T * sizeof(int32_t)));
-    OPS_CALL(ops->upload(ops, ws->slot, m->h_slot, (size_t)T * sizeof(int32_t)));
-    OPS_CALL(ops->upload(ops, ws->seq_off, seq_off, (size_t)(n + 1) * sizeof(int32_t)));
-    OPS_CALL(ops->upload(ops, ws->ctx_len, m->h_ctx, (size_t)n * sizeof(int32_t)));
-    OPS_CALL(ops->upload(ops, ws->table, m->h_table, (size_t)n * max_blocks * sizeof(int32_t)));
-
+    const int H = in->hidden, F = in->ffn, hd = in->head_dim, bs = kv_pool_config(kv)->block_size;
+    const int nq = in->n_heads * hd, nkv = in->n_kv_heads * hd;
     float scale = 1.0f / sqrtf((float)hd);
     OPS_CALL(ops->embed_q(ops, ws->x, ws->ids, m->embd, m->wt_embd, T, H));
     for (int l = 0; l < in->n_layers; l++) {
@@ -581,7 +586,7 @@ int llama_forward(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const 
         OPS_CALL(ops->kv_store(ops, kv_k_cache(kv, l), kv_v_cache(kv, l), ws->qkv + nq, ws->qkv + nq + nkv, m->n_qkv,
                                ws->slot, T, in->n_kv_heads, hd));
         OPS_CALL(ops->attention_paged(ops, ws->attn, ws->qkv, m->n_qkv, kv_k_cache(kv, l), kv_v_cache(kv, l),
-                                      ws->table, max_blocks, ws->seq_off, T, ws->ctx_len, n, max_ctx, in->n_heads,
+                                      ws->table, mb, ws->seq_off, T, ws->ctx_len, n, max_ctx, in->n_heads,
                                       in->n_kv_heads, hd, bs, scale));
         OPS_CALL(ops->matmul_q(ops, ws->delta, ws->attn, L->wo, L->wt_o, T, nq, H));
         OPS_CALL(ops->add_rms_norm(ops, ws->xn, ws->x, ws->delta, L->ffn_norm, T, H, in->rms_eps));
@@ -590,19 +595,181 @@ int llama_forward(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const 
         OPS_CALL(ops->matmul_q(ops, ws->delta, ws->act, L->wd, L->wt_d, T, F, H));
     }
     OPS_CALL(ops->add_rms_norm(ops, ws->xn, ws->x, ws->delta, m->out_norm, T, H, in->rms_eps));
+    if (lm_rows > 0) {
+        /* gather the wanted rows (embed_q over the F32 hidden states is a row gather), multiply */
+        OPS_CALL(ops->embed_q(ops, ws->rows, ws->last, ws->xn, OPS_W_F32, lm_rows, H));
+        OPS_CALL(ops->matmul_q(ops, ws->logits, ws->rows, m->head, m->wt_head, lm_rows, H, in->vocab));
+        if (want_ids) OPS_CALL(ops->argmax(ops, ws->next, ws->logits, lm_rows, in->vocab));
+    }
+    return LLAMA_OK;
+}
 
-    /* LM head on the wanted rows, max_seqs rows at a time: gather them
-     * (embed_q over the F32 hidden states is a row gather), multiply, copy out */
-    int rows = all_logits ? T : n, V = in->vocab;
-    if (all_logits)
+/* The decode graph bucket of n sequences: a power of two, but below
+ * ops->mma_min_t when n is (so matmul_q takes the same path as for n: padding
+ * changes no bits), and at most max_seqs. */
+static int seq_bucket(const llama_model_t *m, int n) {
+    int np = 1;
+    while (np < n) np <<= 1;
+    const int mt = m->ops->mma_min_t;
+    if (mt > 0 && n < mt && np >= mt) np = mt - 1;
+    return np > m->opts.max_seqs ? m->opts.max_seqs : np;
+}
+
+static int ctx_bucket(const llama_model_t *m, int max_ctx) {
+    int c = 128;
+    while (c < max_ctx && c < (1 << 30)) c <<= 1;
+    return c > m->opts.max_ctx ? (max_ctx > m->opts.max_ctx ? max_ctx : m->opts.max_ctx) : c;
+}
+
+/* The captured decode step of (kv, np, ctx, mb), or NULL. */
+static void *find_graph(const llama_model_t *m, const kv_pool_t *kv, int np, int ctx, int mb) {
+    for (int i = 0; i < m->n_graphs; i++)
+        if (m->graphs[i].kv == kv && m->graphs[i].np == np && m->graphs[i].ctx == ctx && m->graphs[i].mb == mb)
+            return m->graphs[i].exec;
+    return NULL;
+}
+
+/* Records the decode step of (np, ctx, mb) into a graph for the steps after
+ * this one, which the caller has just run op by op: the step's results are
+ * that run's, and every kernel the capture records has been launched once
+ * before (none is first loaded inside a capture). A failure turns graphs off,
+ * logged once; nothing recorded runs, so nothing is lost. */
+static void capture_graph(llama_model_t *m, kv_pool_t *kv, int np, int ctx, int mb) {
+    ops_t *ops = m->ops;
+    void *exec = NULL;
+    char why[512] = "";
+    if (ops->capture_begin(ops)) {
+        snprintf(why, sizeof why, "capture_begin: %.400s", ops->err);
+    } else {
+        int rc = run_ops(m, kv, np, np, mb, ctx, np, ops->argmax != NULL, why, sizeof why);
+        int crc = ops->capture_end(ops, &exec); /* ends the capture whatever happened inside */
+        if (!rc && crc) snprintf(why, sizeof why, "capture_end: %.400s", ops->err);
+        if (rc || crc) {
+            if (exec) ops->graph_destroy(ops, exec);
+            exec = NULL;
+        }
+    }
+    if (!exec) {
+        m->graphs_off = 1;
+        fprintf(stderr, "llama: capturing the decode step of %d sequences (context %d) into a %s graph failed (%s); "
+                        "running op by op from now on\n", np, ctx, ops->name, why);
+        return;
+    }
+    m->graphs[m->n_graphs++] = (llama_graph_t){.kv = kv, .np = np, .ctx = ctx, .mb = mb, .exec = exec};
+}
+
+static int forward_impl(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const int32_t *seq_off, int n,
+                        kv_seq_t *const *seqs, float *logits, int all_logits, int32_t *ids_out, char *err,
+                        size_t errlen) {
+    int max_blocks, max_ctx;
+    int rc = check_batch(m, kv, tokens, seq_off, n, seqs, &max_blocks, &max_ctx, err, errlen);
+    if (rc) return rc;
+    ops_t *ops = m->ops;
+    const llama_info_t *in = &m->info;
+    const llama_ws_t *ws = &m->ws;
+    const kv_config_t *kc = kv_pool_config(kv);
+    const int T = seq_off[n], bs = kc->block_size, V = in->vocab;
+
+    /* a decode step replays a graph: padded to its bucket of sequences, contexts and table width */
+    int np = n, ctx = max_ctx, mb = max_blocks, use_graph = 0;
+    if (!m->graphs_off && T == n && !all_logits) {
+        np = seq_bucket(m, n);
+        ctx = ctx_bucket(m, max_ctx);
+        mb = (ctx + bs - 1) / bs;
+        if (mb < max_blocks) mb = max_blocks;
+        use_graph = np >= n && (int64_t)np * mb <= m->table_cap;
+        if (!use_graph) np = n, ctx = max_ctx, mb = max_blocks;
+    }
+
+    /* positions, slots, block tables: from each sequence's table; the padding after them */
+    memcpy(m->h_ids, tokens, (size_t)T * sizeof(int32_t));
+    memcpy(m->h_seq_off, seq_off, (size_t)(n + 1) * sizeof(int32_t));
+    for (int b = 0; b < n; b++) {
+        const kv_seq_t *s = seqs[b];
+        int nb = seq_off[b + 1] - seq_off[b], p0 = s->n_tokens - nb;
+        for (int i = 0; i < nb; i++) {
+            int p = p0 + i, t = seq_off[b] + i;
+            m->h_pos[t] = p;
+            m->h_slot[t] = s->blocks[p / bs] * bs + p % bs;
+        }
+        m->h_ctx[b] = s->n_tokens;
+        memcpy(m->h_table + (size_t)b * mb, s->blocks, (size_t)s->n_blocks * sizeof(int32_t));
+        for (int j = s->n_blocks; j < mb; j++) m->h_table[(size_t)b * mb + j] = 0;
+        m->h_last[b] = seq_off[b + 1] - 1;
+    }
+    for (int b = n; b < np; b++) { /* padding: token 0 at position 0, context 1, no slot */
+        m->h_ids[b] = 0, m->h_pos[b] = 0, m->h_slot[b] = -1, m->h_ctx[b] = 1, m->h_last[b] = b;
+        m->h_seq_off[b + 1] = b + 1;
+        for (int j = 0; j < mb; j++) m->h_table[(size_t)b * mb + j] = 0;
+    }
+    const int Tp = T + (np - n);
+    OPS_CALL(ops->upload(ops, ws->ids, m->h_ids, (size_t)Tp * sizeof(int32_t)));
+    OPS_CALL(ops->upload(ops, ws->pos, m->h_pos, (size_t)Tp * sizeof(int32_t)));
+    OPS_CALL(ops->upload(ops, ws->slot, m->h_slot, (size_t)Tp * sizeof(int32_t)));
+    OPS_CALL(ops->upload(ops, ws->seq_off, m->h_seq_off, (size_t)(np + 1) * sizeof(int32_t)));
+    OPS_CALL(ops->upload(ops, ws->ctx_len, m->h_ctx, (size_t)np * sizeof(int32_t)));
+    OPS_CALL(ops->upload(ops, ws->table, m->h_table, (size_t)np * mb * sizeof(int32_t)));
+
+    /* the LM head in the same run when one chunk holds the wanted rows (every
+     * last-token step: n <= max_seqs); all_logits steps take it in chunks below */
+    const int want_ids = ids_out && ops->argmax;
+    const int lm_rows = all_logits ? 0 : np;
+    if (lm_rows) OPS_CALL(ops->upload(ops, ws->last, m->h_last, (size_t)np * sizeof(int32_t)));
+    void *graph = use_graph ? find_graph(m, kv, np, ctx, mb) : NULL;
+    if (graph) {
+        OPS_CALL(ops->graph_launch(ops, graph));
+    } else {
+        rc = run_ops(m, kv, Tp, np, mb, ctx, lm_rows, want_ids, err, errlen);
+        if (rc) return rc;
+        if (use_graph && m->n_graphs < LLAMA_MAX_GRAPHS) capture_graph(m, kv, np, ctx, mb);
+    }
+    if (lm_rows) {
+        if (logits) OPS_CALL(ops->download(ops, logits, ws->logits, (size_t)n * V * sizeof(float)));
+        if (want_ids) OPS_CALL(ops->download(ops, m->h_next, ws->next, (size_t)n * sizeof(int32_t)));
+    } else {
+        const int rows = T;
         for (int t = 0; t < T; t++) m->h_last[t] = t;
-    for (int r0 = 0; r0 < rows; r0 += m->opts.max_seqs) {
-        int nr = rows - r0 < m->opts.max_seqs ? rows - r0 : m->opts.max_seqs;
-        OPS_CALL(ops->upload(ops, ws->last, m->h_last + r0, (size_t)nr * sizeof(int32_t)));
-        OPS_CALL(ops->embed_q(ops, ws->rows, ws->last, ws->xn, OPS_W_F32, nr, H));
-        OPS_CALL(ops->matmul_q(ops, ws->logits, ws->rows, m->head, m->wt_head, nr, H, V));
-        OPS_CALL(ops->download(ops, logits + (size_t)r0 * V, ws->logits, (size_t)nr * V * sizeof(float)));
+        for (int r0 = 0; r0 < rows; r0 += m->opts.max_seqs) {
+            int nr = rows - r0 < m->opts.max_seqs ? rows - r0 : m->opts.max_seqs;
+            OPS_CALL(ops->upload(ops, ws->last, m->h_last + r0, (size_t)nr * sizeof(int32_t)));
+            OPS_CALL(ops->embed_q(ops, ws->rows, ws->last, ws->xn, OPS_W_F32, nr, in->hidden));
+            OPS_CALL(ops->matmul_q(ops, ws->logits, ws->rows, m->head, m->wt_head, nr, in->hidden, V));
+            OPS_CALL(ops->download(ops, logits + (size_t)r0 * V, ws->logits, (size_t)nr * V * sizeof(float)));
+        }
     }
     OPS_CALL(ops->sync(ops));
+    if (want_ids) {
+        memcpy(ids_out, m->h_next, (size_t)n * sizeof(int32_t));
+    } else if (ids_out) { /* a backend without argmax: reduce the logits here (the same rule) */
+        float *lg = logits ? logits : malloc((size_t)n * V * sizeof(float));
+        if (!lg) {
+            snprintf(err, errlen, "llama: out of host memory");
+            return LLAMA_ENOMEM;
+        }
+        if (!logits) {
+            OPS_CALL(ops->download(ops, lg, ws->logits, (size_t)n * V * sizeof(float)));
+            OPS_CALL(ops->sync(ops));
+        }
+        for (int b = 0; b < n; b++) ids_out[b] = ops_argmax_row(lg + (size_t)b * V, V);
+        if (!logits) free(lg);
+    }
     return LLAMA_OK;
+}
+
+int llama_forward(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const int32_t *seq_off, int n,
+                  kv_seq_t *const *seqs, float *logits, int all_logits, char *err, size_t errlen) {
+    if (!logits) {
+        snprintf(err, errlen, "llama: NULL logits");
+        return LLAMA_EINVAL;
+    }
+    return forward_impl(m, kv, tokens, seq_off, n, seqs, logits, all_logits, NULL, err, errlen);
+}
+
+int llama_forward_greedy(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const int32_t *seq_off, int n,
+                         kv_seq_t *const *seqs, float *logits, int32_t *ids, char *err, size_t errlen) {
+    if (!ids) {
+        snprintf(err, errlen, "llama: NULL ids");
+        return LLAMA_EINVAL;
+    }
+    return forward_impl(m, kv, tokens, seq_off, n, seqs, logits, 0, ids, err, errlen);
 }

@@ -63,6 +63,8 @@ typedef struct {
     int max_tokens; /* new tokens per forward call, all sequences together (default 512) */
     int max_seqs;   /* sequences per call (default 64) */
     int max_ctx;    /* positions per sequence (default and cap: the model's n_ctx) */
+    int no_graphs;  /* 1: never replay decode steps from CUDA graphs (default 0: replayed where the backend
+                     * captures; see llama_forward) */
 } llama_opts_t;
 
 typedef struct llama_model llama_model_t;
@@ -97,5 +99,29 @@ kv_config_t llama_kv_config(const llama_model_t *m);
  * (seq_off[n], vocab), one row per new token. */
 int llama_forward(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const int32_t *seq_off, int n,
                   kv_seq_t *const *seqs, float *logits, int all_logits, char *err, size_t errlen);
+
+/* llama_forward (all_logits = 0) that also picks each sequence's greedy token
+ * on the device: ids (n, host int32) = the argmax of row b's logits, the
+ * lowest id among equal maxima (ops->argmax; a backend without it reduces the
+ * downloaded logits on the host). logits may be NULL: then only the n ids
+ * cross back to the host, not n x vocab floats.
+ *
+ * Decode steps (one new token per sequence, both entry points) replay a CUDA
+ * graph when the backend captures them and opts.no_graphs is 0: one graph per
+ * bucket of (sequences rounded up to a power of two, kept on the same side of
+ * ops->mma_min_t; longest context rounded up to a power of two >= 128):
+ * its first step runs op by op and is then captured, the next ones replay
+ * the graph after the step's ids, positions, slots, sequence offsets, context
+ * lengths and block tables are copied into the workspace's fixed device
+ * buffers. Padding sequences carry token 0 at
+ * position 0, a context of 1 and no KV slot (kv_store skips them), so they
+ * change no real row: graph and plain launches give the same bits. A capture
+ * that fails is logged once on stderr and the model runs op by op from then on. */
+int llama_forward_greedy(llama_model_t *m, kv_pool_t *kv, const int32_t *tokens, const int32_t *seq_off, int n,
+                         kv_seq_t *const *seqs, float *logits, int32_t *ids, char *err, size_t errlen);
+
+/* Decode-step graphs captured so far (0 on a backend without graphs, with
+ * opts.no_graphs, or after a capture failed). */
+int llama_graph_count(const llama_model_t *m);
 
 #endif

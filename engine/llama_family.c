@@ -49,6 +49,17 @@ static int open_file(const char *path, gguf_file_t **f, char *err, size_t errlen
     return gguf_open(p, f, err, errlen) ? ENGINE_EMODEL : ENGINE_OK;
 }
 
+static chat_template_t llama_family_chat(const char *path) {
+    chat_template_t t = {CHAT_NONE};
+    gguf_file_t *f = NULL;
+    char err[256];
+    if (open_file(path, &f, err, sizeof err) == ENGINE_OK) {
+        t = chat_template_from_gguf(f);
+        gguf_close(f);
+    }
+    return t;
+}
+
 static const llama_opts_t FAMILY_OPTS = {.max_tokens = LLAMA_FAMILY_MAX_TOKENS, .max_seqs = LLAMA_FAMILY_MAX_SEQS};
 
 static int llama_detect(const char *path) {
@@ -79,11 +90,12 @@ static int llama_family_tokenizer(const char *path, tok_t **out, char *err, size
 
 static int llama_family_load(const char *path, ops_t *ops, arena_t *arena, const engine_opts_t *opts, void **out,
                              char *err, size_t errlen) {
-    (void)opts;
     gguf_file_t *f;
     llama_model_t *m = NULL;
+    llama_opts_t lo = FAMILY_OPTS;
+    lo.no_graphs = !(opts && opts->graphs); /* decode steps replay CUDA graphs where the engine asks for them */
     int rc = open_file(path, &f, err, errlen);
-    if (!rc) rc = llama_load(f, ops, arena, &FAMILY_OPTS, &m, err, errlen);
+    if (!rc) rc = llama_load(f, ops, arena, &lo, &m, err, errlen);
     gguf_close(f); /* the weights were copied into the arena */
     *out = m;
     return rc;
@@ -114,6 +126,7 @@ const model_family_t model_llama = {
     .detect = llama_detect,
     .need = llama_family_need,
     .tokenizer = llama_family_tokenizer,
+    .chat_template = llama_family_chat,
     .load = llama_family_load,
     .free = llama_family_free,
     .info = llama_family_info,

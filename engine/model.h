@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "engine/arena.h"
+#include "engine/chat.h"
 #include "engine/engine.h"
 #include "engine/tok.h"
 #include "kernels/ops.h"
@@ -78,6 +79,9 @@ typedef struct model_family {
     /* The tokenizer of the model at path, without loading weights (requests
      * are validated before the model loads). */
     int (*tokenizer)(const char *path, tok_t **out, char *err, size_t errlen);
+    /* The chat template the model declares (CHAT_NONE when none), read
+     * without loading weights; NULL: the family has none. */
+    chat_template_t (*chat_template)(const char *path);
     int (*load)(const char *path, ops_t *ops, arena_t *arena, const engine_opts_t *opts, void **out, char *err,
                 size_t errlen);
     void (*free)(void *impl);

@@ -23,6 +23,8 @@ typedef struct {
     registry_model_info_t info;
     const model_family_t *family;
     tok_t *tok;
+    chat_template_t chat; /* valid once chat_read */
+    int chat_read;
     model_t *model;
 } registry_entry_t;
 
@@ -170,6 +172,21 @@ const tok_t *registry_tokenizer(registry_t *r, int idx, char *err, size_t errlen
         }
     }
     const tok_t *t = e->tok;
+    pthread_mutex_unlock(&r->mu);
+    return t;
+}
+
+chat_template_t registry_chat_template(registry_t *r, int idx) {
+    chat_template_t t = {CHAT_NONE};
+    if (idx < 0 || idx >= r->n) return t;
+    /* held across the read (a header, once per model), as for the tokenizer */
+    pthread_mutex_lock(&r->mu);
+    registry_entry_t *e = &r->models[idx];
+    if (!e->chat_read) {
+        e->chat = e->family->chat_template ? e->family->chat_template(e->info.dir) : t;
+        e->chat_read = 1;
+    }
+    t = e->chat;
     pthread_mutex_unlock(&r->mu);
     return t;
 }

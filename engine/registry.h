@@ -75,6 +75,10 @@ int registry_info(registry_t *r, int idx, registry_model_info_t *out); /* 0 or -
 /* The model's tokenizer (created on first call; lives as long as the registry). */
 const tok_t *registry_tokenizer(registry_t *r, int idx, char *err, size_t errlen);
 
+/* The chat template the model declares (CHAT_NONE: none, an encoder, a bad
+ * index); read once, kept with the model's entry. Thread-safe. */
+chat_template_t registry_chat_template(registry_t *r, int idx);
+
 /* Load (blocking; no-op when READY): ENGINE_OK or ENGINE_E* with a message. */
 int registry_load(registry_t *r, int idx, char *err, size_t errlen);
 /* Free the model's weights and workspace; 0, or -1 for a bad index. */

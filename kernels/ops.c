@@ -30,3 +30,10 @@ ops_t *ops_create(const char *device, ops_dtype_t cuda_dtype, int cpu_threads, c
     if (err && errlen) snprintf(err, errlen, "unknown device '%s' (expected cpu, cuda or auto)", device);
     return NULL;
 }
+
+int32_t ops_argmax_row(const float *x, int n) {
+    int best = -1; /* a strictly larger value replaces it: the first of equal maxima stays, NaN never wins */
+    for (int i = 0; i < n; i++)
+        if (x[i] == x[i] && (best < 0 || x[i] > x[best])) best = i;
+    return best < 0 ? 0 : best;
+}

@@ -159,8 +159,17 @@ struct ops {
      * on T, B, the other rows, the thread count or how a prompt was split into
      * chunks. Kernels split work over output rows/columns, heads and sequences,
      * never over a reduction, and use one summation order per shape of weight.
-     * So a sequence gives bit-identical logits alone or among others. */
+     * So a sequence gives bit-identical logits alone or among others.
+     * One exception, by design: matmul_q on a backend with mma_min_t > 0 has
+     * two paths chosen by T (a GEMV in float32 for T < mma_min_t, tensor cores
+     * on 16-bit tiles for T >= mma_min_t). Rows are bit-identical among all
+     * calls on the same side of mma_min_t; across it they agree within the
+     * 16-bit rounding of the activations (see kernels/cuda/quant_matmul.cu). */
     ops_dtype_t kv_dtype;
+    /* matmul_q's tensor-core threshold in tokens per call (0: one path for
+     * every T, as on cpu). cuda: OPS_CUDA_MMA_MIN_T, or $SLUICE_CUDA_MMA_MIN_T
+     * read at create (a value <= 0 there turns the tensor-core path off). */
+    int mma_min_t;
 
     /* out(T,N) f32 = x(T,K) f32 @ W(N,K)^T, W rows in wtype (dequantized in
      * registers; no fp32 copy of W). out must not alias x. */
@@ -219,6 +228,13 @@ struct ops {
                            const int32_t *seq_off, int T, const int32_t *ctx_len, int B, int max_ctx,
                            int n_heads, int n_kv_heads, int head_dim, int block_size, float scale);
 
+    /* out_idx(rows) int32 = the index of the largest value of each row of
+     * x(rows, n) f32, the lowest index among equal maxima; NaN never wins (a
+     * row of NaN gives 0). Greedy decoding on the device: only the ids come
+     * back, not the (rows, vocab) logits. Optional (NULL: the caller reduces
+     * downloaded logits itself). */
+    int (*argmax)(ops_t *ops, int32_t *out_idx, const float *x, int rows, int n);
+
     /* ---- CUDA graphs (NULL on backends without them: run eagerly) ----
      * capture_begin/capture_end record every op issued on this ops_t in
      * between into a graph; graph_launch replays it on this ops_t's stream. */
@@ -227,6 +243,16 @@ struct ops {
     int (*graph_launch)(ops_t *ops, void *graph);
     void (*graph_destroy)(ops_t *ops, void *graph);
 };
+
+/* The CUDA backend's default mma_min_t (see struct ops): decode batches under
+ * 64 sequences stay on the float32 GEMV (bit-identical to batch 1), prefill
+ * chunks and the largest batches take the tensor cores. */
+#define OPS_CUDA_MMA_MIN_T 64
+
+/* The argmax rule of ops->argmax for one row of n floats, on the host: the
+ * lowest index among equal maxima, NaN never chosen, 0 when no value is a
+ * number. */
+int32_t ops_argmax_row(const float *x, int n);
 
 /* Bytes of one element of dtype (4 for fp32, 2 for bf16 and fp16). */
 size_t ops_dtype_size(ops_dtype_t dtype);

@@ -1,7 +1,8 @@
 /* kernels/util.h - the small helpers every layer uses, in one home: clocks,
  * sleeps, condition-variable deadlines and formatting into an error buffer.
  * They sit in the lowest layer so kernels, engine, batcher and api share
- * them (queue/ keeps its own: it depends on hiredis alone).
+ * them (queue/ keeps its own functions, as it links hiredis alone; the
+ * UTIL_EMBED macro it shares, being no code).
  *
  * Thread-safety: every call is thread-safe.
  */
@@ -25,5 +26,16 @@ void util_deadline(struct timespec *ts, clockid_t clock, int64_t ns_from_now);
 /* printf into err (errlen bytes; NULL or 0: nothing), always NUL-terminated. */
 void util_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void util_verrf(char *err, size_t errlen, const char *fmt, va_list ap);
+
+/* A file of the repository as a NUL-terminated array in .rodata, through the
+ * assembler's .incbin: no generator step and no xxd, the same for gcc, clang
+ * and every build folder. path is relative to the repository root, where
+ * make runs the compiler; the Makefile makes the object depend on the file
+ * (the compiler's dependency files do not see it). A macro alone: no link
+ * dependency, so queue/ uses it too. */
+#define UTIL_EMBED(sym, path)                                                                              \
+    __asm__(".pushsection .rodata\n.global " #sym "\n.hidden " #sym "\n.type " #sym ", @object\n" #sym ":\n" \
+            ".incbin \"" path "\"\n.byte 0\n.size " #sym ", . - " #sym "\n.popsection\n");              \
+    extern const char sym[]
 
 #endif

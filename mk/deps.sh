@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config libhiredis-dev libmicrohttpd-dev libjansson-dev libcriterion-dev
 libopenblas-dev libutf8proc-dev libpcre2-dev libssl-dev redis-server python3 python3-venv curl unzip gnuplot-nox
-clang libclang-rt-14-dev nginx"
+clang libclang-rt-14-dev nginx haproxy chromium"
 missing=""
 for p in $PKGS; do
     st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -493,10 +493,10 @@ lost:
     return NULL;
 }
 
-/* Scripts whose writes WAIT covers: all but the read-only ones and the
- * waiter registration (a lost one only costs a poll). */
+/* Scripts whose writes WAIT covers: all but the read-only ones, the waiter
+ * registration and the listener mark (a lost one only costs a poll). */
 static int script_writes(queue_script_id_t s) {
-    return s != QS_GET && s != QS_STATS && s != QS_DLQ_LIST && s != QS_WAIT_PREPARE;
+    return s != QS_GET && s != QS_STATS && s != QS_DLQ_LIST && s != QS_WAIT_PREPARE && s != QS_SUBSCRIBED;
 }
 
 int queue_conn_eval(queue_conn_t *c, queue_script_id_t s, const queue_args_t *a, redisReply **reply) {
@@ -683,6 +683,7 @@ static int protocol_check(queue_conn_t *c, char *err, size_t errlen) {
     queue_args_t a;
     queue_args_init(&a);
     queue_args_int(&a, QUEUE_PROTOCOL_VERSION);
+    queue_args_int(&a, queue_tomb_ms(c));
     redisReply *r = NULL;
     int rc = queue_conn_eval(c, QS_HELLO, &a, &r);
     queue_args_free(&a);

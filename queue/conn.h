@@ -61,4 +61,11 @@ int64_t queue_reply_int(const redisReply *r);    /* INTEGER or numeric STRING; 0
 char *queue_reply_dup(const redisReply *r, size_t *len); /* STRING copy (NUL-ended), NULL for nil */
 double queue_rand01(queue_conn_t *c);            /* uniform in [0, 1) */
 
+#define QUEUE_SIGN_SKEW_MS 300000 /* clocks of producers, workers and Redis may differ this much */
+/* How long a signed task may be run after it was signed (signed_max_age_ms, default 1 day). */
+int64_t queue_signed_max_age(const queue_conn_t *c);
+/* Life of a finished signed task's tombstone this conn needs (hello.lua stores the longest asked):
+ * as long as it accepts signed tasks, and no less than its results; 0 without a signing key. */
+int64_t queue_tomb_ms(const queue_conn_t *c);
+
 #endif

@@ -179,17 +179,22 @@ void queue_lease_clear(queue_lease_t *l, size_t n) {
 static int fail_call(queue_conn_t *c, const char *id, int64_t token, const char *error, int dead, int *outcome,
                      int64_t *delay_ms);
 
-#define SIGN_SKEW_MS 300000 /* clocks of producers, workers and Redis may differ this much */
+int64_t queue_signed_max_age(const queue_conn_t *c) {
+    return c->cfg.signed_max_age_ms > 0 ? c->cfg.signed_max_age_ms : 86400000;
+}
 
-/* A signed task's tombstone: it ran to its end, a copy must not run again. */
-static void tomb_key(const queue_conn_t *c, const char *id, char *key, size_t len) {
-    snprintf(key, len, "%stomb:%s", c->prefix, id);
+int64_t queue_tomb_ms(const queue_conn_t *c) {
+    if (!c->cfg.signing_key) return 0;
+    int64_t ms = queue_signed_max_age(c) + QUEUE_SIGN_SKEW_MS;
+    return ms > c->cfg.result_ttl_ms ? ms : c->cfg.result_ttl_ms;
 }
 
 /* With a signing key, a leased task must carry our signature over the queue,
- * its id, payload, priority, attempts, deadline, delay and signing time;
- * must not be older than signed_max_age_ms nor have run to its end before
- * (a tombstone). NULL when it may run, else why not. */
+ * its id, payload, priority, attempts, deadline, delay and signing time, and
+ * must not be older than signed_max_age_ms. NULL when it may run, else why
+ * not. (One that already ended, whose tombstone {q}:tomb:<id> the ending
+ * script wrote, is refused as `replayed` by lease.lua itself: no round trip
+ * per task.) */
 static const char *signature_refusal(queue_conn_t *c, const queue_lease_t *l, const char *payload, size_t len,
                                      const redisReply *sig) {
     if (!c->cfg.signing_key) return NULL;
@@ -205,41 +210,12 @@ static const char *signature_refusal(queue_conn_t *c, const queue_lease_t *l, co
     if (strlen(want) != sig->len || CRYPTO_memcmp(want, sig->str, sig->len)) return "bad_signature";
     /* the fields Redis derived from the signed ones: the deadline from the ttl, the enqueue time */
     if ((ttl > 0 ? l->deadline_ms - l->enqueued_ms != ttl : l->deadline_ms != 0) ||
-        llabs(l->enqueued_ms - t_ms) > SIGN_SKEW_MS)
+        llabs(l->enqueued_ms - t_ms) > QUEUE_SIGN_SKEW_MS)
         return "bad_signature";
     int64_t now = wall_ms();
-    if (now + SIGN_SKEW_MS < t_ms + delay) return "bad_signature"; /* its delay cut short */
-    int64_t max_age = c->cfg.signed_max_age_ms > 0 ? c->cfg.signed_max_age_ms : 86400000;
-    if (now - t_ms > max_age) return "signature_too_old";
-    if (c->ctx) {
-        char key[QUEUE_NAME_MAX + QUEUE_ID_MAX + 16];
-        tomb_key(c, l->id, key, sizeof key);
-        redisReply *r = redisCommand(c->ctx, "EXISTS %s", key);
-        int seen = r && r->type == REDIS_REPLY_INTEGER && r->integer > 0;
-        freeReplyObject(r);
-        if (seen) return "replayed";
-    }
+    if (now + QUEUE_SIGN_SKEW_MS < t_ms + delay) return "bad_signature"; /* its delay cut short */
+    if (now - t_ms > queue_signed_max_age(c)) return "signature_too_old";
     return NULL;
-}
-
-/* After acks of signed tasks: a tombstone per task, living as long as a
- * signed task may be run at all, so a re-inserted copy is refused. */
-static void tombstones(queue_conn_t *c, const queue_ack_t *acks, size_t n, const int *status) {
-    if (!c->cfg.signing_key || !c->ctx) return;
-    int64_t max_age = c->cfg.signed_max_age_ms > 0 ? c->cfg.signed_max_age_ms : 86400000;
-    int64_t ttl = max_age + SIGN_SKEW_MS > c->cfg.result_ttl_ms ? max_age + SIGN_SKEW_MS : c->cfg.result_ttl_ms;
-    size_t sent = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (status[i]) continue;
-        char key[QUEUE_NAME_MAX + QUEUE_ID_MAX + 16];
-        tomb_key(c, acks[i].id, key, sizeof key);
-        if (redisAppendCommand(c->ctx, "SET %s 1 PX %lld", key, (long long)ttl) == REDIS_OK) sent++;
-    }
-    for (size_t i = 0; i < sent; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK) break;
-        freeReplyObject(r);
-    }
 }
 
 int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, queue_lease_t *out, int *got) {
@@ -253,6 +229,7 @@ int queue_lease(queue_conn_t *c, int n, const char *worker, int64_t lease_ms, qu
     queue_args_int(&a, lease_ms);
     queue_args_int(&a, c->cfg.result_ttl_ms);
     queue_args_int(&a, (int64_t)c->cfg.max_payload_bytes);
+    queue_args_int(&a, c->cfg.signing_key != NULL); /* lease.lua refuses replayed signed tasks itself */
     redisReply *r;
     int rc = queue_conn_eval(c, QS_LEASE, &a, &r);
     queue_args_free(&a);
@@ -368,9 +345,7 @@ int queue_renew(queue_conn_t *c, const queue_ref_t *refs, size_t n, int64_t leas
 }
 
 int queue_ack_many(queue_conn_t *c, const queue_ack_t *acks, size_t n, int64_t result_ttl_ms, int *status) {
-    int rc = batch_call(c, QS_ACK, ttl_or_default(c, result_ttl_ms), n, get_ack, acks, map_ack, status);
-    if (rc == 0) tombstones(c, acks, n, status);
-    return rc;
+    return batch_call(c, QS_ACK, ttl_or_default(c, result_ttl_ms), n, get_ack, acks, map_ack, status);
 }
 
 int queue_ack(queue_conn_t *c, const char *id, int64_t token, const char *result, size_t result_len,
@@ -573,6 +548,18 @@ int queue_wait(queue_conn_t *c, const char *id, int64_t timeout_ms, queue_info_t
         queue_info_clear(out);
     }
     return queue_get(c, id, out);
+}
+
+int queue_mark_listening(queue_conn_t *c, int64_t ttl_ms) {
+    if (ttl_ms < 1) return queue_set_err(c, QUEUE_EINVAL, "mark listening: ttl_ms must be positive");
+    queue_args_t a;
+    queue_args_init(&a);
+    queue_args_int(&a, ttl_ms);
+    redisReply *r;
+    int rc = queue_conn_eval(c, QS_SUBSCRIBED, &a, &r);
+    queue_args_free(&a);
+    if (rc == 0) freeReplyObject(r);
+    return rc;
 }
 
 /* ---- stats ---- */

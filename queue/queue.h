@@ -198,7 +198,7 @@ int queue_renew(queue_conn_t *c, const queue_ref_t *refs, size_t n, int64_t leas
 typedef struct {
     const char *id;
     int64_t token;
-    const char *result;  /* stored as {q}:r:<id> */
+    const char *result;  /* stored as the task hash's `result` field */
     size_t result_len;
 } queue_ack_t;
 
@@ -266,6 +266,13 @@ int queue_get(queue_conn_t *c, const char *id, queue_info_t *out);
  * the end of the wait: check queue_state_is_terminal(out->state). */
 int queue_wait(queue_conn_t *c, const char *id, int64_t timeout_ms, queue_info_t *out);
 void queue_info_clear(queue_info_t *info);
+
+/* Task ends are PUBLISHed on {q}:events (queue/events.h) only while someone
+ * says they listen: this marks the queue listened to for the next ttl_ms
+ * ({q}:subs). A listener marks it after SUBSCRIBE and before its first look
+ * at a task it waits for (an end before that look is seen by the look, one
+ * after it is published), and again well within ttl_ms while it listens. */
+int queue_mark_listening(queue_conn_t *c, int64_t ttl_ms);
 
 typedef struct {
     int64_t ready, delayed, leased, dlq; /* depth by state */

@@ -16,33 +16,30 @@
  *   {q}:dlq        zset  id by the time it died (ms)
  *   {q}:deadlines  zset  waiting (ready/delayed) ids with a task deadline, by deadline (ms)
  *   {q}:t:<id>     hash  the task (fields below)
- *   {q}:r:<id>     string the result, with a TTL
+ *   {q}:r:<id>     string the result of a task finished before 2026-12 (now the hash's `result`), read by get
+ *   {q}:tomb:<id>  string a finished signed task's tombstone; {q}:tomb_ms its life (hello)
+ *   {q}:subs       string set (PX) while someone listens to {q}:events; no PUBLISH without it
  *   {q}:w:<id>     list  wake-ups for clients blocked in BLPOP on this task
  *   {q}:dd:<key>   string dedup key -> id, with a TTL
  *   {q}:stats      hash  counters
  *   {q}:seq, {q}:token   counters (FIFO order, fencing tokens)
  *   {q}:reaper     string guard: one reap sweep per interval
  *   {q}:b:<id>     string marker of an applied enqueue call of several tasks (its first id)
- *   {q}:events     pub/sub channel: "id state" lines when tasks end
+ *   {q}:events     pub/sub channel: "id state" lines when tasks end (while {q}:subs lives)
  * Task hash fields: payload sig prio score state attempts maxatt enq deadline
- *   dedup rttl token worker finished error dead_at due cancel
+ *   dedup rttl token worker finished result error dead_at due cancel
  *   ftok (token of the holder whose fail was applied) waiters.
  * States: ready delayed leased | done dlq expired cancelled (terminal).
  */
 #include "queue/scripts.h"
+#include "kernels/util.h"
 #include "queue/queue.h"
 
 _Static_assert(QUEUE_PRIORITY_MAX == 255, "queue/lua/prelude.lua says PRIO_MAX = 255");
 
-/* Each file becomes a NUL-terminated array in .rodata through the
- * assembler's .incbin: no generator step and no xxd, and the same for gcc,
- * clang (fuzz) and every build folder. The path is relative to the
- * repository root, where make runs the compiler; the Makefile makes
- * scripts.o depend on every queue/lua file. */
-#define LUA_EMBED(sym, file)                                                                              \
-    __asm__(".pushsection .rodata\n.global " #sym "\n.hidden " #sym "\n.type " #sym ", @object\n" #sym ":\n" \
-            ".incbin \"queue/lua/" file "\"\n.byte 0\n.size " #sym ", . - " #sym "\n.popsection\n");     \
-    extern const char sym[]
+/* Each file becomes a NUL-terminated array in .rodata (UTIL_EMBED); the
+ * Makefile makes scripts.o depend on every queue/lua file. */
+#define LUA_EMBED(sym, file) UTIL_EMBED(sym, "queue/lua/" file)
 
 LUA_EMBED(queue_script_prelude, "prelude.lua");
 LUA_EMBED(queue_lua_enqueue, "enqueue.lua");
@@ -61,6 +58,7 @@ LUA_EMBED(queue_lua_dlq_requeue, "dlq_requeue.lua");
 LUA_EMBED(queue_lua_dlq_purge, "dlq_purge.lua");
 LUA_EMBED(queue_lua_hello, "hello.lua");
 LUA_EMBED(queue_lua_stream_add, "stream_add.lua");
+LUA_EMBED(queue_lua_subscribed, "subscribed.lua");
 
 const char *const queue_script_body[QS_COUNT] = {
     [QS_ENQUEUE] = queue_lua_enqueue,
@@ -79,6 +77,7 @@ const char *const queue_script_body[QS_COUNT] = {
     [QS_DLQ_PURGE] = queue_lua_dlq_purge,
     [QS_HELLO] = queue_lua_hello,
     [QS_STREAM_ADD] = queue_lua_stream_add,
+    [QS_SUBSCRIBED] = queue_lua_subscribed,
 };
 
 const char *const queue_script_name[QS_COUNT] = {
@@ -98,4 +97,5 @@ const char *const queue_script_name[QS_COUNT] = {
     [QS_DLQ_PURGE] = "dlq_purge",
     [QS_HELLO] = "hello",
     [QS_STREAM_ADD] = "stream_add",
+    [QS_SUBSCRIBED] = "subscribed",
 };

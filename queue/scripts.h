@@ -33,6 +33,7 @@ typedef enum {
     QS_DLQ_PURGE,
     QS_HELLO,
     QS_STREAM_ADD,
+    QS_SUBSCRIBED,
     QS_COUNT
 } queue_script_id_t;
 

@@ -71,21 +71,36 @@ done
 # from the decoder model next to the GGUF of $SLUICE_TEST_LLM.
 [ -x "$SLUICE_BIN" ] && run_suite "openai-gen" sh tests/tools/openai_gen_check.sh "$SLUICE_BIN" \
     "$(dirname "${SLUICE_TEST_LLM:-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf}")" "$BUILD"
+# GET /openapi.json through openapi-spec-validator and against the route table of api/http/routes.c
+# (its virtualenv is made once under $BUILD; PyPI needed then).
+[ -x "$SLUICE_BIN" ] && run_suite "openapi" sh tests/tools/openapi_check.sh "$SLUICE_BIN" "$(dirname "$SLUICE_TEST_MODEL")" "$BUILD"
+# The operator's page (GET /) in headless Chromium against live servers with both models and Redis: models
+# table, a streamed chat answer, stop, similarity, the key prompt, same-origin requests only; screenshots
+# under $BUILD/test-output/page. Skips, saying so, only when Chromium cannot be installed.
+[ -x "$SLUICE_BIN" ] && run_suite "page-browser" sh tests/tools/page_check.sh "$SLUICE_BIN" "$(dirname "$SLUICE_TEST_MODEL")" "$BUILD"
 # Every curl example in docs/api.md against a live server (skips without the doc, the binary or redis-server).
 run_suite docs_api bash tests/test_docs_api.sh docs/api.md
 # The Debian package: make deb, dpkg -i into a throwaway root, the unit's command line, purge.
 run_suite package sh tests/test_package.sh "$BUILD"
-# The request parser under libFuzzer for a bounded time (FUZZ_SECONDS, default 30): no crash,
+# The request parsers under libFuzzer for a bounded time (FUZZ_SECONDS, default 30, shared by
+# the targets: the embeddings/expand parser gets half, the generation parser the rest): no crash,
 # no sanitizer report, no leak. New inputs go to a temp corpus; the seeds stay as they are.
-if [ -x "$BUILD/fuzz/fuzz_request" ]; then
-    mkdir -p "$LOG/corpus"
-    run_suite fuzz-request "$BUILD/fuzz/fuzz_request" -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 \
-        -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 "$LOG/corpus" tests/fuzz/seeds
-else
-    echo "== fuzz-request"
-    echo "[SKIP] fuzz-request: no $BUILD/fuzz/fuzz_request (make fuzz needs clang)"
-    skip=$((skip + 1))
-fi
+FUZZ_TOTAL=${FUZZ_SECONDS:-30}
+FUZZ_FIRST=$(( FUZZ_TOTAL / 2 > 0 ? FUZZ_TOTAL / 2 : 1 ))
+FUZZ_REST=$(( FUZZ_TOTAL - FUZZ_FIRST > 0 ? FUZZ_TOTAL - FUZZ_FIRST : 1 ))
+fuzz_suite() { # name, seconds, seeds
+    if [ -x "$BUILD/fuzz/$1" ]; then
+        mkdir -p "$LOG/corpus-$1"
+        run_suite "$(echo "$1" | tr _ -)" "$BUILD/fuzz/$1" -max_total_time="$2" -timeout=10 \
+            -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 "$LOG/corpus-$1" "$3"
+    else
+        echo "== $(echo "$1" | tr _ -)"
+        echo "[SKIP] $1: no $BUILD/fuzz/$1 (make fuzz needs clang)"
+        skip=$((skip + 1))
+    fi
+}
+fuzz_suite fuzz_request "$FUZZ_FIRST" tests/fuzz/seeds
+fuzz_suite fuzz_gen_request "$FUZZ_REST" tests/fuzz/seeds_gen
 # AddressSanitizer (with LeakSanitizer) over the loader, the tokenizer, the embed path and the
 # control plane; the child processes these suites start are the ASan-built sluice too.
 export SLUICE_BIN="$ASAN/bin/sluice"

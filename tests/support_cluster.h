@@ -36,11 +36,17 @@ int support_cluster_is_master(support_cluster_t *c, int i);
  * the owner of slot. 0 or -1. */
 int support_cluster_wait_ok(support_cluster_t *c, unsigned slot, int ms);
 /* Move slot from its owner to node `to`: SETSLOT IMPORTING on `to`, then on
- * the owner SETSLOT MIGRATING and one MIGRATE of all the slot's keys in one
- * WATCH/MULTI transaction (retried while writers race it), then SETSLOT
- * NODE everywhere. hold_ms: pause before SETSLOT NODE, while clients meet
- * ASK; MOVED after. 0 or -1 + err. */
+ * the owner one script that sets MIGRATING and MIGRATEs every key of the
+ * slot (atomic: no client command runs in between), then SETSLOT NODE
+ * everywhere. hold_ms: pause before SETSLOT NODE, while clients meet ASK;
+ * MOVED after. 0 or -1 + err (also when the old owner still holds a key of
+ * the slot after the pause). */
 int support_cluster_migrate(support_cluster_t *c, unsigned slot, int to, int hold_ms);
+/* The two halves of support_cluster_migrate, for a test that acts while the
+ * clients meet ASK: begin returns the old owner's index (or -1 + err); end
+ * checks that it holds no key of the slot and hands the slot over. */
+int support_cluster_migrate_begin(support_cluster_t *c, unsigned slot, int to);
+int support_cluster_migrate_end(support_cluster_t *c, unsigned slot, int from, int to);
 /* The node id (CLUSTER MYID) of node i into id[41]; 0 or -1. */
 int support_cluster_id(support_cluster_t *c, int i, char id[41]);
 

@@ -9,11 +9,23 @@
 #include "tests/support_decoder_ref.h"
 #include "tests/support_ref.h"
 
-const char *const cuda_decoder_families[] = {"matmul_q", "embed_q",         "add_rms_norm", "rope",     "silu_mul",
-                                             "kv_store", "attention_paged", "invariance",   "refusals", NULL};
+const char *const cuda_decoder_families[] = {"matmul_q",  "matmul_q_mma", "embed_q",         "add_rms_norm",
+                                             "rope",      "silu_mul",     "kv_store",        "attention_paged",
+                                             "argmax",    "invariance",   "refusals",        NULL};
 
 #define TOL 1e-5
 #define ATT_TOL 2e-5
+/* matmul_q's tensor-core path rounds x and the dequantized weights to 16 bits
+ * (kernels/cuda/quant_matmul.cu): each product carries two roundings of at
+ * most 2^-11 (fp16) or 2^-8 (bf16) relative, about 4e-4 and 3e-3 rms over a
+ * dot product of random terms; the bounds are 5x and 3x that. */
+#define MMA_TOL_F16 2e-3
+#define MMA_TOL_BF16 1e-2
+
+/* Does matmul_q run tensor cores for this call (ops.h mma_min_t)? */
+static int mma_path(const ops_t *g, ops_wtype_t wt, int T) {
+    return wt >= OPS_W_Q8_0 && g->mma_min_t > 0 && T >= g->mma_min_t;
+}
 
 typedef struct run {
     ops_t *gpu;
@@ -125,7 +137,10 @@ static const ops_wtype_t all_wtypes[] = {OPS_W_Q8_0, OPS_W_Q4_0, OPS_W_Q4_1, OPS
 
 static void check_matmul_q(run_t *r, ops_wtype_t wt, int T, int K, int N) {
     char name[160];
-    snprintf(name, sizeof name, "matmul_q %s T=%d K=%d N=%d", wname(wt), T, K, N);
+    const int mma = mma_path(r->gpu, wt, T);
+    const double tol = !mma ? TOL : r->gpu->dtype == OPS_BF16 ? MMA_TOL_BF16 : MMA_TOL_F16;
+    snprintf(name, sizeof name, "matmul_q %s T=%d K=%d N=%d%s", wname(wt), T, K, N,
+             !mma ? "" : r->gpu->dtype == OPS_BF16 ? " (tensor cores, bf16)" : " (tensor cores, fp16)");
     void *W = dref_random_weights(&r->rng, wt, N, K);
     float *x = rnd(r, (size_t)T * K, -1, 1), *out = malloc((size_t)T * N * sizeof *out);
     double *ref = malloc((size_t)T * N * sizeof *ref);
@@ -137,7 +152,7 @@ static void check_matmul_q(run_t *r, ops_wtype_t wt, int T, int K, int N) {
         if (!r->msg[0]) op_rc(r, r->gpu->matmul_q(r->gpu, dout, dx, dW, wt, T, K, N), "matmul_q");
         dev_get(r, out, dout, (size_t)T * N * sizeof *out);
     }
-    judge(r, name, out, ref, (size_t)T * N, TOL);
+    judge(r, name, out, ref, (size_t)T * N, tol);
     free(W), free(x), free(out), free(ref);
 }
 
@@ -154,6 +169,73 @@ static void family_matmul_q(run_t *r) {
     for (int w = OPS_W_F32; w <= OPS_W_F16; w++)
         for (size_t s = 0; s < sizeof dense / sizeof dense[0]; s++)
             check_matmul_q(r, (ops_wtype_t)w, dense[s][0], dense[s][1], dense[s][2]);
+}
+
+/* The tensor-core path: T at and past the threshold, tiles cut at every edge
+ * (T and N not multiples of 64, K of one block), the model's shapes. Fails on a
+ * backend without the path (mma_min_t 0): it must not pass by testing the GEMV. */
+static void family_matmul_q_mma(run_t *r) {
+    const int mt = r->gpu->mma_min_t;
+    if (mt <= 0) {
+        note(r, "the backend has no tensor-core path (mma_min_t %d; SLUICE_CUDA_MMA_MIN_T or SLUICE_CUDA_FALLBACK set?)",
+             mt);
+        check_end(r, "matmul_q tensor cores: present", 1.0, 0.0, -1);
+        return;
+    }
+    const int shapes[][3] = {{mt, 576, 960},  {64, 576, 3072}, {mt + 49, 1536, 576}, {200, 32, 63},
+                             {300, 576, 1},   {1000, 576, 192}, {128, 576, 4099},    {2048, 64, 130}};
+    static const ops_wtype_t blocked[] = {OPS_W_Q8_0, OPS_W_Q4_0, OPS_W_Q4_1};
+    for (size_t w = 0; w < sizeof blocked / sizeof blocked[0]; w++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            check_matmul_q(r, blocked[w], shapes[s][0] < mt ? mt : shapes[s][0], shapes[s][1], shapes[s][2]);
+}
+
+/* ---------------- argmax ---------------- */
+
+/* The rule of ops.h, in plain C: the first of the largest, NaN skipped, 0 when none. */
+static int32_t ref_argmax(const float *x, int n) {
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (x[i] == x[i] && (best < 0 || x[i] > x[best])) best = i;
+    return best < 0 ? 0 : best;
+}
+
+static void family_argmax(run_t *r) {
+    static const int shapes[][2] = {{1, 49152}, {7, 1000}, {64, 49152}, {3, 1}, {5, 33}, {2, 50001}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int rows = shapes[s][0], n = shapes[s][1];
+        char name[160];
+        snprintf(name, sizeof name, "argmax rows=%d n=%d (ties, NaN, -inf rows; exact)", rows, n);
+        float *x = rnd(r, (size_t)rows * n, -20, 20);
+        int32_t *got = malloc(rows * sizeof *got), *want = malloc(rows * sizeof *want);
+        if (!x || !got || !want) note(r, "out of host memory");
+        else {
+            for (int b = 0; b < rows; b++) {
+                float *row = x + (size_t)b * n;
+                const int kind = b % 5;
+                if (kind == 1 && n > 2) { /* a tie: the maximum again at a random earlier and later place */
+                    int at = ref_argmax(row, n), lo = ref_rng_int(&r->rng, 0, n - 1), hi = ref_rng_int(&r->rng, 0, n - 1);
+                    row[lo] = row[at], row[hi] = row[at];
+                } else if (kind == 2) { /* NaN in every 7th column, the first included */
+                    for (int i = 0; i < n; i += 7) row[i] = NAN;
+                } else if (kind == 3 && b >= 3) { /* every value -inf, or every value NaN */
+                    for (int i = 0; i < n; i++) row[i] = b % 2 ? -INFINITY : NAN;
+                } else if (kind == 4) { /* the maximum in the last column */
+                    row[n - 1] = 1e30f;
+                }
+                want[b] = ref_argmax(row, n);
+                got[b] = -7;
+            }
+            float *dx = dev_put(r, x, (size_t)rows * n * sizeof *x);
+            int32_t *dout = dev_put(r, got, rows * sizeof *got);
+            if (!r->msg[0]) op_rc(r, r->gpu->argmax ? r->gpu->argmax(r->gpu, dout, dx, rows, n) : -1, "argmax");
+            dev_get(r, got, dout, rows * sizeof *got);
+            for (int b = 0; b < rows && !r->msg[0]; b++)
+                if (got[b] != want[b]) note(r, "row %d: %d, the reference %d", b, got[b], want[b]);
+        }
+        check_end(r, name, r->msg[0] ? 1.0 : 0.0, 0.0, -1);
+        free(x), free(got), free(want);
+    }
 }
 
 /* ---------------- embed_q ---------------- */
@@ -492,33 +574,54 @@ static void family_attention_paged(run_t *r) {
 
 /* ---------------- batch invariance ---------------- */
 
-static void invariance_matmul_q(run_t *r, ops_wtype_t wt) {
-    enum { T = 37, K = 576, N = 200 };
+/* Rows of one call of Tw tokens against calls of parts of it: rows 0..Tw-1
+ * alone (T = 1) when single, rows [a, a+na) and [b, b+nb) as calls of their own.
+ * Every call is on one side of mma_min_t (the caller picks the sizes). */
+static void invariance_matmul_q_calls(run_t *r, ops_wtype_t wt, int Tw, int single, int a, int na, int b, int nb,
+                                      const char *path) {
+    const int K = 576, N = 200;
     char name[160];
-    snprintf(name, sizeof name, "invariance matmul_q %s: rows alone, rows 5..12, all 37 (bits)", wname(wt));
+    snprintf(name, sizeof name, "invariance matmul_q %s %s: %s %d..%d, %d..%d vs all %d (bits)", wname(wt), path,
+             single ? "each row alone, rows" : "rows", a, a + na - 1, b, b + nb - 1, Tw);
     void *W = dref_random_weights(&r->rng, wt, N, K);
-    float *x = rnd(r, (size_t)T * K, -1, 1), *whole = malloc((size_t)T * N * 4), *part = malloc((size_t)T * N * 4);
+    float *x = rnd(r, (size_t)Tw * K, -1, 1), *whole = malloc((size_t)Tw * N * 4), *part = malloc((size_t)Tw * N * 4);
     int same = 0;
     if (!W || !x || !whole || !part) note(r, "out of host memory");
     else {
         void *dW = dev_put(r, W, (size_t)N * dref_row_bytes(wt, K));
-        float *dx = dev_put(r, x, (size_t)T * K * 4), *dout = dev_nan(r, (size_t)T * N);
-        if (!r->msg[0]) op_rc(r, r->gpu->matmul_q(r->gpu, dout, dx, dW, wt, T, K, N), "matmul_q");
-        dev_get(r, whole, dout, (size_t)T * N * 4);
+        float *dx = dev_put(r, x, (size_t)Tw * K * 4), *dout = dev_nan(r, (size_t)Tw * N);
+        if (!r->msg[0]) op_rc(r, r->gpu->matmul_q(r->gpu, dout, dx, dW, wt, Tw, K, N), "matmul_q");
+        dev_get(r, whole, dout, (size_t)Tw * N * 4);
         same = 1;
-        for (int t = 0; t < T && same && !r->msg[0]; t++) {
+        for (int t = 0; single && t < Tw && same && !r->msg[0]; t++) {
             op_rc(r, r->gpu->matmul_q(r->gpu, dout, dx + (size_t)t * K, dW, wt, 1, K, N), "matmul_q");
             dev_get(r, part, dout, (size_t)N * 4);
             same = !memcmp(part, whole + (size_t)t * N, (size_t)N * 4);
         }
-        if (same && !r->msg[0]) {
-            op_rc(r, r->gpu->matmul_q(r->gpu, dout, dx + 5 * (size_t)K, dW, wt, 8, K, N), "matmul_q");
-            dev_get(r, part, dout, (size_t)8 * N * 4);
-            same = !memcmp(part, whole + 5 * (size_t)N, (size_t)8 * N * 4);
+        const int from[2] = {a, b}, cnt[2] = {na, nb};
+        for (int c = 0; c < 2 && same && !r->msg[0]; c++) {
+            op_rc(r, r->gpu->matmul_q(r->gpu, dout, dx + (size_t)from[c] * K, dW, wt, cnt[c], K, N), "matmul_q");
+            dev_get(r, part, dout, (size_t)cnt[c] * N * 4);
+            same = !memcmp(part, whole + (size_t)from[c] * N, (size_t)cnt[c] * N * 4);
         }
     }
     judge_bits(r, name, &same, &(int){1}, sizeof same);
     free(W), free(x), free(whole), free(part);
+}
+
+/* Each path of matmul_q on its own (ops.h: bit-identical rows among calls on
+ * one side of mma_min_t): the GEMV with calls under the threshold, the tensor
+ * cores with calls at or over it. */
+static void invariance_matmul_q(run_t *r, ops_wtype_t wt) {
+    const int mt = wt >= OPS_W_Q8_0 ? r->gpu->mma_min_t : 0;
+    if (mt <= 0) invariance_matmul_q_calls(r, wt, 37, 1, 5, 8, 20, 17, "(one path)");
+    else {
+        if (mt > 1) {
+            const int Tg = mt - 1 < 37 ? mt - 1 : 37; /* the GEMV's largest call */
+            invariance_matmul_q_calls(r, wt, Tg, 1, Tg / 3, Tg - Tg / 3, 0, (Tg + 1) / 2, "GEMV");
+        }
+        invariance_matmul_q_calls(r, wt, mt + 84, 0, 5, mt + 21, 84, mt, "tensor cores");
+    }
 }
 
 /* Sequence 2 alone (B = 1: one split, the direct path; seq_off uploaded by this
@@ -594,6 +697,7 @@ static void family_refusals(run_t *r) {
            "multiple of 32");
     refuse(r, "matmul_q unknown type", g->matmul_q(g, buf, buf + 256, buf, (ops_wtype_t)9, 1, 32, 1), OPS_EINVAL, "type");
     refuse(r, "matmul_q out aliases x", g->matmul_q(g, buf, buf, buf, OPS_W_F32, 1, 4, 1), OPS_EINVAL, "alias");
+    refuse(r, "argmax n = 0", g->argmax ? g->argmax(g, (int32_t *)buf, buf, 1, 0) : OPS_OK, OPS_EINVAL, "shape");
     refuse(r, "matmul_q T = 0 is a no-op", g->matmul_q(g, NULL, NULL, NULL, OPS_W_Q8_0, 0, 32, 1), OPS_OK, NULL);
     refuse(r, "embed_q block type with H not whole blocks", g->embed_q(g, buf, (int32_t *)buf, buf, OPS_W_Q8_0, 1, 40),
            OPS_EINVAL, "multiple of 32");
@@ -617,9 +721,10 @@ static void family_refusals(run_t *r) {
 }
 
 int cuda_decoder_run(ops_t *gpu, const char *family, uint64_t seed, cuda_parity_report_fn report, void *ctx) {
-    static void (*const runs[])(run_t *) = {family_matmul_q,  family_embed_q,         family_add_rms_norm,
-                                            family_rope,      family_silu_mul,        family_kv_store,
-                                            family_attention_paged, family_invariance, family_refusals};
+    static void (*const runs[])(run_t *) = {family_matmul_q,        family_matmul_q_mma, family_embed_q,
+                                            family_add_rms_norm,    family_rope,         family_silu_mul,
+                                            family_kv_store,        family_attention_paged, family_argmax,
+                                            family_invariance,      family_refusals};
     for (int i = 0; cuda_decoder_families[i]; i++)
         if (!strcmp(family, cuda_decoder_families[i])) {
             run_t r;

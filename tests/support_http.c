@@ -1,4 +1,5 @@
 /* tests/support_http.c - blocking HTTP/1.1 client, one request per connection. */
+#include <jansson.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -85,6 +86,22 @@ int http_post_json(int port, const char *path, const char *json, http_resp_t *ou
 
 int http_get(int port, const char *path, http_resp_t *out) {
     return http_request(port, "GET", path, NULL, NULL, 0, out, 60000);
+}
+
+int http_request_key(int port, const char *method, const char *path, const char *key, const char *body,
+                     http_resp_t *out) {
+    char auth[256];
+    const char *hdrs[] = {auth, NULL};
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", key ? key : "");
+    return http_request(port, method, path, key ? hdrs : NULL, body, body ? strlen(body) : 0, out, 60000);
+}
+
+const char *http_error_code(const http_resp_t *r, char *buf, size_t len) {
+    json_t *j = r->body ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
+    const char *c = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+    if (c) snprintf(buf, len, "%s", c);
+    json_decref(j);
+    return c ? buf : NULL;
 }
 
 const char *http_header(const http_resp_t *r, const char *name, char *buf, size_t len) {

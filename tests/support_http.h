@@ -22,6 +22,11 @@ int http_request(int port, const char *method, const char *path, const char *con
 /* Shorthands: POST a JSON string; GET. */
 int http_post_json(int port, const char *path, const char *json, http_resp_t *out);
 int http_get(int port, const char *path, http_resp_t *out);
+/* One request with `Authorization: Bearer KEY` (key NULL: no header); body may be NULL. */
+int http_request_key(int port, const char *method, const char *path, const char *key, const char *body,
+                     http_resp_t *out);
+/* error.code of an answer in OpenAI's error shape, copied into buf, or NULL. */
+const char *http_error_code(const http_resp_t *r, char *buf, size_t len);
 /* Value of a response header (case-insensitive name) copied into buf, or NULL. */
 const char *http_header(const http_resp_t *r, const char *name, char *buf, size_t len);
 void http_resp_free(http_resp_t *r);

@@ -36,3 +36,17 @@ const char *tmpdir_file(const char *name) {
     snprintf(path, sizeof path, "%s/%s", g_dir, name);
     return path;
 }
+
+void tmpdir_bad_file_paths(const char *ext, void (*expect)(const char *path, const char *words)) {
+    char absent[320], dir[320], fifo[320];
+    snprintf(absent, sizeof absent, "%s/absent.%s", g_dir, ext);
+    snprintf(dir, sizeof dir, "%s/dir.%s", g_dir, ext);
+    snprintf(fifo, sizeof fifo, "%s/fifo.%s", g_dir, ext);
+    if (mkdir(dir, 0700) || mkfifo(fifo, 0600)) {
+        fprintf(stderr, "tmpdir_bad_file_paths: %s\n", strerror(errno));
+        abort();
+    }
+    expect(absent, "cannot open");
+    expect(dir, "not a regular file");
+    expect(fifo, "not a regular file");
+}

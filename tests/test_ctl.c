@@ -226,7 +226,7 @@ Test(ctl_unit, route_table_match_methods_and_labels) {
     cr_assert(api_route_match(api_routes, api_routes_count, "POST", "/healthz", &m) && api_route_is_probe(&m));
     /* labels: one per pattern, in table order, then "other"; the count is fixed */
     int n = api_route_label_count(api_routes, api_routes_count);
-    cr_assert_eq(n, 23);
+    cr_assert_eq(n, 27);
     cr_assert_str_eq(api_route_label(api_routes, api_routes_count, 0), "/healthz");
     cr_assert_str_eq(api_route_label(api_routes, api_routes_count, 8), "/v1/tasks/batch");
     cr_assert_str_eq(api_route_label(api_routes, api_routes_count, 9), "/v1/tasks/{id}");

@@ -4,11 +4,13 @@
  * check with its numbers, and OpenAI's answer and chunk shapes. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/gen_job.h"
 #include "engine/bpe.h"
+#include "engine/registry.h"
 #include "engine/tok_bpe.h"
 #include "tests/support_llm.h"
 
@@ -99,6 +101,38 @@ Test(gen_job, refuses_fields_by_name) {
     refused(API_GEN_COMPLETION, "{\"prompt\":[\"a\",3]}", 400, "prompt");
     refused(API_GEN_COMPLETION, "{\"prompt\":\"\"}", 400, "prompt");
     refused(API_GEN_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", 400, "echo");
+}
+
+/* priority and deadline_ms: the generation parser answers exactly as the
+ * shared validator every encoder op uses (api_job_priority_deadline), for
+ * each kind of bad value, and takes the edges of the ranges. */
+Test(gen_job, priority_and_deadline_as_every_op) {
+    const char *bad[] = {"\"priority\":5000", "\"priority\":-1001", "\"priority\":1.5", "\"priority\":\"high\"",
+                         "\"deadline_ms\":0", "\"deadline_ms\":86400001", "\"deadline_ms\":true"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[256], shared_text[128];
+        snprintf(text, sizeof text, "{" M ",%s}", bad[i]);
+        snprintf(shared_text, sizeof shared_text, "{%s}", bad[i]);
+        json_t *body = json_loads(text, 0, NULL), *shared = json_loads(shared_text, 0, NULL);
+        cr_assert(body && shared);
+        api_gen_req_t *g = NULL;
+        api_err_t e = {0}, want = {0};
+        int prio = 0;
+        int64_t dl = 0;
+        cr_assert_eq(api_gen_parse_model(&gm, body, API_GEN_CHAT, &g, &e), -1, "accepted %s", text);
+        cr_assert_eq(api_job_priority_deadline(shared, &prio, &dl, &want), -1, "the validator accepted %s", shared_text);
+        cr_assert_eq(e.status, want.status, "%s", text);
+        cr_assert_str_eq(e.code, want.code, "%s", text);
+        cr_assert_str_eq(e.param, want.param, "%s", text);
+        cr_assert_str_eq(e.message, want.message, "%s: the generation parser says '%s', every other op '%s'", text,
+                         e.message, want.message);
+        json_decref(body);
+        json_decref(shared);
+    }
+    api_gen_req_t *g = parsed(API_GEN_CHAT, "{" M ",\"priority\":-1000,\"deadline_ms\":86400000}");
+    cr_assert_eq(g->priority, -1000);
+    cr_assert_eq(g->deadline_ms, 86400000);
+    api_gen_req_free(g);
 }
 
 Test(gen_job, context_overflow_has_the_numbers) {
@@ -206,4 +240,30 @@ Test(gen_job, stream_chunks) {
     json_decref(o);
     free(ev);
     api_gen_req_free(g);
+}
+
+static void *template_of_model(void *reg) { return (void *)(intptr_t)registry_chat_template(reg, 0).kind; }
+
+/* The chat template belongs to the model's registry entry: read once, the
+ * same from threads asking at once, gone with the registry (no process-wide
+ * cache: a second registry reads it again). */
+Test(gen_job, chat_template_is_the_registrys) {
+    for (int round = 0; round < 2; round++) {
+        registry_opts_t o = {.models_dir = support_llm_path(), .device = "cpu", .budget = (size_t)64 << 20,
+                             .cpu_threads = 1};
+        registry_t *reg = NULL;
+        char err[512];
+        cr_assert_eq(registry_create(&o, &reg, err, sizeof err), 0, "%s", err);
+        pthread_t th[8];
+        for (int i = 0; i < 8; i++) pthread_create(&th[i], NULL, template_of_model, reg);
+        for (int i = 0; i < 8; i++) {
+            void *kind;
+            pthread_join(th[i], &kind);
+            cr_assert_eq((int)(intptr_t)kind, (int)gm.chat.kind, "thread %d saw template %s, the file declares %s", i,
+                         chat_kind_name((chat_kind_t)(intptr_t)kind), chat_kind_name(gm.chat.kind));
+        }
+        cr_assert_neq(gm.chat.kind, CHAT_NONE, "the test model declares no template");
+        cr_assert_eq(registry_chat_template(reg, 5).kind, CHAT_NONE, "a bad index has a template");
+        registry_destroy(reg);
+    }
 }

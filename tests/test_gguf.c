@@ -428,19 +428,10 @@ Test(gguf_bad, base_model_is_valid) { /* the base the others break */
     assert_no_leaks();
 }
 
-Test(gguf_bad, missing_file) { expect_fail(tmpdir_file("absent.gguf"), GGUF_EIO, "cannot open"); }
+static void expect_eio(const char *path, const char *words) { expect_fail(path, GGUF_EIO, words); }
 
-Test(gguf_bad, directory) {
-    const char *p = tmpdir_file("dir.gguf");
-    cr_assert(mkdir(p, 0700) == 0);
-    expect_fail(p, GGUF_EIO, "not a regular file");
-}
-
-Test(gguf_bad, fifo) {
-    const char *p = tmpdir_file("fifo.gguf");
-    cr_assert(mkfifo(p, 0600) == 0);
-    expect_fail(p, GGUF_EIO, "not a regular file"); /* and does not hang */
-}
+/* a missing file, a folder, a FIFO (without hanging) */
+Test(gguf_bad, not_a_regular_file) { tmpdir_bad_file_paths("gguf", expect_eio); }
 
 Test(gguf_bad, null_arguments) {
     gguf_file_t *f = (gguf_file_t *)1;
@@ -888,6 +879,39 @@ static int open_mutant(const char *path, const uint8_t *buf, size_t n, uint64_t 
     return 1;
 }
 
+/* A byte-mutation run: the file the mutants go to, its seed, the length of
+ * the header, metadata, infos and padding. */
+typedef struct {
+    const char *path;
+    uint64_t seed;
+    size_t head;
+} mutant_t;
+
+/* One edit: a bit flip anywhere or in the head, a random byte in the head,
+ * truncation, or a few bytes of garbage at the end. */
+static void byte_edit(uint8_t *buf, size_t *n, size_t len, uint64_t r, void *ctx) {
+    size_t at = (size_t)((r >> 8) % ((mutant_t *)ctx)->head);
+    switch (r % 6) {
+    case 0: if (*n) buf[(r >> 8) % *n] ^= (uint8_t)(1u << ((r >> 40) % 8)); break;
+    case 1:
+    case 2: buf[at] ^= (uint8_t)(1u << ((r >> 40) % 8)); break;
+    case 3: buf[at] = (uint8_t)(r >> 40); break;
+    case 4: *n = (size_t)((r >> 8) % (len + 1)); break; /* truncate */
+    case 5: { /* grow */
+        size_t add = (size_t)((r >> 16) % 64);
+        if (add > len + 64 - *n) add = len + 64 - *n;
+        memset(buf + *n, (int)(r >> 40), add);
+        *n += add;
+        break;
+    }
+    }
+}
+
+static int try_mutant(const uint8_t *buf, size_t n, int iter, void *ctx) {
+    mutant_t *m = ctx;
+    return open_mutant(m->path, buf, n, m->seed, iter);
+}
+
 /* Byte-level damage: bit flips anywhere, random bytes in the header and
  * infos, truncation, growth. */
 Test(gguf_fuzz, random_byte_mutations, .timeout = 300) {
@@ -897,39 +921,13 @@ Test(gguf_fuzz, random_byte_mutations, .timeout = 300) {
     gw_build(w, &orig, &len);
     size_t head = w->data_pos; /* header, metadata, infos and padding */
     gw_free(w);
-    uint8_t *buf = malloc(len + 64);
-    const char *path = tmpdir_file("mut.gguf");
-    uint64_t seed = fuzz_seed(0x9e3779b97f4a7c15ull), s = seed | 1;
-    int opened = 0, iters = 3000;
-    for (int iter = 0; iter < iters; iter++) {
-        memcpy(buf, orig, len);
-        size_t n = len;
-        int edits = 1 + (int)(rng_next(&s) % 4);
-        for (int k = 0; k < edits; k++) {
-            uint64_t r = rng_next(&s);
-            size_t at = (size_t)((r >> 8) % head);
-            switch (r % 6) {
-            case 0: if (n) buf[(r >> 8) % n] ^= (uint8_t)(1u << ((r >> 40) % 8)); break;
-            case 1:
-            case 2: buf[at] ^= (uint8_t)(1u << ((r >> 40) % 8)); break;
-            case 3: buf[at] = (uint8_t)(r >> 40); break;
-            case 4: n = (size_t)((r >> 8) % (len + 1)); break; /* truncate */
-            case 5: { /* grow: a few bytes of garbage at the end */
-                size_t add = (size_t)((r >> 16) % 64);
-                if (add > len + 64 - n) add = len + 64 - n;
-                memset(buf + n, (int)(r >> 40), add);
-                n += add;
-                break;
-            }
-            }
-        }
-        opened += open_mutant(path, buf, n, seed, iter);
-    }
+    mutant_t m = {tmpdir_file("mut.gguf"), fuzz_seed(0x9e3779b97f4a7c15ull), head};
+    uint64_t seed = m.seed;
+    int iters = 3000, opened = fuzz_byte_mutants(orig, len, seed, iters, byte_edit, try_mutant, &m);
     cr_log_info("byte mutations: %d opened, %d refused (seed %llu)", opened, iters - opened,
                 (unsigned long long)seed);
     cr_assert_gt(opened, 0);
     cr_assert_lt(opened, iters);
-    free(buf);
     free(orig);
     assert_no_leaks();
 }

@@ -99,6 +99,19 @@ static void start(support_server_t *s, api_config_t *c) {
     cr_assert_eq(support_server_start(s, c), 0, "server: %s", s->err);
 }
 
+/* A real redis-server, and a test server serving queue on it, once its
+ * intake is up. */
+static void start_on_redis(support_redis_t *redis, support_server_t *s, const char *queue) {
+    cr_assert_eq(support_redis_start(redis, NULL), 0, "redis: %s", redis->err);
+    static api_config_t c; /* the server keeps a pointer to it */
+    support_server_config(&c);
+    snprintf(c.redis, sizeof c.redis, "%s", redis->url);
+    snprintf(c.queue, sizeof c.queue, "%s", queue);
+    start(s, &c);
+    for (int i = 0; i < 300 && api_serve_queue_up(s->srv) != 1; i++) sleep_ms(10);
+    cr_assert_eq(api_serve_queue_up(s->srv), 1, "the Redis intake never came up");
+}
+
 /* The legitimate client: a probe and a small embeddings request, both answered. */
 static void legit_ok(int port, const char *when) {
     http_resp_t r;
@@ -245,6 +258,30 @@ Test(harden, expand_amplification_bounded) {
     support_server_stop(&s);
 }
 
+/* The body of 512 one-word inputs: an answer of about 2 MB; *len its length. */
+static char *big_answer_body(size_t *len) {
+    size_t cap = 64 + 512 * 6;
+    char *body = malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"input\":[");
+    for (int i = 0; i < 512; i++) n += (size_t)snprintf(body + n, cap - n, "%s\"a\"", i ? "," : "");
+    n += (size_t)snprintf(body + n, cap - n, "]}");
+    *len = n;
+    return body;
+}
+
+/* POST body to /v1/embeddings from a slow reader (127.0.0.2, a 2 KB receive
+ * buffer) that reads nothing yet: the fd. */
+static int slow_post(int port, const char *body, size_t n) {
+    int fd = raw_connect("127.0.0.2", port, 2048);
+    cr_assert(fd >= 0);
+    char head[256];
+    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                "Connection: close\r\nContent-Length: %zu\r\n\r\n", n);
+    raw_send(fd, head);
+    raw_send(fd, body);
+    return fd;
+}
+
 /* 2. Answers left unread by a slow reader count against a process-wide
  * backlog; past it new work is answered 503 with Retry-After (probes pass),
  * and the budget comes back when the reader goes. */
@@ -254,19 +291,9 @@ Test(harden, response_backlog_budget) {
     c.max_response_backlog_bytes = 512u << 10;
     support_server_t s;
     start(&s, &c);
-    /* 512 inputs x 384 floats: an answer of about 2 MB */
-    size_t cap = 64 + 512 * 6;
-    char *body = malloc(cap);
-    size_t n = (size_t)snprintf(body, cap, "{\"input\":[");
-    for (int i = 0; i < 512; i++) n += (size_t)snprintf(body + n, cap - n, "%s\"a\"", i ? "," : "");
-    n += (size_t)snprintf(body + n, cap - n, "]}");
-    int slow = raw_connect("127.0.0.2", s.port, 2048);
-    cr_assert(slow >= 0);
-    char head[256];
-    snprintf(head, sizeof head, "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                "Content-Length: %zu\r\n\r\n", n);
-    raw_send(slow, head);
-    raw_send(slow, body);
+    size_t n;
+    char *body = big_answer_body(&n);
+    int slow = slow_post(s.port, body, n);
     int refused = 0;
     for (int t = 0; t < 50 && !refused; t++) { /* the answer is computed, then waits on the reader */
         sleep_ms(100);
@@ -290,6 +317,87 @@ Test(harden, response_backlog_budget) {
     close(slow);
     sleep_ms(300);
     legit_ok(s.port, "after the slow reader left");
+    free(body);
+    support_server_stop(&s);
+}
+
+/* A gauge of /metrics (the line "name value"); -1 when absent. */
+static double gauge(int port, const char *name) {
+    http_resp_t r;
+    cr_assert_eq(http_get(port, "/metrics", &r), 0);
+    double v = -1;
+    size_t n = strlen(name);
+    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (!strncmp(p, name, n) && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+    http_resp_free(&r);
+    return v;
+}
+
+/* Send body on a slow reader's socket (127.0.0.2, 2 KB receive buffer) and
+ * wait until its answer is held unsent (the gauge over min_bytes): the fd. */
+static int slow_reader_with_answer(int port, const char *body, size_t n, double min_bytes) {
+    int fd = slow_post(port, body, n);
+    for (int t = 0; t < 300 && gauge(port, "sluice_unsent_answer_bytes") < min_bytes; t++) sleep_ms(50);
+    cr_assert_geq(gauge(port, "sluice_unsent_answer_bytes"), min_bytes, "the answer never waited on the reader");
+    return fd;
+}
+
+/* Wait for the unsent-answer gauge to fall to 0; its last value. */
+static double unsent_drains(int port) {
+    double v = -1;
+    for (int t = 0; t < 100 && (v = gauge(port, "sluice_unsent_answer_bytes")) != 0; t++) sleep_ms(50);
+    return v;
+}
+
+/* 2. An answer left unread counts against its model's pending-bytes budget
+ * until it is sent: past the budget the model answers 429 naming the bytes
+ * (where it answered 200 with the same budget before), and the budget comes
+ * back on every end: the reader reads it all, the reader goes away, and the
+ * 429s themselves once sent. */
+Test(harden, unsent_answers_count_against_pending_bytes, .timeout = 120) {
+    api_config_t c;
+    support_server_config(&c);
+    c.max_pending_bytes = 1u << 20; /* the 512-input request's own item (about 0.8 MB) fits */
+    c.max_response_backlog_bytes = 0; /* off: the model's budget alone is under test */
+    support_server_t s;
+    start(&s, &c);
+    size_t n;
+    char *body = big_answer_body(&n);
+    legit_ok(s.port, "before");
+    int slow = slow_reader_with_answer(s.port, body, n, 1u << 20);
+    http_resp_t r;
+    cr_assert_eq(http_post_json(s.port, "/v1/embeddings", "{\"input\":\"hi\"}", &r), 0);
+    cr_assert_eq(r.status, 429, "2 MB unread over a 1 MB pending budget: answered %d: %s", r.status, r.body);
+    char ra[16];
+    cr_assert(http_header(&r, "Retry-After", ra, sizeof ra), "429 without Retry-After");
+    cr_assert(strstr(r.body, "not yet read") && strstr(r.body, "1048576"), "the 429 does not give the numbers: %s",
+              r.body);
+    fprintf(stderr, "unsent answers: %s\n", r.body);
+    http_resp_free(&r);
+    batcher_stats_t st;
+    batcher_stats(api_serve_batcher(s.srv), &st);
+    cr_assert_geq(st.unsent_bytes, (size_t)1 << 20);
+    /* sent: the reader reads the whole answer */
+    char *buf = malloc(8u << 20);
+    int closed;
+    raw_read(slow, buf, 8u << 20, 10000, &closed);
+    cr_assert(closed && strstr(buf, "\"embedding\""), "the slow reader did not get its answer");
+    close(slow);
+    double left = unsent_drains(s.port);
+    cr_assert_eq(left, 0, "%.0f bytes still held after the answer was read", left);
+    legit_ok(s.port, "after the answer was read");
+    /* client gone: the reader leaves with its answer unread */
+    slow = slow_reader_with_answer(s.port, body, n, 1u << 20);
+    close(slow);
+    left = unsent_drains(s.port);
+    cr_assert_eq(left, 0, "%.0f bytes still held after the reader left", left);
+    legit_ok(s.port, "after the reader left");
+    batcher_stats(api_serve_batcher(s.srv), &st);
+    cr_assert_eq(st.unsent_bytes, 0);
+    free(buf);
     free(body);
     support_server_stop(&s);
 }
@@ -492,6 +600,85 @@ Test(harden, redis_error_storm_backs_off, .timeout = 120) {
     support_redis_stop(&redis);
 }
 
+/* 6. The /v1/tasks routes against a Redis that answers every write with an
+ * error (maxmemory 1, noeviction): each request is answered 503 at once with
+ * Retry-After, and Redis is asked again only after a growing, jittered
+ * backoff (a circuit breaker), not by every request; once Redis has room,
+ * the route works again within the backoff's cap. */
+Test(harden, task_routes_back_off_a_failing_redis, .timeout = 120) {
+    support_redis_t redis;
+    support_server_t s;
+    start_on_redis(&redis, &s, "bq");
+    const char *task = "{\"input\":\"hello\",\"delay_ms\":600000}"; /* never runs during the test */
+    http_resp_t r;
+    cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0);
+    cr_assert_eq(r.status, 202, "%s", r.body);
+    http_resp_free(&r);
+    support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory-policy", "noeviction", NULL});
+    cr_assert_eq(support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory", "1", NULL}), 0);
+    sleep_ms(300); /* the worker's own threads meet the errors and back off */
+    long long c0, m0, c1, m1;
+    redis_counters(&redis, &c0, &m0);
+    int n = 0, refused = 0;
+    double worst = 0, t_end = now_s() + 2.0;
+    while (now_s() < t_end) {
+        double t0 = now_s();
+        cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0, "no answer");
+        double took = now_s() - t0;
+        worst = took > worst ? took : worst;
+        n++;
+        if (r.status == 503) {
+            char ra[16];
+            cr_assert(http_header(&r, "Retry-After", ra, sizeof ra) && atoi(ra) >= 1, "503 without Retry-After");
+            refused++;
+        } else {
+            cr_assert_fail("a POST against a Redis out of memory answered %d: %s", r.status, r.body);
+        }
+        http_resp_free(&r);
+    }
+    redis_counters(&redis, &c1, &m1);
+    /* less INFO's own connection and command; the rest includes the worker's own lease polls (about 100
+     * commands a second), where a request each would be thousands */
+    long long conns = c1 - c0 - 1, cmds = m1 - m0 - 1;
+    fprintf(stderr, "failing redis, 2 s: %d requests (%d answered 503, the slowest in %.3f s); Redis saw %lld "
+            "connections and %lld commands in all\n", n, refused, worst, conns, cmds);
+    cr_assert_geq(n, 50, "only %d requests in 2 s: answers are not prompt", n);
+    cr_assert_lt(worst, 0.5, "a request waited %.2f s on a failing Redis", worst);
+    cr_assert_lt(conns, 20, "%d requests in 2 s made %lld connections to a failing Redis: no backoff", n, conns);
+    cr_assert_lt(cmds, 600, "%d requests in 2 s sent %lld commands to a failing Redis: no backoff", n, cmds);
+    /* room again: a request gets through within the backoff's cap (5 s), and then every one does */
+    support_redis_cmd(&redis, (const char *const[]){"CONFIG", "SET", "maxmemory", "0", NULL});
+    int st = 0;
+    double t_ok = now_s();
+    for (int i = 0; i < 80 && st != 202; i++) {
+        cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0);
+        st = r.status;
+        http_resp_free(&r);
+        if (st != 202) sleep_ms(100);
+    }
+    cr_assert_eq(st, 202, "the route never recovered after Redis had room again");
+    fprintf(stderr, "recovered %.2f s after Redis had room\n", now_s() - t_ok);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0);
+        cr_assert_eq(r.status, 202, "after recovery: %d %s", r.status, r.body);
+        http_resp_free(&r);
+    }
+    /* Redis stopped: prompt 503s with Retry-After, never a hang */
+    support_redis_stop(&redis);
+    worst = 0;
+    for (int i = 0; i < 200; i++) {
+        double t0 = now_s();
+        cr_assert_eq(http_post_json(s.port, "/v1/tasks", task, &r), 0, "no answer with Redis stopped");
+        worst = now_s() - t0 > worst ? now_s() - t0 : worst;
+        char ra[16];
+        cr_assert_eq(r.status, 503, "with Redis stopped: %d %s", r.status, r.body);
+        cr_assert(http_header(&r, "Retry-After", ra, sizeof ra), "503 without Retry-After");
+        http_resp_free(&r);
+    }
+    cr_assert_lt(worst, 0.5, "a request waited %.2f s on a stopped Redis", worst);
+    support_server_stop(&s);
+}
+
 /* One call as the holder of key (NULL: none); the status, and the body parsed into *out (may be NULL). */
 static int as_key(int port, const char *key, const char *method, const char *path, const char *body, json_t **out,
                   int *cache_hit) {
@@ -618,17 +805,11 @@ static void *long_poll(void *arg) {
  * answered at once. */
 Test(harden, long_polls_do_not_poll_redis, .timeout = 120) {
     support_redis_t redis;
-    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    support_server_t s;
+    start_on_redis(&redis, &s, "wq");
     char err[512];
     queue_conn_t *qc = support_redis_queue(&redis, "wq", err, sizeof err);
     cr_assert(qc, "%s", err);
-    api_config_t c;
-    support_server_config(&c);
-    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
-    snprintf(c.queue, sizeof c.queue, "wq");
-    support_server_t s;
-    start(&s, &c);
-    for (int i = 0; i < 300 && api_serve_queue_up(s.srv) != 1; i++) sleep_ms(10);
     char *payload = queue_payload_build("all-minilm-l6-v2", "embed", "\"hello\"", NULL, NULL, err, sizeof err);
     cr_assert(payload);
     enum { N = 100 };
@@ -658,6 +839,25 @@ Test(harden, long_polls_do_not_poll_redis, .timeout = 120) {
     long_poll(&one);
     cr_assert_eq(one.status, 200);
     cr_assert_lt(one.took, 1.9, "a waiter on a task that ended was held %.2f s", one.took);
+    /* Task ends are published only while the waiter thread has marked the queue listened to
+     * ({q}:subs): tasks that end just before, while and after their waiters register (delays
+     * spread over 0.6 s) are each answered at their end, none left to the 2 s limit or the 5 s
+     * safety look. */
+    enum { M = 16 };
+    static poll_arg_t race[M];
+    pthread_t rth[M];
+    for (int i = 0; i < M; i++) {
+        queue_task_t t = {.payload = payload, .payload_len = strlen(payload), .delay_ms = i * 40};
+        cr_assert_eq(queue_enqueue(qc, &t, race[i].id, NULL), 0);
+        race[i].port = s.port;
+    }
+    for (int i = 0; i < M; i++) pthread_create(&rth[i], NULL, long_poll, &race[i]);
+    for (int i = 0; i < M; i++) pthread_join(rth[i], NULL);
+    for (int i = 0; i < M; i++) {
+        cr_expect_eq(race[i].status, 200);
+        cr_expect_lt(race[i].took, 1.9, "waiter %d (its task due after %d ms) was held %.2f s", i, i * 40,
+                     race[i].took);
+    }
     free(payload);
     support_server_stop(&s);
     queue_close(qc);
@@ -850,6 +1050,52 @@ Test(harden, signed_tasks_not_replayed_or_moved, .timeout = 60) {
     queue_close(strict);
     queue_close(sq);
     queue_close(sq2);
+    support_redis_stop(&redis);
+}
+
+/* 7. `serve --task-signed-max-age-s`: a signed task whose signature is older
+ * than the flag's age when the intake leases it (here: delayed past it) goes
+ * to the DLQ as signature_too_old, never run; a fresh one runs. */
+Test(harden, signed_max_age_flag_refuses_old_tasks, .timeout = 60) {
+    support_redis_t redis;
+    cr_assert_eq(support_redis_start(&redis, NULL), 0, "redis: %s", redis.err);
+    static const char key[] = "a shared signing secret";
+    api_config_t c;
+    support_server_config(&c);
+    char err[256];
+    cr_assert_eq(api_config_set(&c, "task-signed-max-age-s", "1", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(api_config_set(&c, "task-signing-key", key, err, sizeof err), 0, "%s", err);
+    snprintf(c.redis, sizeof c.redis, "%s", redis.url);
+    snprintf(c.queue, sizeof c.queue, "aq");
+    support_server_t s;
+    start(&s, &c);
+    queue_config_t qcfg;
+    queue_config_defaults(&qcfg);
+    qcfg.url = redis.url;
+    qcfg.name = "aq";
+    qcfg.signing_key = (const unsigned char *)key;
+    qcfg.signing_key_len = sizeof key - 1;
+    queue_conn_t *qc = queue_connect(&qcfg, err, sizeof err);
+    cr_assert(qc, "%s", err);
+    char *payload = queue_payload_build("all-minilm-l6-v2", "embed", "\"x\"", NULL, NULL, err, sizeof err);
+    cr_assert(payload, "%s", err);
+    queue_task_t task = {.payload = payload, .payload_len = strlen(payload)};
+    char fresh[QUEUE_ID_MAX], old[QUEUE_ID_MAX];
+    cr_assert_eq(queue_enqueue(qc, &task, fresh, NULL), 0);
+    task.delay_ms = 1500; /* leased 1.5 s after it was signed: older than 1 s */
+    cr_assert_eq(queue_enqueue(qc, &task, old, NULL), 0);
+    queue_info_t info;
+    cr_assert_eq(queue_wait(qc, fresh, 20000, &info), 0);
+    cr_expect_str_eq(queue_state_name(info.state), "done");
+    queue_info_clear(&info);
+    cr_assert_eq(queue_wait(qc, old, 20000, &info), 0);
+    cr_expect_str_eq(queue_state_name(info.state), "dlq", "a task signed longer ago than the flag's age ran");
+    cr_expect_str_eq(info.error ? info.error : "", "signature_too_old");
+    queue_info_clear(&info);
+    cr_assert_neq(api_config_set(&c, "task-signed-max-age-s", "-5", err, sizeof err), 0);
+    free(payload);
+    support_server_stop(&s);
+    queue_close(qc);
     support_redis_stop(&redis);
 }
 

@@ -210,6 +210,7 @@ Test(llama, logits_match_transformers_at_every_position) {
     free(fx.bin);
 }
 
+/* The decode steps below pick their tokens with llama_forward_greedy. */
 Test(llama, greedy_continuations_match_transformers) {
     rig_up(0, 200);
     fixture_load();
@@ -251,9 +252,17 @@ Test(llama, greedy_continuations_match_transformers) {
         }
         off[np] = np;
         if (step == fx.n_gen - 1) break;
-        int rc = llama_forward(rig.m, rig.kv, next, off, np, sp, logits, 0, err, sizeof err);
+        /* the ids chosen by the backend (ops->argmax): on even steps beside the
+         * logits, which they must match; on odd steps alone (no logits copied) */
+        int32_t ids[32];
+        int rc = llama_forward_greedy(rig.m, rig.kv, next, off, np, sp, step % 2 ? NULL : logits, ids, err, sizeof err);
         cr_assert_eq(rc, LLAMA_OK, "%s", err);
-        for (int b = 0; b < np; b++) next[b] = argmax(logits + (size_t)b * rig.V, rig.V);
+        for (int b = 0; b < np; b++) {
+            if (step % 2 == 0)
+                cr_assert_eq(ids[b], argmax(logits + (size_t)b * rig.V, rig.V), "step %d sequence %d: greedy id %d, "
+                             "argmax of its logits %d", step, b, ids[b], argmax(logits + (size_t)b * rig.V, rig.V));
+            next[b] = ids[b];
+        }
     }
     fprintf(stderr, "llama greedy: %d tokens compared, %d prompts stopped at a near-tie\n", compared, stopped_at_tie);
     cr_assert(compared > np * fx.n_gen / 2, "only %d tokens compared", compared);
@@ -406,6 +415,8 @@ Test(llama, bad_calls_are_refused) {
     cr_assert_eq(llama_forward(rig.m, rig.kv, ids, off, 1, sp, out, 0, err, sizeof err), LLAMA_EINVAL);
     off[1] = 2;
     cr_assert_eq(llama_forward(rig.m, rig.kv, ids, off, 0, sp, out, 0, err, sizeof err), LLAMA_EINVAL);
+    cr_assert_eq(llama_forward_greedy(rig.m, rig.kv, ids, off, 1, sp, out, NULL, err, sizeof err), LLAMA_EINVAL);
+    cr_assert(strstr(err, "NULL ids"), "%s", err);
     cr_assert_eq(llama_forward(rig.m, rig.kv, ids, off, 1, sp, out, 0, err, sizeof err), LLAMA_OK, "%s", err);
     kv_seq_free(rig.kv, &s);
     free(out);
@@ -604,4 +615,78 @@ Test(llama_load, rope_scaling_refused) {
     gw_kv_str(w, "llama.rope.scaling.type", "yarn");
     cr_assert_eq(load_crafted(w), LLAMA_EMODEL);
     cr_assert(strstr(err, "yarn"), "%s", err);
+}
+
+/* ---- on CUDA (skipped without a GPU): decode steps replayed from graphs ---- */
+
+TestSuite(llama_cuda, .timeout = 300);
+
+/* B sequences prefilled in one call, then `steps` greedy decode steps together
+ * (llama_forward_greedy, logits too); every step's logits and ids into lg/ids. */
+static void cuda_decode_run(llama_model_t *m, kv_pool_t *kv, int B, int steps, int V, float *lg, int32_t *ids) {
+    kv_seq_t seqs[24];
+    kv_seq_t *sp[24];
+    int32_t packed[1024], off[25], slots[64], next[24];
+    off[0] = 0;
+    for (int b = 0; b < B; b++) {
+        int n = 3 + (b * 7) % 40;
+        some_tokens(packed + off[b], n, 500 + (uint32_t)b, V);
+        cr_assert_eq(kv_seq_init(kv, &seqs[b], 256, err, sizeof err), KV_OK, "%s", err);
+        cr_assert_eq(kv_seq_append(kv, &seqs[b], n, slots, err, sizeof err), KV_OK, "%s", err);
+        sp[b] = &seqs[b];
+        off[b + 1] = off[b] + n;
+    }
+    cr_assert_eq(llama_forward_greedy(m, kv, packed, off, B, sp, lg, next, err, sizeof err), LLAMA_OK, "%s", err);
+    for (int k = 0; k < steps; k++) {
+        for (int b = 0; b < B; b++) {
+            off[b + 1] = b + 1;
+            cr_assert_eq(kv_seq_append(kv, &seqs[b], 1, slots, err, sizeof err), KV_OK, "%s", err);
+        }
+        cr_assert_eq(llama_forward_greedy(m, kv, next, off, B, sp, lg + (size_t)k * B * V, ids + (size_t)k * B, err,
+                                          sizeof err),
+                     LLAMA_OK, "%s", err);
+        memcpy(next, ids + (size_t)k * B, (size_t)B * sizeof *next);
+    }
+    for (int b = 0; b < B; b++) kv_seq_free(kv, &seqs[b]);
+}
+
+/* The same steps on a model with graphs and one without (ops->capture_*):
+ * logits and greedy ids bit-identical at 1, 5 (padded to 8) and 20 (padded to
+ * 32) sequences, and graphs captured only by the first. */
+Test(llama_cuda, graph_replay_gives_the_bits_of_plain_launches) {
+    if (access(LLM_PATH, R_OK) != 0) cr_skip_test("%s is missing (run `make model`)", LLM_PATH);
+    char e[512];
+    ops_t *ops = ops_cuda_create(0, OPS_F16, e, sizeof e);
+    if (!ops) cr_skip_test("no CUDA backend: %s", e);
+    gguf_file_t *f;
+    cr_assert_eq(gguf_open(LLM_PATH, &f, err, sizeof err), GGUF_OK, "%s", err);
+    arena_t *arena = arena_create(ops, (size_t)2 << 30, err, sizeof err);
+    cr_assert_not_null(arena, "%s", err);
+    llama_model_t *m[2];
+    kv_pool_t *kv[2];
+    for (int g = 0; g < 2; g++) {
+        llama_opts_t o = {.max_tokens = 1024, .max_seqs = 32, .max_ctx = 256, .no_graphs = g};
+        cr_assert_eq(llama_load(f, ops, arena, &o, &m[g], err, sizeof err), LLAMA_OK, "%s", err);
+        kv_config_t kc = llama_kv_config(m[g]);
+        kc.n_blocks = 24 * 16 + 8;
+        cr_assert_eq(kv_pool_create(arena, &kc, &kv[g], err, sizeof err), KV_OK, "%s", err);
+    }
+    const int V = llama_info(m[0])->vocab, steps = 6;
+    float *lg[2] = {malloc((size_t)steps * 20 * V * 4), malloc((size_t)steps * 20 * V * 4)};
+    int32_t ids[2][6 * 20];
+    static const int Bs[] = {1, 5, 20};
+    for (size_t i = 0; i < sizeof Bs / sizeof Bs[0]; i++) {
+        for (int g = 0; g < 2; g++) cuda_decode_run(m[g], kv[g], Bs[i], steps, V, lg[g], ids[g]);
+        cr_assert(memcmp(ids[0], ids[1], (size_t)steps * Bs[i] * sizeof(int32_t)) == 0,
+                  "%d sequences: greedy ids differ between graph replay and plain launches", Bs[i]);
+        cr_assert(memcmp(lg[0], lg[1], (size_t)steps * Bs[i] * V * 4) == 0,
+                  "%d sequences: logits differ between graph replay and plain launches", Bs[i]);
+    }
+    cr_assert_gt(llama_graph_count(m[0]), 0, "no decode step was captured");
+    cr_assert_eq(llama_graph_count(m[1]), 0);
+    free(lg[0]), free(lg[1]);
+    for (int g = 0; g < 2; g++) kv_pool_destroy(kv[g]), llama_destroy(m[g]);
+    arena_destroy(arena);
+    gguf_close(f);
+    ops_destroy(ops);
 }

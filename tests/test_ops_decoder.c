@@ -8,7 +8,7 @@
  * to write fails. Tolerances (||out - ref|| / ||ref||, the reference in
  * double): 1e-5 for matmul_q, add_rms_norm, rope, silu_mul and
  * attention_paged (float32 sums of at most a few thousand terms stay near
- * 1e-6); embed_q and kv_store are exact. Batch invariance is checked with
+ * 1e-6); embed_q, kv_store and argmax are exact. Batch invariance is checked with
  * memcmp: bit-identical or it fails.
  */
 #include <criterion/criterion.h>
@@ -20,6 +20,7 @@
 #include <string.h>
 #include "engine/gguf.h"
 #include "kernels/ops.h"
+#include "tests/support_cuda_decoder.h"
 #include "tests/support_decoder_ref.h"
 #include "tests/support_ref.h"
 
@@ -161,6 +162,22 @@ Test(ops_decoder, matmul_q_refuses_bad_arguments) {
 }
 
 /* ---------------- embed_q ---------------- */
+
+static void log_failure(const cuda_parity_result_t *r, void *ctx) {
+    (void)ctx;
+    if (!r->passed) cr_log_error("%s: %s", r->name, r->msg);
+}
+
+/* argmax: the checks the CUDA backend runs (tests/support_cuda_decoder.c: ties,
+ * NaN, rows of -inf or NaN, 49,152 columns), on this backend. */
+Test(ops_decoder, argmax_is_exact_with_ties_and_nan) {
+    ops_t *ops = ops_cpu_create(2);
+    cr_assert_not_null(ops);
+    cr_assert_not_null(ops->argmax);
+    int failed = cuda_decoder_run(ops, "argmax", seed, log_failure, NULL);
+    ops_destroy(ops);
+    cr_assert_eq(failed, 0, "%d argmax check(s) failed [seed %llu]", failed, (unsigned long long)seed);
+}
 
 Test(ops_decoder, embed_q_is_exact_for_every_type) {
     ops_t *ops = make_ops(2);

@@ -25,7 +25,7 @@ static void run_family(const char *family) {
     if (!gpu) cr_skip_test("no CUDA backend: %s", err);
     cr_assert_eq(gpu->kv_dtype, OPS_F16);
     cr_assert(gpu->matmul_q && gpu->embed_q && gpu->add_rms_norm && gpu->rope && gpu->silu_mul && gpu->kv_store &&
-                  gpu->attention_paged,
+                  gpu->attention_paged && gpu->argmax,
               "a decoder op is missing from the CUDA backend");
     uint64_t seed = ref_seed_from_env_or_time();
     int failed = cuda_decoder_run(gpu, family, seed, log_failure, NULL);
@@ -35,6 +35,7 @@ static void run_family(const char *family) {
 }
 
 Test(ops_decoder_cuda, matmul_q_every_type_and_shape) { run_family("matmul_q"); }
+Test(ops_decoder_cuda, matmul_q_tensor_cores_within_16_bit_rounding) { run_family("matmul_q_mma"); }
 Test(ops_decoder_cuda, embed_q_is_exact) { run_family("embed_q"); }
 Test(ops_decoder_cuda, add_rms_norm_with_residual_and_aliasing) { run_family("add_rms_norm"); }
 Test(ops_decoder_cuda, rope_shapes_strides_and_long_positions) { run_family("rope"); }
@@ -42,11 +43,24 @@ Test(ops_decoder_cuda, silu_mul_shapes) { run_family("silu_mul"); }
 Test(ops_decoder_cuda, kv_store_writes_fp16_bits) { run_family("kv_store"); }
 Test(ops_decoder_cuda, attention_paged_gqa_holes_splits) { run_family("attention_paged"); }
 Test(ops_decoder_cuda, rows_and_sequences_are_bit_identical_whatever_the_batch) { run_family("invariance"); }
+Test(ops_decoder_cuda, argmax_is_exact_with_ties_and_nan) { run_family("argmax"); }
 Test(ops_decoder_cuda, bad_arguments_are_refused) { run_family("refusals"); }
+
+/* The tensor-core path again with bf16 tiles (an OPS_BF16 backend), and its invariance. */
+Test(ops_decoder_cuda, matmul_q_tensor_cores_bf16) {
+    char err[512];
+    ops_t *gpu = ops_cuda_create(0, OPS_BF16, err, sizeof err);
+    if (!gpu) cr_skip_test("no CUDA backend: %s", err);
+    uint64_t seed = ref_seed_from_env_or_time();
+    int failed = cuda_decoder_run(gpu, "matmul_q_mma", seed, log_failure, NULL);
+    failed += cuda_decoder_run(gpu, "invariance", seed, log_failure, NULL);
+    ops_destroy(gpu);
+    cr_assert_eq(failed, 0, "%d check(s) failed [seed %llu]", failed, (unsigned long long)seed);
+}
 
 /* Every family is run by a test above (a new family without one fails here). */
 Test(ops_decoder_cuda, every_family_has_a_test) {
     int n = 0;
     while (cuda_decoder_families[n]) n++;
-    cr_assert_eq(n, 9, "cuda_decoder_families has %d entries; add a Test for the new one", n);
+    cr_assert_eq(n, 11, "cuda_decoder_families has %d entries; add a Test for the new one", n);
 }

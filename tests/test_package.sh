@@ -31,7 +31,7 @@ dpkg --root="$R" --force-script-chrootless --force-depends --force-not-root -i "
     { cat "$R/dpkg.log"; fail "dpkg -i"; }
 
 for f in usr/bin/sluice usr/bin/sluice-bench lib/systemd/system/sluice.service etc/sluice/sluice.env \
-         usr/share/doc/sluice/operations.md; do
+         usr/share/doc/sluice/operations.md usr/share/doc/sluice/sluice-move-slot.lua; do
     [ -e "$R/$f" ] || fail "$f not installed"
 done
 grep -q '^sluice:' "$R/etc/passwd" || fail "no sluice user"

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "queue/events.h"
 #include "queue/scripts.h"
 #include "tests/test_queue.h"
 
@@ -125,11 +126,188 @@ Test(queue, result_ttl_per_task) {
     cr_assert_eq(queue_lease(c, 1, "w", 5000, &l, &got), 0);
     cr_assert_eq(queue_ack(c, l.id, l.token, "{}", 2, 3600000), 0, "%s", queue_last_error(c));
     queue_lease_clear(&l, 1);
-    snprintf(key, sizeof key, "{tq}:r:%s", id);
+    snprintf(key, sizeof key, "{tq}:t:%s", id); /* the result is a field of the task's hash */
     long long pttl = support_redis_cmd(&srv, (const char *[]){"PTTL", key, NULL});
     cr_expect(pttl > 0 && pttl <= 150, "result pttl %lld", pttl);
     t.result_ttl_ms = -1;
     cr_expect_eq(queue_enqueue(c, &t, id, NULL), QUEUE_EINVAL);
+    queue_close(c);
+}
+
+/* A task finished by an older sluice kept its result in its own key
+ * {q}:r:<id>; get reads it there when the hash has none (and when the hash
+ * itself is gone), so results survive an upgrade for their TTL. */
+Test(queue, result_of_an_older_ack_is_read_from_its_own_key) {
+    queue_conn_t *c = open_default();
+    char id[QUEUE_ID_MAX], tkey[80], rkey[80];
+    put(c, "a", 0, id);
+    queue_lease_t l;
+    int got = 0;
+    cr_assert_eq(queue_lease(c, 1, "w", 5000, &l, &got), 0);
+    cr_assert_eq(queue_ack(c, l.id, l.token, "new", 3, 60000), 0, "%s", queue_last_error(c));
+    queue_lease_clear(&l, 1);
+    queue_info_t info;
+    cr_assert_eq(queue_get(c, id, &info), 0);
+    cr_expect_str_eq(info.result, "new");
+    queue_info_clear(&info);
+    /* the layout an older ack left: no result field, the result in {q}:r:<id> */
+    snprintf(tkey, sizeof tkey, "{tq}:t:%s", id);
+    snprintf(rkey, sizeof rkey, "{tq}:r:%s", id);
+    support_redis_cmd(&srv, (const char *[]){"HDEL", tkey, "result", NULL});
+    support_redis_cmd(&srv, (const char *[]){"SET", rkey, "old", "PX", "60000", NULL});
+    cr_assert_eq(queue_get(c, id, &info), 0);
+    cr_expect_eq(info.state, QUEUE_S_DONE);
+    cr_expect_str_eq(info.result ? info.result : "(null)", "old");
+    queue_info_clear(&info);
+    support_redis_cmd(&srv, (const char *[]){"DEL", tkey, NULL});
+    cr_assert_eq(queue_get(c, id, &info), 0, "the old result key alone still answers");
+    cr_expect_str_eq(info.result ? info.result : "(null)", "old");
+    queue_info_clear(&info);
+    queue_close(c);
+}
+
+/* Task ends are published only while a listener has marked the queue
+ * ({q}:subs). The waiter's order (subscribe, mark, look, then sleep on
+ * messages) misses nothing: an end before the mark is seen by the look, an
+ * end after it is published. */
+Test(queue, task_ends_are_published_only_while_listened_to) {
+    queue_conn_t *c = open_default();
+    char err[256], msg[512], a[QUEUE_ID_MAX], b[QUEUE_ID_MAX];
+    const char *names[] = {"tq"};
+    queue_events_t *ev = queue_events_open(srv.url, names, 1, 1000, err, sizeof err);
+    cr_assert_not_null(ev, "%s", err);
+    put(c, "a", 0, a);
+    put(c, "b", 0, b);
+    queue_lease_t l[2];
+    int got = 0, q = -1;
+    cr_assert_eq(queue_lease(c, 2, "w", 5000, l, &got), 0);
+    cr_assert_eq(got, 2);
+    /* nobody marked: a ends unpublished, and a look after it sees it */
+    cr_assert_eq(queue_ack(c, a, l[0].token, "{}", 2, 60000), 0, "%s", queue_last_error(c));
+    cr_expect_eq(queue_events_next(ev, 200, &q, msg, sizeof msg), 0, "published with nobody listening: %s", msg);
+    cr_expect_eq(queue_mark_listening(c, 0), QUEUE_EINVAL);
+    cr_assert_eq(queue_mark_listening(c, 10000), 0, "%s", queue_last_error(c));
+    cr_expect_eq(state_of(c, a), QUEUE_S_DONE, "the look after the mark sees the unpublished end");
+    cr_expect_eq(state_of(c, b), QUEUE_S_LEASED);
+    /* marked: b's end is published */
+    cr_assert_eq(queue_ack(c, b, l[1].token, "{}", 2, 60000), 0, "%s", queue_last_error(c));
+    cr_assert_eq(queue_events_next(ev, 2000, &q, msg, sizeof msg), 1, "an end while listened to was not published");
+    char want[80];
+    snprintf(want, sizeof want, "%s done", b);
+    cr_expect_str_eq(msg, want);
+    /* the mark runs out: no more messages */
+    support_redis_cmd(&srv, (const char *[]){"PEXPIRE", "{tq}:subs", "1", NULL});
+    nap(20);
+    char d[QUEUE_ID_MAX];
+    put(c, "d", 0, d);
+    cr_assert_eq(queue_cancel(c, d, NULL), 0);
+    cr_expect_eq(queue_events_next(ev, 200, &q, msg, sizeof msg), 0, "published after the mark ran out: %s", msg);
+    queue_lease_clear(l, (size_t)got);
+    queue_events_close(ev);
+    queue_close(c);
+}
+
+/* Put a finished task's hash back in ready, as an attacker replaying a captured task would. */
+static void back_to_ready(const char *id) {
+    char tkey[80];
+    snprintf(tkey, sizeof tkey, "{tq}:t:%s", id);
+    support_redis_cmd(&srv, (const char *[]){"HSET", tkey, "state", "ready", NULL});
+    support_redis_cmd(&srv, (const char *[]){"PERSIST", tkey, NULL});
+    support_redis_cmd(&srv, (const char *[]){"ZADD", "{tq}:ready", "1", id, NULL});
+}
+
+static long long tomb_pttl(const char *id) {
+    char key[80];
+    snprintf(key, sizeof key, "{tq}:tomb:%s", id);
+    return support_redis_cmd(&srv, (const char *[]){"PTTL", key, NULL});
+}
+
+/* A finished signed task leaves a tombstone written by the script that ends
+ * it, not by a later command a crash could skip: checked inside one MULTI
+ * with the ack script itself, then for the DLQ, cancel and expiry. A replay
+ * after such an ack is refused; a requeue from the DLQ runs again. */
+Test(queue, signed_task_tombstone_is_written_by_the_ending_script) {
+    static const unsigned char key[] = "tomb key";
+    queue_config_t cfg = test_config();
+    cfg.signing_key = key;
+    cfg.signing_key_len = sizeof key - 1;
+    cfg.result_ttl_ms = 60000;
+    cfg.signed_max_age_ms = 100000; /* tombstones live 100 s + 5 min */
+    cfg.max_attempts = 1;
+    queue_conn_t *c = open_with(&cfg);
+    char id[QUEUE_ID_MAX];
+    put(c, "{}", 0, id);
+    queue_lease_t l[2];
+    int got = 0;
+    cr_assert_eq(queue_lease(c, 2, "w", 5000, l, &got), 0);
+    cr_assert_eq(got, 1, "%s", queue_last_error(c));
+    /* the ack script and the checks in one transaction: nothing else runs between */
+    redisContext *rc = redisConnect("127.0.0.1", srv.port);
+    cr_assert(rc && !rc->err);
+    size_t len = strlen(queue_script_prelude) + strlen(queue_script_body[QS_ACK]) + 1;
+    char *lua = malloc(len), token[32];
+    snprintf(lua, len, "%s%s", queue_script_prelude, queue_script_body[QS_ACK]);
+    snprintf(token, sizeof token, "%lld", (long long)l[0].token);
+    freeReplyObject(redisCommand(rc, "MULTI"));
+    freeReplyObject(redisCommand(rc, "EVAL %s 1 {tq}:seq 60000 %s %s {}", lua, id, token));
+    freeReplyObject(redisCommand(rc, "PTTL {tq}:tomb:%s", id));
+    redisReply *r = redisCommand(rc, "EXEC");
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2, "EXEC");
+    cr_assert_eq(r->element[0]->type, REDIS_REPLY_ARRAY, "ack: %s", r->element[0]->str ? r->element[0]->str : "?");
+    cr_expect_eq(r->element[0]->element[0]->integer, 0, "acked");
+    long long ttl = r->element[1]->integer;
+    cr_expect(ttl > 390000 && ttl <= 400000, "the ack script left no tombstone of the right life (PTTL %lld)", ttl);
+    freeReplyObject(r);
+    free(lua);
+    redisFree(rc);
+    queue_lease_clear(l, (size_t)got);
+    /* replayed after that ack alone: refused */
+    back_to_ready(id);
+    cr_assert_eq(queue_lease(c, 2, "w", 5000, l, &got), 0);
+    cr_expect_eq(got, 0, "a finished signed task ran again");
+    queue_info_t info;
+    cr_assert_eq(queue_get(c, id, &info), 0);
+    cr_expect_str_eq(info.error ? info.error : "", "replayed");
+    cr_expect_eq(info.state, QUEUE_S_DLQ);
+    queue_info_clear(&info);
+    cr_expect_eq(stats_of(c).bad_signature, 1);
+    /* failed into the DLQ: a tombstone; requeued by an operator: gone, and it runs */
+    char f[QUEUE_ID_MAX];
+    put(c, "{}", 0, f);
+    cr_assert_eq(queue_lease(c, 2, "w", 5000, l, &got), 0);
+    cr_assert_eq(got, 1);
+    int outcome = -1;
+    cr_assert_eq(queue_fail(c, f, l[0].token, "boom", &outcome, NULL), 0);
+    cr_expect_eq(outcome, QUEUE_FAIL_DEAD);
+    queue_lease_clear(l, (size_t)got);
+    cr_expect_gt(tomb_pttl(f), 390000, "a task failed into the DLQ left no tombstone");
+    cr_assert_eq(queue_dlq_requeue(c, f, NULL), 0);
+    cr_expect_eq(tomb_pttl(f), -2, "a requeue from the DLQ kept the tombstone");
+    cr_assert_eq(queue_lease(c, 2, "w", 5000, l, &got), 0);
+    cr_expect_eq(got, 1, "a task requeued from the DLQ did not run");
+    queue_lease_clear(l, (size_t)got);
+    /* cancelled while waiting, and expired before it ran */
+    char x[QUEUE_ID_MAX], e[QUEUE_ID_MAX];
+    put(c, "{}", 0, x);
+    cr_assert_eq(queue_cancel(c, x, NULL), 0);
+    cr_expect_gt(tomb_pttl(x), 390000, "a cancelled signed task left no tombstone");
+    queue_task_t t = {.payload = "{}", .payload_len = 2, .ttl_ms = 1};
+    cr_assert_eq(queue_enqueue(c, &t, e, NULL), 0);
+    nap(20);
+    queue_reap_t rp;
+    cr_assert_eq(queue_reap(c, 1, 0, &rp), 0);
+    cr_expect_eq(rp.expired, 1);
+    cr_expect_gt(tomb_pttl(e), 390000, "an expired signed task left no tombstone");
+    /* an unsigned task leaves none */
+    queue_conn_t *plain = open_default();
+    char u[QUEUE_ID_MAX];
+    put(plain, "{}", 0, u);
+    cr_assert_eq(queue_lease(plain, 2, "w", 5000, l, &got), 0);
+    cr_assert_eq(got, 1);
+    cr_assert_eq(queue_ack(plain, u, l[0].token, "{}", 2, 0), 0);
+    queue_lease_clear(l, (size_t)got);
+    cr_expect_eq(tomb_pttl(u), -2, "an unsigned task left a tombstone");
+    queue_close(plain);
     queue_close(c);
 }
 
@@ -257,10 +435,12 @@ Test(queue, ack_is_fenced_and_idempotent) {
     cr_expect_str_eq(info.result, "{\"ok\":1}");
     cr_expect_str_eq(info.worker, "w1");
     queue_info_clear(&info);
-    char rkey[80];
+    char rkey[80], tkey[80];
     snprintf(rkey, sizeof rkey, "{tq}:r:%s", id);
-    long long pttl = support_redis_cmd(&srv, (const char *[]){"PTTL", rkey, NULL});
+    snprintf(tkey, sizeof tkey, "{tq}:t:%s", id);
+    long long pttl = support_redis_cmd(&srv, (const char *[]){"PTTL", tkey, NULL});
     cr_expect(pttl > 50000 && pttl <= 60000, "result TTL %lld", pttl);
+    cr_expect_eq(support_redis_cmd(&srv, (const char *[]){"EXISTS", rkey, NULL}), 0, "no result key of its own");
     queue_stats_t s = stats_of(c);
     cr_expect_eq(s.acked, 1);
     cr_expect_eq(s.leased, 0);

@@ -2,9 +2,11 @@
  * function against Redis's own values, redirect and seed parsing, then six
  * redis-server processes (tests/support_cluster.c): queues spread over three
  * masters, a master SIGKILLed mid-run with its replica promoted (with and
- * without WAIT), a queue's slot migrated mid-run (ASK, then MOVED), and
- * `sluice queue stats` for queues wherever they live. */
+ * without WAIT), a queue's slot migrated mid-run (ASK, then MOVED), a DLQ
+ * purged and signed tasks run while the slot moves, and `sluice queue stats`
+ * for queues wherever they live. */
 #include <criterion/criterion.h>
+#include <hiredis.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -383,6 +385,155 @@ Test(cluster, slot_migrated_mid_run_ask_then_moved_nothing_lost) {
         qrun_free(&q[i]);
     }
     cr_assert_eq(cli(names[0], "stats", NULL), 0, "%s", cli_out);
+}
+
+typedef struct {
+    unsigned slot;
+    int from, to;
+} move_t;
+
+/* Start moving queue name's slot to another master: once this returns,
+ * every key of the slot is on the new node and the old one answers ASK. */
+static void move_begin(move_t *m, const char *name) {
+    m->slot = queue_slot(name);
+    m->from = support_cluster_owner(&cl, m->slot);
+    m->to = -1;
+    for (int i = 0; i < SUPPORT_CLUSTER_NODES && m->to < 0; i++)
+        if (i != m->from && support_cluster_is_master(&cl, i)) m->to = i;
+    cr_assert_eq(support_cluster_migrate_begin(&cl, m->slot, m->to), m->from, "%s", cl.err);
+}
+
+/* The calls since move_begin met ASK; now the slot changes hands (MOVED). */
+static void move_end(move_t *m) {
+    cr_assert_eq(support_cluster_migrate_end(&cl, m->slot, m->from, m->to), 0, "%s", cl.err);
+}
+
+/* While the slot is half-way (keys on the importing node, clients sent
+ * there by ASK) a purge of the DLQ deletes each entry's task hash and
+ * result. The importing node refuses (TRYAGAIN) a command naming several
+ * keys when one of them is missing, and a DLQ entry has a hash but no
+ * result: one DEL of both failed the script after the entry had left the
+ * DLQ, leaving its hash behind for good (no TTL, in no set). */
+Test(cluster, dlq_purged_while_the_slot_moves_leaves_nothing) {
+    char names[QUEUES][32];
+    pick_names(names);
+    const char *name = names[3];
+    queue_conn_t *c = connect_q(name, 0);
+    enum { N = 5 };
+    char ids[N][QUEUE_ID_MAX];
+    for (int i = 0; i < N; i++) {
+        queue_task_t t = {.payload = "{}", .payload_len = 2, .max_attempts = 1};
+        cr_assert_eq(queue_enqueue(c, &t, ids[i], NULL), 0, "%s", queue_last_error(c));
+    }
+    queue_lease_t l[N];
+    int got = 0;
+    cr_assert_eq(queue_lease(c, N, "test", 30000, l, &got), 0, "%s", queue_last_error(c));
+    cr_assert_eq(got, N);
+    for (int i = 0; i < N; i++) cr_assert_eq(queue_fail(c, l[i].id, l[i].token, "boom", NULL, NULL), 0, "%s", queue_last_error(c));
+    queue_lease_clear(l, got);
+
+    move_t m;
+    move_begin(&m, name);
+    int64_t removed = -1;
+    int rc = queue_dlq_purge(c, 0, 0, &removed);
+    move_end(&m);
+    cr_expect_eq(rc, 0, "purge during the move: %s", queue_last_error(c));
+    cr_expect_eq(removed, N);
+    for (int i = 0; i < N; i++) {
+        queue_info_t info;
+        cr_expect_eq(queue_get(c, ids[i], &info), QUEUE_ENOTFOUND, "%s: %s left behind", ids[i],
+                     queue_state_name(info.state));
+        queue_info_clear(&info);
+    }
+    queue_stats_t st;
+    cr_assert_eq(queue_stats(c, &st), 0, "%s", queue_last_error(c));
+    cr_expect_eq(st.dlq, 0);
+    queue_close(c);
+}
+
+/* ASKING, then one command, on ctx: a write straight to the importing node. */
+static void asking_cmd(redisContext *ctx, int argc, const char **argv, const size_t *lens) {
+    freeReplyObject(redisCommand(ctx, "ASKING"));
+    redisReply *r = redisCommandArgv(ctx, argc, argv, lens);
+    cr_assert(r && r->type != REDIS_REPLY_ERROR, "%s: %s", argv[0], r ? r->str : ctx->errstr);
+    freeReplyObject(r);
+}
+
+/* Signed tasks while the slot moves (clients meet ASK). A task's tombstone
+ * is written by the ack script and checked by the lease script, which follow
+ * ASK to the importing node (as plain commands on the connection to the old
+ * owner they were lost or read "not seen"): the tombstone of a task acked
+ * then must land on the importing node, and a finished task put back then
+ * must be refused as replayed (its tombstone moved with the slot). */
+Test(cluster, signed_tasks_while_the_slot_moves) {
+    char names[QUEUES][32];
+    pick_names(names);
+    const char *name = names[4];
+    int from = support_cluster_owner(&cl, queue_slot(name));
+    static const unsigned char key[] = "a cluster signing secret";
+    queue_config_t qc;
+    queue_config_defaults(&qc);
+    qc.url = cl.url;
+    qc.name = name;
+    qc.reconnect_ms = 10000;
+    qc.signing_key = key;
+    qc.signing_key_len = sizeof key - 1;
+    char err[512];
+    queue_conn_t *c = queue_connect(&qc, err, sizeof err);
+    cr_assert(c, "%s", err);
+    const char *payload = "{\"model\":\"m\",\"op\":\"embed\",\"inputs\":\"x\"}";
+    queue_task_t t = {.payload = payload, .payload_len = strlen(payload)};
+    char a[QUEUE_ID_MAX], b[QUEUE_ID_MAX], tk[96], rk[64], tomb[96];
+    cr_assert_eq(queue_enqueue(c, &t, a, NULL), 0, "%s", queue_last_error(c));
+    cr_assert_eq(queue_enqueue(c, &t, b, NULL), 0, "%s", queue_last_error(c));
+    /* b as it waits, to put back later */
+    snprintf(tk, sizeof tk, "{%s}:t:%s", name, b);
+    snprintf(rk, sizeof rk, "{%s}:ready", name);
+    redisContext *src = redisConnect("127.0.0.1", cl.node[from].port);
+    cr_assert(src && !src->err);
+    redisReply *fields = redisCommand(src, "HGETALL %s", tk);
+    redisReply *score = redisCommand(src, "ZSCORE %s %s", rk, b);
+    cr_assert(fields && fields->type == REDIS_REPLY_ARRAY && score && score->type == REDIS_REPLY_STRING);
+    redisFree(src);
+    queue_lease_t l[4];
+    int got = 0;
+    cr_assert_eq(queue_lease(c, 4, "test", 30000, l, &got), 0, "%s", queue_last_error(c));
+    cr_assert_eq(got, 2, "%s", queue_last_error(c));
+    int ia = !strcmp(l[0].id, a) ? 0 : 1;
+    cr_assert_eq(queue_ack(c, l[1 - ia].id, l[1 - ia].token, "{}", 2, 0), 0, "%s", queue_last_error(c)); /* b */
+
+    move_t m;
+    move_begin(&m, name);
+    /* a acked while the clients meet ASK: its tombstone */
+    cr_expect_eq(queue_ack(c, l[ia].id, l[ia].token, "{}", 2, 0), 0, "%s", queue_last_error(c));
+    queue_lease_clear(l, got);
+    /* b, finished, put back on the importing node as it was while waiting */
+    redisContext *dst = redisConnect("127.0.0.1", cl.node[m.to].port);
+    cr_assert(dst && !dst->err);
+    const char *argv[64];
+    size_t lens[64];
+    int n = 0;
+    argv[n] = "HSET", lens[n++] = 4;
+    argv[n] = tk, lens[n++] = strlen(tk);
+    for (size_t i = 0; i < fields->elements && n < 64; i++)
+        argv[n] = fields->element[i]->str, lens[n++] = fields->element[i]->len;
+    asking_cmd(dst, n, argv, lens);
+    asking_cmd(dst, 4, (const char *[]){"ZADD", rk, score->str, b}, (size_t[]){4, strlen(rk), score->len, strlen(b)});
+    redisFree(dst);
+    cr_assert_eq(queue_lease(c, 4, "test", 30000, l, &got), 0, "%s", queue_last_error(c));
+    cr_expect_eq(got, 0, "a finished signed task put back ran again");
+    queue_lease_clear(l, got);
+    queue_info_t info;
+    cr_assert_eq(queue_get(c, b, &info), 0, "%s", queue_last_error(c));
+    cr_expect_str_eq(info.error ? info.error : "", "replayed");
+    queue_info_clear(&info);
+    move_end(&m);
+    snprintf(tomb, sizeof tomb, "{%s}:tomb:%s", name, a);
+    const char *exists[] = {"EXISTS", tomb, NULL};
+    cr_expect_eq(support_redis_cmd(&cl.node[m.to], exists), 1, "the tombstone of a task acked during the move is lost");
+    freeReplyObject(fields);
+    freeReplyObject(score);
+    queue_close(c);
 }
 
 Test(cluster, wait_replicas_error_names_the_counts) {

@@ -374,21 +374,10 @@ Test(safetensors, empty_header_object_and_padding) {
 
 /* ---- crafted bad files: the file itself ---- */
 
-Test(bad_files, missing_file) {
-    expect_open_fails(tmpdir_file("absent.safetensors"), NULL, "cannot open");
-}
+static void expect_refused(const char *path, const char *words) { expect_open_fails(path, NULL, words); }
 
-Test(bad_files, directory) {
-    const char *p = tmpdir_file("dir.safetensors");
-    cr_assert(mkdir(p, 0755) == 0);
-    expect_open_fails(p, NULL, "not a regular file");
-}
-
-Test(bad_files, fifo) {
-    const char *p = tmpdir_file("fifo.safetensors");
-    cr_assert(mkfifo(p, 0644) == 0);
-    expect_open_fails(p, NULL, "not a regular file"); /* and does not hang */
-}
+/* a missing file, a folder, a FIFO (without hanging) */
+Test(bad_files, not_a_regular_file) { tmpdir_bad_file_paths("safetensors", expect_refused); }
 
 Test(bad_files, empty_file) {
     expect_open_fails(write_raw("empty.safetensors", "", 0), NULL, "shorter");
@@ -565,6 +554,32 @@ static int open_mutant(const char *path, const unsigned char *buf, size_t n, uin
     return 1;
 }
 
+/* A byte-mutation run: the file the mutants go to, its seed, the header's length. */
+typedef struct {
+    const char *path;
+    uint64_t seed, hlen;
+} mutant_t;
+
+/* One edit: a bit flip anywhere, JSON punctuation or a random byte in the
+ * header, truncation, or a byte of the length field. */
+static void byte_edit(uint8_t *buf, size_t *n, size_t len, uint64_t r, void *ctx) {
+    static const char punct[] = "0123456789-[]{},:\"eE.\\ 9";
+    size_t at = 8 + (size_t)((r >> 8) % ((mutant_t *)ctx)->hlen); /* mostly the header */
+    switch (r % 6) {
+    case 0: if (*n) buf[(r >> 8) % *n] ^= (unsigned char)(1u << ((r >> 40) % 8)); break;
+    case 1:
+    case 2: buf[at] = (unsigned char)punct[(r >> 40) % (sizeof punct - 1)]; break;
+    case 3: buf[at] = (unsigned char)(r >> 40); break;
+    case 4: *n = (size_t)((r >> 8) % (len + 1)); break;           /* truncate */
+    case 5: buf[(r >> 8) % 8] = (unsigned char)(r >> 40); break; /* length field */
+    }
+}
+
+static int try_mutant(const uint8_t *buf, size_t n, int iter, void *ctx) {
+    mutant_t *m = ctx;
+    return open_mutant(m->path, buf, n, m->seed, iter);
+}
+
 /* Byte-level damage: bit flips, JSON punctuation, truncation, length field. */
 Test(safetensors, random_byte_mutations, .timeout = 120) {
     float a[6] = {1, 2, 3, 4, 5, 6}, b[3] = {7, 8, 9}, c = 10;
@@ -579,34 +594,16 @@ Test(safetensors, random_byte_mutations, .timeout = 120) {
     cr_assert_eq(st_write_f32(path, 3, names, nd, shapes, data, 1, mk, mv, err, sizeof err), 0,
                  "%s", err);
     FILE *fp = fopen(path, "rb");
-    unsigned char orig[1024], buf[1024];
+    unsigned char orig[1024];
     size_t len = fread(orig, 1, sizeof orig, fp);
     fclose(fp);
     cr_assert_lt(len, sizeof orig);
     uint64_t hlen;
     memcpy(&hlen, orig, 8);
 
-    static const char punct[] = "0123456789-[]{},:\"eE.\\ 9";
-    uint64_t seed = fuzz_seed(0x5eed5a17u), s = seed | 1;
-    int opened = 0, iters = 2000;
-    for (int iter = 0; iter < iters; iter++) {
-        memcpy(buf, orig, len);
-        size_t n = len;
-        int edits = 1 + (int)(rng_next(&s) % 4);
-        for (int k = 0; k < edits; k++) {
-            uint64_t r = rng_next(&s);
-            size_t at = 8 + (size_t)((r >> 8) % hlen); /* mostly the header */
-            switch (r % 6) {
-            case 0: buf[(r >> 8) % n] ^= (unsigned char)(1u << ((r >> 40) % 8)); break;
-            case 1:
-            case 2: buf[at] = (unsigned char)punct[(r >> 40) % (sizeof punct - 1)]; break;
-            case 3: buf[at] = (unsigned char)(r >> 40); break;
-            case 4: n = (size_t)((r >> 8) % (len + 1)); break;           /* truncate */
-            case 5: buf[(r >> 8) % 8] = (unsigned char)(r >> 40); break; /* length field */
-            }
-        }
-        opened += open_mutant(path, buf, n, seed, iter);
-    }
+    mutant_t m = {path, fuzz_seed(0x5eed5a17u), hlen};
+    uint64_t seed = m.seed;
+    int iters = 2000, opened = fuzz_byte_mutants(orig, len, seed, iters, byte_edit, try_mutant, &m);
     cr_log_info("byte mutations: %d opened, %d refused (seed %llu)", opened, iters - opened,
                 (unsigned long long)seed);
     cr_assert_gt(opened, 0);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,16 +30,21 @@ static const char *llm_dir(void) {
     return dirname(dir);
 }
 
+/* A generation server's settings: the decoder, small workspaces, two compute threads. */
+static void gen_config(api_config_t *c, int kv_tokens, int max_seqs) {
+    support_server_config(c);
+    snprintf(c->models, sizeof c->models, "%s", llm_dir());
+    c->kv_cache_tokens = kv_tokens;
+    c->max_running_seqs = max_seqs;
+    c->http_threads = 4;
+    c->cpu_threads = 2;
+    c->workspace_tokens = 1024;
+    c->workspace_seqs = 64;
+}
+
 static void start(support_server_t *s, int kv_tokens, int max_seqs) {
     api_config_t c;
-    support_server_config(&c);
-    snprintf(c.models, sizeof c.models, "%s", llm_dir());
-    c.kv_cache_tokens = kv_tokens;
-    c.max_running_seqs = max_seqs;
-    c.http_threads = 4;
-    c.cpu_threads = 2;
-    c.workspace_tokens = 1024;
-    c.workspace_seqs = 64;
+    gen_config(&c, kv_tokens, max_seqs);
     cr_assert_eq(support_server_start(s, &c), 0, "%s", s->err);
 }
 
@@ -365,4 +371,109 @@ Test(serve_gen, sigterm_ends_streams_cleanly, .timeout = 180) {
         cr_expect(jobs[i].e.usage, "stream %d: no usage chunk", i);
         json_decref(jobs[i].e.usage);
     }
+}
+
+/* ---------------------------------------------------------------- idle streams */
+
+typedef struct {
+    int port;
+    double took;
+    int status;
+} hog_t;
+
+/* A non-streamed generation that holds the only running slot for a while. */
+static void *hog(void *arg) {
+    hog_t *h = arg;
+    const char *body = "{\"prompt\":\"1, 2, 3, 4, 5,\",\"max_tokens\":240,\"temperature\":0}";
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    http_resp_t r;
+    h->status = http_request(h->port, "POST", "/v1/completions", NULL, body, strlen(body), &r, 120000) ? 0 : r.status;
+    if (h->status) http_resp_free(&r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    h->took = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    return NULL;
+}
+
+/* POST body and read the answer as a proxy does: a read that waits more than
+ * read_timeout_ms for the next bytes gives up (nginx's proxy_read_timeout).
+ * The bytes read into buf (NUL-terminated); -1 when a read timed out. */
+static int read_like_a_proxy(int port, const char *path, const char *body, int read_timeout_ms, char *buf, size_t cap) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {read_timeout_ms / 1000, (read_timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char head[256];
+    int hn = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                         "Connection: close\r\nContent-Length: %zu\r\n\r\n", path, strlen(body));
+    cr_assert(send(fd, head, (size_t)hn, MSG_NOSIGNAL) == hn && send(fd, body, strlen(body), MSG_NOSIGNAL) > 0);
+    size_t len = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r == 0) break;
+        if (r < 0) {
+            rc = -1;
+            break;
+        }
+        len += (size_t)r;
+        if (len + 1 >= cap) break;
+    }
+    buf[len] = '\0';
+    close(fd);
+    return rc;
+}
+
+/* A stream that waits longer than --idle-timeout-ms for its first token
+ * (queued behind another generation) gets SSE keep-alive comments, so a
+ * proxy reading with a timeout of the same order does not cut it, and it
+ * completes; a connection that is truly idle is still closed. */
+Test(serve_gen, idle_stream_kept_alive, .timeout = 120) {
+    api_config_t c;
+    gen_config(&c, 0, 1); /* one running sequence: the stream waits for the hog's slot */
+    c.idle_timeout_ms = 1000;
+    c.header_timeout_ms = 0; /* the idle timeout alone closes a silent connection */
+    support_server_t s;
+    cr_assert_eq(support_server_start(&s, &c), 0, "%s", s.err);
+    json_decref(post(s.port, "/v1/completions", "{\"prompt\":\"warm\",\"max_tokens\":1}", 200));
+    hog_t h = {.port = s.port};
+    pthread_t th;
+    pthread_create(&th, NULL, hog, &h);
+    struct timespec ts = {0, 200000000L};
+    nanosleep(&ts, NULL);
+    const char *body = "{\"prompt\":\"Once upon a time\",\"max_tokens\":4,\"temperature\":0,\"stream\":true}";
+    static char buf[1 << 16];
+    int cut = read_like_a_proxy(s.port, "/v1/completions", body, 1500, buf, sizeof buf);
+    pthread_join(th, NULL);
+    cr_assert_eq(h.status, 200);
+    cr_assert_gt(h.took, 2.0, "the hog took %.2f s: the stream did not wait past the 1 s idle timeout", h.took);
+    cr_assert(!strncmp(buf, "HTTP/1.1 200", 12), "%.300s", buf);
+    sse_t e;
+    parse_sse(buf, &e);
+    fprintf(stderr, "idle stream: waited behind %.2f s of generation, %d chunks, [DONE] %d, keep-alives %s\n", h.took,
+            e.chunks, e.done, strstr(buf, ": keep-alive\n\n") ? "yes" : "no");
+    cr_assert(!cut, "a stream silent for %.2f s waiting for its first token: a reader with a 1.5 s read timeout gave "
+              "up: %.300s", h.took, buf);
+    cr_assert(e.done, "the stream waiting %.2f s for its first token did not end: %.300s", h.took, buf);
+    cr_assert_str_eq(e.finish, "length");
+    cr_assert(strstr(buf, ": keep-alive\n\n"), "no keep-alive comment in a stream silent for %.2f s", h.took);
+    /* a silent connection is closed after the idle timeout (MHD counts whole seconds) */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {4, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char b[16];
+    ssize_t got = recv(fd, b, sizeof b, 0);
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double idle = (t1.tv_sec - ts.tv_sec) + (t1.tv_nsec - ts.tv_nsec) * 1e-9;
+    cr_assert_leq(got, 0, "a silent connection got bytes");
+    cr_assert_lt(idle, 3.5, "a silent connection stayed open %.2f s with a 1 s idle timeout", idle);
+    close(fd);
+    support_server_stop(&s);
 }

@@ -448,7 +448,7 @@ Test(serve_tasks, batch_options_and_admin_routes, .init = redis_start, .fini = r
     /* the result lives as the task asked */
     queue_conn_t *qc = redis_conn();
     char key[80];
-    snprintf(key, sizeof key, "{tq}:r:%s", id2);
+    snprintf(key, sizeof key, "{tq}:t:%s", id2); /* the result is a field of the task's hash */
     long long pttl = support_redis_cmd(&redis, (const char *[]){"PTTL", key, NULL});
     cr_expect(pttl > 0 && pttl <= 60000, "pttl %lld", pttl);
     /* two tasks in the DLQ (put there by hand: the server's intake would

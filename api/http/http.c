@@ -63,7 +63,22 @@ struct api_http {
     int watchdog_on;
     atomic_int watchdog_stop;
     atomic_ullong dropped_slow;   /* connections dropped for a late header block or slow body */
+    /* streamed answers, for keep-alives */
+    pthread_mutex_t stream_mu;    /* guards streams; taken before a stream's own locks */
+    struct api_stream *streams;
 };
+
+/* A streamed answer while MHD holds it: the route's reader and state, and
+ * when it last wrote, so the watchdog can keep a silent stream alive. */
+typedef struct api_stream {
+    struct api_stream *prev, *next;
+    api_http_t *s;
+    MHD_ContentReaderCallback reader;
+    void (*keepalive)(void *cls);
+    void *cls;
+    MHD_ContentReaderFreeCallback free_cls;
+    _Atomic int64_t last_ns;      /* CLOCK_MONOTONIC: bytes handed to MHD, or the last keep-alive asked */
+} api_stream_t;
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -152,28 +167,38 @@ void api_req_note(api_req_t *r) {
     }
 }
 
-/* An answer's bytes count against the backlog budget until MHD lets go of it
- * (sent, or its connection gone). */
+/* An answer's bytes count against the backlog budget, and against its
+ * model's pending-bytes budget, until MHD lets go of it: sent, its connection
+ * gone, or the response never made. MHD calls the free callback exactly once
+ * in each case, and the server stops before the batcher goes. */
 typedef struct {
     api_http_t *s;
     char *body;
     size_t len;
+    int model; /* held against this model's budget; -1: none */
 } backlog_t;
 
 static void backlog_release(void *cls) {
     backlog_t *b = cls;
     atomic_fetch_sub(&b->s->backlog_bytes, b->len);
+    if (b->model >= 0) batcher_release_answer(b->s->ctx->bat, b->model, b->len);
     free(b->body);
     free(b);
 }
 
 int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type) {
+    return api_respond_raw_headers(r, status, body, len, content_type, NULL);
+}
+
+int api_respond_raw_headers(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type,
+                            const char *const *headers) {
     api_http_t *s = r->ctx->http;
     backlog_t *b = malloc(sizeof *b);
     struct MHD_Response *resp = NULL;
     if (b) {
-        *b = (backlog_t){s, body, len};
+        *b = (backlog_t){s, body, len, r->model >= 0 && s->ctx->bat ? r->model : -1};
         atomic_fetch_add(&s->backlog_bytes, len);
+        if (b->model >= 0) batcher_hold_answer(s->ctx->bat, b->model, len);
         resp = MHD_create_response_from_buffer_with_free_callback_cls(len, body, backlog_release, b);
         if (!resp) {
             backlog_release(b);
@@ -186,6 +211,7 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
     }
     MHD_add_response_header(resp, "Content-Type", content_type);
     MHD_add_response_header(resp, "X-Request-ID", r->request_id);
+    for (int i = 0; headers && headers[i] && headers[i + 1]; i += 2) MHD_add_response_header(resp, headers[i], headers[i + 1]);
     if (status == 429 || status == 503) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", r->retry_after_s > 0 ? r->retry_after_s : 1);
@@ -201,12 +227,68 @@ int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const
     return API_DONE;
 }
 
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    api_stream_t *st = cls;
+    ssize_t n = st->reader(st->cls, pos, buf, max);
+    if (n > 0) atomic_store(&st->last_ns, batcher_now_ns());
+    return n;
+}
+
+/* MHD lets go of the stream: off the list first, so no keep-alive reaches
+ * the route's state once it is being freed. */
+static void stream_release(void *cls) {
+    api_stream_t *st = cls;
+    api_http_t *s = st->s;
+    pthread_mutex_lock(&s->stream_mu);
+    if (st->prev) st->prev->next = st->next;
+    else s->streams = st->next;
+    if (st->next) st->next->prev = st->prev;
+    pthread_mutex_unlock(&s->stream_mu);
+    if (st->free_cls) st->free_cls(st->cls);
+    free(st);
+}
+
+/* How long a stream may be silent before it gets a keep-alive: under the
+ * idle timeout (half of it), at most 15 s (under the 30-60 s read timeouts
+ * of common proxies). */
+static int64_t keepalive_ns(const api_config_t *cfg) {
+    int64_t ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms / 2 : 15000;
+    if (ms > 15000) ms = 15000;
+    if (ms < 50) ms = 50;
+    return ms * 1000000LL;
+}
+
+/* Watchdog thread: ask every stream silent for the keep-alive interval to write one. */
+static void streams_keepalive(api_http_t *s, int64_t now) {
+    int64_t every = keepalive_ns(s->ctx->cfg);
+    pthread_mutex_lock(&s->stream_mu);
+    for (api_stream_t *st = s->streams; st; st = st->next)
+        if (st->keepalive && now - atomic_load(&st->last_ns) >= every) {
+            atomic_store(&st->last_ns, now);
+            st->keepalive(st->cls);
+        }
+    pthread_mutex_unlock(&s->stream_mu);
+}
+
 int api_respond_stream(api_req_t *r, unsigned status, const char *content_type, MHD_ContentReaderCallback reader,
-                       void *cls, MHD_ContentReaderFreeCallback free_cls) {
+                       void (*keepalive)(void *cls), void *cls, MHD_ContentReaderFreeCallback free_cls) {
     api_http_t *s = r->ctx->http;
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader, cls, free_cls);
-    if (!resp) {
+    api_stream_t *st = calloc(1, sizeof *st);
+    if (!st) {
         if (free_cls) free_cls(cls);
+        return -1;
+    }
+    *st = (api_stream_t){.s = s, .reader = reader, .keepalive = keepalive, .cls = cls, .free_cls = free_cls};
+    atomic_store(&st->last_ns, batcher_now_ns());
+    pthread_mutex_lock(&s->stream_mu);
+    st->next = s->streams;
+    if (st->next) st->next->prev = st;
+    s->streams = st;
+    pthread_mutex_unlock(&s->stream_mu);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st,
+                                                                  stream_release);
+    if (!resp) {
+        stream_release(st);
         return -1;
     }
     MHD_add_response_header(resp, "Content-Type", content_type);
@@ -404,6 +486,7 @@ static void *watchdog_main(void *arg) {
             }
         }
         pthread_mutex_unlock(&s->conn_mu);
+        streams_keepalive(s, now);
     }
     return NULL;
 }
@@ -492,6 +575,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         snprintf(r->path, sizeof r->path, "%s", url);
         set_request_id(s, r);
         r->key = -1;
+        r->model = -1;
         api_route_match(s->ctx->routes, s->ctx->n_routes, r->method, r->path, &r->route);
         /* an invalid traceparent is dropped, as the W3C spec says: the trace restarts here */
         const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
@@ -627,6 +711,7 @@ int api_http_start(api_ctx_t *ctx, api_http_t **out, char *err, size_t errlen) {
     pthread_cond_init(&s->quiet, NULL);
     s->rid_seed = splitmix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)s);
     pthread_mutex_init(&s->conn_mu, NULL);
+    pthread_mutex_init(&s->stream_mu, NULL);
     s->conns.next = s->conns.prev = &s->conns;
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
@@ -704,6 +789,7 @@ void api_http_destroy(api_http_t *s) {
     }
     if (s->mhd) MHD_stop_daemon(s->mhd);
     pthread_mutex_destroy(&s->conn_mu);
+    pthread_mutex_destroy(&s->stream_mu);
     pthread_cond_destroy(&s->quiet);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -83,6 +83,8 @@ struct api_req {
     int responded;           /* a response was queued */
     int status;              /* the status answered */
     char model_name[REGISTRY_NAME_MAX]; /* for the log line */
+    int model;               /* registry index whose pending-bytes budget the answer counts against until it
+                              * is sent (batcher_hold_answer); -1: none */
     /* control plane (api/http/ctl.h) */
     char traceparent[BATCHER_TRACE_MAX]; /* W3C traceparent received (valid), or "" */
     int key;                 /* index of the API key used; -1: none */
@@ -124,6 +126,9 @@ void api_http_note_embed(api_http_t *h, double request_s, double compute_s);
 int api_respond_json(api_req_t *r, unsigned status, json_t *body);
 /* Queue a prebuilt body (malloc'd, stolen). */
 int api_respond_raw(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type);
+/* The same with more headers: name, value, name, value, ..., NULL. */
+int api_respond_raw_headers(api_req_t *r, unsigned status, char *body, size_t len, const char *content_type,
+                            const char *const *headers);
 /* OpenAI-shaped error {"error":{"message","type","param","code"}} (api/job.h
  * api_error_object); param may be NULL. 429 and 503 carry Retry-After. */
 int api_respond_error(api_req_t *r, unsigned status, const char *code, const char *param,
@@ -131,11 +136,16 @@ int api_respond_error(api_req_t *r, unsigned status, const char *code, const cha
 
 /* Queue a streamed response: reader (MHD's content reader, which may
  * suspend the connection and return 0) produces the body; free_cls(cls)
- * runs when MHD is done with it (also when this fails). The request is
- * counted and logged by api_req_note when the stream ends (or when the
- * connection closes). 0, or -1 when the response could not be made. */
+ * runs when MHD is done with it (also when this fails). keepalive(cls) (may
+ * be NULL) is called on the server's watchdog thread when the stream has
+ * written nothing for the keep-alive interval (half of --idle-timeout-ms, at
+ * most 15 s), so a slow stream is not taken for a dead one by a proxy or a
+ * client: it must not block (queue a comment, resume the connection), and it
+ * is never called once free_cls has begun. The request is counted and
+ * logged by api_req_note when the stream ends (or when the connection
+ * closes). 0, or -1 when the response could not be made. */
 int api_respond_stream(api_req_t *r, unsigned status, const char *content_type, MHD_ContentReaderCallback reader,
-                       void *cls, MHD_ContentReaderFreeCallback free_cls);
+                       void (*keepalive)(void *cls), void *cls, MHD_ContentReaderFreeCallback free_cls);
 /* Count the answered request in the metrics and write its log line, once. */
 void api_req_note(api_req_t *r);
 

@@ -333,6 +333,7 @@ int api_metrics_append(api_metrics_t *m, const api_metrics_sources_t *src, char 
         P(&o, "# TYPE sluice_paused gauge\nsluice_paused %d\n", bs.paused);
         P(&o, "# TYPE sluice_draining gauge\nsluice_draining %d\n", bs.draining);
         P(&o, "# TYPE sluice_pending_bytes gauge\nsluice_pending_bytes %zu\n", bs.pending_bytes);
+        P(&o, "# TYPE sluice_unsent_answer_bytes gauge\nsluice_unsent_answer_bytes %zu\n", bs.unsent_bytes);
         P(&o, "# TYPE sluice_in_flight_batches gauge\nsluice_in_flight_batches %d\n", bs.in_flight_batches);
     }
 

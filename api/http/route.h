@@ -38,6 +38,23 @@ typedef struct api_route {
     int (*handler)(api_req_t *r);
 } api_route_t;
 
+/* What a route takes and answers, for the OpenAPI document (api/http/openapi.h):
+ * one per row that has a method, keyed by method and pattern. Schema names
+ * are those of api/http/openapi_schemas.json. The statuses every row shares
+ * (auth, rate limit, framing, body size, shutdown, an unknown model) come
+ * from the row itself and are not repeated here. */
+typedef struct api_route_doc {
+    const char *method, *pattern; /* the row described */
+    const char *summary;
+    const char *request;  /* schema of the JSON body; NULL: no body */
+    const char *response; /* schema of the success answers */
+    const char *media;    /* their media type; NULL: application/json */
+    const char *stream;   /* schema of the text/event-stream answer (stream: true); NULL: none */
+    const char *success;  /* success statuses: "200", "200 202" */
+    const char *errors;   /* Error statuses of the route's own: "400 404 503" */
+    const char *query;    /* query parameters: "name:type ..." (type: string, integer, number) */
+} api_route_doc_t;
+
 typedef struct {
     const api_route_t *row;   /* the row to run; NULL: no pattern matched (404) */
     const api_route_t *first; /* first row of the matched pattern (also set on a method mismatch) */

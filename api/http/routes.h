@@ -9,6 +9,9 @@
  *   routes_tasks.c      /v1/tasks... (the Redis side in api/redis/tasks.h), and the
  *                       admin routes of the queues: /v1/admin/queue/stats, /v1/admin/dlq...
  *   admin.c             /v1/models... /v1/admin/...
+ *   page.c              / /ui.js /ui.css (the operator's page, api/http/ui/)
+ *   openapi.c           /openapi.json (this table as OpenAPI 3.1)
+ * and a doc row in api_route_docs (routes.c) for the OpenAPI document.
  * Each handler returns API_DONE or API_ASYNC (api/http/http.h).
  */
 #ifndef SLUICE_API_HTTP_ROUTES_H
@@ -18,6 +21,9 @@
 
 extern const api_route_t api_routes[];
 extern const int api_routes_count;
+/* One doc row per route row with a method (api/http/openapi.h reads them). */
+extern const api_route_doc_t api_route_docs[];
+extern const int api_route_docs_count;
 
 int api_route_healthz(api_req_t *r);
 int api_route_readyz(api_req_t *r);
@@ -44,6 +50,12 @@ int api_route_admin_drain(api_req_t *r);
 int api_route_admin_config_get(api_req_t *r);
 int api_route_admin_config_patch(api_req_t *r);
 int api_route_not_found(api_req_t *r); /* catch-all rows: 404 not_found */
+int api_route_page(api_req_t *r);      /* page.c: GET / and its script and style sheet */
+int api_route_page_js(api_req_t *r);
+int api_route_page_css(api_req_t *r);
+int api_route_openapi(api_req_t *r);   /* openapi.c: GET /openapi.json */
+/* The Content-Security-Policy of the page's answers (page.c). */
+extern const char api_page_csp[];
 
 /* Shutdown: wake every suspended control request (503) and wait for the
  * watcher threads to end (before the batcher goes). */

@@ -89,6 +89,7 @@ static int route_job(api_req_t *r, const api_job_type_t *type) {
     json_decref(body);
     if (rc) return api_respond_error(r, e.status, e.code, e.param, "%s", e.message);
     snprintf(r->model_name, sizeof r->model_name, "%s", j->model_name);
+    r->model = j->item.model; /* its answer counts against this model's pending bytes until sent */
     int64_t ms = j->deadline_ms ? j->deadline_ms : cfg->request_timeout_ms;
     j->item.deadline_ns = ms > 0 ? batcher_now_ns() + ms * 1000000LL : 0;
     snprintf(j->item.request_id, sizeof j->item.request_id, "%s", r->request_id);

@@ -287,6 +287,20 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
 
 static void stream_free(void *cls) { gen_unref(cls); }
 
+/* Silent for a while (a long prefill, a queue, a slow step): an SSE comment,
+ * which clients skip, so nothing between us and the client takes the stream
+ * for a dead one. Only when nothing else waits to go. */
+static void stream_keepalive(void *cls) {
+    gen_http_t *h = cls;
+    pthread_mutex_lock(&h->mu);
+    if (h->conn && !h->ended && h->off == h->len) {
+        static const char KEEPALIVE[] = ": keep-alive\n\n";
+        buf_add(h, strdup(KEEPALIVE), sizeof KEEPALIVE - 1);
+        stream_kick(h);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
 static int route_gen(api_req_t *r, api_gen_kind_t kind) {
     json_error_t je;
     json_t *body = json_loadb(r->body, r->body_len, 0, &je);
@@ -387,7 +401,7 @@ static int route_gen(api_req_t *r, api_gen_kind_t kind) {
     pthread_mutex_lock(&h->mu);
     h->refs++; /* the response's */
     pthread_mutex_unlock(&h->mu);
-    if (api_respond_stream(r, 200, "text/event-stream", stream_reader, h, stream_free))
+    if (api_respond_stream(r, 200, "text/event-stream", stream_reader, stream_keepalive, h, stream_free))
         return api_respond_error(r, 503, "out_of_memory", NULL, "out of memory starting the stream");
     return API_DONE;
 }

@@ -4,6 +4,7 @@
  * later); Redis itself is reached through api/redis/tasks.h. Redis off: 503
  * queue_disabled; Redis down: 503 queue_unavailable, without waiting on it.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,20 @@ static const char *owner_of(api_req_t *r) {
     return r->key >= 0 && !api_ctl_key_is_admin(r->ctx->ctl, r->key) ? r->key_name : NULL;
 }
 
+/* 503 queue_unavailable: Redis failed or is not asked right now (the
+ * queue's breaker, api/redis/tasks.h); Retry-After says when it will be
+ * asked again. qname: the queue (NULL: any). */
+static int unavailable(api_req_t *r, const char *qname, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int unavailable(api_req_t *r, const char *qname, const char *fmt, ...) {
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (qname) r->retry_after_s = api_tasks_retry_after_s(r->ctx->tasks, api_tasks_find_queue(r->ctx->tasks, qname));
+    return api_respond_error(r, 503, "queue_unavailable", NULL, "%s", msg);
+}
+
 static int need_tasks(api_req_t *r, api_tasks_t **t) {
     *t = r->ctx->tasks;
     if (!*t) {
@@ -25,7 +40,7 @@ static int need_tasks(api_req_t *r, api_tasks_t **t) {
         return -1;
     }
     if (!api_tasks_up(*t)) { /* do not hang an HTTP thread on a dead Redis */
-        api_respond_error(r, 503, "queue_unavailable", NULL, "Redis is unreachable (reconnecting)");
+        unavailable(r, NULL, "Redis is unreachable (reconnecting)");
         return -1;
     }
     return 0;
@@ -164,8 +179,8 @@ static json_t *load_object(api_req_t *r) {
 static int enqueue_failed(api_req_t *r, int rc, const char *qname, const char *err) {
     if (rc == QUEUE_EBUSY) return api_respond_error(r, 429, "queue_full", NULL, "Redis queue %s is full: %s", qname, err);
     if (rc == API_TASKS_ENOCONN)
-        return api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s unreachable: %s", qname, err);
-    return api_respond_error(r, 503, "queue_unavailable", NULL, "enqueue into %s failed: %s", qname, err);
+        return unavailable(r, qname, "Redis queue %s unreachable: %s", qname, err);
+    return unavailable(r, qname, "enqueue into %s failed: %s", qname, err);
 }
 
 static json_t *enqueued_json(const char *id, const char *qname, int status) {
@@ -284,7 +299,7 @@ done:
 /* The answer for a task: state, result (parsed), error, times. */
 static int respond_task(api_req_t *r, const char *id, const char *qname, int rc, queue_info_t *info) {
     if (rc == QUEUE_ENOTFOUND) return api_respond_error(r, 404, "task_not_found", NULL, "no task %s in queue %s", id, qname);
-    if (rc) return api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s: %s", qname, queue_strerror(rc));
+    if (rc) return unavailable(r, qname, "Redis queue %s: %s", qname, queue_strerror(rc));
     json_t *o = api_task_info_json(id, info);
     if (!o) return api_respond_error(r, 503, "out_of_memory", NULL, "out of memory");
     json_object_set_new(o, "object", json_string("task"));
@@ -330,7 +345,7 @@ int api_route_tasks_get(api_req_t *r) {
     const char *qname = api_tasks_queue_name(t, q);
     queue_info_t info;
     int rc = api_tasks_get(t, q, id, owner_of(r), &info, err, sizeof err);
-    if (rc == API_TASKS_ENOCONN) return api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s unreachable: %s", qname, err);
+    if (rc == API_TASKS_ENOCONN) return unavailable(r, qname, "Redis queue %s unreachable: %s", qname, err);
     if (rc || wait_s <= 0 || queue_state_is_terminal(info.state)) {
         int out = respond_task(r, id, qname, rc, &info);
         queue_info_clear(&info);
@@ -355,10 +370,10 @@ int api_route_tasks_delete(api_req_t *r) {
     const char *qname = api_tasks_queue_name(t, q);
     int outcome = 0;
     int rc = api_tasks_cancel(t, q, id, owner_of(r), &outcome, err, sizeof err);
-    if (rc == API_TASKS_ENOCONN) return api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s unreachable: %s", qname, err);
+    if (rc == API_TASKS_ENOCONN) return unavailable(r, qname, "Redis queue %s unreachable: %s", qname, err);
     if (rc == QUEUE_ENOTFOUND) return api_respond_error(r, 404, "task_not_found", NULL, "no task %s in queue %s", id, qname);
     if (rc == QUEUE_ESTATE) return api_respond_error(r, 409, "task_finished", NULL, "task %s has already ended", id);
-    if (rc) return api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s: %s", qname, queue_strerror(rc));
+    if (rc) return unavailable(r, qname, "Redis queue %s: %s", qname, queue_strerror(rc));
     return api_respond_json(r, outcome == QUEUE_CANCELLED_NOW ? 200 : 202,
                             json_pack("{s:s,s:s,s:s}", "id", id, "object", "task", "state",
                                       outcome == QUEUE_CANCELLED_NOW ? "cancelled" : "cancelling"));
@@ -378,7 +393,7 @@ static queue_conn_t *admin_conn(api_req_t *r, int *q) {
     }
     char err[512];
     queue_conn_t *c = api_tasks_borrow(t, *q, err, sizeof err);
-    if (!c) api_respond_error(r, 503, "queue_unavailable", NULL, "Redis queue %s unreachable: %s", api_tasks_queue_name(t, *q), err);
+    if (!c) unavailable(r, api_tasks_queue_name(t, *q), "Redis queue %s unreachable: %s", api_tasks_queue_name(t, *q), err);
     return c;
 }
 
@@ -390,7 +405,7 @@ static int admin_done(api_req_t *r, int q, queue_conn_t *c, int rc, const char *
     api_tasks_give_back(t, q, c, rc);
     if (rc) {
         json_decref(o);
-        return api_respond_error(r, 503, "queue_unavailable", NULL, "%s on %s: %s", what, api_tasks_queue_name(t, q), err);
+        return unavailable(r, api_tasks_queue_name(t, q), "%s on %s: %s", what, api_tasks_queue_name(t, q), err);
     }
     json_object_set_new(o, "queue", json_string(api_tasks_queue_name(t, q)));
     return api_respond_json(r, 200, o);

@@ -21,7 +21,60 @@ int api_tasks_find_queue(api_tasks_t *t, const char *name) {
 
 const char *api_tasks_queue_name(api_tasks_t *t, int q) { return q >= 0 && q < t->n ? t->queues[q].name : ""; }
 
+/* ---- the breaker: a failing Redis is asked again after a backoff, not by every request */
+
+#define BREAKER_MIN_MS 100
+#define BREAKER_MAX_MS 5000
+
+/* A call failed with err: open the breaker for a jittered, doubling wait. */
+static void breaker_trip(task_queue_t *q, const char *err) {
+    pthread_mutex_lock(&q->mu);
+    int ms = q->brk_wait_ms ? q->brk_wait_ms * 2 : BREAKER_MIN_MS;
+    if (ms > BREAKER_MAX_MS) ms = BREAKER_MAX_MS;
+    q->brk_wait_ms = ms;
+    int wait = ms / 2 + (int)(rand_r(&q->brk_seed) % (unsigned)(ms / 2 + 1)); /* half to all of it */
+    q->brk_until_ns = batcher_now_ns() + (int64_t)wait * 1000000LL;
+    snprintf(q->brk_err, sizeof q->brk_err, "%s", err && err[0] ? err : "Redis error");
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void breaker_reset(task_queue_t *q) {
+    pthread_mutex_lock(&q->mu);
+    q->brk_wait_ms = 0;
+    q->brk_until_ns = 0;
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* 0: the caller may ask Redis (the one trial call after a wait); else the
+ * ms the breaker stays open, with err filled. */
+static int64_t breaker_check(task_queue_t *q, char *err, size_t errlen) {
+    int64_t now = batcher_now_ns(), left = 0;
+    pthread_mutex_lock(&q->mu);
+    if (q->brk_wait_ms) {
+        if (now < q->brk_until_ns) {
+            left = (q->brk_until_ns - now + 999999) / 1000000;
+            snprintf(err, errlen, "Redis failed moments ago (%s); not asked again for %lld ms", q->brk_err,
+                     (long long)left);
+        } else { /* this call is the trial: the others wait for its outcome */
+            q->brk_until_ns = now + (int64_t)q->brk_wait_ms * 1000000LL;
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    return left;
+}
+
+int api_tasks_retry_after_s(api_tasks_t *t, int qi) {
+    if (!t || qi < 0 || qi >= t->n) return 1;
+    task_queue_t *q = &t->queues[qi];
+    int64_t now = batcher_now_ns();
+    pthread_mutex_lock(&q->mu);
+    int64_t left_ms = q->brk_wait_ms && q->brk_until_ns > now ? (q->brk_until_ns - now) / 1000000 : 0;
+    pthread_mutex_unlock(&q->mu);
+    return (int)(left_ms / 1000) + 1;
+}
+
 queue_conn_t *api_tasks_pool_get(api_tasks_t *t, task_queue_t *q, char *err, size_t errlen) {
+    if (breaker_check(q, err, errlen)) return NULL;
     pthread_mutex_lock(&t->pool_mu);
     for (int i = t->n_pool - 1; i >= 0; i--)
         if (!strcmp(t->pool_q[i], q->name)) {
@@ -36,14 +89,18 @@ queue_conn_t *api_tasks_pool_get(api_tasks_t *t, task_queue_t *q, char *err, siz
     queue_config_t qc = q->qc;
     qc.reconnect_ms = 300; /* a route must not hang on a dead Redis */
     qc.connect_timeout_ms = 300;
-    return queue_connect(&qc, err, errlen);
+    queue_conn_t *c = queue_connect(&qc, err, errlen);
+    if (!c) breaker_trip(q, err);
+    return c;
 }
 
 void api_tasks_pool_put(api_tasks_t *t, task_queue_t *q, queue_conn_t *c, int rc) {
-    if (rc == QUEUE_EREDIS) {
+    if (rc == QUEUE_EREDIS || rc == QUEUE_EPROTO) { /* out of memory, read-only, lost: back off */
+        breaker_trip(q, queue_last_error(c));
         queue_close(c);
         return;
     }
+    breaker_reset(q); /* Redis answered (a task, none, a full queue...) */
     pthread_mutex_lock(&t->pool_mu);
     if (t->n_pool < API_TASKS_POOL_MAX) {
         t->pool[t->n_pool] = c;
@@ -262,6 +319,7 @@ int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, co
         q->t = t;
         memcpy(q->name, name, len + 1);
         pthread_mutex_init(&q->mu, NULL);
+        q->brk_seed = (unsigned)(batcher_now_ns() ^ (int64_t)(uintptr_t)q);
         pthread_cond_init(&q->cv, NULL);
         queue_config_defaults(&q->qc);
         q->qc.url = cfg->redis;
@@ -274,6 +332,7 @@ int api_tasks_start(const api_config_t *cfg, registry_t *reg, batcher_t *bat, co
         if (cfg->task_signing_key[0]) { /* enqueue signs; the intake refuses unsigned or forged tasks */
             q->qc.signing_key = (const unsigned char *)cfg->task_signing_key;
             q->qc.signing_key_len = strlen(cfg->task_signing_key);
+            q->qc.signed_max_age_ms = (int64_t)cfg->task_signed_max_age_s * 1000;
         }
         p += len + (p[len] == ',');
         if (!*p) break;

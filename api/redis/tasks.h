@@ -61,7 +61,13 @@ int api_tasks_find_queue(api_tasks_t *t, const char *name);
 const char *api_tasks_queue_name(api_tasks_t *t, int q);
 
 /* Each returns a QUEUE_* code, or API_TASKS_ENOCONN when no connection
- * could be made; err gets the reason of a failure.
+ * could be made; err gets the reason of a failure. A circuit breaker per
+ * queue keeps these calls off a failing Redis: after a Redis error (lost,
+ * out of memory, read-only...) they answer API_TASKS_ENOCONN at once,
+ * without Redis, for 100 ms doubling to 5 s (each wait jittered between half
+ * and all of it); then one call tries Redis again, and a success closes the
+ * breaker. api_tasks_retry_after_s says how long it stays open (seconds,
+ * rounded up, at least 1: a Retry-After).
  *
  * Tenants: owner is the name of the API key acting (NULL: no keys, or an
  * admin key, which may reach every task). A task records the owner that
@@ -70,6 +76,7 @@ const char *api_tasks_queue_name(api_tasks_t *t, int q);
  * cancel of another owner's task answer QUEUE_ENOTFOUND, as for no task. A
  * task enqueued without an owner (the CLI, the queue library) is anyone's. */
 #define API_TASKS_ENOCONN (-100)
+int api_tasks_retry_after_s(api_tasks_t *t, int q);
 int api_tasks_enqueue(api_tasks_t *t, int q, const queue_task_t *task, const char *owner, char id[QUEUE_ID_MAX],
                       int *outcome, char *err, size_t errlen);
 int api_tasks_get(api_tasks_t *t, int q, const char *id, const char *owner, queue_info_t *info, char *err,

@@ -60,6 +60,14 @@ struct task_queue {
     atomic_int stop_intake;   /* shutdown step 1: lease nothing more, stop between tasks */
     atomic_int stop;          /* step 2 (the batcher has stopped): the intake goes */
     atomic_int stop_completion; /* step 3 (the intake is gone): settle what is left, then go */
+    /* the task routes' circuit breaker (api_tasks_pool_get/put), under mu: after a
+     * Redis error a route's call answers at once, without Redis, until brk_until_ns;
+     * then one call tries (the others still answer at once) and its outcome
+     * closes the breaker or opens it for twice as long (jittered, capped) */
+    int64_t brk_until_ns;     /* CLOCK_MONOTONIC; 0: closed */
+    int brk_wait_ms;          /* the last wait; 0 after a success */
+    unsigned brk_seed;        /* jitter */
+    char brk_err[200];        /* the error that opened it */
 };
 
 struct api_tasks {
@@ -85,7 +93,9 @@ struct api_tasks {
 };
 
 /* A connection of queue q for one round trip (pooled; never hangs on a dead
- * Redis), and its return (rc: the call's QUEUE_* code; a broken one is closed). */
+ * Redis), and its return (rc: the call's QUEUE_* code; a broken one is
+ * closed). While the queue's breaker is open (a Redis error moments ago)
+ * pool_get answers NULL at once with err saying why, without Redis. */
 queue_conn_t *api_tasks_pool_get(api_tasks_t *t, task_queue_t *q, char *err, size_t errlen);
 void api_tasks_pool_put(api_tasks_t *t, task_queue_t *q, queue_conn_t *c, int rc);
 

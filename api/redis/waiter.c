@@ -3,6 +3,11 @@
  * queues served (queue/events.h), and looks a task up in Redis only when its
  * end is announced, when the wait runs out, once when the watch starts, and
  * in a safety sweep every 5 s (pub/sub may drop a message while reconnecting).
+ * Scripts publish task ends only while the queue is marked listened to
+ * ({q}:subs, queue_mark_listening), so while it has watches this thread marks
+ * each queue before it looks at newcomers and every 2 s (the mark lives 10 s):
+ * a task that ends before that look is seen by it, one that ends after it is
+ * published. Without watches nothing is marked and the queue publishes nothing.
  * Without the subscription it falls back to looking every 250 ms. So 1,000
  * waiters cost Redis a few commands per task end, not 40 looks a second each;
  * no HTTP thread waits on Redis. */
@@ -18,6 +23,8 @@
 #include "queue/events.h"
 
 #define WAITER_QUEUES 16 /* queues whose long-polls are served (the first ones) */
+#define MARK_TTL_MS 10000 /* life of a listener mark */
+#define MARK_EVERY_NS 2000000000LL /* marked again this often while there are watches */
 
 void api_tasks_wake_waiters(api_tasks_t *t) {
     pthread_mutex_lock(&t->wmu);
@@ -48,6 +55,27 @@ void api_tasks_watch_free(api_task_watch_t *w) {
     free(w);
 }
 
+/* The pooled connection of queue qi (NULL when it cannot be had now). */
+static queue_conn_t *conn_of(api_tasks_t *t, queue_conn_t **conns, int qi) {
+    if (qi >= WAITER_QUEUES) return NULL;
+    if (!conns[qi]) {
+        char err[512];
+        conns[qi] = api_tasks_pool_get(t, &t->queues[qi], err, sizeof err);
+    }
+    return conns[qi];
+}
+
+/* Mark every served queue listened to; a queue whose mark fails is found by the safety sweep. */
+static void mark_listening(api_tasks_t *t, queue_conn_t **conns, int nq) {
+    for (int qi = 0; qi < nq; qi++) {
+        queue_conn_t *c = conn_of(t, conns, qi);
+        if (c && queue_mark_listening(c, MARK_TTL_MS) == QUEUE_EREDIS) {
+            queue_close(c);
+            conns[qi] = NULL;
+        }
+    }
+}
+
 /* Look at each watch of list (every one when all, else those due or past
  * their time) and wake those that are answered; the rest come back. */
 static api_task_watch_t *look(api_tasks_t *t, queue_conn_t **conns, api_task_watch_t *list, int all, int64_t now) {
@@ -61,11 +89,7 @@ static api_task_watch_t *look(api_tasks_t *t, queue_conn_t **conns, api_task_wat
         }
         w->due = 0;
         int qi = w->q;
-        if (qi < WAITER_QUEUES && !conns[qi]) {
-            char err[512];
-            conns[qi] = api_tasks_pool_get(t, &t->queues[qi], err, sizeof err);
-        }
-        queue_conn_t *c = qi < WAITER_QUEUES ? conns[qi] : NULL;
+        queue_conn_t *c = conn_of(t, conns, qi);
         queue_info_clear(&w->info);
         w->rc = c ? queue_get(c, w->id, &w->info) : QUEUE_EREDIS;
         if (w->rc == QUEUE_EREDIS && c) {
@@ -109,7 +133,7 @@ void *api_tasks_waiter_main(void *arg) {
     int nq = t->n < WAITER_QUEUES ? t->n : WAITER_QUEUES;
     for (int i = 0; i < nq; i++) names[i] = t->queues[i].name;
     api_task_watch_t *active = NULL;
-    int64_t next_open = 0, next_sweep = 0;
+    int64_t next_open = 0, next_sweep = 0, next_mark = 0;
     char msg[8192];
     for (;;) {
         pthread_mutex_lock(&t->wmu);
@@ -133,6 +157,13 @@ void *api_tasks_waiter_main(void *arg) {
             ev = queue_events_open(t->cfg->redis, names, nq, 300, err, sizeof err);
             next_open = now + 1000000000LL;
             resubscribed = ev != NULL; /* what ended while we were not listening is looked at below */
+            next_mark = 0;             /* and the mark may have gone with the old connection's Redis */
+        }
+        /* listening and someone waits: the mark must live from before the looks below (a mark
+         * younger than MARK_EVERY_NS still has most of its MARK_TTL_MS ahead) */
+        if (ev && (fresh || active) && now >= next_mark) {
+            mark_listening(t, conns, nq);
+            next_mark = now + MARK_EVERY_NS;
         }
         /* a newcomer is looked at once now that we listen (it may have ended since the route's look) */
         for (api_task_watch_t *w = fresh; w; w = w->next) w->due = 1;

@@ -187,6 +187,16 @@ int ops_cpu_silu_mul(ops_t *ops, float *out, const float *gu, int T, int F) {
     return OPS_OK;
 }
 
+/* ---------------- argmax ---------------- */
+
+int ops_cpu_argmax(ops_t *ops, int32_t *out_idx, const float *x, int rows, int n) {
+    if (rows < 0 || n <= 0) return ops_cpu_fail(ops, OPS_EINVAL, "argmax: bad shape rows=%d n=%d", rows, n);
+    if (rows == 0) return OPS_OK;
+    if (!out_idx || !x) return ops_cpu_fail(ops, OPS_EINVAL, "argmax: NULL buffer");
+    for (int r = 0; r < rows; r++) out_idx[r] = ops_argmax_row(x + (size_t)r * n, n);
+    return OPS_OK;
+}
+
 /* ---------------- kv_store ---------------- */
 
 int ops_cpu_kv_store(ops_t *ops, void *k_cache, void *v_cache, const float *k, const float *v, int row_stride,

@@ -98,6 +98,7 @@ int ops_cpu_add_rms_norm(ops_t *ops, float *out, float *resid, const float *delt
 int ops_cpu_rope(ops_t *ops, float *x, const int32_t *pos, int T, int n_heads, int head_dim, int row_stride,
                  float theta);
 int ops_cpu_silu_mul(ops_t *ops, float *out, const float *gu, int T, int F);
+int ops_cpu_argmax(ops_t *ops, int32_t *out_idx, const float *x, int rows, int n);
 int ops_cpu_kv_store(ops_t *ops, void *k_cache, void *v_cache, const float *k, const float *v, int row_stride,
                      const int32_t *slot, int T, int n_kv_heads, int head_dim);
 int ops_cpu_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, const void *k_cache,

@@ -221,6 +221,7 @@ ops_t *ops_cpu_create(int threads) {
         .silu_mul = ops_cpu_silu_mul,
         .kv_store = ops_cpu_kv_store,
         .attention_paged = ops_cpu_attention_paged,
+        .argmax = ops_cpu_argmax,
         .capture_begin = NULL,
         .capture_end = NULL,
         .graph_launch = NULL,

@@ -263,6 +263,7 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
         free(ops);
         return NULL;
     }
+    int mma_min_t = 0;
     ops->impl = c;
     c->device = device;
     c->sm = sm;
@@ -280,6 +281,9 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
     {
         const char *fallback = getenv("SLUICE_CUDA_FALLBACK");
         c->fallback = fallback && !strcmp(fallback, "1");
+        const char *mt = getenv("SLUICE_CUDA_MMA_MIN_T");
+        mma_min_t = mt && *mt ? atoi(mt) : OPS_CUDA_MMA_MIN_T;
+        if (mma_min_t < 0 || c->fallback) mma_min_t = 0; /* the plain kernels only */
     }
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
     OPEN_CHECK(cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes));
@@ -315,6 +319,7 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
         .similarity_topk = cuda_similarity_topk,
         /* the decoder ops: float32 activations whatever dtype is, KV cache in fp16 */
         .kv_dtype = OPS_F16,
+        .mma_min_t = mma_min_t,
         .matmul_q = cuda_matmul_q,
         .embed_q = cuda_embed_q,
         .add_rms_norm = cuda_add_rms_norm,
@@ -322,6 +327,7 @@ static ops_t *cuda_open(int device, ops_dtype_t dtype, int sm, char *err, size_t
         .silu_mul = cuda_silu_mul,
         .kv_store = cuda_kv_store,
         .attention_paged = cuda_attention_paged,
+        .argmax = cuda_argmax,
         .capture_begin = cuda_capture_begin,
         .capture_end = cuda_capture_end,
         .graph_launch = cuda_graph_launch,

@@ -197,6 +197,8 @@ int cuda_attention_paged(ops_t *ops, float *out, const float *q, int q_stride, c
                          const int32_t *ctx_len, int B, int max_ctx, int n_heads, int n_kv_heads, int head_dim,
                          int block_size, float scale);
 
+int cuda_argmax(ops_t *ops, int32_t *out_idx, const float *x, int rows, int n); /* sample.cu */
+
 /* Bytes of one row of K values of a decoder weight type (0 for an unknown
  * type or a K that is not whole blocks). Device code dequantizes by
  * engine/gguf.h's formulas. */

@@ -10,6 +10,7 @@ for _, id in ipairs(ids) do
   if redis.call('ZREM', dk, id) == 1 and f[1] == 'dlq' then
     redis.call('HSET', tk, 'attempts', 0, 'deadline', 0, 'cancel', 0)
     redis.call('HDEL', tk, 'ftok', 'dead_at', 'finished')
+    redis.call('DEL', P .. 'tomb:' .. id) -- an operator's requeue may run a signed task again
     to_ready(id, f[2], 0)
     moved = moved + 1
   end

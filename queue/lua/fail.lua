@@ -1,11 +1,13 @@
 -- fail. ARGV: id token error base_ms cap_ms jitter r result_ttl dlq_max
 -- dlq_age mode. Retry after min(cap, base*2^(attempt-1)) less up to
 -- jitter*100% (r is the client's random draw in [0,1)), or to the DLQ past
--- max attempts or when mode is 'dead' (bad signature: never retried).
+-- max attempts or when mode is 'dead' (bad signature: never retried, and
+-- no tombstone: the copy that was refused is not the signed task).
 -- Returns {outcome, delay_ms}: delayed | dlq | cancelled | stale.
 local id, token, why = ARGV[1], ARGV[2], ARGV[3]
 local tk = P .. 't:' .. id
-local f = redis.call('HMGET', tk, 'state', 'token', 'attempts', 'maxatt', 'cancel', 'deadline', 'waiters', 'ftok')
+local f = redis.call('HMGET', tk, 'state', 'token', 'attempts', 'maxatt', 'cancel', 'deadline', 'waiters', 'ftok',
+                        'sig')
 if f[2] ~= token then return {'stale', 0} end
 if f[1] ~= 'leased' then
   if f[8] == token then return {f[1], 0} end -- this holder's fail, repeated after a lost reply
@@ -20,7 +22,7 @@ if f[5] == '1' then
   out = {'cancelled', 0}
 elseif ARGV[11] == 'dead' or num(f[3]) >= num(f[4]) then
   if ARGV[11] == 'dead' then count('bad_signature', 1) end
-  to_dlq(id, why, now, f[7])
+  to_dlq(id, why, now, f[7], ARGV[11] ~= 'dead' and f[9])
   trim_dlq(now, num(ARGV[9]), num(ARGV[10]))
   out = {'dlq', 0}
 else

@@ -1,28 +1,39 @@
--- lease. ARGV: n worker lease_ms result_ttl_ms max_payload. Promotes due
--- delayed tasks, pops up to n by priority, finishes cancelled/expired ones on
--- the way, and leases the rest with a fresh fencing token. Returns 11 fields
--- per task: id token attempt max_attempts priority deadline lease_until enq
--- payload sig size; a payload over max_payload (> 0) is sent as "" with its
--- size, so a worker never reads a batch of huge payloads.
+-- lease. ARGV: n worker lease_ms result_ttl_ms max_payload [verify]. Promotes
+-- due delayed tasks, pops up to n by priority, finishes cancelled/expired ones
+-- on the way, and leases the rest with a fresh fencing token. Returns 11
+-- fields per task: id token attempt max_attempts priority deadline
+-- lease_until enq payload sig size; a payload over max_payload (> 0) is sent
+-- as "" with its size, so a worker never reads a batch of huge payloads.
+-- verify '1' (the caller checks signatures): a signed task whose tombstone
+-- lives (it has already ended; this is a copy put back) goes to the DLQ as
+-- `replayed` here, never leased, counted in bad_signature.
 local n, worker, lease_ms, ttl = num(ARGV[1]), ARGV[2], num(ARGV[3]), num(ARGV[4])
 local maxp = num(ARGV[5])
+local verify = ARGV[6] == '1'
+local replayed = 0
 local now = now_ms()
 promote(now, 1000)
 local out, got, expired, cancelled = {}, 0, 0, 0
 local leased = {}
 local until_ms = now + lease_ms
 local until_s = fmt(until_ms)
+-- ZRANGE + ZREMRANGEBYRANK rather than ZPOPMIN: the same members, without a score per task that
+-- Redis would print as a double and Lua would read back (~2% of the server's time per task).
+local rk = P .. 'ready'
 while got < n do
-  local popped = redis.call('ZPOPMIN', P .. 'ready', n - got)
+  local popped = redis.call('ZRANGE', rk, 0, n - got - 1)
   if #popped == 0 then break end
-  local token = redis.call('INCRBY', P .. 'token', #popped / 2) - #popped / 2
-  for j = 1, #popped, 2 do
+  redis.call('ZREMRANGEBYRANK', rk, 0, #popped - 1)
+  local token = redis.call('INCRBY', P .. 'token', #popped) - #popped
+  for j = 1, #popped do
     local id = popped[j]
     local tk = P .. 't:' .. id
     local f = redis.call('HMGET', tk, 'payload', 'attempts', 'maxatt', 'prio', 'deadline', 'cancel', 'sig', 'enq')
     local deadline = num(f[5])
     if not f[1] then
       -- the hash is gone (purged by hand): nothing to run
+    elseif verify and f[7] and f[7] ~= '' and redis.call('EXISTS', P .. 'tomb:' .. id) == 1 then
+      to_dlq(id, 'replayed', now, nil, false); replayed = replayed + 1
     elseif f[6] == '1' then
       finish(id, 'cancelled', 'cancelled before it ran', now, ttl); cancelled = cancelled + 1
     elseif deadline > 0 and deadline <= now then
@@ -44,6 +55,6 @@ while got < n do
   end
 end
 many('ZADD', P .. 'leased', leased)
-count('expired', expired); count('cancelled', cancelled)
+count('expired', expired); count('cancelled', cancelled); count('bad_signature', replayed)
 publish()
 return out

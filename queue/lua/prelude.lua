@@ -22,9 +22,24 @@ end
 local function count(field, n)
   if n ~= 0 then redis.call('HINCRBY', P .. 'stats', field, n) end
 end
--- One message per script call keeps PUBLISH off the per-task cost.
+-- One message per script call keeps PUBLISH off the per-task cost, and none at all while nobody
+-- listens: a subscriber keeps {q}:subs alive (SET PX) from before its first look at a task's state
+-- until it stops listening, so an end it could miss is either before that look or published.
+-- Asked once per call, at the first task that ends.
+local listened
 local function publish()
   if #events > 0 then redis.call('PUBLISH', P .. 'events', table.concat(events, '\n')) end
+end
+-- A signed task that ended (sig: its signature, or nil/false for none) leaves {q}:tomb:<id>, so a
+-- copy re-inserted later is refused at lease (`replayed`). It is written by the same script that
+-- ends the task: a worker that dies after the ack cannot leave a finished task without one. It
+-- lives as long as a signed task may be run ({q}:tomb_ms, set by workers with a signing key at
+-- connect; 1 day + 5 min when none has), and never less than the result (ttl ms).
+local tomb_ms
+local function tomb(id, sig, ttl)
+  if not sig or sig == '' then return end
+  if not tomb_ms then tomb_ms = tonumber(redis.call('GET', P .. 'tomb_ms')) or 86700000 end
+  redis.call('SET', P .. 'tomb:' .. id, '1', 'PX', fmt(math.max(tomb_ms, num(ttl))))
 end
 -- Waiters registered through wait_prepare each get one list entry.
 local function wake(id, state, waiters)
@@ -35,7 +50,8 @@ local function wake(id, state, waiters)
     redis.call('PEXPIRE', wk, 60000)
     redis.call('HSET', P .. 't:' .. id, 'waiters', 0)
   end
-  events[#events + 1] = id .. ' ' .. state
+  if listened == nil then listened = redis.call('EXISTS', P .. 'subs') == 1 end
+  if listened then events[#events + 1] = id .. ' ' .. state end
 end
 -- A dedup key lives no longer than its task: when the task ends, its key (if it still names this
 -- task) gets the result's lifetime, or keeps a shorter one (LT: Redis 7). Enqueue also checks that
@@ -46,29 +62,32 @@ local function end_dedup(id, dkey, ttl)
     if redis.call('GET', dk) == id then redis.call('PEXPIRE', dk, ttl, 'LT') end
   end
 end
--- End a task that produced no result (expired, cancelled): state and a result saying why, both kept
--- ttl ms; waiters woken.
+-- End a task that produced no result (expired, cancelled): state and a result saying why (the hash's
+-- `result` field), kept ttl ms; waiters woken; a signed task leaves its tombstone.
 local function finish(id, state, why, now, ttl)
   local tk = P .. 't:' .. id
-  local f = redis.call('HMGET', tk, 'waiters', 'dedup', 'rttl')
+  local f = redis.call('HMGET', tk, 'waiters', 'dedup', 'rttl', 'sig')
   local waiters = f[1]
   if f[3] then ttl = f[3] end
   end_dedup(id, f[2], ttl)
-  redis.call('HSET', tk, 'state', state, 'finished', now, 'error', why)
+  redis.call('HSET', tk, 'state', state, 'finished', fmt(now), 'error', why,
+             'result', cjson.encode({state = state, error = why}))
   redis.call('PEXPIRE', tk, ttl)
-  redis.call('SET', P .. 'r:' .. id, cjson.encode({state = state, error = why}), 'PX', ttl)
   redis.call('ZREM', P .. 'deadlines', id)
+  tomb(id, f[4], ttl)
   wake(id, state, waiters)
 end
 -- The DLQ is ordered by death time; deaths in the same millisecond would tie and Redis would then
 -- order them by id (random), so the score carries the queue's sequence number in 1/4096 ms steps
 -- (exact in a double while now < 2^41 ms). dlq_list reports floor(score) as dead_ms.
-local function to_dlq(id, why, now, waiters)
+-- sig: the task's signature when it leaves a tombstone (not for a task refused for its signature).
+local function to_dlq(id, why, now, waiters, sig)
   redis.call('HSET', P .. 't:' .. id, 'state', 'dlq', 'error', why, 'dead_at', now, 'finished', now)
   local seq = redis.call('INCR', P .. 'seq')
   redis.call('ZADD', P .. 'dlq', string.format('%.17g', now + (seq % 4096) / 4096), id)
   redis.call('ZREM', P .. 'deadlines', id)
   count('failed', 1)
+  tomb(id, sig, 0)
   wake(id, 'dlq', waiters)
 end
 -- Cap the DLQ: drop entries older than maxage ms (0: no age cap) and the oldest beyond maxlen
@@ -89,7 +108,10 @@ local function trim_dlq(now, maxlen, maxage)
   end
   for id in pairs(gone) do
     redis.call('ZREM', dk, id)
-    redis.call('DEL', P .. 't:' .. id, P .. 'r:' .. id)
+    -- A dead task has its hash only (a result never: not in the hash, nor in an old {q}:r:<id> key):
+    -- one key per DEL, since while the slot is being imported Redis refuses (TRYAGAIN) a command
+    -- naming several keys when one is missing.
+    redis.call('DEL', P .. 't:' .. id)
     n = n + 1
   end
   count('purged', n)

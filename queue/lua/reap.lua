@@ -11,7 +11,8 @@ local promoted = promote(now, limit)
 local reaped, dead, expired, cancelled = 0, 0, 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leased', '-inf', fmt(now), 'LIMIT', 0, limit)) do
   local tk = P .. 't:' .. id
-  local f = redis.call('HMGET', tk, 'state', 'attempts', 'maxatt', 'cancel', 'score', 'deadline', 'waiters')
+  local f = redis.call('HMGET', tk, 'state', 'attempts', 'maxatt', 'cancel', 'score', 'deadline', 'waiters',
+                        'sig')
   local deadline = num(f[6])
   redis.call('ZREM', P .. 'leased', id)
   if f[1] ~= 'leased' then
@@ -21,7 +22,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leased', '-inf', fmt(now),
   elseif deadline > 0 and deadline <= now then
     finish(id, 'expired', 'deadline passed while leased', now, ttl); expired = expired + 1
   elseif num(f[2]) >= num(f[3]) then
-    to_dlq(id, 'lease expired on attempt ' .. f[2] .. ' of ' .. f[3], now, f[7]); dead = dead + 1
+    to_dlq(id, 'lease expired on attempt ' .. f[2] .. ' of ' .. f[3], now, f[7], f[8]); dead = dead + 1
   else
     redis.call('HSET', tk, 'error', 'lease expired')
     to_ready(id, f[5], deadline)

@@ -31,17 +31,10 @@ class Stack:
     def __init__(self, tmp, extra=(), preload=True):
         self.tmp = tmp
         self.redis_port = _free_port()
-        self.redis = subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", tmp, "--save", "",
-             "--appendonly", "no", "--logfile", os.path.join(tmp, "redis.log")])
+        self.redis = None
         self.serve = None
         self.log = open(os.path.join(tmp, "serve.log"), "w")
-        for _ in range(100):
-            if self.redis_cli("PING") == "PONG":
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("redis-server did not come up")
+        self.start_redis()
         port_file = os.path.join(tmp, "port")
         model = _path("SLUICE_TEST_MODEL", "models/all-minilm-l6-v2")
         self.serve = subprocess.Popen(
@@ -71,6 +64,26 @@ class Stack:
             time.sleep(0.1)
         else:
             raise RuntimeError("sluice serve never became ready (log: %s)" % self.log.name)
+
+    def start_redis(self):
+        """redis-server on redis_port (again, empty, after stop_redis)."""
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", self.tmp, "--save", "",
+             "--appendonly", "no", "--logfile", os.path.join(self.tmp, "redis.log")])
+        for _ in range(100):
+            if self.redis_cli("PING") == "PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not come up")
+
+    def stop_redis(self):
+        self.redis.terminate()
+        self.redis.wait(timeout=30)
+
+    def model_of_kind(self, kind):
+        """The name of a served model of that kind ("encoder", "decoder"), or None."""
+        models = httpx.get(self.url + "/v1/models", timeout=10).json()["data"]
+        return next((m["id"] for m in models if m.get("kind") == kind), None)
 
     def redis_cli(self, *args):
         r = subprocess.run(["redis-cli", "-p", str(self.redis_port), *args], capture_output=True, text=True,
@@ -120,6 +133,21 @@ def client(stack):
     from sluice_client import Client
     with Client(stack.url, queue="pyq") as c:
         yield c
+
+
+@pytest.fixture
+def outage():
+    """A server of its own, for tests that stop and restart its Redis."""
+    yield from _stack(preload=False)
+
+
+@pytest.fixture(scope="session")
+def decoder(stack):
+    """The decoder model next to the test model (models/ holds both after `make model`)."""
+    name = stack.model_of_kind("decoder")
+    if name is None:
+        pytest.skip("no decoder model (GGUF) in the models folder (make model)")
+    return name
 
 
 @pytest.fixture

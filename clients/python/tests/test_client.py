@@ -2,12 +2,14 @@
 import asyncio
 import json
 import math
+import threading
 import time
 
+import httpx
 import pytest
 
 from sluice_client import (APIError, AsyncClient, Client, Embeddings, Expansions, QueueStats, TaskCancelled,
-                           TaskError, TaskExpired, TaskFailed, TaskNotFound, TaskTimeout, parse_result, task_body)
+                           TaskError, TaskExpired, TaskFailed, TaskNotFound, TaskTimeout, task_body)
 
 
 def test_submit_and_typed_embeddings(client):
@@ -143,20 +145,53 @@ def test_429_is_retried_after_retry_after(limited):
         assert e.value.status == 404  # not retried
 
 
-def test_generate_passes_the_body_through(client):
-    # servers without the generate op refuse it by name; with it, the result is a Completion
+def _recording(cls, url, seen):
+    """An httpx client that notes (status, Retry-After, time) of every answer."""
+    def note(resp):
+        seen.append((resp.status_code, resp.headers.get("retry-after"), time.monotonic()))
+    if cls is AsyncClient:
+        async def anote(resp):
+            note(resp)
+        return httpx.AsyncClient(base_url=url, event_hooks={"response": [anote]})
+    return httpx.Client(base_url=url, event_hooks={"response": [note]})
+
+
+def test_503_queue_unavailable_is_retried_after_retry_after(outage):
+    """Redis stopped: the task routes answer 503 queue_unavailable with Retry-After (the queue's
+    breaker); the client waits as told, gives up after max_retries, and succeeds once Redis is back."""
+    outage.stop_redis()
+    seen = []
+    with Client(outage.url, queue="pyq", max_retries=1, http=_recording(Client, outage.url, seen)) as c:
+        with pytest.raises(APIError) as e:
+            c.submit("while Redis is down", dedup_key="outage-1")
+    assert e.value.status == 503 and e.value.code == "queue_unavailable"
+    assert [s for s, _, _ in seen] == [503, 503]  # the first try and one retry
+    assert all(ra and int(ra) >= 1 for _, ra, _ in seen)
+    assert seen[1][2] - seen[0][2] >= int(seen[0][1]) - 0.05  # it waited Retry-After seconds
+
+    async def async_gives_up():
+        aseen = []
+        async with AsyncClient(outage.url, queue="pyq", max_retries=2,
+                               http=_recording(AsyncClient, outage.url, aseen)) as ac:
+            with pytest.raises(APIError) as ae:
+                await ac.get("0" * 32)
+        assert ae.value.status == 503 and [s for s, _, _ in aseen] == [503, 503, 503]
+        assert aseen[2][2] - aseen[0][2] >= int(aseen[0][1]) + int(aseen[1][1]) - 0.1
+    asyncio.run(async_gives_up())
+
+    seen.clear()
+    restart = threading.Timer(1.5, outage.start_redis)
+    restart.start()
     try:
-        t = client.generate({"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4})
-    except APIError as e:
-        assert e.status in (400, 404) and ("op" in (e.param or "") or "generate" in e.message)
-        return
-    assert parse_result(client.get(t.id, wait=60).result) is not None
-
-
-def test_completion_result_type():
-    r = parse_result({"object": "chat.completion", "model": "m", "usage": {"completion_tokens": 2},
-                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]})
-    assert r.text == "hi" and r.model == "m"
+        with Client(outage.url, queue="pyq", max_retries=10, http=_recording(Client, outage.url, seen)) as c:
+            t = c.submit("after the outage", dedup_key="outage-1")
+            assert t.state == "queued" and not t.deduplicated
+            assert c.get(t.id).state in ("ready", "leased", "done")
+    finally:
+        restart.join()
+    codes = [s for s, _, _ in seen]
+    assert codes[0] == 503 and codes[-2:] == [202, 200] and set(codes[:-2]) == {503}
+    assert seen[-2][2] - seen[0][2] >= 1.0
 
 
 def test_async_client(stack):

@@ -7,14 +7,14 @@
         print(len(emb.vectors[0]))
 """
 from ._core import task_body
-from ._types import (TERMINAL_STATES, Completion, DeadTask, Embedding, Embeddings, Expansion, Expansions,
-                     QueueStats, Result, Submitted, Task, parse_result)
+from ._types import (TERMINAL_STATES, Choice, Completion, DeadTask, Embedding, Embeddings, Expansion, Expansions,
+                     QueueStats, Result, Submitted, Task, Usage, parse_result)
 from .client import AsyncClient, Client
 from .errors import (APIError, SluiceError, TaskCancelled, TaskEnded, TaskError, TaskExpired, TaskFailed,
                      TaskNotFound, TaskTimeout)
 
 __all__ = ["Client", "AsyncClient", "task_body", "parse_result", "TERMINAL_STATES", "Submitted", "Task",
-           "Embedding", "Embeddings", "Expansion", "Expansions", "Completion", "Result", "DeadTask", "QueueStats",
+           "Embedding", "Embeddings", "Expansion", "Expansions", "Completion", "Choice", "Usage", "Result", "DeadTask", "QueueStats",
            "SluiceError", "APIError", "TaskNotFound", "TaskTimeout", "TaskEnded", "TaskFailed", "TaskExpired",
            "TaskCancelled", "TaskError"]
 __version__ = "0.1.0"

@@ -93,22 +93,68 @@ class Expansions:
 
 
 @dataclass(frozen=True)
-class Completion:
-    """The result of a ``generate`` task: an OpenAI-style (chat) completion.
-    ``text`` is the first choice's message content (or text)."""
+class Usage:
+    """Token counts of a generation: ``cached_tokens`` of the prompt came from the prefix cache."""
 
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+
+    @classmethod
+    def from_json(cls, o: Dict[str, Any]) -> "Usage":
+        return cls(prompt_tokens=int(o.get("prompt_tokens", 0)), completion_tokens=int(o.get("completion_tokens", 0)),
+                   total_tokens=int(o.get("total_tokens", 0)),
+                   cached_tokens=int((o.get("prompt_tokens_details") or {}).get("cached_tokens") or 0))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One generated answer: ``text`` is the message content (chat) or the text
+    (completion); ``finish_reason`` is ``stop`` (end of turn or a stop string)
+    or ``length`` (max_tokens or the context ran out)."""
+
+    index: int
+    text: str
+    finish_reason: Optional[str]
+    role: Optional[str] = None  # "assistant" for a chat answer, None for a text completion
+    logprobs: Any = None
+
+    @classmethod
+    def from_json(cls, i: int, o: Dict[str, Any]) -> "Choice":
+        msg = o.get("message")
+        text = (msg or {}).get("content") if msg is not None else o.get("text")
+        return cls(index=int(o.get("index", i)), text=text or "", finish_reason=o.get("finish_reason"),
+                   role=(msg or {}).get("role") if msg is not None else None, logprobs=o.get("logprobs"))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The result of a ``generate`` task: the ``chat.completion`` (a body with
+    ``messages``) or ``text_completion`` (a body with ``prompt``) answer of
+    /v1/chat/completions or /v1/completions. ``text`` and ``finish_reason``
+    are the first choice's; ``n`` > 1 gives more choices, by index."""
+
+    id: str
+    object: str  # "chat.completion" | "text_completion"
     model: str
-    choices: List[Dict[str, Any]]
-    usage: Dict[str, Any]
+    choices: List[Choice]
+    usage: Usage
     raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def text(self) -> str:
-        if not self.choices:
-            return ""
-        c = self.choices[0]
-        msg = c.get("message")
-        return (msg or {}).get("content") or c.get("text") or ""
+        return self.choices[0].text if self.choices else ""
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        return self.choices[0].finish_reason if self.choices else None
+
+    @classmethod
+    def from_json(cls, r: Dict[str, Any]) -> "Completion":
+        return cls(id=r.get("id", ""), object=r.get("object", ""), model=r.get("model", ""), raw=r,
+                   choices=[Choice.from_json(i, c) for i, c in enumerate(r.get("choices") or [])],
+                   usage=Usage.from_json(r.get("usage") or {}))
 
 
 Result = Union[Embeddings, Expansions, Completion, Dict[str, Any]]
@@ -121,7 +167,7 @@ def parse_result(r: Any) -> Result:
     data = r.get("data")
     obj = r.get("object")
     if obj in ("chat.completion", "text_completion") or "choices" in r:
-        return Completion(model=r.get("model", ""), choices=r.get("choices") or [], usage=r.get("usage") or {}, raw=r)
+        return Completion.from_json(r)
     if isinstance(data, list) and data and isinstance(data[0], dict):
         if "embedding" in data[0]:
             usage = r.get("usage") or {}

@@ -87,8 +87,13 @@ class Client(_Base):
         return [Submitted.from_json(o) for o in self._call("POST", "/v1/tasks/batch", json=body)["data"]]
 
     def generate(self, body: Mapping[str, Any], *, queue: Optional[str] = None, **options: Any) -> Submitted:
-        """Enqueue a ``generate`` task: body is the OpenAI-style request
-        (model, messages or prompt, max_tokens, ...), passed through."""
+        """Enqueue a ``generate`` task: body is a /v1/chat/completions body
+        (``messages``) or a /v1/completions body (``prompt``) with their fields
+        (model, max_tokens, temperature, n, stop, seed, ...), checked by the
+        server now (APIError 400/404 naming the field); options are the task's
+        (priority, deadline_ms, dedup_key, ...). ``result()`` then gives a
+        :class:`Completion`. ``stream`` is ignored: the text is not streamed
+        over HTTP (Redis clients can follow ``{queue}:s:<id>``, docs/api.md)."""
         return Submitted.from_json(self._call("POST", "/v1/tasks",
                                               json=self._with_queue(_core.generate_body(body, **options), queue)))
 
