@@ -116,7 +116,7 @@ Test(serve_gen_tasks, generate_round_trip_and_token_stream) {
     http_resp_free(&r);
     enqueue(w.port,
             "{\"op\":\"generate\",\"messages\":[{\"role\":\"user\",\"content\":\"Count from 1 to 300, separated by commas.\"}],"
-            "\"max_tokens\":700,\"temperature\":0,\"priority\":3}",
+            "\"max_tokens\":1000,\"temperature\":0,\"priority\":3}",
             id);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
