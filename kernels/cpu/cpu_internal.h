@@ -14,8 +14,6 @@ typedef struct {
     ops_cpu_threadpool_t *pool;  /* our ops run here; OpenBLAS runs single-threaded inside it */
     float **scratch;             /* (threads) per-worker attention scratch */
     size_t *scratch_floats;      /* (threads) capacity of each, floats */
-    float *shared;               /* one call's scratch read by every worker (matmul_q's block sums of x) */
-    size_t shared_floats;        /* capacity of shared, floats */
 } ops_cpu_impl_t;
 
 /* Writes a message to ops->err and returns code. */
@@ -29,8 +27,6 @@ int ops_cpu_check_seq_off(ops_t *ops, const char *what, const int32_t *seq_off, 
 /* Grows every worker's scratch (impl->scratch[w]) to hold `floats`; called on
  * the calling thread before the tasks start. what names the op in the message. */
 int ops_cpu_ensure_scratch(ops_t *ops, const char *what, size_t floats);
-/* Grows impl->shared to hold `floats`. */
-int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats);
 
 /* Each of rows rows of L scores (contiguous): exp(x - max) in place, the
  * row's sum in sums[r]. The order of the max and the sum depends on L alone

@@ -56,17 +56,6 @@ int ops_cpu_ensure_scratch(ops_t *ops, const char *what, size_t floats) {
     return OPS_OK;
 }
 
-int ops_cpu_ensure_shared(ops_t *ops, const char *what, size_t floats) {
-    ops_cpu_impl_t *impl = ops->impl;
-    if (impl->shared_floats >= floats) return OPS_OK;
-    float *p = aligned_alloc(CPU_ALIGN, (floats * sizeof(float) + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN);
-    if (!p) return ops_cpu_fail(ops, OPS_ENOMEM, "%s: cannot allocate %zu bytes of scratch", what, floats * sizeof(float));
-    free(impl->shared);
-    impl->shared = p;
-    impl->shared_floats = floats;
-    return OPS_OK;
-}
-
 /* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
  * not know the name "f16c" (gcc does), and the fuzz build uses clang. */
 static inline int cpu_has_f16c(void) {
@@ -112,7 +101,6 @@ static void cpu_destroy(ops_t *ops) {
             for (int i = 0; i < impl->threads; i++) free(impl->scratch[i]);
         free(impl->scratch);
         free(impl->scratch_floats);
-        free(impl->shared);
         free(impl);
     }
     free(ops);
