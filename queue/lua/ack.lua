@@ -9,7 +9,7 @@ local out, acked, done = {}, 0, {}
 for i = 2, #ARGV, 3 do
   local id, token = ARGV[i], ARGV[i + 1]
   local tk = P .. 't:' .. id
-  local f = redis.call('HMGET', tk, 'state', 'token', 'waiters', 'dedup', 'rttl', 'sig')
+  local f = call('HMGET', tk, 'state', 'token', 'waiters', 'dedup', 'rttl', 'sig')
   if f[2] ~= token then
     out[#out + 1] = -1
   elseif f[1] == 'done' then
@@ -18,8 +18,8 @@ for i = 2, #ARGV, 3 do
     out[#out + 1] = -1
   else
     local t = f[5] or ttl
-    redis.call('HSET', tk, 'state', 'done', 'finished', now_s, 'result', ARGV[i + 2])
-    redis.call('PEXPIRE', tk, t)
+    call('HSET', tk, 'state', 'done', 'finished', now_s, 'result', ARGV[i + 2])
+    call('PEXPIRE', tk, t)
     done[#done + 1] = id
     end_dedup(id, f[4], t)
     tomb(id, f[6], t)

@@ -21,18 +21,18 @@ local until_s = fmt(until_ms)
 -- Redis would print as a double and Lua would read back (~2% of the server's time per task).
 local rk = P .. 'ready'
 while got < n do
-  local popped = redis.call('ZRANGE', rk, 0, n - got - 1)
+  local popped = call('ZRANGE', rk, 0, n - got - 1)
   if #popped == 0 then break end
-  redis.call('ZREMRANGEBYRANK', rk, 0, #popped - 1)
-  local token = redis.call('INCRBY', P .. 'token', #popped) - #popped
+  call('ZREMRANGEBYRANK', rk, 0, #popped - 1)
+  local token = call('INCRBY', P .. 'token', #popped) - #popped
   for j = 1, #popped do
     local id = popped[j]
     local tk = P .. 't:' .. id
-    local f = redis.call('HMGET', tk, 'payload', 'attempts', 'maxatt', 'prio', 'deadline', 'cancel', 'sig', 'enq')
+    local f = call('HMGET', tk, 'payload', 'attempts', 'maxatt', 'prio', 'deadline', 'cancel', 'sig', 'enq')
     local deadline = num(f[5])
     if not f[1] then
       -- the hash is gone (purged by hand): nothing to run
-    elseif verify and f[7] and f[7] ~= '' and redis.call('EXISTS', P .. 'tomb:' .. id) == 1 then
+    elseif verify and f[7] and f[7] ~= '' and call('EXISTS', P .. 'tomb:' .. id) == 1 then
       to_dlq(id, 'replayed', now, nil, false); replayed = replayed + 1
     elseif f[6] == '1' then
       finish(id, 'cancelled', 'cancelled before it ran', now, ttl); cancelled = cancelled + 1
@@ -41,9 +41,9 @@ while got < n do
     else
       token = token + 1
       local attempt = num(f[2]) + 1
-      redis.call('HSET', tk, 'state', 'leased', 'attempts', fmt(attempt), 'token', fmt(token), 'worker', worker)
+      call('HSET', tk, 'state', 'leased', 'attempts', fmt(attempt), 'token', fmt(token), 'worker', worker)
       leased[#leased + 1] = until_s; leased[#leased + 1] = id
-      if deadline > 0 then redis.call('ZREM', P .. 'deadlines', id) end
+      if deadline > 0 then call('ZREM', P .. 'deadlines', id) end
       local k = #out
       out[k + 1] = id; out[k + 2] = token; out[k + 3] = attempt; out[k + 4] = num(f[3])
       out[k + 5] = num(f[4]); out[k + 6] = deadline; out[k + 7] = until_ms; out[k + 8] = num(f[8])

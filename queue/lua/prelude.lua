@@ -6,8 +6,10 @@ local P = string.sub(KEYS[1], 1, -4)
 local PRIO_MAX = 255
 local TERMINAL = {done = true, dlq = true, expired = true, cancelled = true}
 local events = {}
+-- redis.call from a local: a global and a field lookup fewer on every call (~100 per task batch).
+local call = redis.call
 local function now_ms()
-  local t = redis.call('TIME')
+  local t = call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function num(s) return tonumber(s) or 0 end
@@ -17,10 +19,10 @@ local function fmt(x) return string.format('%d', x) end
 -- One variadic call for a whole batch (ZADD/ZREM of many members): each redis.call costs more than
 -- the work it does, so per-task calls are gathered where the command allows it.
 local function many(cmd, key, args)
-  if #args > 0 then redis.call(cmd, key, unpack(args)) end
+  if #args > 0 then call(cmd, key, unpack(args)) end
 end
 local function count(field, n)
-  if n ~= 0 then redis.call('HINCRBY', P .. 'stats', field, n) end
+  if n ~= 0 then call('HINCRBY', P .. 'stats', field, n) end
 end
 -- One message per script call keeps PUBLISH off the per-task cost, and none at all while nobody
 -- listens: a subscriber keeps {q}:subs alive (SET PX) from before its first look at a task's state
@@ -28,7 +30,7 @@ end
 -- Asked once per call, at the first task that ends.
 local listened
 local function publish()
-  if #events > 0 then redis.call('PUBLISH', P .. 'events', table.concat(events, '\n')) end
+  if #events > 0 then call('PUBLISH', P .. 'events', table.concat(events, '\n')) end
 end
 -- A signed task that ended (sig: its signature, or nil/false for none) leaves {q}:tomb:<id>, so a
 -- copy re-inserted later is refused at lease (`replayed`). It is written by the same script that
@@ -38,19 +40,19 @@ end
 local tomb_ms
 local function tomb(id, sig, ttl)
   if not sig or sig == '' then return end
-  if not tomb_ms then tomb_ms = tonumber(redis.call('GET', P .. 'tomb_ms')) or 86700000 end
-  redis.call('SET', P .. 'tomb:' .. id, '1', 'PX', fmt(math.max(tomb_ms, num(ttl))))
+  if not tomb_ms then tomb_ms = tonumber(call('GET', P .. 'tomb_ms')) or 86700000 end
+  call('SET', P .. 'tomb:' .. id, '1', 'PX', fmt(math.max(tomb_ms, num(ttl))))
 end
 -- Waiters registered through wait_prepare each get one list entry.
 local function wake(id, state, waiters)
   local w = math.min(num(waiters), 1000)
   if w > 0 then
     local wk = P .. 'w:' .. id
-    for _ = 1, w do redis.call('RPUSH', wk, state) end
-    redis.call('PEXPIRE', wk, 60000)
-    redis.call('HSET', P .. 't:' .. id, 'waiters', 0)
+    for _ = 1, w do call('RPUSH', wk, state) end
+    call('PEXPIRE', wk, 60000)
+    call('HSET', P .. 't:' .. id, 'waiters', 0)
   end
-  if listened == nil then listened = redis.call('EXISTS', P .. 'subs') == 1 end
+  if listened == nil then listened = call('EXISTS', P .. 'subs') == 1 end
   if listened then events[#events + 1] = id .. ' ' .. state end
 end
 -- A dedup key lives no longer than its task: when the task ends, its key (if it still names this
@@ -59,21 +61,21 @@ end
 local function end_dedup(id, dkey, ttl)
   if dkey and dkey ~= '' then
     local dk = P .. 'dd:' .. dkey
-    if redis.call('GET', dk) == id then redis.call('PEXPIRE', dk, ttl, 'LT') end
+    if call('GET', dk) == id then call('PEXPIRE', dk, ttl, 'LT') end
   end
 end
 -- End a task that produced no result (expired, cancelled): state and a result saying why (the hash's
 -- `result` field), kept ttl ms; waiters woken; a signed task leaves its tombstone.
 local function finish(id, state, why, now, ttl)
   local tk = P .. 't:' .. id
-  local f = redis.call('HMGET', tk, 'waiters', 'dedup', 'rttl', 'sig')
+  local f = call('HMGET', tk, 'waiters', 'dedup', 'rttl', 'sig')
   local waiters = f[1]
   if f[3] then ttl = f[3] end
   end_dedup(id, f[2], ttl)
-  redis.call('HSET', tk, 'state', state, 'finished', fmt(now), 'error', why,
+  call('HSET', tk, 'state', state, 'finished', fmt(now), 'error', why,
              'result', cjson.encode({state = state, error = why}))
-  redis.call('PEXPIRE', tk, ttl)
-  redis.call('ZREM', P .. 'deadlines', id)
+  call('PEXPIRE', tk, ttl)
+  call('ZREM', P .. 'deadlines', id)
   tomb(id, f[4], ttl)
   wake(id, state, waiters)
 end
@@ -82,10 +84,10 @@ end
 -- (exact in a double while now < 2^41 ms). dlq_list reports floor(score) as dead_ms.
 -- sig: the task's signature when it leaves a tombstone (not for a task refused for its signature).
 local function to_dlq(id, why, now, waiters, sig)
-  redis.call('HSET', P .. 't:' .. id, 'state', 'dlq', 'error', why, 'dead_at', now, 'finished', now)
-  local seq = redis.call('INCR', P .. 'seq')
-  redis.call('ZADD', P .. 'dlq', string.format('%.17g', now + (seq % 4096) / 4096), id)
-  redis.call('ZREM', P .. 'deadlines', id)
+  call('HSET', P .. 't:' .. id, 'state', 'dlq', 'error', why, 'dead_at', now, 'finished', now)
+  local seq = call('INCR', P .. 'seq')
+  call('ZADD', P .. 'dlq', string.format('%.17g', now + (seq % 4096) / 4096), id)
+  call('ZREM', P .. 'deadlines', id)
   count('failed', 1)
   tomb(id, sig, 0)
   wake(id, 'dlq', waiters)
@@ -96,22 +98,22 @@ end
 local function trim_dlq(now, maxlen, maxage)
   local dk, gone, n = P .. 'dlq', {}, 0
   if maxage > 0 then
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', dk, '-inf', fmt(now - maxage), 'LIMIT', 0, 1000)) do
+    for _, id in ipairs(call('ZRANGEBYSCORE', dk, '-inf', fmt(now - maxage), 'LIMIT', 0, 1000)) do
       gone[id] = true
     end
   end
   if maxlen >= 0 then
-    local extra = math.min(redis.call('ZCARD', dk) - maxlen, 1000)
+    local extra = math.min(call('ZCARD', dk) - maxlen, 1000)
     if extra > 0 then
-      for _, id in ipairs(redis.call('ZRANGE', dk, 0, extra - 1)) do gone[id] = true end
+      for _, id in ipairs(call('ZRANGE', dk, 0, extra - 1)) do gone[id] = true end
     end
   end
   for id in pairs(gone) do
-    redis.call('ZREM', dk, id)
+    call('ZREM', dk, id)
     -- A dead task has its hash only (a result never: not in the hash, nor in an old {q}:r:<id> key):
     -- one key per DEL, since while the slot is being imported Redis refuses (TRYAGAIN) a command
     -- naming several keys when one is missing.
-    redis.call('DEL', P .. 't:' .. id)
+    call('DEL', P .. 't:' .. id)
     n = n + 1
   end
   count('purged', n)
@@ -119,21 +121,21 @@ local function trim_dlq(now, maxlen, maxage)
 end
 -- Delayed tasks that are due go to ready with their original score.
 local function promote(now, limit)
-  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', fmt(now), 'LIMIT', 0, limit)
+  local due = call('ZRANGEBYSCORE', P .. 'delayed', '-inf', fmt(now), 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     local tk = P .. 't:' .. id
-    local score = redis.call('HGET', tk, 'score')
-    redis.call('ZREM', P .. 'delayed', id)
+    local score = call('HGET', tk, 'score')
+    call('ZREM', P .. 'delayed', id)
     if score then
-      redis.call('ZADD', P .. 'ready', score, id)
-      redis.call('HSET', tk, 'state', 'ready')
+      call('ZADD', P .. 'ready', score, id)
+      call('HSET', tk, 'state', 'ready')
     end
   end
   return #due
 end
 -- Back to ready with its original priority and place (release, reap).
 local function to_ready(id, score, deadline)
-  redis.call('HSET', P .. 't:' .. id, 'state', 'ready')
-  redis.call('ZADD', P .. 'ready', score, id)
-  if deadline > 0 then redis.call('ZADD', P .. 'deadlines', deadline, id) end
+  call('HSET', P .. 't:' .. id, 'state', 'ready')
+  call('ZADD', P .. 'ready', score, id)
+  if deadline > 0 then call('ZADD', P .. 'deadlines', deadline, id) end
 end
