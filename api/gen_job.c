@@ -9,6 +9,7 @@
 #include "engine/bpe.h"
 #include "engine/chat.h"
 #include "engine/tok_bpe.h"
+#include "kernels/util.h"
 
 /* ---------------------------------------------------------------- ids */
 
@@ -470,14 +471,7 @@ fail:
 /* ---------------------------------------------------------------- choices */
 
 int api_gen_choice_add(api_gen_choice_t *c, const char *text, size_t len) {
-    if (c->len + len + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < c->len + len + 1) cap *= 2;
-        char *p = realloc(c->text, cap);
-        if (!p) return -1;
-        c->text = p;
-        c->cap = cap;
-    }
+    if (util_grow(&c->text, &c->cap, c->len + len + 1, 256)) return -1;
     if (len) memcpy(c->text + c->len, text, len);
     c->len += len;
     c->text[c->len] = '\0';

@@ -1,6 +1,7 @@
 /* kernels/util.c - clocks, sleeps, deadlines, error buffers. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "kernels/util.h"
 
@@ -37,4 +38,15 @@ void util_errf(char *err, size_t errlen, const char *fmt, ...) {
     va_start(ap, fmt);
     util_verrf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+int util_grow(char **buf, size_t *cap, size_t need, size_t first) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : first;
+    while (c < need) c *= 2;
+    char *p = realloc(*buf, c);
+    if (!p) return -1;
+    *buf = p;
+    *cap = c;
+    return 0;
 }

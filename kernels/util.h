@@ -27,6 +27,11 @@ void util_deadline(struct timespec *ts, clockid_t clock, int64_t ns_from_now);
 void util_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void util_verrf(char *err, size_t errlen, const char *fmt, va_list ap);
 
+/* Grow a byte buffer *buf of *cap bytes to hold at least `need`, doubling from
+ * `first` (the size of the first allocation). 0, or -1 with *buf and *cap as
+ * they were when memory runs out. */
+int util_grow(char **buf, size_t *cap, size_t need, size_t first);
+
 /* A file of the repository as a NUL-terminated array in .rodata, through the
  * assembler's .incbin: no generator step and no xxd, the same for gcc, clang
  * and every build folder. path is relative to the repository root, where

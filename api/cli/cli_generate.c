@@ -28,6 +28,7 @@
 #include "engine/gguf.h"
 #include "engine/registry.h"
 #include "engine/sample.h"
+#include "kernels/util.h"
 
 #define DEFAULT_LLM "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define MAX_MESSAGES 64
@@ -103,13 +104,7 @@ static void on_delta(void *user, const sched_delta_t *d) {
     fwrite(d->text, 1, d->text_len, stdout); /* a terminal: the CLI's one stream may block here */
     fflush(stdout);
     pthread_mutex_lock(&t->mu);
-    if (t->alen + d->text_len + 1 > t->acap) {
-        size_t cap = t->acap ? t->acap : 256;
-        while (t->alen + d->text_len + 1 > cap) cap *= 2;
-        char *na = realloc(t->ans, cap);
-        if (na) t->ans = na, t->acap = cap;
-    }
-    if (t->alen + d->text_len + 1 <= t->acap) {
+    if (util_grow(&t->ans, &t->acap, t->alen + d->text_len + 1, 256) == 0) {
         memcpy(t->ans + t->alen, d->text, d->text_len);
         t->alen += d->text_len;
     } else {

@@ -24,6 +24,7 @@
 #include "api/http/routes.h"
 #include "api/http/ctl.h"
 #include "batcher/sched.h"
+#include "kernels/util.h"
 
 typedef struct gen_http gen_http_t;
 
@@ -84,16 +85,9 @@ static void gen_unref(gen_http_t *h) {
 static void buf_add(gen_http_t *h, char *ev, size_t n) {
     if (!ev) return;
     if (h->off && h->off == h->len) h->off = h->len = 0;
-    if (h->len + n > h->cap) {
-        size_t cap = h->cap ? h->cap : 4096;
-        while (cap < h->len + n) cap *= 2;
-        char *p = realloc(h->buf, cap);
-        if (!p) {
-            free(ev);
-            return;
-        }
-        h->buf = p;
-        h->cap = cap;
+    if (util_grow(&h->buf, &h->cap, h->len + n, 4096)) {
+        free(ev);
+        return;
     }
     memcpy(h->buf + h->len, ev, n);
     h->len += n;
